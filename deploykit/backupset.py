@@ -1,0 +1,76 @@
+"""Backup sets: ordered items in `backups/<id>/` with a manifest of sizes and sha256.
+
+The manifest is written last, with `complete: true`; a backup without it is
+incomplete and never restored. Verification recomputes every checksum on the
+host and asks each driver for its own check (pg_restore --list).
+"""
+from __future__ import annotations
+
+import posixpath
+
+from .drivers import driver_for_item, drivers_for
+from .errors import BackupInvalid
+from .host import q
+from .journal import utc_now, utc_stamp
+
+MANIFEST = "manifest.json"
+
+
+def new_backup_id(label: str = "") -> str:
+    return f"{utc_stamp()}{'-' + label if label else ''}"
+
+
+def prepare_dir(host, path: str) -> None:
+    host.run(f"mkdir -p {q(posixpath.dirname(path))} && mkdir -p -m 700 {q(path)} && chmod 700 {q(path)}")
+
+
+def code_item(ctx, host, backup_dir: str) -> dict | None:
+    """Tarball of what `current` points at, or None before the first release."""
+    current = host.realpath(host.path("current"))
+    if not current or not host.exists(current):
+        return None
+    doc = host.helper("files", "archive", {"root": current, "dest": posixpath.join(backup_dir, "code.tar.gz"),
+                                           "compress": True})
+    return {"name": "code", "kind": "code", "engine": "tar", "release_dir": current,
+            "release_id": posixpath.basename(current),
+            "files": {"code.tar.gz": {"size": doc["size"], "sha256": doc["sha256"]}}}
+
+
+def data_items(ctx, host, backup_dir: str) -> list[dict]:
+    return [driver.backup(ctx, host, backup_dir) for driver in drivers_for(ctx.config)]
+
+
+def write_manifest(ctx, host, backup_dir: str, backup_id: str, items: list[dict], **extra) -> dict:
+    manifest = {"id": backup_id, "created": utc_now(), "app": ctx.config.app, "stage": ctx.stage,
+                "host": host.name, "run_id": ctx.run_id, "complete": True, **extra, "items": items}
+    host.write_json(posixpath.join(backup_dir, MANIFEST), manifest)
+    return manifest
+
+
+def verify(ctx, host, backup_dir: str) -> tuple[bool, list[str], dict | None]:
+    """(verified, problems, manifest) for one host's part of a backup."""
+    doc = host.helper("files", "verify_backup", {"dir": backup_dir})
+    problems = list(doc.get("problems", []))
+    manifest = host.read_json(posixpath.join(backup_dir, MANIFEST)) if doc.get("verified") else None
+    if manifest:
+        for item in manifest["items"]:
+            if item["kind"] == "code":
+                continue
+            try:
+                problems += driver_for_item(ctx.config, item).verify(ctx, host, backup_dir, item)
+            except KeyError:
+                problems.append(f"{item['name']}: not in this configuration")
+    return (not problems and bool(doc.get("verified"))), problems, manifest
+
+
+def require_verified(ctx, host, backup_dir: str) -> dict:
+    ok, problems, manifest = verify(ctx, host, backup_dir)
+    if not ok:
+        shown = "; ".join(problems[:3]) or "does not verify"
+        raise BackupInvalid(f"{host.name}: backup {posixpath.basename(backup_dir)} is not usable: {shown}")
+    return manifest
+
+
+def list_backups(host) -> list[str]:
+    res = host.run(f"ls -1 {q(host.path('backups'))} 2>/dev/null", check=False)
+    return sorted(line.strip() for line in res.stdout.splitlines() if line.strip())

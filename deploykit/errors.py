@@ -1,0 +1,60 @@
+"""User-facing errors: each names the problem and the fix, shown as one line."""
+
+
+class DeployError(Exception):
+    """A failure the operator can act on; `hint` says how."""
+
+    hint = ""
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message)
+        if hint is not None:
+            self.hint = hint
+
+    def one_line(self) -> str:
+        text = " ".join(str(self).split())
+        return f"{text} (hint: {self.hint})" if self.hint else text
+
+
+class ConfigError(DeployError):
+    hint = "fix deploykit.yaml and run again"
+
+
+class UnknownStage(DeployError):
+    hint = "use one of the stages defined under 'stages:' in deploykit.yaml"
+
+
+class UnknownRevision(DeployError):
+    hint = "list the tags with 'git tag' and pass one with --tag"
+
+
+class HostUnreachable(DeployError):
+    hint = "check the address, port and that sshd runs there"
+
+
+class HostKeyUnknown(DeployError):
+    pass
+
+
+class HostCommandFailed(DeployError):
+    pass
+
+
+class LockHeld(DeployError):
+    hint = "wait for that run to finish, or free a stale lock with 'invoke unlock --host STAGE'"
+
+
+class BackupInvalid(DeployError):
+    hint = "pick another backup from 'invoke backups --host STAGE'"
+
+
+class StepFailed(DeployError):
+    """A step of a playbook failed on a host."""
+
+
+class ReleaseFailed(DeployError):
+    """A playbook failed; `result` keeps what each host did."""
+
+    def __init__(self, message: str, result=None, hint: str | None = None):
+        super().__init__(message, hint)
+        self.result = result

@@ -1,0 +1,104 @@
+"""Per-run journal (JSON lines, locally and on each host) and the stage lock.
+
+The local journal is written from the first event; the host copies start once
+the lock is held, so a run refused early leaves no trace on any host.
+"""
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import socket
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .errors import LockHeld
+
+STATE_DIR = ".deploykit"
+_SECRET_WORDS = ("password", "secret", "token", "passwd")
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def utc_stamp() -> str:
+    """Sortable UTC stamp used in release, backup and run ids."""
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+
+
+def new_run_id(kind: str) -> str:
+    return f"{utc_stamp()}-{kind}-{os.getpid()}"
+
+
+def scrub(value):
+    """Drop anything that looks like a secret before it reaches a journal."""
+    if isinstance(value, dict):
+        return {k: ("***" if any(w in k.lower() for w in _SECRET_WORDS) else scrub(v)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [scrub(v) for v in value]
+    return value
+
+
+class Journal:
+    """Append-only record of one run; every event is one JSON line."""
+
+    def __init__(self, run_id: str, local_dir: Path, hosts=()):
+        self.run_id = run_id
+        self.local_path = Path(local_dir) / f"{run_id}.jsonl"
+        self.local_path.parent.mkdir(parents=True, exist_ok=True)
+        self.hosts = list(hosts)
+        self.remote_hosts: set[str] = set()
+        self.events: list[dict] = []
+
+    def remote_path(self, host) -> str:
+        return host.path(STATE_DIR, "journal", f"{self.run_id}.jsonl")
+
+    def enable_remote(self, host) -> None:
+        self.remote_hosts.add(host.name)
+
+    def record(self, event: str, host=None, **fields) -> dict:
+        entry = {"at": utc_now(), "run": self.run_id, "event": event}
+        if host is not None:
+            entry["host"] = host.name
+        entry.update(scrub(fields))
+        self.events.append(entry)
+        line = json.dumps(entry, default=str)
+        with open(self.local_path, "a") as fh:
+            fh.write(line + "\n")
+        targets = [host] if host is not None else self.hosts
+        for h in targets:
+            if h.name in self.remote_hosts:
+                try:
+                    h.helper("files", "append_line", {"path": self.remote_path(h), "line": line})
+                except Exception:  # a lost host must not hide the event itself
+                    pass
+        return entry
+
+
+def lock_path(host) -> str:
+    return host.path(STATE_DIR, "lock")
+
+
+def lock_info(run_id: str, command: str) -> dict:
+    return {"run_id": run_id, "command": command, "user": getpass.getuser(),
+            "controller": socket.gethostname(), "pid": os.getpid(), "started": time.time()}
+
+
+def acquire_lock(host, run_id: str, command: str) -> None:
+    doc = host.helper("files", "lock_acquire", {"path": lock_path(host), "info": lock_info(run_id, command)})
+    if not doc.get("acquired"):
+        holder = doc.get("holder") or {}
+        raise LockHeld(
+            f"{host.name}: locked by run {holder.get('run_id', '?')} ({holder.get('command', '?')}) "
+            f"of {holder.get('user', '?')}@{holder.get('controller', '?')} since {holder.get('since', '?')}")
+
+
+def release_lock(host, run_id: str, force: bool = False) -> dict:
+    return host.helper("files", "lock_release", {"path": lock_path(host), "run_id": run_id, "force": force})
+
+
+def read_lock(host) -> dict | None:
+    doc = host.helper("files", "lock_read", {"path": lock_path(host)})
+    return doc.get("holder") if doc.get("held") else None

@@ -1,0 +1,461 @@
+#!/usr/bin/env python3
+"""deploykit remote helper: SQLite backup, restore and checksums.
+
+Standalone: standard library only, Python 3.9+, never imports deploykit.
+Same protocol as files.py::
+
+    python sqlite.py ACTION  < {"json": "arguments"}
+
+One JSON object of arguments on stdin; exactly one JSON document on stdout;
+exit 0 with ``{"ok": true, "changed": bool, ...}`` or exit 1 with
+``{"ok": false, "error": "one line", "kind": "ErrorClassName"}``.
+Tracebacks go to stderr. Actions that change something accept
+``"dry_run": true``. Everything runs under umask 0o077: backups are 0600 in
+0700 directories.
+
+Actions:
+  backup {src, dest}            online copy with the SQLite backup API (safe
+                                while the app writes, WAL too), atomic, 0600,
+                                then integrity_check of the copy.
+  restore {src, dest, aside?}   integrity_check src, copy next to dest, fsync,
+                                keep the old dest (and its -wal) at aside,
+                                drop dest's -wal/-shm/-journal, os.replace.
+  checksums {path}              {tables: {name: {rows, md5}}}, rows ordered by
+                                every column.
+  info {path}                   {exists, size, tables: {name: rows}}.
+"""
+
+import errno
+import hashlib
+import json
+import os
+import sqlite3
+import stat
+import sys
+
+CHUNK = 1024 * 1024
+PID = os.getpid()
+BUSY_TIMEOUT = 30.0
+
+
+class HelperError(Exception):
+    pass
+
+
+class UsageError(HelperError):
+    pass
+
+
+class BadArguments(HelperError):
+    pass
+
+
+class UnknownAction(HelperError):
+    pass
+
+
+class MissingDatabase(HelperError):
+    pass
+
+
+class CorruptDatabase(HelperError):
+    pass
+
+
+class DestinationExists(HelperError):
+    pass
+
+
+class CopyMismatch(HelperError):
+    pass
+
+
+# --------------------------------------------------------------------------
+# helpers
+
+
+def _path_arg(args, name, required=True):
+    value = args.get(name)
+    if value is None:
+        if required:
+            raise BadArguments("missing argument %r" % name)
+        return None
+    if not isinstance(value, str) or not value or "\x00" in value:
+        raise BadArguments("argument %r is not a usable path" % name)
+    return os.path.abspath(os.path.expanduser(value))
+
+
+def _dry(args):
+    return bool(args.get("dry_run", False))
+
+
+def _tmp_name(path):
+    return "%s.tmp-%d" % (path, PID)
+
+
+def _remove_quietly(path):
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def _fsync_dir(path):
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _makedirs(path, mode=0o700):
+    path = os.path.abspath(path)
+    if os.path.isdir(path):
+        return
+    parent = os.path.dirname(path)
+    if parent != path:
+        _makedirs(parent, mode)
+    try:
+        os.mkdir(path, mode)
+    except FileExistsError:
+        if not os.path.isdir(path):
+            raise
+        return
+    os.chmod(path, mode)
+
+
+def _fsync_file(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _sha256(path):
+    h = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        while True:
+            block = f.read(CHUNK)
+            if not block:
+                break
+            h.update(block)
+            size += len(block)
+    return h.hexdigest(), size
+
+
+def _require_db(path, what="database"):
+    if not os.path.exists(path):
+        raise MissingDatabase("%s %s does not exist" % (what, path))
+    if not os.path.isfile(path):
+        raise MissingDatabase("%s %s is not a regular file" % (what, path))
+
+
+def _uri(path, **params):
+    import urllib.parse
+
+    query = "&".join("%s=%s" % (k, v) for k, v in params.items())
+    return "file:%s%s" % (urllib.parse.quote(path), ("?" + query) if query else "")
+
+
+def _connect_ro(path):
+    """Read-only connection that never creates the file."""
+    conn = sqlite3.connect(_uri(path, mode="ro"), uri=True, timeout=BUSY_TIMEOUT)
+    return conn
+
+
+def _qi(name):
+    return '"%s"' % name.replace('"', '""')
+
+
+def _tables(conn):
+    rows = conn.execute(
+        "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%' ORDER BY name"
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def _row_counts(conn):
+    out = {}
+    for name in _tables(conn):
+        try:
+            out[name] = conn.execute("SELECT COUNT(*) FROM %s" % _qi(name)).fetchone()[0]
+        except sqlite3.DatabaseError:
+            out[name] = None  # e.g. a virtual table whose module is not loaded
+    return out
+
+
+def _integrity(conn):
+    rows = conn.execute("PRAGMA integrity_check").fetchall()
+    result = [r[0] for r in rows]
+    if result != ["ok"]:
+        raise CorruptDatabase("integrity_check failed: %s" % "; ".join(str(r) for r in result[:5]))
+
+
+def _md5():
+    try:
+        return hashlib.md5(usedforsecurity=False)
+    except TypeError:  # pragma: no cover - very old builds
+        return hashlib.md5()
+
+
+def _encode_value(v):
+    if isinstance(v, bytes):
+        return {"b": v.hex()}
+    if isinstance(v, float):
+        return {"f": repr(v)}
+    return v
+
+
+# --------------------------------------------------------------------------
+# actions
+
+
+def act_backup(args):
+    src = _path_arg(args, "src")
+    dest = _path_arg(args, "dest")
+    _require_db(src)
+    if os.path.abspath(src) == os.path.abspath(dest):
+        raise BadArguments("src and dest are the same file")
+    if _dry(args):
+        return {"changed": True, "dry_run": True, "would_write": dest, "src_size": os.path.getsize(src)}
+    parent = os.path.dirname(dest)
+    _makedirs(parent, 0o700)
+    tmp = _tmp_name(dest)
+    for suffix in ("", "-journal", "-wal", "-shm"):
+        _remove_quietly(tmp + suffix)
+    # the copy is created 0600 before SQLite writes a byte into it
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    try:
+        src_conn = sqlite3.connect(src, timeout=BUSY_TIMEOUT)
+        try:
+            dst_conn = sqlite3.connect(tmp)
+            try:
+                # pages=-1: one step under one read transaction, so the copy is a
+                # consistent snapshot and is not restarted by concurrent writers.
+                src_conn.backup(dst_conn, pages=-1)
+                # a self-contained single file, whatever the source's journal mode
+                dst_conn.execute("PRAGMA journal_mode=DELETE")
+                _integrity(dst_conn)
+                tables = _row_counts(dst_conn)
+            finally:
+                dst_conn.close()
+        finally:
+            src_conn.close()
+        _fsync_file(tmp)
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, dest)
+    except BaseException:
+        for suffix in ("", "-journal", "-wal", "-shm"):
+            _remove_quietly(tmp + suffix)
+        raise
+    _fsync_dir(parent)
+    digest, size = _sha256(dest)
+    return {"changed": True, "path": dest, "size": size, "sha256": digest, "tables": tables,
+            "integrity": "ok"}
+
+
+def act_restore(args):
+    src = _path_arg(args, "src")
+    dest = _path_arg(args, "dest")
+    aside = _path_arg(args, "aside", required=False)
+    _require_db(src, "backup")
+    if src == dest:
+        raise BadArguments("src and dest are the same file")
+    if os.path.exists(src + "-wal") and os.path.getsize(src + "-wal") > 0:
+        raise BadArguments(
+            "%s has a non-empty -wal file: its committed pages would be lost by a file copy; "
+            "restore from a copy made by the 'backup' action" % src
+        )
+    conn = _connect_ro(src)
+    try:
+        _integrity(conn)
+        tables = _row_counts(conn)
+    finally:
+        conn.close()
+    dest_exists = os.path.lexists(dest)
+    if aside is not None and dest_exists:
+        for suffix in ("", "-wal", "-journal"):
+            if os.path.lexists(aside + suffix):
+                raise DestinationExists("aside path %s already exists" % (aside + suffix))
+    if _dry(args):
+        return {"changed": True, "dry_run": True, "previous_kept_at": aside if dest_exists else None,
+                "tables": tables}
+
+    parent = os.path.dirname(dest)
+    if not os.path.isdir(parent):
+        os.makedirs(parent)
+    mode = stat.S_IMODE(os.stat(dest).st_mode) if dest_exists else 0o600
+    tmp = _tmp_name(dest)
+    _remove_quietly(tmp)
+    h = hashlib.sha256()
+    size = 0
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with open(src, "rb") as fin, os.fdopen(fd, "wb") as fout:
+            while True:
+                block = fin.read(CHUNK)
+                if not block:
+                    break
+                fout.write(block)
+                h.update(block)
+                size += len(block)
+            fout.flush()
+            os.fsync(fout.fileno())
+        src_digest = _sha256(src)[0]
+        if h.hexdigest() != src_digest:
+            raise CopyMismatch("copy of %s changed while it was read" % src)
+        os.chmod(tmp, mode)
+
+        kept_at = None
+        if dest_exists and aside is not None:
+            _makedirs(os.path.dirname(aside), 0o700)
+            # hard link: dest stays in place until the final os.replace
+            try:
+                os.link(dest, aside)
+            except OSError as e:
+                if e.errno not in (errno.EXDEV, errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
+                    raise
+                import shutil
+
+                shutil.copy2(dest, aside)
+                os.chmod(aside, 0o600)
+            kept_at = aside
+        # the old database's side files must not be applied to the new one;
+        # committed pages still in the -wal travel with the kept copy
+        for suffix in ("-wal", "-journal", "-shm"):
+            side = dest + suffix
+            if not os.path.lexists(side):
+                continue
+            if kept_at is not None and suffix != "-shm":
+                try:
+                    os.rename(side, aside + suffix)
+                    continue
+                except OSError as e:
+                    if e.errno != errno.EXDEV:
+                        raise
+                    import shutil
+
+                    shutil.copy2(side, aside + suffix)
+            os.unlink(side)
+        os.replace(tmp, dest)
+    except BaseException:
+        _remove_quietly(tmp)
+        raise
+    _fsync_dir(parent)
+    if kept_at is not None:
+        _fsync_dir(os.path.dirname(aside))
+    return {"changed": True, "path": dest, "previous_kept_at": kept_at, "size": size,
+            "sha256": h.hexdigest(), "tables": tables}
+
+
+def act_checksums(args):
+    path = _path_arg(args, "path")
+    _require_db(path)
+    conn = _connect_ro(path)
+    try:
+        out = {}
+        for name in _tables(conn):
+            cols = [r[1] for r in conn.execute("PRAGMA table_info(%s)" % _qi(name)).fetchall()]
+            order = ", ".join(_qi(c) for c in cols) if cols else "rowid"
+            h = _md5()
+            rows = 0
+            cur = conn.execute("SELECT * FROM %s ORDER BY %s" % (_qi(name), order))
+            while True:
+                batch = cur.fetchmany(1000)
+                if not batch:
+                    break
+                for row in batch:
+                    h.update(json.dumps([_encode_value(v) for v in row], sort_keys=True).encode("utf-8"))
+                    h.update(b"\n")
+                    rows += 1
+            out[name] = {"rows": rows, "md5": h.hexdigest()}
+    finally:
+        conn.close()
+    return {"tables": out}
+
+
+def act_info(args):
+    path = _path_arg(args, "path")
+    if not os.path.exists(path):
+        return {"exists": False, "size": None, "tables": {}}
+    _require_db(path)
+    conn = _connect_ro(path)
+    try:
+        tables = _row_counts(conn)
+        journal = conn.execute("PRAGMA journal_mode").fetchone()[0]
+    finally:
+        conn.close()
+    return {"exists": True, "size": os.path.getsize(path), "tables": tables, "journal_mode": journal}
+
+
+ACTIONS = {
+    "backup": act_backup,
+    "restore": act_restore,
+    "checksums": act_checksums,
+    "info": act_info,
+}
+
+
+def _one_line(text):
+    text = " ".join(str(text).split())
+    return text[:2000] if text else "error"
+
+
+def main(argv=None, stdin=None, stdout=None):
+    argv = sys.argv[1:] if argv is None else argv
+    stdin = sys.stdin if stdin is None else stdin
+    saved_stdout = sys.stdout
+    real_stdout = saved_stdout if stdout is None else stdout
+    sys.stdout = sys.stderr  # only the one JSON document reaches stdout
+    try:
+        try:
+            if len(argv) != 1:
+                raise UsageError("usage: %s ACTION < args.json (actions: %s)" % (
+                    os.path.basename(__file__), ", ".join(sorted(ACTIONS))))
+            fn = ACTIONS.get(argv[0])
+            if fn is None:
+                raise UnknownAction("unknown action %r (known: %s)" % (argv[0], ", ".join(sorted(ACTIONS))))
+            raw = stdin.read()
+            if not raw.strip():
+                args = {}
+            else:
+                try:
+                    args = json.loads(raw)
+                except ValueError as e:
+                    raise BadArguments("arguments on stdin are not valid JSON: %s" % e)
+            if not isinstance(args, dict):
+                raise BadArguments("arguments on stdin must be one JSON object")
+            os.umask(0o077)
+            result = fn(args)
+            out = {"ok": True, "changed": False}
+            out.update(result)
+            out["ok"] = True
+            code = 0
+        except (Exception, KeyboardInterrupt) as e:
+            import traceback
+
+            traceback.print_exc(file=sys.stderr)
+            out = {"ok": False, "error": _one_line(e), "kind": type(e).__name__}
+            code = 1
+        try:
+            text = json.dumps(out, default=str)
+        except (TypeError, ValueError) as e:
+            text = json.dumps({"ok": False, "error": _one_line("unserialisable result: %s" % e),
+                               "kind": type(e).__name__})
+            code = 1
+        real_stdout.write(text + "\n")
+        real_stdout.flush()
+        return code
+    finally:
+        sys.stdout = saved_stdout
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,56 @@
+"""Operator output: one line per step as it happens, tables at the end (rich)."""
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from .playbook import RunResult, StepRecord
+
+console = Console(highlight=False, soft_wrap=True)
+STYLE = {"ok": "green", "changed": "yellow", "failed": "bold red", "skipped": "dim", "planned": "cyan"}
+
+
+def step_line(rec: StepRecord) -> None:
+    style = STYLE.get(rec.status, "")
+    console.print(f"  {rec.playbook:<8} {rec.stage:<12} {rec.step:<22} {rec.host:<12} "
+                  f"[{style}]{rec.status:<8}[/{style}] {rec.seconds:6.2f}s  {rec.message}")
+    if rec.diff and rec.status in ("changed", "planned"):
+        for line in rec.diff.splitlines():
+            console.print(f"      {line}", style="dim")
+
+
+def timings_table(result: RunResult, title: str = "step timings") -> Table:
+    table = Table(title=title)
+    for col in ("playbook", "stage", "step", "host", "status", "seconds"):
+        table.add_column(col, justify="right" if col == "seconds" else "left")
+    runs = [result] + ([result.recovery] if result.recovery else [])
+    for run in runs:
+        for rec in run.records:
+            table.add_row(rec.playbook, rec.stage, rec.step, rec.host, rec.status, f"{rec.seconds:.2f}")
+    return table
+
+
+def releases_table(rows: list[dict], sizes: dict | None = None) -> Table:
+    table = Table(title="releases")
+    for col in ("release", "commit", "tags", "status", "migrations (leaf per app)", "backup"):
+        table.add_column(col)
+    for r in rows:
+        leaves = ", ".join(f"{app}:{names[-1]}" for app, names in sorted((r.get("leaves") or {}).items())
+                           if app not in ("admin", "auth", "contenttypes", "sessions"))
+        backup = r.get("backup_id") or "-"
+        if sizes and r.get("backup_id") in sizes:
+            backup += f" ({sizes[r['backup_id']] / (1 << 20):.1f} MB)"
+        table.add_row(r["id"], (r.get("commit") or "")[:10], ", ".join(r.get("tags") or []) or "-",
+                      r["status"], leaves or "-", backup)
+    return table
+
+
+def backups_table(rows: list[dict]) -> Table:
+    table = Table(title="backups")
+    for col in ("backup", "created", "size", "verified", "items", "taken before"):
+        table.add_column(col)
+    for r in rows:
+        verified = "yes" if r["verified"] else f"NO: {'; '.join(r['problems'][:2])}"
+        table.add_row(r["id"], r.get("created") or "-", f"{r['bytes'] / (1 << 20):.1f} MB", verified,
+                      ", ".join(r["items"]) or "-", r.get("for_release") or "-")
+    return table

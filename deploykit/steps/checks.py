@@ -1,0 +1,135 @@
+"""The check stage: nothing here changes a host except taking the lock."""
+from __future__ import annotations
+
+from ..errors import DeployError, LockHeld
+from ..gitrepo import resolve
+from ..host import q
+from ..journal import STATE_DIR, acquire_lock, read_lock, release_lock
+from ..playbook import Outcome, Step, register
+from ..releases import new_release_id
+
+
+@register
+class ResolveRevision(Step):
+    """Resolve the tag to release to a commit (GitPython)."""
+
+    name = "resolve_revision"
+    scope = "controller"
+    read_only = True
+
+    def run(self, ctx, host):
+        if ctx.revision is None:
+            ctx.revision = resolve(ctx.config.repo, ctx.options.get("tag"))
+        if ctx.release_id is None:
+            ctx.release_id = new_release_id(ctx.revision.commit)
+        return Outcome(message=f"{ctx.revision.tag or '-'} = {ctx.revision.commit[:10]} -> release {ctx.release_id}")
+
+
+@register
+class Connect(Step):
+    """Connect and check that the app's Python runs."""
+
+    name = "connect"
+    scope = "all"
+    read_only = True
+
+    def run(self, ctx, host):
+        host.connect()
+        res = host.run(f"{q(host.python)} -c 'import sys; print(sys.version.split()[0])'", check=False)
+        if not res.ok:
+            raise DeployError(f"{host.name}: the app's Python {host.python} does not run: {res.tail(1)}",
+                              hint="set 'python:' in deploykit.yaml to the app's interpreter on that host")
+        return Outcome(message=f"python {res.stdout.strip()}")
+
+
+@register
+class CheckTools(Step):
+    """Check that the tools the procedure needs are installed."""
+
+    name = "check_tools"
+    scope = "all"
+    read_only = True
+
+    def run(self, ctx, host):
+        tools = ["tar"]
+        if host.is_primary and any(db.engine == "postgresql" for db in ctx.config.databases):
+            tools += ["psql", "pg_dump", "pg_restore"]
+        res = host.run(" ; ".join(f"command -v {q(t)} >/dev/null || echo {q(t)}" for t in tools), check=False)
+        missing = res.stdout.split()
+        if missing:
+            raise DeployError(f"{host.name}: missing tool(s): {', '.join(missing)}",
+                              hint="install them on the host (e.g. apt-get install postgresql-client tar)")
+        return Outcome(message=", ".join(tools))
+
+
+@register
+class CheckDisk(Step):
+    """Check free disk space under deploy_to."""
+
+    name = "check_disk"
+    scope = "all"
+    read_only = True
+
+    def run(self, ctx, host):
+        doc = host.helper("files", "disk_free", {"path": host.deploy_to})
+        free_mb = doc["free_bytes"] // (1 << 20)
+        if free_mb < ctx.config.min_free_mb:
+            raise DeployError(f"{host.name}: only {free_mb} MB free under {host.deploy_to}, need {ctx.config.min_free_mb} MB",
+                              hint="free some space (old backups: 'invoke backups'), or lower min_free_mb")
+        return Outcome(message=f"{free_mb} MB free")
+
+
+@register
+class AcquireLock(Step):
+    """Take the stage lock on every host (refused if another run holds it)."""
+
+    name = "acquire_lock"
+    scope = "all"
+
+    def describe(self, ctx, host):
+        holder = read_lock(host)
+        return f"would lock {host.path(STATE_DIR, 'lock')}" if not holder else \
+            f"LOCKED by run {holder.get('run_id')} since {holder.get('since')}: the real run would be refused"
+
+    def run(self, ctx, host):
+        try:
+            acquire_lock(host, ctx.run_id, ctx.command)
+        except LockHeld:
+            ctx.unlock_all()  # hosts locked earlier in this run
+            raise
+        ctx.locked.append(host)
+        ctx.journal.enable_remote(host)
+        return Outcome(changed=True, message=f"locked for {ctx.run_id}")
+
+
+@register
+class ReleaseLock(Step):
+    """Free the stage lock taken by this run."""
+
+    name = "release_lock"
+    scope = "all"
+    continue_on_error = True
+
+    def run(self, ctx, host):
+        if host not in ctx.locked:
+            return Outcome(message="not locked by this run")
+        release_lock(host, ctx.run_id)
+        ctx.locked.remove(host)
+        return Outcome(changed=True, message="unlocked")
+
+
+@register
+class PrepareDirs(Step):
+    """Create releases/, shared/, backups/ (0700), failed/ and .deploykit/."""
+
+    name = "prepare_dirs"
+    scope = "all"
+
+    def run(self, ctx, host):
+        d = host.deploy_to
+        res = host.run(
+            f"made=0; for p in releases shared failed {STATE_DIR}; do [ -d {q(d)}/$p ] || made=1; done; "
+            f"[ -d {q(d)}/backups ] || made=1; "
+            f"mkdir -p {q(d)}/releases {q(d)}/shared {q(d)}/failed {q(d)}/{STATE_DIR} && "
+            f"mkdir -p -m 700 {q(d)}/backups && chmod 700 {q(d)}/backups && echo $made")
+        return Outcome(changed=res.stdout.strip() == "1", message=d)

@@ -1,0 +1,200 @@
+"""Code on the hosts: upload a commit, link shared paths, switch `current`."""
+from __future__ import annotations
+
+import posixpath
+import tempfile
+from pathlib import Path
+
+from ..errors import DeployError
+from ..gitrepo import archive
+from ..host import q
+from ..playbook import Outcome, Step, register
+
+
+@register
+class UploadCode(Step):
+    """Upload `git archive` of the commit into releases/<id>/ and write REVISION."""
+
+    name = "upload_code"
+    scope = "app"
+
+    def describe(self, ctx, host):
+        rev = ctx.revision
+        return f"would upload {rev.tag or rev.commit[:10]} into {ctx.release_dir(host)}" if rev else "would upload code"
+
+    def run(self, ctx, host):
+        if "archive" not in ctx.state:
+            tmp = Path(tempfile.mkdtemp(prefix="deploykit-")) / f"{ctx.release_id}.tar"
+            ctx.state["archive"] = archive(ctx.config.repo, ctx.revision.commit, tmp)
+        local = ctx.state["archive"]
+        dest = ctx.release_dir(host)
+        remote_tar = f"{dest}.tar"
+        if host.exists(dest):
+            raise DeployError(f"{host.name}: {dest} already exists", hint="each release id is new; remove the stray directory")
+        host.put(local, remote_tar)
+        host.helper("files", "extract", {"archive": remote_tar, "dest": dest})
+        rev = ctx.revision
+        host.run(f"rm -f {q(remote_tar)} && printf '%s\\n' {q(rev.commit)} {q(rev.tag or '')} > {q(dest)}/REVISION")
+        size_kb = Path(local).stat().st_size // 1024
+        return Outcome(changed=True, message=f"{rev.tag or rev.commit[:10]} -> {dest} ({size_kb} KB)")
+
+
+@register
+class LinkShared(Step):
+    """Link shared paths (media, .env, ...) from shared/ into the release."""
+
+    name = "link_shared"
+    scope = "app"
+
+    def run(self, ctx, host):
+        dest = ctx.release_dir(host)
+        linked = []
+        for rel in ctx.config.shared:
+            shared = host.path("shared", rel)
+            target = posixpath.join(dest, rel)
+            if not host.exists(shared):
+                if posixpath.splitext(rel)[1] or posixpath.basename(rel).startswith("."):
+                    raise DeployError(f"{host.name}: shared file {shared} does not exist",
+                                      hint=f"create it on the host (e.g. the app's settings) before releasing")
+                host.run(f"mkdir -p {q(shared)}")
+            host.run(f"mkdir -p {q(posixpath.dirname(target))} && rm -rf {q(target)} && ln -s {q(shared)} {q(target)}")
+            linked.append(rel)
+        return Outcome(changed=bool(linked), message=", ".join(linked) or "nothing to link")
+
+
+@register
+class Install(Step):
+    """Run the configured install commands in the release (e.g. pip install)."""
+
+    name = "install"
+    scope = "app"
+
+    def run(self, ctx, host):
+        for cmd in ctx.config.install:
+            host.run(host.render(cmd), cwd=ctx.release_dir(host))
+        return Outcome(changed=bool(ctx.config.install), message=f"{len(ctx.config.install)} command(s)")
+
+
+def switch_current(host, target: str) -> str | None:
+    """Point `current` at target atomically; return what it pointed at before."""
+    doc = host.helper("files", "atomic_symlink", {"link": host.path("current"), "target": target})
+    return doc.get("previous")
+
+
+@register
+class SwitchCurrent(Step):
+    """Point `current` at the new release (symlink + rename: atomic)."""
+
+    name = "switch_current"
+    scope = "app"
+
+    def describe(self, ctx, host):
+        return f"would switch {host.path('current')} -> {ctx.release_dir(host)}"
+
+    def run(self, ctx, host):
+        previous = switch_current(host, ctx.release_dir(host))
+        ctx.state.setdefault("switched", {})[host.name] = previous
+        return Outcome(changed=True, message=f"current -> {ctx.release_id}",
+                       diff=f"- {previous}\n+ {ctx.release_dir(host)}")
+
+
+def move_aside(ctx, host, release_id: str) -> str | None:
+    src = ctx.release_dir(host, release_id)
+    if not host.exists(src):
+        return None
+    dest = ctx.failed_dir(host, release_id)
+    if host.exists(posixpath.join(dest, "code")):
+        dest = f"{dest}-{ctx.run_id}"
+    host.run(f"mkdir -p {q(dest)}")
+    host.helper("files", "move", {"src": src, "dest": posixpath.join(dest, "code")})
+    return dest
+
+
+@register
+class DiscardRelease(Step):
+    """Move a release that never went live into failed/<id>/ (kept, not deleted)."""
+
+    name = "discard_release"
+    scope = "app"
+    continue_on_error = True
+
+    def run(self, ctx, host):
+        if not ctx.release_id:
+            return Outcome(message="no release was started")
+        dest = move_aside(ctx, host, ctx.release_id)
+        return Outcome(changed=bool(dest), message=f"kept in {dest}" if dest else "nothing uploaded")
+
+
+@register
+class MoveFailedRelease(Step):
+    """Move the failed release's code into failed/<id>/code."""
+
+    name = "move_failed_release"
+    scope = "app"
+
+    def run(self, ctx, host):
+        dest = move_aside(ctx, host, ctx.release_id)
+        return Outcome(changed=bool(dest), message=f"-> {dest}" if dest else "already moved")
+
+
+@register
+class RestorePreviousCode(Step):
+    """Point `current` back at the previous release (re-extracted from the backup if pruned)."""
+
+    name = "restore_previous_code"
+    scope = "app"
+
+    def describe(self, ctx, host):
+        prev = ctx.previous["id"] if ctx.previous else None
+        return f"would switch current back to {prev}" if prev else "no previous release: would remove current"
+
+    def run(self, ctx, host):
+        if not ctx.previous:
+            res = host.run(f"test -L {q(host.path('current'))} && rm -f {q(host.path('current'))} && echo removed",
+                           check=False)
+            return Outcome(changed="removed" in res.stdout, message="no previous release: current removed")
+        prev_dir = ctx.release_dir(host, ctx.previous["id"])
+        note = ""
+        if not host.exists(prev_dir):
+            tarball = posixpath.join(ctx.backup_dir(host), "code.tar.gz")
+            if not host.exists(tarball):
+                raise DeployError(f"{host.name}: {prev_dir} is gone and {tarball} is missing",
+                                  hint="re-release the previous tag with 'invoke release --tag'")
+            host.helper("files", "extract", {"archive": tarball, "dest": prev_dir})
+            note = " (re-extracted from the code backup)"
+        before = switch_current(host, prev_dir)
+        return Outcome(changed=before != prev_dir, message=f"current -> {ctx.previous['id']}{note}",
+                       diff=f"- {before}\n+ {prev_dir}")
+
+
+@register
+class Prune(Step):
+    """Remove releases and backups beyond keep_releases/keep_backups (never live or previous)."""
+
+    name = "prune"
+    scope = "app"
+    continue_on_error = True
+
+    def run(self, ctx, host):
+        keep_ids = {ctx.release_id}
+        if ctx.previous:
+            keep_ids.add(ctx.previous["id"])
+        current = host.realpath(host.path("current"))
+        if current:
+            keep_ids.add(posixpath.basename(current))
+        removed = []
+        res = host.run(f"ls -1 {q(host.path('releases'))}", check=False)
+        releases = sorted(x for x in res.stdout.split() if not x.endswith(".tar"))
+        for rid in releases[:-ctx.config.keep_releases] if len(releases) > ctx.config.keep_releases else []:
+            if rid not in keep_ids:
+                host.run(f"rm -rf {q(host.path('releases', rid))}")
+                removed.append(rid)
+        res = host.run(f"ls -1 {q(host.path('backups'))}", check=False)
+        backups = sorted(res.stdout.split())
+        keep_backups = {ctx.backup_id} | {r.get("backup_id") for r in [ctx.previous or {}]}
+        extra = len(backups) - ctx.config.keep_backups
+        for bid in backups[:extra] if extra > 0 else []:
+            if bid not in keep_backups:
+                host.run(f"rm -rf {q(host.path('backups', bid))}")
+                removed.append(f"backup {bid}")
+        return Outcome(changed=bool(removed), message=", ".join(removed) or "nothing to prune")

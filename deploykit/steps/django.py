@@ -1,0 +1,47 @@
+"""Django's own commands, run with the app's Python in the release directory."""
+from __future__ import annotations
+
+from ..playbook import Outcome, Step, register
+
+
+@register
+class Migrate(Step):
+    """Run `manage.py migrate` once, on the primary host, with the new code."""
+
+    name = "migrate"
+    scope = "primary"
+
+    def describe(self, ctx, host):
+        return f"would run manage.py migrate in {ctx.release_dir(host)}"
+
+    def run(self, ctx, host):
+        release_dir = ctx.release_dir(host)
+        before = migration_state(ctx, host, release_dir)["applied"]
+        ctx.manage(host, "migrate --noinput", release_dir=release_dir)
+        after = migration_state(ctx, host, release_dir)
+        ctx.state["migrations"] = after
+        applied = [f"{app}.{name}" for app, names in after["applied"].items()
+                   for name in names if name not in before.get(app, [])]
+        return Outcome(changed=bool(applied), message=f"applied {len(applied)}: {', '.join(applied)}" if applied
+                       else "no migrations to apply")
+
+
+@register
+class CollectStatic(Step):
+    """Run `manage.py collectstatic` in the release (each app host)."""
+
+    name = "collectstatic"
+    scope = "app"
+
+    def applies(self, ctx, host):
+        return ctx.config.collectstatic
+
+    def run(self, ctx, host):
+        res = ctx.manage(host, "collectstatic --noinput", release_dir=ctx.release_dir(host))
+        return Outcome(changed=True, message=res.stdout.strip().splitlines()[-1] if res.stdout.strip() else "done")
+
+
+def migration_state(ctx, host, release_dir: str) -> dict:
+    """Applied migrations per app and the graph's leaves, from Django's recorder and loader."""
+    args = {"project_dir": release_dir, "settings": ctx.config.settings_module}
+    return host.helper("django_state", "state", args)

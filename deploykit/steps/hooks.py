@@ -1,0 +1,20 @@
+"""User hooks from deploykit.yaml, run before/after any stage."""
+from __future__ import annotations
+
+from ..playbook import Outcome, Step, register
+
+
+@register
+class Hook(Step):
+    """Run a user command in the release directory."""
+
+    name = "hook"
+    scope = "app"
+
+    def describe(self, ctx, host):
+        return f"hook {self.options.get('label')}: would run {self.options['run']!r}"
+
+    def run(self, ctx, host):
+        cwd = ctx.release_dir(host) if ctx.release_id and host.exists(ctx.release_dir(host)) else host.deploy_to
+        res = host.run(host.render(self.options["run"]), cwd=cwd)
+        return Outcome(changed=True, message=f"{self.options.get('label')}: {res.stdout.strip()[-200:]}")

@@ -1,0 +1,84 @@
+"""Recording releases in `.deploykit/releases.json` on every app host."""
+from __future__ import annotations
+
+from ..playbook import Outcome, Step, register
+from ..releases import Registry
+
+
+def _entry(ctx) -> dict:
+    rev = ctx.revision
+    return {"id": ctx.release_id, "commit": rev.commit if rev else None, "tag": rev.tag if rev else None,
+            "tags": rev.tags if rev else [], "backup_id": ctx.backup_id,
+            "previous": ctx.previous["id"] if ctx.previous else None, "run_id": ctx.run_id}
+
+
+def _save(ctx, registry: Registry) -> None:
+    registry.save([h for h in ctx.hosts if "app" in h.roles or h.is_primary])
+
+
+@register
+class RecordRelease(Step):
+    """Record the new release as live (commit, tags, migrations, backup)."""
+
+    name = "record_release"
+    scope = "controller"
+
+    def run(self, ctx, host):
+        registry = Registry.load(ctx.primary)
+        state = ctx.state.get("migrations") or {}
+        registry.add({**_entry(ctx), "migrations": state.get("applied", {}), "leaves": state.get("leaves", {})})
+        registry.make_live(ctx.release_id)
+        _save(ctx, registry)
+        return Outcome(changed=True, message=f"{ctx.release_id} live")
+
+
+@register
+class RecordFailed(Step):
+    """Record a release that was abandoned before going live."""
+
+    name = "record_failed"
+    scope = "controller"
+    continue_on_error = True
+
+    def run(self, ctx, host):
+        if not ctx.release_id:
+            return Outcome(message="nothing to record")
+        registry = Registry.load(ctx.primary)
+        registry.add({**_entry(ctx), "status": "failed", "error": ctx.failure.one_line() if ctx.failure else None})
+        _save(ctx, registry)
+        return Outcome(changed=True, message=f"{ctx.release_id} failed")
+
+
+@register
+class RecordRecovery(Step):
+    """Mark the undone release failed (or rolled-back) and the previous one live."""
+
+    name = "record_recovery"
+    scope = "controller"
+
+    def run(self, ctx, host):
+        registry = Registry.load(ctx.primary)
+        status = self.options.get("status") or ctx.options.get("undo_status", "failed")
+        if registry.get(ctx.release_id) is None:
+            registry.add(_entry(ctx))
+        registry.update(ctx.release_id, status=status,
+                        error=ctx.failure.one_line() if ctx.failure else None, undone_by=ctx.run_id)
+        if ctx.previous:
+            registry.make_live(ctx.previous["id"])
+        _save(ctx, registry)
+        return Outcome(changed=True, message=f"{ctx.release_id} {status}; "
+                                             f"{ctx.previous['id'] if ctx.previous else 'no release'} live")
+
+
+@register
+class LoadRegistry(Step):
+    """Read the release registry: which release is live now (the one to come back to)."""
+
+    name = "load_registry"
+    scope = "primary"
+    read_only = True
+
+    def run(self, ctx, host):
+        registry = Registry.load(host)
+        ctx.previous = registry.live()
+        return Outcome(message=f"live: {ctx.previous['id'] if ctx.previous else 'none (first release)'}")

@@ -1,0 +1,71 @@
+"""The app's processes: stop, start, restart through their manager's commands."""
+from __future__ import annotations
+
+from ..errors import DeployError
+from ..playbook import Outcome, Step, register
+
+
+def _each(ctx, host, verb: str) -> list[str]:
+    done = []
+    for proc in ctx.config.processes:
+        cmd = host.render(getattr(proc, verb))
+        res = host.run(cmd, check=False)
+        if not res.ok and verb == "restart":
+            # not running yet (first release): a plain start is the restart
+            res = host.run(host.render(proc.start), check=False)
+        if not res.ok and verb == "stop":
+            status = host.run(host.render(proc.status), check=False)
+            if status.ok and "RUNNING" in status.stdout:
+                raise DeployError(f"{host.name}: could not stop {proc.name}: {res.tail(1)}")
+            done.append(f"{proc.name} (was not running)")
+            continue
+        if not res.ok:
+            raise DeployError(f"{host.name}: {verb} {proc.name} failed: {res.tail(1)}",
+                              hint=f"run '{cmd}' on {host.name} to see why")
+        done.append(proc.name)
+    return done
+
+
+@register
+class RestartProcesses(Step):
+    """Restart the app's processes so they run the new `current`."""
+
+    name = "restart_processes"
+    scope = "app"
+
+    def describe(self, ctx, host):
+        return f"would restart {', '.join(p.name for p in ctx.config.processes) or 'no process'}"
+
+    def run(self, ctx, host):
+        done = _each(ctx, host, "restart")
+        return Outcome(changed=bool(done), message=", ".join(done) or "no process configured")
+
+
+@register
+class StopProcesses(Step):
+    """Stop the app's processes (web, workers) before data is touched."""
+
+    name = "stop_processes"
+    scope = "app"
+
+    def describe(self, ctx, host):
+        return f"would stop {', '.join(p.name for p in ctx.config.processes) or 'no process'}"
+
+    def run(self, ctx, host):
+        done = _each(ctx, host, "stop")
+        return Outcome(changed=bool(done), message=", ".join(done) or "no process configured")
+
+
+@register
+class StartProcesses(Step):
+    """Start the app's processes again."""
+
+    name = "start_processes"
+    scope = "app"
+
+    def describe(self, ctx, host):
+        return f"would start {', '.join(p.name for p in ctx.config.processes) or 'no process'}"
+
+    def run(self, ctx, host):
+        done = _each(ctx, host, "restart")
+        return Outcome(changed=bool(done), message=", ".join(done) or "no process configured")

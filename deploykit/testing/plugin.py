@@ -1,0 +1,146 @@
+"""pytest plugin: real sshd hosts, a real PostgreSQL cluster, real supervisord.
+
+Enable it in a conftest.py or test module::
+
+    pytest_plugins = ["deploykit.testing.plugin"]
+
+Fixtures:
+
+``pg_cluster`` (session)
+    one :class:`~deploykit.testing.postgres.PgCluster` for the whole run.
+    Never skipped: missing PostgreSQL binaries fail the tests with the fix.
+``pg_database_factory`` (function)
+    ``make(prefix="app") -> PgDatabase(name, owner, password)``: a database
+    owned by a fresh login role (not the admin); both dropped at teardown.
+``ssh_rig_factory`` (function)
+    ``make(n=2) -> SSHRig`` of ``n`` sshd hosts under tmp_path; stopped at teardown.
+``ssh_rig`` (function)
+    ``ssh_rig_factory(2)``.
+``supervisor_factory`` (function)
+    ``make(dir, programs) -> Supervisor``; shut down at teardown.
+``unique_name`` (function)
+    ``unique_name(prefix="dk") -> "dk_1a2b3c4d"``: short, random, a valid
+    unquoted SQL identifier and file name.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import secrets
+from pathlib import Path
+from typing import NamedTuple
+
+import pytest
+
+from ._proc import RigError, is_root
+from .postgres import PgCluster, PgUnavailable, find_pg_bin
+from .sshd import SSHD, start_ssh_hosts
+from .supervisor import Supervisor
+
+
+class PgDatabase(NamedTuple):
+    name: str
+    owner: str
+    password: str
+
+
+def _new_name(prefix: str = "dk") -> str:
+    return f"{prefix}_{secrets.token_hex(4)}"
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "rig: the test starts real services (sshd, PostgreSQL, supervisord)"
+    )
+
+
+def pytest_report_header(config):
+    try:
+        pg = str(find_pg_bin())
+    except PgUnavailable:
+        pg = "NOT FOUND (set DEPLOYKIT_PG_BIN)"
+    me = pwd.getpwuid(os.geteuid()).pw_name
+    pg_user = os.environ.get("DEPLOYKIT_PG_USER", "nobody") if is_root() else me
+    return f"deploykit rig: sshd={SSHD} postgres={pg} (server runs as {pg_user}), log-in user {me}"
+
+
+@pytest.fixture
+def unique_name():
+    """Factory of short random names: ``unique_name("db") -> "db_8f3a1c2e"``."""
+    return _new_name
+
+
+@pytest.fixture(scope="session")
+def pg_cluster():
+    """A real PostgreSQL cluster for the session (admin: ``dkadmin``)."""
+    try:
+        cluster = PgCluster.start()
+    except RigError as exc:
+        pytest.fail(f"cannot start the test PostgreSQL cluster: {exc}", pytrace=False)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def pg_database_factory(pg_cluster):
+    """``make(prefix="app") -> PgDatabase``: a database owned by its own login role."""
+    made: list[PgDatabase] = []
+
+    def make(prefix: str = "app") -> PgDatabase:
+        name = _new_name(prefix)
+        db = PgDatabase(name=name, owner=f"{name}_owner", password=secrets.token_urlsafe(12))
+        pg_cluster.create_role(db.owner, db.password)
+        pg_cluster.create_database(db.name, owner=db.owner)
+        made.append(db)
+        return db
+
+    yield make
+    for db in reversed(made):
+        try:
+            pg_cluster.drop_database(db.name)
+            pg_cluster.drop_role(db.owner)
+        except Exception:  # noqa: BLE001 - the test may have dropped/renamed things
+            pass
+
+
+@pytest.fixture
+def ssh_rig_factory(tmp_path):
+    """``make(n=2) -> SSHRig``: ``n`` real sshd hosts on 127.0.0.2.. for this test."""
+    rigs = []
+
+    def make(n: int = 2, **kwargs):
+        base = tmp_path / f"ssh{len(rigs)}"
+        try:
+            rig = start_ssh_hosts(base, n, **kwargs)
+        except RigError as exc:
+            pytest.fail(f"cannot start the test sshd hosts: {exc}", pytrace=False)
+        rigs.append(rig)
+        return rig
+
+    yield make
+    for rig in rigs:
+        rig.stop()
+
+
+@pytest.fixture
+def ssh_rig(ssh_rig_factory):
+    """Two real sshd hosts."""
+    return ssh_rig_factory(2)
+
+
+@pytest.fixture
+def supervisor_factory(tmp_path):
+    """``make(dir=None, programs={}) -> Supervisor`` (daemonized; shut down at teardown)."""
+    made: list[Supervisor] = []
+
+    def make(dir: Path | None = None, programs: dict | None = None) -> Supervisor:
+        sv = Supervisor.start(dir or tmp_path / f"supervisor{len(made)}", programs or {})
+        made.append(sv)
+        return sv
+
+    yield make
+    for sv in made:
+        sv.shutdown()
