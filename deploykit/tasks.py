@@ -40,8 +40,10 @@ def _finish(result, what: str) -> None:
         console.print(f"[green]{what}: done[/green]  (journal: {result.data.get('journal')})")
         return
     err = result.error.one_line() if result.error else "failed"
-    if result.recovery is None:
-        raise Exit(f"deploykit: {what} failed at {result.failed_stage}: {err}", code=1)
+    handler = result.recovery.playbook if result.recovery else None
+    if handler != "recover":
+        kept = "; nothing live was changed, the upload is kept in failed/" if handler == "abort" else ""
+        raise Exit(f"deploykit: error: {what} stopped at {result.failed_stage}: {err}{kept}", code=2)
     console.print(timings_table(result))
     if result.recovered:
         raise Exit(f"deploykit: {what} failed at {result.failed_stage}: {err}; RECOVERED: code, databases and media "

@@ -62,7 +62,7 @@ class PostgresDriver(Driver):
         wrong = []
         if owner:
             res = self.psql(ctx, host, (
-                "SELECT c.relkind || ' ' || n.nspname || '.' || c.relname || ' ' || pg_get_userbyid(c.relowner) "
+                "SELECT c.relkind::text || ' ' || n.nspname || '.' || c.relname || ' ' || pg_get_userbyid(c.relowner) "
                 "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
                 "WHERE c.relkind IN ('r','S','v','m','p') AND n.nspname NOT IN ('pg_catalog','information_schema') "
                 "AND n.nspname NOT LIKE 'pg_toast%' "

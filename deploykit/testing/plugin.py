@@ -144,3 +144,31 @@ def supervisor_factory(tmp_path):
     yield make
     for sv in made:
         sv.shutdown()
+
+
+@pytest.fixture(scope="session")
+def sample_repo(tmp_path_factory):
+    """The sample library project as a git repository with tags v1.0 … v1.3-broken-*."""
+    from ..demo.samplerepo import build_sample_repo
+
+    path = tmp_path_factory.mktemp("sample") / "library"
+    build_sample_repo(path)
+    return path
+
+
+@pytest.fixture
+def stage_factory(ssh_rig_factory, pg_cluster, sample_repo):
+    """make(n) -> DeployedStage: n sshd hosts, each with supervisord + gunicorn, one database."""
+    from .stage import make_stage
+
+    made = []
+
+    def make(n: int = 2, **kwargs):
+        rig = ssh_rig_factory(n)
+        stage = make_stage(rig, pg_cluster, sample_repo, **kwargs)
+        made.append(stage)
+        return stage
+
+    yield make
+    for stage in made:
+        stage.stop()

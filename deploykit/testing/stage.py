@@ -129,11 +129,10 @@ class DeployedStage:
 
 def make_stage(rig, pg, repo: Path, name: str = "prod", *, keep_releases: int = 3) -> DeployedStage:
     db = f"library_{uuid.uuid4().hex[:8]}"
-    if not pg.role_exists(OWNER):
-        pg.create_role(OWNER, OWNER_PASSWORD)
+    pg.create_role(OWNER, OWNER_PASSWORD)  # creates it, or resets its password
     pg.create_database(db, OWNER)
     os.environ[PASSWORD_ENV] = pg.admin_password  # the in-process API reads it like the CLI does
-    stage = DeployedStage(name, repo / f"deploykit-{name}.yaml", repo, rig, pg, db)
+    stage = DeployedStage(name, repo / f"deploykit-{db}.yaml", repo, rig, pg, db)
     primary = rig.hosts[0]
     gunicorn = Path(sys.executable).with_name("gunicorn")
     hosts_cfg = []
@@ -159,6 +158,7 @@ def make_stage(rig, pg, repo: Path, name: str = "prod", *, keep_releases: int = 
                           "vars": {"http": http, "supervisor_conf": str(sup.conf)}})
     cfg = {
         "app": "library",
+        "repo": str(repo),
         "deploy_to": "/nonexistent",  # every host sets its own
         "python": sys.executable,
         "settings_module": "libsite.settings",
@@ -171,10 +171,10 @@ def make_stage(rig, pg, repo: Path, name: str = "prod", *, keep_releases: int = 
         "databases": {"default": {"engine": "postgresql", "name": db, "owner": OWNER, "host": pg.host,
                                   "port": pg.port, "admin_user": pg.admin_user, "password_env": PASSWORD_ENV}},
         "media": [{"name": "media", "path": "shared/media"}],
-        "health": [{"http": "http://{http}/health/", "expect_status": 200, "timeout": 20},
+        "health": [{"http": "http://{http}/health/", "expect_status": 200, "timeout": 10},
                    {"manage": "check"}],
         "keep_releases": keep_releases,
-        "journal_dir": str(repo / ".deploykit" / name),
+        "journal_dir": str(repo / ".deploykit" / db),
     }
     stage.config_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return stage

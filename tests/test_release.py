@@ -1,0 +1,105 @@
+"""Release and recovery end to end: real sshd hosts, PostgreSQL, gunicorn under supervisord."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from deploykit import api
+from deploykit.testing.stage import OWNER
+
+
+def registry(host) -> dict:
+    return json.loads((host.deploy_to / ".deploykit" / "releases.json").read_text())
+
+
+def applied(stage, app="library") -> list[str]:
+    with stage.pg.connect(stage.db) as conn:
+        rows = conn.execute("SELECT name FROM django_migrations WHERE app = %s ORDER BY id", (app,)).fetchall()
+    return [r[0] for r in rows]
+
+
+def test_release_two_hosts_migrates_once_and_switches_both(stage_factory):
+    st = stage_factory(2)
+    cfg = st.config()
+    for tag in ("v1.0", "v1.1"):
+        result = api.release(cfg, st.name, tag)
+        assert result.ok, result.error
+    release_id = result.data["release_id"]
+    for h in st.hosts:
+        status, body = st.get(h, "/")
+        assert status == 200 and body["version"] == "1.1", (h.name, body)
+        assert st.revision(h)[1] == "v1.1"
+        assert st.current_target(h).endswith(f"releases/{release_id}")
+    # migrations ran once, on the primary, and each exactly once
+    assert [r.host for r in result.records if r.step == "migrate"] == [st.primary.name]
+    assert applied(st) == ["0001_initial", "0002_genre_book_genre", "0003_default_genres"]
+    # the data migration of v1.1 really ran
+    with st.pg.connect(st.db) as conn:
+        assert {r[0] for r in conn.execute("SELECT name FROM library_genre")} == {"fiction", "non-fiction"}
+    # every app host keeps the same registry: v1.0 superseded, v1.1 live with its migrations
+    docs = [registry(h) for h in st.hosts]
+    assert docs[0] == docs[1]
+    rel = docs[0]["releases"]
+    assert [(r["tag"], r["status"]) for r in rel] == [("v1.0", "superseded"), ("v1.1", "live")]
+    assert rel[1]["leaves"]["library"] == ["0003_default_genres"]
+    assert rel[1]["backup_id"] and rel[1]["previous"] == rel[0]["id"]
+    # the pre-release backup is there, 0700, and verified
+    backup_dir = st.primary.deploy_to / "backups" / rel[1]["backup_id"]
+    assert oct(backup_dir.stat().st_mode & 0o777) == "0o700"
+    manifest = json.loads((backup_dir / "manifest.json").read_text())
+    assert [i["name"] for i in manifest["items"]] == ["code", "db-default", "media-media"]
+    assert oct((backup_dir / "manifest.json").stat().st_mode & 0o777) == "0o600"
+
+
+@pytest.mark.parametrize("broken", ["v1.3-broken-health", "v1.3-broken-migration"])
+def test_failed_release_is_recovered_exactly(stage_factory, broken):
+    st = stage_factory(2)
+    cfg = st.config()
+    for tag in ("v1.0", "v1.2"):
+        assert api.release(cfg, st.name, tag).ok
+    st.manage("seed_library", "--books", "4", "--with-covers")
+    before = st.snapshot()
+    assert before["rows"]["library_book"].startswith("4:") and len(before["media"]) == 4
+
+    result = api.release(cfg, st.name, broken)
+
+    assert not result.ok and result.recovered, (result.error, result.recovery and result.recovery.error)
+    assert result.failed_stage == ("verify" if "health" in broken else "migrate")
+    after = st.snapshot()
+    assert after["schema"] == before["schema"]
+    assert after["rows"] == before["rows"]
+    assert after["media"] == before["media"]
+    assert after["owners"] == before["owners"]
+    assert set(after["owners"].values()) == {OWNER}
+    assert st.pg.database_owner(st.db) == OWNER
+    failed_id = result.data["release_id"]
+    for h in st.hosts:
+        assert (h.deploy_to / "failed" / failed_id / "code" / "manage.py").is_file()
+        status, body = st.get(h, "/")
+        assert status == 200 and body["version"] == "1.2"
+        assert st.revision(h)[1] == "v1.2"
+    # the failed-state database was kept before the restore
+    assert (st.primary.deploy_to / "failed" / failed_id / "db-default.failed" / "toc.dat").is_file()
+    statuses = {r["tag"]: r["status"] for r in registry(st.primary)["releases"]}
+    assert statuses == {"v1.0": "superseded", "v1.2": "live", broken: "failed"}
+    assert not (st.primary.deploy_to / ".deploykit" / "lock").exists()
+
+
+def test_rollback_restores_previous_code_and_data(stage_factory):
+    st = stage_factory(1)
+    cfg = st.config()
+    assert api.release(cfg, st.name, "v1.0").ok
+    st.manage("seed_library", "--books", "3", "--with-covers")
+    before_v11 = st.snapshot()
+    assert api.release(cfg, st.name, "v1.1").ok
+    st.manage("seed_library", "--books", "2", "--with-covers", "--prefix", "late")
+
+    cp = st.cli("rollback", "--host", st.name)
+
+    assert cp.returncode == 0, cp.stderr
+    assert st.snapshot() == before_v11
+    status, body = st.get(st.primary, "/")
+    assert body["version"] == "1.0"
+    statuses = [(r["tag"], r["status"]) for r in registry(st.primary)["releases"]]
+    assert statuses == [("v1.0", "live"), ("v1.1", "rolled-back")]
