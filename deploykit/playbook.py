@@ -127,6 +127,8 @@ def _playbook_file(name: str, config) -> Path:
 
 
 def load_playbook(name: str, config, _seen: tuple = ()) -> Playbook:
+    from . import steps  # noqa: F401  (the built-in steps register themselves)
+
     path = _playbook_file(name, config)
     try:
         raw = yaml.safe_load(path.read_text())

@@ -31,6 +31,10 @@ def test_release_two_hosts_migrates_once_and_switches_both(stage_factory):
         assert status == 200 and body["version"] == "1.1", (h.name, body)
         assert st.revision(h)[1] == "v1.1"
         assert st.current_target(h).endswith(f"releases/{release_id}")
+    # hooks ran at their stages: before migrate once on the primary, after switch on each host
+    assert (st.primary.deploy_to / "hooks.log").read_text().splitlines() == [
+        "before-migrate host1", "after-switch host1"] * 2
+    assert (st.hosts[1].deploy_to / "hooks.log").read_text().splitlines() == ["after-switch host2"] * 2
     # migrations ran once, on the primary, and each exactly once
     assert [r.host for r in result.records if r.step == "migrate"] == [st.primary.name]
     assert applied(st) == ["0001_initial", "0002_genre_book_genre", "0003_default_genres"]

@@ -14,7 +14,8 @@ own branch forked from ``v1.2``::
 
     v1.0 -- v1.1 -- v1.2                    (main)
                        |-- v1.3-broken-health      (broken-health)
-                       `-- v1.3-broken-migration   (broken-migration)
+                       |-- v1.3-broken-migration   (broken-migration)
+                       `-- v2.0: an irreversible data migration (irreversible)
 
 Command line: ``python -m deploykit.demo.samplerepo DEST``.
 """
@@ -34,7 +35,7 @@ import git
 SAMPLE_DIR = Path(__file__).resolve().parent / "sample"
 
 #: Tags in commit-date order (oldest first).
-TAGS = ["v1.0", "v1.1", "v1.2", "v1.3-broken-health", "v1.3-broken-migration"]
+TAGS = ["v1.0", "v1.1", "v1.2", "v1.3-broken-health", "v1.3-broken-migration", "v2.0"]
 #: Tag -> the tag its tree and commit derive from.
 PARENTS = {
     "v1.0": None,
@@ -42,6 +43,7 @@ PARENTS = {
     "v1.2": "v1.1",
     "v1.3-broken-health": "v1.2",
     "v1.3-broken-migration": "v1.2",
+    "v2.0": "v1.2",
 }
 #: Tag -> branch its commit is made on.
 BRANCHES = {
@@ -50,6 +52,7 @@ BRANCHES = {
     "v1.2": "main",
     "v1.3-broken-health": "broken-health",
     "v1.3-broken-migration": "broken-migration",
+    "v2.0": "irreversible",
 }
 #: Tag -> source directory under SAMPLE_DIR.
 SOURCES = {tag: ("base" if PARENTS[tag] is None else tag) for tag in TAGS}
@@ -60,6 +63,7 @@ APP_VERSIONS = {
     "v1.2": "1.2",
     "v1.3-broken-health": "1.3",
     "v1.3-broken-migration": "1.3",
+    "v2.0": "2.0",
 }
 #: Latest library migration of each tag's tree.
 LAST_MIGRATIONS = {
@@ -68,6 +72,7 @@ LAST_MIGRATIONS = {
     "v1.2": "0004_book_isbn",
     "v1.3-broken-health": "0005_book_pages",
     "v1.3-broken-migration": "0006_review",
+    "v2.0": "0005_normalize_titles",
 }
 
 AUTHOR_NAME = "Deploykit Sample"

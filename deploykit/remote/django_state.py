@@ -1,13 +1,15 @@
-"""deploykit remote helper: a Django project's migration state.
+"""deploykit remote helper: a Django project's migration state, plans and unapply.
 
 Standalone (stdlib + the app's own Django): run with the app's Python as
 `python django_state.py ACTION` with JSON arguments on stdin; prints one JSON
-document. Uses Django's MigrationLoader and MigrationRecorder, never the text
-output of manage.py.
+document. Uses Django's MigrationLoader, MigrationRecorder and
+MigrationExecutor, never the text output of manage.py.
 
-Actions:
-  state {project_dir, settings?, database?} -> {applied: {app: [name, ...]},
-        leaves: {app: [name, ...]}, django: version}
+Actions (all take project_dir, settings?, database?):
+  state   -> {applied: {app: [name, ...]}, leaves: {app: [name, ...]}, django}
+  plan    {targets: [[app, name|null], ...]} -> {steps: [{app, name, backwards,
+           irreversible: [op descriptions], sql: [...]}], irreversible: [...]}
+  migrate {targets: [[app, name|null], ...]} -> {changed, unapplied: [...], applied: [...], state}
 """
 import json
 import os
@@ -35,34 +37,104 @@ def _setup(args):
     return django
 
 
-def state(args):
-    django = _setup(args)
+def _connection(args):
     from django.db import connections
+
+    return connections[args.get("database") or "default"]
+
+
+def _forwards(graph):
+    seen, order = set(), []
+    for leaf in sorted(graph.leaf_nodes()):
+        for key in graph.forwards_plan(leaf):
+            if key not in seen:
+                seen.add(key)
+                order.append(key)
+    return order
+
+
+def read_state(connection):
     from django.db.migrations.loader import MigrationLoader
 
-    conn = connections[args.get("database") or "default"]
-    loader = MigrationLoader(conn, ignore_no_migrations=True)
-    order = {key: i for i, key in enumerate(_forwards(loader))}
+    loader = MigrationLoader(connection, ignore_no_migrations=True)
+    order = {key: i for i, key in enumerate(_forwards(loader.graph))}
     applied = {}
     for app, name in sorted(loader.applied_migrations, key=lambda k: (k[0], order.get(k, 1 << 30), k[1])):
         applied.setdefault(app, []).append(name)
     leaves = {}
-    for app, name in loader.graph.leaf_nodes():
+    for app, name in sorted(loader.graph.leaf_nodes()):
         leaves.setdefault(app, []).append(name)
-    return {"ok": True, "changed": False, "applied": applied, "leaves": leaves,
-            "django": django.get_version()}
+    return {"applied": applied, "leaves": leaves}
 
 
-def _forwards(loader):
-    seen = []
-    for leaf in loader.graph.leaf_nodes():
-        for key in loader.graph.forwards_plan(leaf):
-            if key not in seen:
-                seen.append(key)
-    return seen
+def state(args):
+    django = _setup(args)
+    out = read_state(_connection(args))
+    out.update({"ok": True, "changed": False, "django": django.get_version()})
+    return out
 
 
-ACTIONS = {"state": state}
+def _targets(args):
+    return [(app, name) for app, name in args.get("targets", [])]
+
+
+def describe_op(op):
+    text = op.describe() if hasattr(op, "describe") else type(op).__name__
+    return "%s (%s)" % (type(op).__name__, text)
+
+
+def irreversible_ops(migration):
+    """Operations Django cannot run backwards (RunPython without reverse_code, ...)."""
+    return [describe_op(op) for op in migration.operations if not getattr(op, "reversible", True)]
+
+
+def build_plan(connection, targets, with_sql=True):
+    from django.db.migrations.executor import MigrationExecutor
+
+    executor = MigrationExecutor(connection)
+    plan = executor.migration_plan(targets)
+    steps, irreversible = [], []
+    for migration, backwards in plan:
+        bad = irreversible_ops(migration) if backwards else []
+        step = {"app": migration.app_label, "name": migration.name, "backwards": backwards,
+                "irreversible": bad, "atomic": getattr(migration, "atomic", True)}
+        if bad:
+            irreversible.append("%s.%s: %s" % (migration.app_label, migration.name, "; ".join(bad)))
+        if with_sql and not bad:
+            try:
+                step["sql"] = executor.collect_sql([(migration, backwards)])
+            except Exception as exc:  # SQL that cannot be shown is not a reason to fail the plan
+                step["sql"] = ["-- cannot show SQL: %s" % exc]
+        steps.append(step)
+    return steps, irreversible
+
+
+def plan(args):
+    _setup(args)
+    steps, irreversible = build_plan(_connection(args), _targets(args), args.get("sql", True))
+    return {"ok": True, "changed": False, "steps": steps, "irreversible": irreversible}
+
+
+def migrate(args):
+    """Migrate to the targets with this code; a step already done is not done again."""
+    _setup(args)
+    from django.db.migrations.executor import MigrationExecutor
+
+    connection = _connection(args)
+    targets = _targets(args)
+    steps, irreversible = build_plan(connection, targets, with_sql=False)
+    if irreversible and not args.get("allow_irreversible"):
+        return {"ok": False, "error": "irreversible: " + "; ".join(irreversible), "kind": "IrreversibleError",
+                "irreversible": irreversible}
+    executor = MigrationExecutor(connection)
+    executor.migrate(targets, plan=executor.migration_plan(targets))
+    return {"ok": True, "changed": bool(steps),
+            "unapplied": ["%s.%s" % (s["app"], s["name"]) for s in steps if s["backwards"]],
+            "applied": ["%s.%s" % (s["app"], s["name"]) for s in steps if not s["backwards"]],
+            "state": read_state(connection)}
+
+
+ACTIONS = {"state": state, "plan": plan, "migrate": migrate}
 
 
 def main():
@@ -78,6 +150,7 @@ def main():
                                      "kind": type(exc).__name__}) + "\n")
         sys.exit(1)
     sys.stdout.write(json.dumps(out) + "\n")
+    sys.exit(0 if out.get("ok") else 1)
 
 
 if __name__ == "__main__":

@@ -174,6 +174,9 @@ def make_stage(rig, pg, repo: Path, name: str = "prod", *, keep_releases: int = 
         "health": [{"http": "http://{http}/health/", "expect_status": 200, "timeout": 10},
                    {"manage": "check"}],
         "keep_releases": keep_releases,
+        # hooks attach to stage names; these leave a trace the tests read
+        "hooks": {"before": {"migrate": [{"run": "echo before-migrate {name} >> {deploy_to}/hooks.log", "on": "primary"}]},
+                  "after": {"switch": ["echo after-switch {name} >> {deploy_to}/hooks.log"]}},
         "journal_dir": str(repo / ".deploykit" / db),
     }
     stage.config_path.write_text(yaml.safe_dump(cfg, sort_keys=False))

@@ -65,6 +65,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "library",
 ]
+# optional extra apps, e.g. EXTRA_APPS=deploykit.django for deploykit's management commands
+INSTALLED_APPS += [app.strip() for app in env("EXTRA_APPS", "").split(",") if app.strip()]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",

@@ -1,0 +1,27 @@
+"""Where the on-host state lives, seen from inside a release."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from django.conf import settings
+from django.core.management.base import CommandError
+
+
+def deploy_root() -> Path:
+    """settings.DEPLOYKIT_ROOT, else <deploy_to> derived from BASE_DIR (<deploy_to>/releases/<id>)."""
+    root = getattr(settings, "DEPLOYKIT_ROOT", None)
+    if root:
+        return Path(root)
+    base = Path(getattr(settings, "BASE_DIR", Path.cwd())).resolve()
+    if base.parent.name == "releases":
+        return base.parent.parent
+    raise CommandError("cannot find the deploy root: set DEPLOYKIT_ROOT in settings "
+                       "(the directory holding releases/, current and .deploykit/)")
+
+
+def registry() -> dict:
+    path = deploy_root() / ".deploykit" / "releases.json"
+    if not path.exists():
+        raise CommandError(f"no release registry at {path}: nothing was released here with deploykit")
+    return json.loads(path.read_text())

@@ -1,0 +1,252 @@
+"""Rollback to any release: migrations unapplied with the newer code, then the code switch.
+
+Every step here can run again after an interruption and does only what is
+left: the migration targets are recomputed from the database each time, the
+switch is atomic, and a pending-rollback file on the primary tells a rerun
+which rollback it is finishing.
+"""
+from __future__ import annotations
+
+import posixpath
+import tempfile
+from pathlib import Path
+
+from ..backupset import MANIFEST, list_backups, require_verified
+from ..errors import DeployError
+from ..gitrepo import archive
+from ..host import q
+from ..planning import describe_target, migration_targets
+from ..playbook import Outcome, Step, register
+from ..releases import Registry
+from .code import switch_current
+from .django import migration_state
+
+PENDING = "pending.json"
+
+
+def from_dir(ctx, host) -> str:
+    """The code of the release being rolled back from (it has the migration files)."""
+    return ctx.release_dir(host, ctx.failed["id"])
+
+
+def current_targets(ctx, host) -> tuple[dict, list]:
+    state = migration_state(ctx, host, from_dir(ctx, host))
+    return state, migration_targets(state["applied"], ctx.previous.get("migrations") or {})
+
+
+@register
+class PlanRollback(Step):
+    """Compute each app's migration target and the backward plan; find irreversible migrations."""
+
+    name = "plan_rollback"
+    scope = "primary"
+    read_only = True
+
+    def run(self, ctx, host):
+        if not host.exists(from_dir(ctx, host)):
+            raise DeployError(f"{host.name}: the code of {ctx.failed['id']} is gone; it is needed to unapply its migrations",
+                              hint=f"re-release {ctx.failed.get('tag') or ctx.failed.get('commit')} or roll back with --with-data")
+        state, targets = current_targets(ctx, host)
+        doc = host.helper("django_state", "plan", {"project_dir": from_dir(ctx, host), "settings": ctx.config.settings_module,
+                                                   "targets": [list(t) for t in targets]})
+        ctx.state["plan"] = {"targets": targets, "steps": doc["steps"], "irreversible": doc["irreversible"],
+                             "from_state": state["applied"]}
+        lines = []
+        for app, name in targets:
+            now = state["applied"].get(app, [])
+            lines.append(f"{app}: {now[-1] if now else 'zero'} -> {name or 'zero'}")
+        sql = []
+        for step in doc["steps"]:
+            head = f"-- {'unapply' if step['backwards'] else 'apply'} {step['app']}.{step['name']}"
+            sql.append(head + (" (IRREVERSIBLE: " + "; ".join(step["irreversible"]) + ")" if step["irreversible"] else ""))
+            sql.extend(line for line in step.get("sql", []) if line.strip())
+        if doc["irreversible"] and not ctx.options.get("with_data"):
+            raise DeployError(f"irreversible migration(s) between {ctx.failed.get('tag') or ctx.failed['id']} and "
+                              f"{ctx.previous.get('tag') or ctx.previous['id']}: {'; '.join(doc['irreversible'])}",
+                              hint="roll back with --with-data to restore that release's backup instead (rows written since are lost)")
+        return Outcome(message="; ".join(lines) or "schema already matches: no migration to unapply",
+                       diff="\n".join(sql))
+
+
+@register
+class EnsureTargetCode(Step):
+    """Make sure the target release's code is on the host (re-deployed from git if pruned)."""
+
+    name = "ensure_target_code"
+    scope = "app"
+
+    def describe(self, ctx, host):
+        return f"would check {ctx.release_dir(host, ctx.previous['id'])} (re-deploying it from git if pruned)"
+
+    def run(self, ctx, host):
+        dest = ctx.release_dir(host, ctx.previous["id"])
+        if host.exists(posixpath.join(dest, "manage.py")):
+            return Outcome(message=f"{dest} present")
+        commit = ctx.previous["commit"]
+        key = f"archive-{commit}"
+        if key not in ctx.state:
+            tmp = Path(tempfile.mkdtemp(prefix="deploykit-")) / f"{commit[:10]}.tar"
+            ctx.state[key] = archive(ctx.config.repo, commit, tmp)
+        tar = f"{dest}.tar"
+        host.run(f"rm -rf {q(dest)}")
+        host.put(ctx.state[key], tar)
+        host.helper("files", "extract", {"archive": tar, "dest": dest})
+        host.run(f"rm -f {q(tar)} && printf '%s\\n' {q(commit)} {q(ctx.previous.get('tag') or '')} > {q(dest)}/REVISION")
+        for rel in ctx.config.shared:
+            host.run(f"rm -rf {q(posixpath.join(dest, rel))} && ln -s {q(host.path('shared', rel))} {q(posixpath.join(dest, rel))}")
+        for cmd in ctx.config.install:
+            host.run(host.render(cmd), cwd=dest)
+        if ctx.config.collectstatic:
+            ctx.manage(host, "collectstatic --noinput", release_dir=dest)
+        return Outcome(changed=True, message=f"re-deployed {commit[:10]} into {dest}")
+
+
+@register
+class WritePending(Step):
+    """Record on the primary that this rollback is under way (a rerun finishes it)."""
+
+    name = "write_pending"
+    scope = "primary"
+
+    def run(self, ctx, host):
+        host.write_json(ctx.state_path(host, PENDING), {
+            "run_id": ctx.run_id, "command": ctx.command, "from": ctx.failed["id"], "to": ctx.previous["id"],
+            "with_data": bool(ctx.options.get("with_data")), "backup_id": ctx.backup_id})
+        return Outcome(changed=True, message=f"{ctx.failed['id']} -> {ctx.previous['id']}")
+
+
+@register
+class ClearPending(Step):
+    """The rollback is complete: remove the pending-rollback record."""
+
+    name = "clear_pending"
+    scope = "primary"
+
+    def run(self, ctx, host):
+        host.run(f"rm -f {q(ctx.state_path(host, PENDING))}")
+        return Outcome(changed=True, message="done")
+
+
+@register
+class UnapplyMigrations(Step):
+    """Unapply, with the newer code, the migrations the target release did not have."""
+
+    name = "unapply_migrations"
+    scope = "primary"
+
+    def describe(self, ctx, host):
+        plan = ctx.state.get("plan") or {}
+        return "would migrate " + (", ".join(describe_target(a, n) for a, n in plan.get("targets", [])) or "nothing")
+
+    def run(self, ctx, host):
+        _, targets = current_targets(ctx, host)  # from the database now: never unapply twice
+        if not targets:
+            return Outcome(message="nothing left to unapply")
+        doc = host.helper("django_state", "migrate", {"project_dir": from_dir(ctx, host),
+                                                      "settings": ctx.config.settings_module,
+                                                      "targets": [list(t) for t in targets]})
+        return Outcome(changed=True, message=f"unapplied {len(doc['unapplied'])}: {', '.join(doc['unapplied'])}")
+
+
+@register
+class SwitchToTarget(Step):
+    """Point `current` at the target release."""
+
+    name = "switch_to_target"
+    scope = "app"
+
+    def describe(self, ctx, host):
+        return f"would switch {host.path('current')} -> {ctx.release_dir(host, ctx.previous['id'])}"
+
+    def run(self, ctx, host):
+        dest = ctx.release_dir(host, ctx.previous["id"])
+        before = switch_current(host, dest)
+        return Outcome(changed=before != dest, message=f"current -> {ctx.previous['id']}", diff=f"- {before}\n+ {dest}")
+
+
+@register
+class MigrateTarget(Step):
+    """Run `migrate` with the target code: applies what the target had and the database lacks (usually nothing)."""
+
+    name = "migrate_target"
+    scope = "primary"
+
+    def run(self, ctx, host):
+        dest = ctx.release_dir(host, ctx.previous["id"])
+        before = migration_state(ctx, host, dest)["applied"]
+        ctx.manage(host, "migrate --noinput", release_dir=dest)
+        after = migration_state(ctx, host, dest)
+        ctx.state["migrations"] = after
+        new = [f"{a}.{n}" for a, names in after["applied"].items() for n in names if n not in before.get(a, [])]
+        return Outcome(changed=bool(new), message=f"applied {', '.join(new)}" if new else "schema matches the target code")
+
+
+@register
+class RecordRollback(Step):
+    """Mark the release rolled back from as rolled-back and the target as live."""
+
+    name = "record_rollback"
+    scope = "controller"
+
+    def run(self, ctx, host):
+        registry = Registry.load(ctx.primary)
+        for entry in registry.releases:
+            if entry["status"] == "live" and entry["id"] != ctx.previous["id"]:
+                entry.update(status="rolled-back", undone_by=ctx.run_id)
+        registry.make_live(ctx.previous["id"])
+        _save = [h for h in ctx.hosts if "app" in h.roles or h.is_primary]
+        registry.save(_save)
+        return Outcome(changed=True, message=f"{ctx.failed['id']} rolled-back; {ctx.previous['id']} live")
+
+
+def data_backup_for(ctx, host, release: dict) -> str | None:
+    """The newest verified-looking backup taken while `release` was live."""
+    for bid in reversed(list_backups(host)):
+        manifest = host.read_json(host.path("backups", bid, MANIFEST))
+        if manifest and manifest.get("complete") and manifest.get("release") == release["id"]:
+            return bid
+    return None
+
+
+@register
+class ChooseDataBackup(Step):
+    """Find and verify the backup holding the target release's data."""
+
+    name = "choose_data_backup"
+    scope = "primary"
+    read_only = True
+
+    def run(self, ctx, host):
+        bid = ctx.options.get("backup_id") or data_backup_for(ctx, host, ctx.previous)
+        if not bid:
+            raise DeployError(f"no backup taken while {ctx.previous.get('tag') or ctx.previous['id']} was live",
+                              hint="restore an older backup with 'invoke restore --backup ID'")
+        ctx.backup_id = bid
+        manifest = require_verified(ctx, host, ctx.backup_dir(host))
+        ctx.state.setdefault("manifests", {})[host.name] = manifest
+        return Outcome(message=f"{bid} (taken {manifest.get('created')}) verified")
+
+
+@register
+class LossReport(Step):
+    """Count, per table, the rows written since the backup that restoring it would lose."""
+
+    name = "loss_report"
+    scope = "primary"
+    read_only = True
+
+    def run(self, ctx, host):
+        from ..drivers import driver_for_item
+
+        manifest = ctx.state["manifests"][host.name]
+        report = {}
+        for item in manifest["items"]:
+            if item["kind"] != "databases":
+                continue
+            driver = driver_for_item(ctx.config, item)
+            report[item["name"]] = driver.rows_lost(ctx, host, ctx.backup_dir(host), item)
+        ctx.state["loss"] = report
+        lines = [f"{db}.{table}: {n} row(s)" for db, tables in report.items() for table, n in tables.items() if n]
+        total = sum(n for tables in report.values() for n in tables.values())
+        return Outcome(message=f"{total} row(s) written since the backup would be lost",
+                       diff="\n".join(lines) or "no row written since the backup")
