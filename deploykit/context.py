@@ -80,6 +80,7 @@ class Context:
 
     # -- end of run -----------------------------------------------------------
     def close(self) -> None:
+        self.journal.record("run_end", locked=[h.name for h in self.locked])
         for key, path in list(self._passfiles.items()):
             host = next(h for h in self.hosts if h.name == key.split(":", 1)[0])
             try:

@@ -1,12 +1,15 @@
 """Operator output: one line per step as it happens, tables at the end (rich)."""
 from __future__ import annotations
 
+import sys
+
 from rich.console import Console
 from rich.table import Table
 
 from .playbook import RunResult, StepRecord
 
-console = Console(highlight=False, soft_wrap=True)
+# piped output (logs, CI) gets wide tables instead of wrapped cells
+console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 220)
 STYLE = {"ok": "green", "changed": "yellow", "failed": "bold red", "skipped": "dim", "planned": "cyan"}
 
 
@@ -35,8 +38,8 @@ def releases_table(rows: list[dict], sizes: dict | None = None) -> Table:
     for col in ("release", "commit", "tags", "status", "migrations (leaf per app)", "backup"):
         table.add_column(col)
     for r in rows:
-        leaves = ", ".join(f"{app}:{names[-1]}" for app, names in sorted((r.get("leaves") or {}).items())
-                           if app not in ("admin", "auth", "contenttypes", "sessions"))
+        leaves = ", ".join(f"{app}:{names[-1]}" for app, names in sorted((r.get("migrations") or {}).items())
+                           if names and app not in ("admin", "auth", "contenttypes", "sessions"))
         backup = r.get("backup_id") or "-"
         if sizes and r.get("backup_id") in sizes:
             backup += f" ({sizes[r['backup_id']] / (1 << 20):.1f} MB)"

@@ -11,6 +11,7 @@ import functools
 import sys
 
 from invoke import Collection, Exit, task
+from rich.table import Table
 
 from . import api
 from .config import load_config
@@ -41,9 +42,12 @@ def _finish(result, what: str) -> None:
         return
     err = result.error.one_line() if result.error else "failed"
     handler = result.recovery.playbook if result.recovery else None
+    at = f" at {result.failed_stage}" if result.failed_stage else ""
+    if handler == "abandon" or (handler is None and result.failed_stage is None):
+        raise Exit(f"deploykit: error: {what} refused{at}: {err}", code=2)
     if handler != "recover":
         kept = "; nothing live was changed, the upload is kept in failed/" if handler == "abort" else ""
-        raise Exit(f"deploykit: error: {what} stopped at {result.failed_stage}: {err}{kept}", code=2)
+        raise Exit(f"deploykit: error: {what} stopped{at}: {err}{kept}", code=1)
     console.print(timings_table(result))
     if result.recovered:
         raise Exit(f"deploykit: {what} failed at {result.failed_stage}: {err}; RECOVERED: code, databases and media "
@@ -76,13 +80,58 @@ def release(c, host=None, tag=None, dry_run=False, config=None):
     _finish(result, f"release {result.data.get('release_id')}")
 
 
-@task(auto_shortflags=False, help={"host": HOST_HELP, "dry_run": "say what each step would do, change nothing", "config": CONFIG_HELP})
+def _confirm_loss(yes: bool):
+    """Show the rows a data rollback would lose; go on only when confirmed."""
+
+    def confirm(loss: dict) -> bool:
+        table = Table(title="rows written since the backup, lost by --with-data")
+        for col in ("database", "table", "rows lost"):
+            table.add_column(col)
+        total = 0
+        for db, tables in sorted(loss.items()):
+            for name, n in sorted(tables.items()):
+                if n:
+                    table.add_row(db, name, str(n))
+                    total += n
+        console.print(table if total else "no row was written since that backup")
+        if yes:
+            return True
+        if not sys.stdin.isatty():
+            return False
+        return input(f"restore the backup and lose {total} row(s)? type yes: ").strip() == "yes"
+    return confirm
+
+
+@task(auto_shortflags=False, help={
+    "host": HOST_HELP, "to_tag": "roll back to the release of this git tag",
+    "to_commit": "roll back to the release of this commit (a unique prefix is enough)",
+    "to_release": "roll back to this release id (see 'invoke releases')",
+    "with_data": "restore the target release's backup (needed across irreversible migrations; rows written since are lost)",
+    "yes": "confirm the data loss of --with-data without asking (scripts)",
+    "dry_run": "print the plan: per app from -> to, the backward SQL, the code switch; change nothing",
+    "config": CONFIG_HELP})
 @user_errors
-def rollback(c, host=None, dry_run=False, config=None):
-    """Undo the live release: the previous code, with its pre-release database and media."""
+def rollback(c, host=None, to_tag=None, to_commit=None, to_release=None, with_data=False, yes=False,
+             dry_run=False, config=None):
+    """Go back to an earlier release: migrations unapplied with the newer code, code switched, rows kept.
+
+    Without --to-tag/--to-commit/--to-release: the release before the live one.
+    Running the same command again after an interruption finishes it.
+    """
     cfg = _config(config, host)
-    result = api.rollback(cfg, host, dry_run=dry_run, reporter=step_line)
-    _finish(result, f"rollback of {result.data.get('release_id')}")
+    if sum(bool(x) for x in (to_tag, to_commit, to_release)) > 1:
+        raise DeployError("give only one of --to-tag, --to-commit, --to-release", hint="pick the one you mean")
+    result = api.rollback(cfg, host, to_tag=to_tag, to_commit=to_commit, to_release=to_release,
+                          with_data=with_data, confirm=_confirm_loss(yes), dry_run=dry_run, reporter=step_line)
+    plan = result.data.get("plan")
+    if dry_run and plan:
+        console.print(f"plan: {result.data.get('release_id')} -> {result.data.get('target')}")
+        for step in plan["steps"]:
+            console.print(f"  {'unapply' if step['backwards'] else 'apply'} {step['app']}.{step['name']}"
+                          + (f"  IRREVERSIBLE: {'; '.join(step['irreversible'])}" if step["irreversible"] else ""))
+            for line in step.get("sql", []):
+                console.print(f"      {line}", style="dim")
+    _finish(result, f"rollback to {result.data.get('target')}")
 
 
 @task(auto_shortflags=False, help={"host": HOST_HELP, "dry_run": "say what would be backed up", "config": CONFIG_HELP})
@@ -111,7 +160,8 @@ def restore(c, host=None, backup=None, dry_run=False, config=None):
 def releases(c, host=None, config=None):
     """List the releases recorded on the stage: commit, tags, status, migrations, backup."""
     cfg = _config(config, host)
-    console.print(releases_table(api.list_releases(cfg, host)))
+    rows = api.list_releases(cfg, host)
+    console.print(releases_table(rows, {r["backup_id"]: r["backup_bytes"] for r in rows if r.get("backup_bytes")}))
 
 
 @task(auto_shortflags=False, help={"host": HOST_HELP, "config": CONFIG_HELP})

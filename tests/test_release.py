@@ -90,7 +90,7 @@ def test_failed_release_is_recovered_exactly(stage_factory, broken):
     assert not (st.primary.deploy_to / ".deploykit" / "lock").exists()
 
 
-def test_rollback_restores_previous_code_and_data(stage_factory):
+def test_rollback_with_data_restores_previous_code_and_data(stage_factory):
     st = stage_factory(1)
     cfg = st.config()
     assert api.release(cfg, st.name, "v1.0").ok
@@ -99,7 +99,7 @@ def test_rollback_restores_previous_code_and_data(stage_factory):
     assert api.release(cfg, st.name, "v1.1").ok
     st.manage("seed_library", "--books", "2", "--with-covers", "--prefix", "late")
 
-    cp = st.cli("rollback", "--host", st.name)
+    cp = st.cli("rollback", "--host", st.name, "--with-data", "--yes")
 
     assert cp.returncode == 0, cp.stderr
     assert st.snapshot() == before_v11

@@ -34,6 +34,10 @@ class Driver:
         """Put the item back as it was at backup time; return a short summary."""
         raise NotImplementedError
 
+    def rows_lost(self, ctx, host, backup_dir: str, item: dict) -> dict[str, int]:
+        """Per table, rows live now that a restore of this item would lose."""
+        return {}
+
     def describe_restore(self, item: dict) -> str:
         return f"restore {self.item_name} from the backup"
 

@@ -133,3 +133,22 @@ class PostgresDriver(Driver):
             raise HostCommandFailed(f"{host.name}: after restore, ownership is wrong: {report}",
                                     hint="check that the admin role is a member of the owner role")
         return f"{self.item_name}: recreated owned by {self.spec.owner} and restored"
+
+    def rows_lost(self, ctx, host, backup_dir, item):
+        """Restore the backup into a scratch database and compare row by row on the host."""
+        if not self.exists(ctx, host):
+            return {}
+        scratch = f"{self.spec.name}__dk_compare"
+        self.psql(ctx, host, f"DROP DATABASE IF EXISTS {ident(scratch)};")
+        self.psql(ctx, host, f"CREATE DATABASE {ident(scratch)} OWNER {ident(self.spec.owner)} TEMPLATE template0;")
+        try:
+            if not item.get("absent"):
+                src = posixpath.join(backup_dir, self.item_name)
+                host.run(f"pg_restore {self.conn_args()} -j {self.jobs(host)} --no-owner --role={q(self.spec.owner)} "
+                         f"--exit-on-error -d {q(scratch)} {q(src)}", env=ctx.db_env(host, self.spec))
+            conn = {"host": self.spec.host, "port": self.spec.port, "user": self.spec.admin_user}
+            doc = host.helper("pgrows", "diff", {"conn": conn, "a": self.spec.name, "b": scratch},
+                              env=ctx.db_env(host, self.spec))
+            return doc["tables"]
+        finally:
+            self.psql(ctx, host, f"DROP DATABASE IF EXISTS {ident(scratch)};", check=False)

@@ -50,3 +50,13 @@ class SQLiteDriver(Driver):
         fname = next(iter(item["files"]))
         host.helper("sqlite", "restore", {"src": posixpath.join(backup_dir, fname), "dest": dest, "aside": aside})
         return f"{self.item_name}: replaced atomically"
+
+    def rows_lost(self, ctx, host, backup_dir, item):
+        live = self.path(host)
+        if not host.exists(live):
+            return {}
+        if item.get("absent"):
+            tables = host.helper("sqlite", "checksums", {"path": live})["tables"]
+            return {t: v["rows"] for t, v in tables.items()}
+        fname = next(iter(item["files"]))
+        return host.helper("sqlite", "rowdiff", {"a": live, "b": posixpath.join(backup_dir, fname)})["tables"]

@@ -102,7 +102,7 @@ def build_plan(connection, targets, with_sql=True):
             irreversible.append("%s.%s: %s" % (migration.app_label, migration.name, "; ".join(bad)))
         if with_sql and not bad:
             try:
-                step["sql"] = executor.collect_sql([(migration, backwards)])
+                step["sql"] = executor.loader.collect_sql([(migration, backwards)])
             except Exception as exc:  # SQL that cannot be shown is not a reason to fail the plan
                 step["sql"] = ["-- cannot show SQL: %s" % exc]
         steps.append(step)

@@ -99,8 +99,11 @@ class KeepFailedData(Step):
 
     def run(self, ctx, host):
         dest = ctx.failed_dir(host)
+        if host.exists(f"{dest}/.kept"):  # a resumed run: never overwrite the first failed-state copy
+            dest = f"{dest}/kept-{ctx.run_id}"
         host.run(f"mkdir -p -m 700 {q(dest)}")
         notes = [d.keep_failed_state(ctx, host, dest) for d in drivers_for(ctx.config)]
+        host.run(f"touch {q(ctx.failed_dir(host))}/.kept")
         return Outcome(changed=True, message="; ".join(notes) or "no data configured")
 
 

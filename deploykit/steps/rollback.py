@@ -44,6 +44,8 @@ class PlanRollback(Step):
 
     def run(self, ctx, host):
         if not host.exists(from_dir(ctx, host)):
+            if ctx.options.get("with_data"):
+                return Outcome(message=f"code of {ctx.failed['id']} is gone: the data comes back from the backup")
             raise DeployError(f"{host.name}: the code of {ctx.failed['id']} is gone; it is needed to unapply its migrations",
                               hint=f"re-release {ctx.failed.get('tag') or ctx.failed.get('commit')} or roll back with --with-data")
         state, targets = current_targets(ctx, host)
@@ -134,6 +136,9 @@ class UnapplyMigrations(Step):
     name = "unapply_migrations"
     scope = "primary"
 
+    def applies(self, ctx, host):
+        return not ctx.options.get("with_data")
+
     def describe(self, ctx, host):
         plan = ctx.state.get("plan") or {}
         return "would migrate " + (", ".join(describe_target(a, n) for a, n in plan.get("targets", [])) or "nothing")
@@ -216,6 +221,9 @@ class ChooseDataBackup(Step):
     scope = "primary"
     read_only = True
 
+    def applies(self, ctx, host):
+        return bool(ctx.options.get("with_data"))
+
     def run(self, ctx, host):
         bid = ctx.options.get("backup_id") or data_backup_for(ctx, host, ctx.previous)
         if not bid:
@@ -234,6 +242,9 @@ class LossReport(Step):
     name = "loss_report"
     scope = "primary"
     read_only = True
+
+    def applies(self, ctx, host):
+        return bool(ctx.options.get("with_data"))
 
     def run(self, ctx, host):
         from ..drivers import driver_for_item

@@ -100,12 +100,14 @@ class DeployedStage:
         return {"rows": self.pg.row_checksums(self.db), "schema": self.pg.schema(self.db),
                 "media": self.media_checksums(), "owners": self.pg.owners(self.db)}
 
-    def tree(self) -> dict:
-        """Every path under every deploy root with its size or link target (to prove no change)."""
+    def tree(self, ignore_journal: bool = False) -> dict:
+        """Every path under every deploy root with its sha256 or link target (to prove no change)."""
         out = {}
         for h in self.hosts:
             for p in sorted(h.deploy_to.rglob("*")):
                 key = f"{h.name}:{p.relative_to(h.deploy_to)}"
+                if ignore_journal and key.split(":", 1)[1].startswith(".deploykit/journal"):
+                    continue
                 if p.is_symlink():
                     out[key] = "->" + os.readlink(p)
                 elif p.is_file():
