@@ -1,2 +1,23 @@
-"""This repository's own tasks: deploykit's, plus `bench` for benchmarks."""
-from deploykit.tasks import ns  # noqa: F401
+"""This repository's tasks: deploykit's own, plus `bench` (benchmarks are not tests)."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from invoke import Collection, task
+
+from deploykit.tasks import ns as deploykit_ns
+
+
+@task(auto_shortflags=False, help={"size_mb": "approximate dataset size in MB (default 1500)",
+                                   "json": "write the results to this JSON file"})
+def bench(c, size_mb=1500, json=None):
+    """Benchmark the PostgreSQL data path (dumps, restores, snapshots, revert, django-dbbackup)."""
+    bench_dir = Path(__file__).parent / "bench"
+    args = [sys.executable, str(bench_dir / "pg_data_path.py"), "--size-mb", str(size_mb)]
+    if json:
+        args += ["--json", json]
+    sys.exit(subprocess.call(args))
+
+
+ns = Collection(*deploykit_ns.tasks.values(), bench)

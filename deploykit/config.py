@@ -131,6 +131,7 @@ class Config:
     connect_timeout: float
     command_timeout: float
     min_free_mb: int
+    snapshots: bool
     playbooks_dir: Path | None
     journal_dir: Path
 
@@ -180,7 +181,7 @@ class _Reader:
 TOP_KEYS = {"app", "repo", "deploy_to", "python", "settings_module", "stages", "shared",
             "processes", "databases", "media", "paths", "backup_order", "health",
             "keep_releases", "keep_backups", "hooks", "install", "collectstatic", "ssh",
-            "min_free_mb", "playbooks_dir", "journal_dir"}
+            "min_free_mb", "playbooks_dir", "journal_dir", "snapshots"}
 
 
 def find_config(path: str | os.PathLike | None = None) -> Path:
@@ -266,6 +267,7 @@ def parse_config(raw: dict, cfg_path: Path) -> Config:
         connect_timeout=float(r.get(ssh, "connect_timeout", "ssh.", (int, float), default=10)),
         command_timeout=float(r.get(ssh, "command_timeout", "ssh.", (int, float), default=3600)),
         min_free_mb=r.get(raw, "min_free_mb", "", int, default=100),
+        snapshots=r.get(raw, "snapshots", "", bool, default=True),
         playbooks_dir=(project_dir / playbooks_dir) if playbooks_dir else None,
         journal_dir=journal_dir if journal_dir.is_absolute() else project_dir / journal_dir,
     )

@@ -1,6 +1,8 @@
 """The state of one run: config, hosts, journal, and what steps hand on."""
 from __future__ import annotations
 
+import threading
+
 from .config import Config, DatabaseSpec
 from .host import Host, make_host, q
 from .journal import STATE_DIR, Journal, new_run_id, release_lock
@@ -31,6 +33,7 @@ class Context:
         self.failed: dict | None = None  # registry entry of the release being undone
         self.backup_id: str | None = None
         self._passfiles: dict[str, str] = {}
+        self.lock = threading.RLock()  # for state that steps running on several hosts share
 
     # -- hosts -------------------------------------------------------------
     @property
@@ -68,6 +71,10 @@ class Context:
         if not password:
             return {}
         key = f"{host.name}:{db.alias}"
+        with self.lock:
+            return self._passfile_env(host, db, password, key)
+
+    def _passfile_env(self, host: Host, db: DatabaseSpec, password: str, key: str) -> dict:
         if key not in self._passfiles:
             path = self.state_path(host, f"pgpass-{self.run_id}-{db.alias}")
 

@@ -9,6 +9,7 @@ import getpass
 import json
 import os
 import socket
+import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -51,6 +52,7 @@ class Journal:
         self.hosts = list(hosts)
         self.remote_hosts: set[str] = set()
         self.events: list[dict] = []
+        self._lock = threading.Lock()  # steps run on several hosts at once
 
     def remote_path(self, host) -> str:
         return host.path(STATE_DIR, "journal", f"{self.run_id}.jsonl")
@@ -63,10 +65,11 @@ class Journal:
         if host is not None:
             entry["host"] = host.name
         entry.update(scrub(fields))
-        self.events.append(entry)
         line = json.dumps(entry, default=str)
-        with open(self.local_path, "a") as fh:
-            fh.write(line + "\n")
+        with self._lock:
+            self.events.append(entry)
+            with open(self.local_path, "a") as fh:
+                fh.write(line + "\n")
         targets = [host] if host is not None else self.hosts
         for h in targets:
             if h.name in self.remote_hosts:

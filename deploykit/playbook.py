@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 import traceback
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -201,40 +202,45 @@ def run_playbook(ctx, name: str, reporter: Reporter | None = None) -> RunResult:
 
 
 def _run_step(ctx, book: str, stage: str, call: StepCall, result: RunResult, reporter) -> None:
+    """Run one step on each host of its scope, the hosts in parallel (Fabric's ThreadingGroup).
+
+    Every host's outcome is recorded, in host order, before the first failure is raised.
+    """
     step = STEPS[call.step](call.options)
     scope = call.scope or step.scope
-    for host in _hosts_for(ctx, scope):
-        hname = host.name if host else "controller"
-        if not step.applies(ctx, host):
-            continue
-        start = time.monotonic()
-        if ctx.dry_run and not step.read_only:
-            rec = StepRecord(book, stage, step.name, hname, "planned", 0.0, step.describe(ctx, host))
-            _emit(ctx, result, rec, host, reporter)
-            continue
-        if ctx.is_done(book, step.name, hname):
-            rec = StepRecord(book, stage, step.name, hname, "skipped", 0.0, "done by the run being resumed")
-            _emit(ctx, result, rec, host, reporter)
-            continue
-        try:
-            outcome = step.run(ctx, host) or Outcome()
-        except DeployError as exc:
-            rec = StepRecord(book, stage, step.name, hname, "failed", time.monotonic() - start, exc.one_line())
-            _emit(ctx, result, rec, host, reporter)
-            if step.continue_on_error:
-                continue
-            raise
-        except Exception as exc:  # a bug or an unexpected library error: keep it, fail the step
-            msg = f"{type(exc).__name__}: {exc}"
-            ctx.journal.record("traceback", host=host, step=step.name, text=traceback.format_exc())
-            rec = StepRecord(book, stage, step.name, hname, "failed", time.monotonic() - start, msg)
-            _emit(ctx, result, rec, host, reporter)
-            if step.continue_on_error:
-                continue
-            raise DeployError(f"{hname}: step {step.name} failed: {msg}", hint="see the journal for the traceback") from exc
-        status = "changed" if outcome.changed else "ok"
-        rec = StepRecord(book, stage, step.name, hname, status, time.monotonic() - start, outcome.message, outcome.diff)
+    hosts = [h for h in _hosts_for(ctx, scope) if step.applies(ctx, h)]
+    if len(hosts) > 1:
+        with ThreadPoolExecutor(max_workers=len(hosts)) as pool:
+            outcomes = list(pool.map(lambda h: _on_host(ctx, book, stage, step, h), hosts))
+    else:
+        outcomes = [_on_host(ctx, book, stage, step, h) for h in hosts]
+    error = None
+    for host, (rec, exc) in zip(hosts, outcomes):
         _emit(ctx, result, rec, host, reporter)
+        if exc is not None and error is None and not step.continue_on_error:
+            error = exc
+    if error is not None:
+        raise error
+
+
+def _on_host(ctx, book: str, stage: str, step: Step, host) -> tuple[StepRecord, DeployError | None]:
+    hname = host.name if host else "controller"
+    start = time.monotonic()
+    if ctx.dry_run and not step.read_only:
+        return StepRecord(book, stage, step.name, hname, "planned", 0.0, step.describe(ctx, host)), None
+    if ctx.is_done(book, step.name, hname):
+        return StepRecord(book, stage, step.name, hname, "skipped", 0.0, "done by the run being resumed"), None
+    try:
+        outcome = step.run(ctx, host) or Outcome()
+    except DeployError as exc:
+        return StepRecord(book, stage, step.name, hname, "failed", time.monotonic() - start, exc.one_line()), exc
+    except Exception as exc:  # a bug or an unexpected library error: keep it, fail the step
+        msg = f"{type(exc).__name__}: {exc}"
+        ctx.journal.record("traceback", host=host, step=step.name, text=traceback.format_exc())
+        err = DeployError(f"{hname}: step {step.name} failed: {msg}", hint="see the journal for the traceback")
+        return StepRecord(book, stage, step.name, hname, "failed", time.monotonic() - start, msg), err
+    status = "changed" if outcome.changed else "ok"
+    return StepRecord(book, stage, step.name, hname, status, time.monotonic() - start, outcome.message, outcome.diff), None
 
 
 def _emit(ctx, result: RunResult, rec: StepRecord, host, reporter) -> None:

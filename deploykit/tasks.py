@@ -43,11 +43,12 @@ def _finish(result, what: str) -> None:
     err = result.error.one_line() if result.error else "failed"
     handler = result.recovery.playbook if result.recovery else None
     at = f" at {result.failed_stage}" if result.failed_stage else ""
-    if handler == "abandon" or (handler is None and result.failed_stage is None):
+    if handler != "recover" and result.failed_stage in (None, "check", "plan"):
         raise Exit(f"deploykit: error: {what} refused{at}: {err}", code=2)
     if handler != "recover":
-        kept = "; nothing live was changed, the upload is kept in failed/" if handler == "abort" else ""
-        raise Exit(f"deploykit: error: {what} stopped{at}: {err}{kept}", code=1)
+        kept = {"abort": "; nothing live was changed, the upload is kept in failed/",
+                "abandon": "; lock freed: fix the cause and run the same command again"}.get(handler or "", "")
+        raise Exit(f"deploykit: error: {what} failed{at}: {err}{kept}", code=1)
     console.print(timings_table(result))
     if result.recovered:
         raise Exit(f"deploykit: {what} failed at {result.failed_stage}: {err}; RECOVERED: code, databases and media "

@@ -56,14 +56,30 @@ def test_release_two_hosts_migrates_once_and_switches_both(stage_factory):
     assert oct((backup_dir / "manifest.json").stat().st_mode & 0o777) == "0o600"
 
 
-@pytest.mark.parametrize("broken", ["v1.3-broken-health", "v1.3-broken-migration"])
-def test_failed_release_is_recovered_exactly(stage_factory, broken):
-    st = stage_factory(2)
+def db_level(st) -> dict:
+    """Database-level state a plain CREATE DATABASE would lose."""
+    with st.pg.connect(st.db) as conn:
+        ext = [r[0] for r in conn.execute("SELECT extname FROM pg_extension ORDER BY 1")]
+    with st.pg.connect("postgres") as conn:
+        settings = conn.execute("SELECT s.setconfig FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase "
+                                "WHERE d.datname = %s AND s.setrole = 0", (st.db,)).fetchall()
+        acl = conn.execute("SELECT datacl::text FROM pg_database WHERE datname = %s", (st.db,)).fetchone()
+    return {"extensions": ext, "settings": settings, "acl": acl}
+
+
+# the health case recovers through the snapshot (rename swap), the migration case through the verified dump
+@pytest.mark.parametrize("broken, snapshots", [("v1.3-broken-health", True), ("v1.3-broken-migration", False)])
+def test_failed_release_is_recovered_exactly(stage_factory, broken, snapshots):
+    st = stage_factory(2, snapshots=snapshots)
     cfg = st.config()
     for tag in ("v1.0", "v1.2"):
         assert api.release(cfg, st.name, tag).ok
     st.manage("seed_library", "--books", "4", "--with-covers")
-    before = st.snapshot()
+    st.pg.psql("postgres", f'ALTER DATABASE "{st.db}" SET work_mem = \'7MB\'; '
+                           f'REVOKE ALL ON DATABASE "{st.db}" FROM PUBLIC; GRANT CONNECT ON DATABASE "{st.db}" TO {OWNER};')
+    st.pg.psql(st.db, "CREATE EXTENSION IF NOT EXISTS pg_trgm;")
+    before, level = st.snapshot(), db_level(st)
+    assert level["extensions"] == ["pg_trgm", "plpgsql"] and level["settings"]
     assert before["rows"]["library_book"].startswith("4:") and len(before["media"]) == 4
 
     result = api.release(cfg, st.name, broken)
@@ -76,6 +92,9 @@ def test_failed_release_is_recovered_exactly(stage_factory, broken):
     assert after["media"] == before["media"]
     assert after["owners"] == before["owners"]
     assert set(after["owners"].values()) == {OWNER}
+    assert db_level(st) == level
+    restore = next(r for r in result.recovery.records if r.step == "restore_data")
+    assert ("swapped in by rename" in restore.message) == snapshots, restore.message
     assert st.pg.database_owner(st.db) == OWNER
     failed_id = result.data["release_id"]
     for h in st.hosts:
@@ -83,8 +102,11 @@ def test_failed_release_is_recovered_exactly(stage_factory, broken):
         status, body = st.get(h, "/")
         assert status == 200 and body["version"] == "1.2"
         assert st.revision(h)[1] == "v1.2"
-    # the failed-state database was kept before the restore
-    assert (st.primary.deploy_to / "failed" / failed_id / "db-default.failed" / "toc.dat").is_file()
+    # the failed-state database was kept: set aside whole by the revert, or dumped before the restore
+    if snapshots:
+        assert any(name.endswith(f"__dkold_{failed_id}") for name in st.pg.databases())
+    else:
+        assert (st.primary.deploy_to / "failed" / failed_id / "db-default.failed" / "toc.dat").is_file()
     statuses = {r["tag"]: r["status"] for r in registry(st.primary)["releases"]}
     assert statuses == {"v1.0": "superseded", "v1.2": "live", broken: "failed"}
     assert not (st.primary.deploy_to / ".deploykit" / "lock").exists()

@@ -1,7 +1,7 @@
 """The check stage: nothing here changes a host except taking the lock."""
 from __future__ import annotations
 
-from ..errors import DeployError, LockHeld
+from ..errors import DeployError
 from ..gitrepo import resolve
 from ..host import q
 from ..journal import STATE_DIR, acquire_lock, read_lock, release_lock
@@ -92,11 +92,7 @@ class AcquireLock(Step):
             f"LOCKED by run {holder.get('run_id')} since {holder.get('since')}: the real run would be refused"
 
     def run(self, ctx, host):
-        try:
-            acquire_lock(host, ctx.run_id, ctx.command)
-        except LockHeld:
-            ctx.unlock_all()  # hosts locked earlier in this run
-            raise
+        acquire_lock(host, ctx.run_id, ctx.command)  # on refusal, the abandon playbook frees the others
         ctx.locked.append(host)
         ctx.journal.enable_remote(host)
         return Outcome(changed=True, message=f"locked for {ctx.run_id}")

@@ -23,9 +23,10 @@ class UploadCode(Step):
         return f"would upload {rev.tag or rev.commit[:10]} into {ctx.release_dir(host)}" if rev else "would upload code"
 
     def run(self, ctx, host):
-        if "archive" not in ctx.state:
-            tmp = Path(tempfile.mkdtemp(prefix="deploykit-")) / f"{ctx.release_id}.tar"
-            ctx.state["archive"] = archive(ctx.config.repo, ctx.revision.commit, tmp)
+        with ctx.lock:  # one archive for every host
+            if "archive" not in ctx.state:
+                tmp = Path(tempfile.mkdtemp(prefix="deploykit-")) / f"{ctx.release_id}.tar"
+                ctx.state["archive"] = archive(ctx.config.repo, ctx.revision.commit, tmp)
         local = ctx.state["archive"]
         dest = ctx.release_dir(host)
         remote_tar = f"{dest}.tar"

@@ -26,7 +26,8 @@ class RecordRelease(Step):
     def run(self, ctx, host):
         registry = Registry.load(ctx.primary)
         state = ctx.state.get("migrations") or {}
-        registry.add({**_entry(ctx), "migrations": state.get("applied", {}), "leaves": state.get("leaves", {})})
+        registry.add({**_entry(ctx), "migrations": state.get("applied", {}), "leaves": state.get("leaves", {}),
+                      "snapshots": ctx.state.get("snapshots", {})})
         registry.make_live(ctx.release_id)
         _save(ctx, registry)
         return Outcome(changed=True, message=f"{ctx.release_id} live")

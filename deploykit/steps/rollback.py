@@ -19,6 +19,8 @@ from ..planning import describe_target, migration_targets
 from ..playbook import Outcome, Step, register
 from ..releases import Registry
 from .code import switch_current
+from ..drivers.postgres import PostgresDriver
+from .data import usable_snapshot
 from .django import migration_state
 
 PENDING = "pending.json"
@@ -86,9 +88,10 @@ class EnsureTargetCode(Step):
             return Outcome(message=f"{dest} present")
         commit = ctx.previous["commit"]
         key = f"archive-{commit}"
-        if key not in ctx.state:
-            tmp = Path(tempfile.mkdtemp(prefix="deploykit-")) / f"{commit[:10]}.tar"
-            ctx.state[key] = archive(ctx.config.repo, commit, tmp)
+        with ctx.lock:
+            if key not in ctx.state:
+                tmp = Path(tempfile.mkdtemp(prefix="deploykit-")) / f"{commit[:10]}.tar"
+                ctx.state[key] = archive(ctx.config.repo, commit, tmp)
         tar = f"{dest}.tar"
         host.run(f"rm -rf {q(dest)}")
         host.put(ctx.state[key], tar)
@@ -232,7 +235,11 @@ class ChooseDataBackup(Step):
         ctx.backup_id = bid
         manifest = require_verified(ctx, host, ctx.backup_dir(host))
         ctx.state.setdefault("manifests", {})[host.name] = manifest
-        return Outcome(message=f"{bid} (taken {manifest.get('created')}) verified")
+        # the snapshot taken with that backup, if it is still there, makes the restore a rename
+        successor = Registry.load(host).get(manifest.get("for_release") or "") or {}
+        ctx.state["snapshots"] = dict(successor.get("snapshots") or {})
+        snaps = ", ".join(ctx.state["snapshots"].values())
+        return Outcome(message=f"{bid} (taken {manifest.get('created')}) verified" + (f"; snapshot {snaps}" if snaps else ""))
 
 
 @register
@@ -255,7 +262,9 @@ class LossReport(Step):
             if item["kind"] != "databases":
                 continue
             driver = driver_for_item(ctx.config, item)
-            report[item["name"]] = driver.rows_lost(ctx, host, ctx.backup_dir(host), item)
+            snap = usable_snapshot(ctx, host, driver) if isinstance(driver, PostgresDriver) else None
+            report[item["name"]] = (driver.rows_lost_vs(ctx, host, snap) if snap
+                                    else driver.rows_lost(ctx, host, ctx.backup_dir(host), item))
         ctx.state["loss"] = report
         lines = [f"{db}.{table}: {n} row(s)" for db, tables in report.items() for table, n in tables.items() if n]
         total = sum(n for tables in report.values() for n in tables.values())

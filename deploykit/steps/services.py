@@ -5,17 +5,26 @@ from ..errors import DeployError
 from ..playbook import Outcome, Step, register
 
 
-def _each(ctx, host, verb: str) -> list[str]:
+def _running(host, proc) -> bool:
+    status = host.run(host.render(proc.status), check=False)
+    return status.ok and "RUNNING" in status.stdout.upper() or (status.ok and "ACTIVE" == status.stdout.strip().upper())
+
+
+def _each(ctx, host, verb: str, writers_only: bool = False) -> list[str]:
     done = []
     for proc in ctx.config.processes:
+        if writers_only and not proc.writes:
+            continue
         cmd = host.render(getattr(proc, verb))
         res = host.run(cmd, check=False)
         if not res.ok and verb == "restart":
             # not running yet (first release): a plain start is the restart
             res = host.run(host.render(proc.start), check=False)
+        if not res.ok and verb == "start" and _running(host, proc):
+            done.append(f"{proc.name} (already running)")
+            continue
         if not res.ok and verb == "stop":
-            status = host.run(host.render(proc.status), check=False)
-            if status.ok and "RUNNING" in status.stdout:
+            if _running(host, proc):
                 raise DeployError(f"{host.name}: could not stop {proc.name}: {res.tail(1)}")
             done.append(f"{proc.name} (was not running)")
             continue
@@ -51,8 +60,13 @@ class StopProcesses(Step):
     def describe(self, ctx, host):
         return f"would stop {', '.join(p.name for p in ctx.config.processes) or 'no process'}"
 
+    def applies(self, ctx, host):
+        if self.options.get("for_snapshot"):  # only when there is a database to snapshot
+            return ctx.config.snapshots and any(db.engine == "postgresql" for db in ctx.config.databases)
+        return True
+
     def run(self, ctx, host):
-        done = _each(ctx, host, "stop")
+        done = _each(ctx, host, "stop", writers_only=bool(self.options.get("writers_only")))
         return Outcome(changed=bool(done), message=", ".join(done) or "no process configured")
 
 
@@ -67,5 +81,5 @@ class StartProcesses(Step):
         return f"would start {', '.join(p.name for p in ctx.config.processes) or 'no process'}"
 
     def run(self, ctx, host):
-        done = _each(ctx, host, "restart")
+        done = _each(ctx, host, "start")
         return Outcome(changed=bool(done), message=", ".join(done) or "no process configured")

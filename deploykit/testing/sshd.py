@@ -227,6 +227,7 @@ class SSHTestHost:
     known_hosts: Path | None = field(default=None, repr=False)
     config_path: Path | None = field(default=None, repr=False)
     log_path: Path | None = field(default=None, repr=False)
+    file_size_limit: int | None = field(default=None, repr=False)  # bytes, for disk-full tests (restart to apply)
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -263,6 +264,8 @@ MaxSessions 64
 LoginGraceTime 30
 LogLevel ERROR
 Subsystem sftp internal-sftp
+# each test host has its own home: the deploy user's, not the account's (and its shell rc files)
+SetEnv HOME={r}
 """
         self.config_path = r / "sshd_config"
         self.config_path.write_text(conf)
@@ -276,8 +279,15 @@ Subsystem sftp internal-sftp
         if self.config_path is None:
             self.write_config()
         self.log_path = self.root / "sshd.log"
+        limit = self.file_size_limit
+
+        def limits():  # a file-size limit fills "the disk" for every session, without root
+            if limit is not None:
+                import resource
+                resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
         self.process = subprocess.Popen(
             [SSHD, "-D", "-f", str(self.config_path), "-E", str(self.log_path)],
+            preexec_fn=limits,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -116,10 +116,13 @@ class DeployedStage:
                     out[key] = "dir"
         return out
 
+    def cli_argv(self, *args: str, config: Path | None = None) -> list[str]:
+        return [sys.executable, "-m", "deploykit.cli", *args, "--config", str(config or self.config_path)]
+
     def cli(self, *args: str, config: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
         """Run the `deploykit` command as an operator would."""
-        argv = [sys.executable, "-m", "deploykit.cli", *args, "--config", str(config or self.config_path)]
-        return subprocess.run(argv, capture_output=True, text=True, env=env or self.env(), timeout=600)
+        return subprocess.run(self.cli_argv(*args, config=config), capture_output=True, text=True,
+                              env=env or self.env(), timeout=600)
 
     def stop(self) -> None:
         for sup in self.supervisors:
@@ -129,7 +132,8 @@ class DeployedStage:
                 pass
 
 
-def make_stage(rig, pg, repo: Path, name: str = "prod", *, keep_releases: int = 3) -> DeployedStage:
+def make_stage(rig, pg, repo: Path, name: str = "prod", *, keep_releases: int = 3,
+               snapshots: bool = True) -> DeployedStage:
     db = f"library_{uuid.uuid4().hex[:8]}"
     pg.create_role(OWNER, OWNER_PASSWORD)  # creates it, or resets its password
     pg.create_database(db, OWNER)
@@ -176,6 +180,7 @@ def make_stage(rig, pg, repo: Path, name: str = "prod", *, keep_releases: int = 
         "health": [{"http": "http://{http}/health/", "expect_status": 200, "timeout": 10},
                    {"manage": "check"}],
         "keep_releases": keep_releases,
+        "snapshots": snapshots,
         # hooks attach to stage names; these leave a trace the tests read
         "hooks": {"before": {"migrate": [{"run": "echo before-migrate {name} >> {deploy_to}/hooks.log", "on": "primary"}]},
                   "after": {"switch": ["echo after-switch {name} >> {deploy_to}/hooks.log"]}},

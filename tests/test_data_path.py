@@ -1,0 +1,113 @@
+"""The data path under faults: postgres killed mid-restore, a full disk, media mirror restores."""
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+
+from deploykit import api
+from deploykit.testing.stage import OWNER
+from tests.test_bad_input import assert_refused
+
+BULK = ("INSERT INTO library_author (name) SELECT 'bulk author ' || g FROM generate_series(1, 20) g; "
+        "INSERT INTO library_book (title, author_id, cover, created) "
+        "SELECT md5(g::text) || md5((g * 3)::text), (SELECT min(id) FROM library_author), '', now() "
+        "FROM generate_series(1, {n}) g;")
+
+
+def backups(st) -> list[str]:
+    return sorted(p.name for p in (st.primary.deploy_to / "backups").iterdir())
+
+
+def take_backup(st) -> str:
+    cp = st.cli("backup", "--host", st.name)
+    assert cp.returncode == 0, cp.stderr
+    return [b for b in backups(st) if b.endswith("-manual")][-1]
+
+
+def test_postgres_killed_mid_restore_then_rerun_succeeds(stage_factory):
+    st = stage_factory(1)
+    assert api.release(st.config(), st.name, "v1.1").ok
+    st.pg.psql(st.db, BULK.format(n=60000))
+    st.manage("seed_library", "--books", "3", "--with-covers")
+    backup = take_backup(st)
+    at_backup = st.snapshot()
+    st.manage("seed_library", "--books", "2", "--with-covers", "--prefix", "later")
+    assert st.snapshot() != at_backup
+
+    proc = subprocess.Popen(st.cli_argv("restore", "--host", st.name, "--backup", backup), env=st.env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    killed = False
+    while proc.poll() is None and not killed:
+        ps = subprocess.run(["ps", "-eww", "-o", "args"], capture_output=True, text=True).stdout
+        # Debian's /usr/bin/pg_restore execs /usr/lib/postgresql/N/bin/pg_restore
+        if any(line.split()[0].endswith("pg_restore") and f"-d {st.db}" in line
+               for line in ps.splitlines() if line.strip()):
+            st.pg.kill()
+            killed = True
+        time.sleep(0.005)
+    out, err = proc.communicate(timeout=300)
+    assert killed, out + err
+    assert proc.returncode != 0 and "Traceback" not in out + err
+    assert "run the same" in err or "restore" in err
+    st.pg.restart()
+
+    cp = st.cli("restore", "--host", st.name, "--backup", backup)
+
+    assert cp.returncode == 0, cp.stdout + cp.stderr
+    assert st.snapshot() == at_backup
+    assert st.pg.database_owner(st.db) == OWNER
+    assert st.get(st.primary, "/health/")[0] == 200
+
+
+def test_dump_on_a_full_disk_fails_cleanly_and_leaves_the_database_alone(stage_factory):
+    st = stage_factory(1)
+    assert api.release(st.config(), st.name, "v1.1").ok
+    st.pg.psql(st.db, BULK.format(n=30000))  # a table file far above the limit below
+    before, listing = st.snapshot(), backups(st)
+    host = st.primary
+    host.stop()
+    host.file_size_limit = 512 * 1024  # every file written in an ssh session: at most 512 KB
+    host.start()
+    host.wait_ready()
+
+    cp = st.cli("backup", "--host", st.name)
+
+    assert_refused(cp, "pg_dump")
+    assert "File too large" in cp.stderr or "could not" in cp.stderr or "died" in cp.stderr, cp.stderr
+    new = [b for b in backups(st) if b not in listing]
+    assert all(not (host.deploy_to / "backups" / b / "manifest.json").exists() for b in new)
+    assert st.snapshot() == before
+    assert st.get(host, "/health/")[0] == 200
+    assert not (host.deploy_to / ".deploykit" / "lock").exists()
+    # the same goes for a release: it stops at its backup, the live release keeps serving
+    rel = st.cli("release", "--host", st.name, "--tag", "v1.2")
+    assert rel.returncode != 0 and "backup" in rel.stderr
+    assert st.snapshot() == before and st.get(host, "/")[1]["version"] == "1.1"
+
+
+def test_media_restore_mirrors_the_backup(stage_factory):
+    st = stage_factory(1)
+    assert api.release(st.config(), st.name, "v1.1").ok
+    st.manage("seed_library", "--books", "3", "--with-covers")
+    backup = take_backup(st)
+    media = st.media_root()
+    at_backup = st.media_checksums()
+    files = sorted(at_backup)
+    (media / "covers" / "added-later.png").write_bytes(b"written after the backup")
+    (media / files[0]).write_bytes(b"changed after the backup")
+    (media / files[1]).unlink()
+
+    cp = st.cli("restore", "--host", st.name, "--backup", backup)
+
+    assert cp.returncode == 0, cp.stdout + cp.stderr
+    assert st.media_checksums() == at_backup
+    kept = list((st.primary.deploy_to / "failed").rglob("added-later.png"))
+    assert len(kept) == 1 and kept[0].read_bytes() == b"written after the backup"
+    replaced = [p for p in (st.primary.deploy_to / "failed").rglob(files[0].split("/")[-1])
+                if p.read_bytes() == b"changed after the backup"]
+    assert replaced, "the changed file's later version was not kept"
+    manifest = json.loads((st.primary.deploy_to / "backups" / backup / "manifest.json").read_text())
+    db_item = next(i for i in manifest["items"] if i["name"] == "db-default")
+    assert db_item["meta"]["owner"] == OWNER and db_item["meta"]["server"].startswith("15")
+    assert "pg_dump" in db_item["meta"]["pg_dump"] and db_item["meta"]["compression"]
