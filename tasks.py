@@ -1,5 +1,4 @@
 """This repository's tasks: deploykit's own, plus `bench` (benchmarks are not tests)."""
-import json
 import subprocess
 import sys
 from pathlib import Path

@@ -102,17 +102,25 @@ class Bench:
     def sh(self, *argv) -> None:
         subprocess.run([str(a) for a in argv], check=True, env=self.env, capture_output=True)
 
-    def time(self, case: str, fn, setup=None) -> float:
+    def measure(self, fn, setup=None) -> float:
         if setup:
             setup()
         self.pg.psql("postgres", "CHECKPOINT;")
         subprocess.run(["sync"])
         t = time.monotonic()
         fn()
-        seconds = time.monotonic() - t
+        return time.monotonic() - t
+
+    def record(self, case: str, seconds: float, samples: list[float] | None = None) -> None:
         row = {"case": case, "seconds": round(seconds, 3)}
+        if samples:
+            row["samples"] = [round(x, 3) for x in samples]
         self.results.append(row)
         print(json.dumps(row), flush=True)
+
+    def time(self, case: str, fn, setup=None) -> float:
+        seconds = self.measure(fn, setup)
+        self.record(case, seconds)
         return seconds
 
     def fresh_target(self, name="target") -> None:
@@ -156,17 +164,29 @@ class Bench:
         snap = {}
         self.time("dk_snapshot", lambda: snap.setdefault("name", self.driver.snapshot(self.ctx, self.host, "bench")))
 
-        # the physical limit, measured on the same files in the same state as the clone below
-        oid = str(self.pg.psql("postgres", f"SELECT oid FROM pg_database WHERE datname = '{DB}';")).strip().split()[-1]
-        src = Path(self.pg.data_dir) / "base" / oid
+        # the physical limit, measured on the same files in the same state as the clone: a copy's
+        # speed here depends on the writeback left by the previous case, so both are taken three
+        # times, interleaved, and each reports its median (every sample is in the JSON)
+        def files_of_live_db() -> Path:  # a clone is a new database: new oid, new directory
+            oid = str(self.pg.psql("postgres", f"SELECT oid FROM pg_database WHERE datname = '{DB}';")).split()[-1]
+            return Path(self.pg.data_dir) / "base" / oid
 
         def raw_copy():
-            subprocess.run(["cp", "-r", str(src), str(w / "rawcopy")], check=True)
+            subprocess.run(["cp", "-r", str(src["dir"]), str(w / "rawcopy")], check=True)
             subprocess.run(["sync"], check=True)
-        self.time("raw_copy", raw_copy)
-        shutil.rmtree(w / "rawcopy")
-        self.time("dk_clone_restore", lambda: self.driver.clone_from(self.ctx, self.host, snap["name"], "clone"))
-        self.driver.drop(self.ctx, self.host, self.driver.aside_name("clone"))
+
+        def clone():
+            self.driver.clone_from(self.ctx, self.host, snap["name"], "clone")
+        samples = {"raw_copy": [], "dk_clone_restore": []}
+        src = {}
+        for _ in range(3):
+            src["dir"] = files_of_live_db()
+            samples["raw_copy"].append(self.measure(raw_copy))
+            shutil.rmtree(w / "rawcopy")
+            samples["dk_clone_restore"].append(self.measure(clone))
+            self.driver.drop(self.ctx, self.host, self.driver.aside_name("clone"))
+        for case, values in samples.items():
+            self.record(case, sorted(values)[1], values)
         self.time("dk_revert", lambda: self.driver.revert(self.ctx, self.host, snap["name"], "revert"))
         self.driver.drop(self.ctx, self.host, self.driver.aside_name("revert"))
         shutil.rmtree(w / "srv" / "backups")

@@ -111,3 +111,30 @@ def test_media_restore_mirrors_the_backup(stage_factory):
     db_item = next(i for i in manifest["items"] if i["name"] == "db-default")
     assert db_item["meta"]["owner"] == OWNER and db_item["meta"]["server"].startswith("15")
     assert "pg_dump" in db_item["meta"]["pg_dump"] and db_item["meta"]["compression"]
+
+
+def test_no_createdb_privilege_means_no_snapshot_and_says_so(stage_factory, tmp_path):
+    """The admin role used here is the owner, without CREATEDB: the release says so and relies on its dump."""
+    import os
+
+    import yaml
+
+    from deploykit.config import load_config
+    from deploykit.testing.stage import OWNER_PASSWORD
+
+    st = stage_factory(1)
+    assert api.release(st.config(), st.name, "v1.0").ok
+    cfg = yaml.safe_load(st.config_path.read_text())
+    cfg["databases"]["default"].update(admin_user=OWNER, password_env="DK_TEST_OWNER_PASSWORD")
+    path = tmp_path / "owner-admin.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    os.environ["DK_TEST_OWNER_PASSWORD"] = OWNER_PASSWORD
+
+    result = api.release(load_config(path), st.name, "v1.1")
+
+    assert result.ok, result.error
+    snap = next(r for r in result.records if r.step == "snapshot_databases")
+    assert "lacks the CREATEDB privilege" in snap.message and "verified dump" in snap.message
+    assert not [d for d in st.pg.databases() if d.startswith(st.db + "__dk_") and d.endswith(result.data["release_id"])]
+    manifest = json.loads((st.primary.deploy_to / "backups" / result.data["backup_id"] / "manifest.json").read_text())
+    assert [i["name"] for i in manifest["items"]] == ["code", "db-default", "media-media"]

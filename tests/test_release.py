@@ -31,6 +31,19 @@ def test_release_two_hosts_migrates_once_and_switches_both(stage_factory):
         assert status == 200 and body["version"] == "1.1", (h.name, body)
         assert st.revision(h)[1] == "v1.1"
         assert st.current_target(h).endswith(f"releases/{release_id}")
+    # install commands ran in each release directory, on each host
+    for h in st.hosts:
+        assert (h.deploy_to / "releases" / release_id / "INSTALLED").read_text().split() == ["installed", h.name]
+    # every step is journaled, locally and on each host; no password anywhere in them or left on a host
+    run_id = result.run_id
+    local = (cfg.journal_dir / f"{run_id}.jsonl").read_text()
+    for h in st.hosts:
+        remote = (h.deploy_to / ".deploykit" / "journal" / f"{run_id}.jsonl").read_text()
+        steps = {json.loads(line)["step"] for line in remote.splitlines() if '"event": "step"' in line}
+        assert {"acquire_lock", "upload_code", "switch_current", "health_check"} <= steps
+        assert st.pg.admin_password not in remote
+        assert not list((h.deploy_to / ".deploykit").glob("pgpass-*"))
+    assert '"step": "migrate"' in local and st.pg.admin_password not in local
     # hooks ran at their stages: before migrate once on the primary, after switch on each host
     assert (st.primary.deploy_to / "hooks.log").read_text().splitlines() == [
         "before-migrate host1", "after-switch host1"] * 2

@@ -23,21 +23,53 @@ class UploadCode(Step):
         return f"would upload {rev.tag or rev.commit[:10]} into {ctx.release_dir(host)}" if rev else "would upload code"
 
     def run(self, ctx, host):
-        with ctx.lock:  # one archive for every host
-            if "archive" not in ctx.state:
-                tmp = Path(tempfile.mkdtemp(prefix="deploykit-")) / f"{ctx.release_id}.tar"
-                ctx.state["archive"] = archive(ctx.config.repo, ctx.revision.commit, tmp)
-        local = ctx.state["archive"]
-        dest = ctx.release_dir(host)
-        remote_tar = f"{dest}.tar"
+        rev, dest = ctx.revision, ctx.release_dir(host)
         if host.exists(dest):
             raise DeployError(f"{host.name}: {dest} already exists", hint="each release id is new; remove the stray directory")
-        host.put(local, remote_tar)
-        host.helper("files", "extract", {"archive": remote_tar, "dest": dest})
-        rev = ctx.revision
-        host.run(f"rm -f {q(remote_tar)} && printf '%s\\n' {q(rev.commit)} {q(rev.tag or '')} > {q(dest)}/REVISION")
-        size_kb = Path(local).stat().st_size // 1024
+        size_kb = upload_commit(ctx, host, rev.commit, rev.tag, dest) // 1024
         return Outcome(changed=True, message=f"{rev.tag or rev.commit[:10]} -> {dest} ({size_kb} KB)")
+
+
+def commit_archive(ctx, commit: str) -> Path:
+    """`git archive` of a commit, made once per run whatever the number of hosts."""
+    with ctx.lock:
+        key = f"archive-{commit}"
+        if key not in ctx.state:
+            tmp = Path(tempfile.mkdtemp(prefix="deploykit-")) / f"{commit[:10]}.tar"
+            ctx.state[key] = archive(ctx.config.repo, commit, tmp)
+        return ctx.state[key]
+
+
+def upload_commit(ctx, host, commit: str, tag: str | None, dest: str) -> int:
+    """Put the code of a commit into dest (with a REVISION file); return the archive's size."""
+    local = commit_archive(ctx, commit)
+    remote_tar = f"{dest}.tar"
+    host.put(local, remote_tar)
+    host.helper("files", "extract", {"archive": remote_tar, "dest": dest})
+    host.run(f"rm -f {q(remote_tar)} && printf '%s\\n' {q(commit)} {q(tag or '')} > {q(dest)}/REVISION")
+    return Path(local).stat().st_size
+
+
+def link_shared(ctx, host, dest: str) -> list[str]:
+    """Link shared paths from shared/ into a release directory."""
+    linked = []
+    for rel in ctx.config.shared:
+        shared = host.path("shared", rel)
+        target = posixpath.join(dest, rel)
+        if not host.exists(shared):
+            if posixpath.splitext(rel)[1] or posixpath.basename(rel).startswith("."):
+                raise DeployError(f"{host.name}: shared file {shared} does not exist",
+                                  hint="create it on the host (e.g. the app's settings) before releasing")
+            host.run(f"mkdir -p {q(shared)}")
+        host.run(f"mkdir -p {q(posixpath.dirname(target))} && rm -rf {q(target)} && ln -s {q(shared)} {q(target)}")
+        linked.append(rel)
+    return linked
+
+
+def run_install(ctx, host, dest: str) -> int:
+    for cmd in ctx.config.install:
+        host.run(host.render(cmd), cwd=dest)
+    return len(ctx.config.install)
 
 
 @register
@@ -48,18 +80,7 @@ class LinkShared(Step):
     scope = "app"
 
     def run(self, ctx, host):
-        dest = ctx.release_dir(host)
-        linked = []
-        for rel in ctx.config.shared:
-            shared = host.path("shared", rel)
-            target = posixpath.join(dest, rel)
-            if not host.exists(shared):
-                if posixpath.splitext(rel)[1] or posixpath.basename(rel).startswith("."):
-                    raise DeployError(f"{host.name}: shared file {shared} does not exist",
-                                      hint=f"create it on the host (e.g. the app's settings) before releasing")
-                host.run(f"mkdir -p {q(shared)}")
-            host.run(f"mkdir -p {q(posixpath.dirname(target))} && rm -rf {q(target)} && ln -s {q(shared)} {q(target)}")
-            linked.append(rel)
+        linked = link_shared(ctx, host, ctx.release_dir(host))
         return Outcome(changed=bool(linked), message=", ".join(linked) or "nothing to link")
 
 
@@ -71,9 +92,8 @@ class Install(Step):
     scope = "app"
 
     def run(self, ctx, host):
-        for cmd in ctx.config.install:
-            host.run(host.render(cmd), cwd=ctx.release_dir(host))
-        return Outcome(changed=bool(ctx.config.install), message=f"{len(ctx.config.install)} command(s)")
+        count = run_install(ctx, host, ctx.release_dir(host))
+        return Outcome(changed=bool(count), message=f"{count} command(s)")
 
 
 def switch_current(host, target: str) -> str | None:

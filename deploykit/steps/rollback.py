@@ -8,17 +8,14 @@ which rollback it is finishing.
 from __future__ import annotations
 
 import posixpath
-import tempfile
-from pathlib import Path
 
 from ..backupset import MANIFEST, list_backups, require_verified
 from ..errors import DeployError
-from ..gitrepo import archive
 from ..host import q
 from ..planning import describe_target, migration_targets
 from ..playbook import Outcome, Step, register
 from ..releases import Registry
-from .code import switch_current
+from .code import link_shared, run_install, switch_current, upload_commit
 from ..drivers.postgres import PostgresDriver
 from .data import usable_snapshot
 from .django import migration_state
@@ -87,20 +84,10 @@ class EnsureTargetCode(Step):
         if host.exists(posixpath.join(dest, "manage.py")):
             return Outcome(message=f"{dest} present")
         commit = ctx.previous["commit"]
-        key = f"archive-{commit}"
-        with ctx.lock:
-            if key not in ctx.state:
-                tmp = Path(tempfile.mkdtemp(prefix="deploykit-")) / f"{commit[:10]}.tar"
-                ctx.state[key] = archive(ctx.config.repo, commit, tmp)
-        tar = f"{dest}.tar"
         host.run(f"rm -rf {q(dest)}")
-        host.put(ctx.state[key], tar)
-        host.helper("files", "extract", {"archive": tar, "dest": dest})
-        host.run(f"rm -f {q(tar)} && printf '%s\\n' {q(commit)} {q(ctx.previous.get('tag') or '')} > {q(dest)}/REVISION")
-        for rel in ctx.config.shared:
-            host.run(f"rm -rf {q(posixpath.join(dest, rel))} && ln -s {q(host.path('shared', rel))} {q(posixpath.join(dest, rel))}")
-        for cmd in ctx.config.install:
-            host.run(host.render(cmd), cwd=dest)
+        upload_commit(ctx, host, commit, ctx.previous.get("tag"), dest)
+        link_shared(ctx, host, dest)
+        run_install(ctx, host, dest)
         if ctx.config.collectstatic:
             ctx.manage(host, "collectstatic --noinput", release_dir=dest)
         return Outcome(changed=True, message=f"re-deployed {commit[:10]} into {dest}")

@@ -171,6 +171,7 @@ def make_stage(rig, pg, repo: Path, name: str = "prod", *, keep_releases: int = 
         "ssh": {"known_hosts": str(rig.known_hosts), "identity": str(rig.client_key), "connect_timeout": 5},
         "stages": {name: {"hosts": hosts_cfg}},
         "shared": [".env", "media"],
+        "install": ["echo installed {name} > INSTALLED"],
         "processes": [{"name": "web", "supervisor": {
             "program": "web", "conf": "{supervisor_conf}",
             "supervisorctl": shlex.join(supervisor_command("supervisorctl"))}}],
