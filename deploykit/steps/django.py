@@ -15,15 +15,18 @@ class Migrate(Step):
         return f"would run manage.py migrate in {ctx.release_dir(host)}"
 
     def run(self, ctx, host):
-        release_dir = ctx.release_dir(host)
-        before = migration_state(ctx, host, release_dir)["applied"]
-        ctx.manage(host, "migrate --noinput", release_dir=release_dir)
-        after = migration_state(ctx, host, release_dir)
-        ctx.state["migrations"] = after
-        applied = [f"{app}.{name}" for app, names in after["applied"].items()
-                   for name in names if name not in before.get(app, [])]
-        return Outcome(changed=bool(applied), message=f"applied {len(applied)}: {', '.join(applied)}" if applied
-                       else "no migrations to apply")
+        return migrate_in(ctx, host, ctx.release_dir(host))
+
+
+def migrate_in(ctx, host, release_dir: str, nothing: str = "no migrations to apply") -> Outcome:
+    """`manage.py migrate` with the code in release_dir; the state after is kept for the registry."""
+    before = migration_state(ctx, host, release_dir)["applied"]
+    ctx.manage(host, "migrate --noinput", release_dir=release_dir)
+    after = migration_state(ctx, host, release_dir)
+    ctx.state["migrations"] = after
+    applied = [f"{app}.{name}" for app, names in after["applied"].items()
+               for name in names if name not in before.get(app, [])]
+    return Outcome(changed=bool(applied), message=f"applied {len(applied)}: {', '.join(applied)}" if applied else nothing)
 
 
 @register

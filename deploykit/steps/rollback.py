@@ -18,7 +18,7 @@ from ..releases import Registry
 from .code import link_shared, run_install, switch_current, upload_commit
 from ..drivers.postgres import PostgresDriver
 from .data import usable_snapshot
-from .django import migration_state
+from .django import migrate_in, migration_state
 
 PENDING = "pending.json"
 
@@ -167,13 +167,7 @@ class MigrateTarget(Step):
     scope = "primary"
 
     def run(self, ctx, host):
-        dest = ctx.release_dir(host, ctx.previous["id"])
-        before = migration_state(ctx, host, dest)["applied"]
-        ctx.manage(host, "migrate --noinput", release_dir=dest)
-        after = migration_state(ctx, host, dest)
-        ctx.state["migrations"] = after
-        new = [f"{a}.{n}" for a, names in after["applied"].items() for n in names if n not in before.get(a, [])]
-        return Outcome(changed=bool(new), message=f"applied {', '.join(new)}" if new else "schema matches the target code")
+        return migrate_in(ctx, host, ctx.release_dir(host, ctx.previous["id"]), "schema matches the target code")
 
 
 @register
