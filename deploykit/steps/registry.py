@@ -12,7 +12,8 @@ def _entry(ctx) -> dict:
             "previous": ctx.previous["id"] if ctx.previous else None, "run_id": ctx.run_id}
 
 
-def _save(ctx, registry: Registry) -> None:
+def save_registry(ctx, registry: Registry) -> None:
+    """Every app host (and the primary) keeps the same registry."""
     registry.save([h for h in ctx.hosts if "app" in h.roles or h.is_primary])
 
 
@@ -29,7 +30,7 @@ class RecordRelease(Step):
         registry.add({**_entry(ctx), "migrations": state.get("applied", {}), "leaves": state.get("leaves", {}),
                       "snapshots": ctx.state.get("snapshots", {})})
         registry.make_live(ctx.release_id)
-        _save(ctx, registry)
+        save_registry(ctx, registry)
         return Outcome(changed=True, message=f"{ctx.release_id} live")
 
 
@@ -46,7 +47,7 @@ class RecordFailed(Step):
             return Outcome(message="nothing to record")
         registry = Registry.load(ctx.primary)
         registry.add({**_entry(ctx), "status": "failed", "error": ctx.failure.one_line() if ctx.failure else None})
-        _save(ctx, registry)
+        save_registry(ctx, registry)
         return Outcome(changed=True, message=f"{ctx.release_id} failed")
 
 
@@ -66,7 +67,7 @@ class RecordRecovery(Step):
                         error=ctx.failure.one_line() if ctx.failure else None, undone_by=ctx.run_id)
         if ctx.previous:
             registry.make_live(ctx.previous["id"])
-        _save(ctx, registry)
+        save_registry(ctx, registry)
         return Outcome(changed=True, message=f"{ctx.release_id} {status}; "
                                              f"{ctx.previous['id'] if ctx.previous else 'no release'} live")
 

@@ -15,6 +15,7 @@ from ..host import q
 from ..planning import describe_target, migration_targets
 from ..playbook import Outcome, Step, register
 from ..releases import Registry
+from .registry import save_registry
 from .code import link_shared, run_install, switch_current, upload_commit
 from ..drivers.postgres import PostgresDriver
 from .data import usable_snapshot
@@ -183,8 +184,7 @@ class RecordRollback(Step):
             if entry["status"] == "live" and entry["id"] != ctx.previous["id"]:
                 entry.update(status="rolled-back", undone_by=ctx.run_id)
         registry.make_live(ctx.previous["id"])
-        _save = [h for h in ctx.hosts if "app" in h.roles or h.is_primary]
-        registry.save(_save)
+        save_registry(ctx, registry)
         return Outcome(changed=True, message=f"{ctx.failed['id']} rolled-back; {ctx.previous['id']} live")
 
 
