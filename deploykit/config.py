@@ -106,6 +106,23 @@ class HealthCheck:
 
 
 @dataclass
+class VenvSpec:
+    """Each release gets its own Python environment built from its requirements."""
+
+    requirements: str = "requirements.txt"  # relative to the release directory
+    system_site_packages: bool = False  # also see the packages of `python:` (even when that is a venv)
+    pip_args: list[str] = field(default_factory=list)  # e.g. ["--no-index", "--find-links", "/srv/wheels"]
+
+
+@dataclass
+class LockSpec:
+    """The stage lock's liveness: a holder whose heartbeat is older than stale_after is gone."""
+
+    heartbeat: float = 10.0
+    stale_after: float = 120.0
+
+
+@dataclass
 class Config:
     path: Path
     project_dir: Path
@@ -134,6 +151,8 @@ class Config:
     snapshots: bool
     playbooks_dir: Path | None
     journal_dir: Path
+    venv: VenvSpec | None = None  # None: the app's shared interpreter (installs are not undone)
+    lock: LockSpec = field(default_factory=LockSpec)
 
     def stage(self, name: str) -> list[HostSpec]:
         if name not in self.stages:
@@ -181,7 +200,7 @@ class _Reader:
 TOP_KEYS = {"app", "repo", "deploy_to", "python", "settings_module", "stages", "shared",
             "processes", "databases", "media", "paths", "backup_order", "health",
             "keep_releases", "keep_backups", "hooks", "install", "collectstatic", "ssh",
-            "min_free_mb", "playbooks_dir", "journal_dir", "snapshots"}
+            "min_free_mb", "playbooks_dir", "journal_dir", "snapshots", "venv", "lock"}
 
 
 def find_config(path: str | os.PathLike | None = None) -> Path:
@@ -270,7 +289,37 @@ def parse_config(raw: dict, cfg_path: Path) -> Config:
         snapshots=r.get(raw, "snapshots", "", bool, default=True),
         playbooks_dir=(project_dir / playbooks_dir) if playbooks_dir else None,
         journal_dir=journal_dir if journal_dir.is_absolute() else project_dir / journal_dir,
+        venv=_parse_venv(r, raw),
+        lock=_parse_lock(r, r.mapping(raw, "lock", "")),
     )
+
+
+def _parse_venv(r: _Reader, raw: dict) -> VenvSpec | None:
+    """venv: false (the shared interpreter), or a mapping; default: requirements.txt of each release."""
+    if "venv" not in raw:
+        return VenvSpec()
+    spec = raw["venv"]
+    if spec is False:
+        return None
+    if spec is True or spec is None:
+        return VenvSpec()
+    if not isinstance(spec, dict):
+        raise r.fail("venv", f"expected false or a mapping, got {type(spec).__name__} {spec!r}",
+                     "write 'venv: {requirements: requirements.txt}' or 'venv: false'")
+    r.unknown_keys(spec, {"requirements", "system_site_packages", "pip_args"}, "venv.")
+    return VenvSpec(requirements=r.get(spec, "requirements", "venv.", str, default="requirements.txt"),
+                    system_site_packages=r.get(spec, "system_site_packages", "venv.", bool, default=False),
+                    pip_args=[str(a) for a in r.get(spec, "pip_args", "venv.", list, default=[])])
+
+
+def _parse_lock(r: _Reader, spec: dict) -> LockSpec:
+    r.unknown_keys(spec, {"heartbeat", "stale_after"}, "lock.")
+    beat = float(r.get(spec, "heartbeat", "lock.", (int, float), default=10))
+    stale = float(r.get(spec, "stale_after", "lock.", (int, float), default=120))
+    if beat <= 0 or stale < 3 * beat:
+        raise r.fail("lock.stale_after", f"must be at least 3 heartbeats ({3 * beat:g} s), got {stale:g}",
+                     "a holder is only declared gone after several missed heartbeats")
+    return LockSpec(heartbeat=beat, stale_after=stale)
 
 
 def _parse_stage(r: _Reader, name: str, spec, deploy_to: str, python: str) -> list[HostSpec]:
