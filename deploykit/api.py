@@ -1,36 +1,67 @@
 """The library entry points behind the invoke tasks.
 
-Each function checks its input before it contacts a host (bad input changes
-nothing), runs a playbook, and returns a RunResult that keeps what every host
-did. Tasks turn results and errors into output and exit codes.
+Each mutating function checks its input before it contacts a host (bad input
+changes nothing), then runs inside one lifecycle (`_lifecycle`): signals are
+handled, a dead run holding the lock is finished first, the playbook runs,
+and whatever happens the run is closed (heartbeat stopped, temp files
+removed, the lock either freed or kept with what is left to do). A RunResult
+keeps what every host did.
 """
 from __future__ import annotations
 
-import os
-import socket
-
+from . import interrupts, resume
+from . import lock as stage_lock
 from . import steps  # noqa: F401  (registers the built-in steps)
 from .backupset import MANIFEST, list_backups, new_backup_id, verify
 from .config import Config
 from .context import Context
-from .errors import BackupInvalid, DeployError, LockHeld
+from .errors import BackupInvalid, DeployError, HardStop, LockHeld, NotConfirmed
 from .gitrepo import Revision, resolve
-from .journal import read_lock, release_lock
 from .planning import PlanError, find_target
 from .playbook import Reporter, RunResult, run_playbook
 from .releases import Registry, new_release_id
-from .steps.rollback import PENDING
 
 
-def _run(ctx: Context, playbook: str, reporter: Reporter | None) -> RunResult:
+def _summary(ctx: Context, result: RunResult) -> RunResult:
+    """What the ending line needs: what is live, the lock, the backup and the journal."""
+    result.data.setdefault("release_id", ctx.release_id)
+    result.data.setdefault("backup_id", ctx.backup_id)
+    result.data.setdefault("previous", ctx.previous["id"] if ctx.previous else None)
+    result.data["journal"] = str(ctx.journal.local_path)
+    removed = result.recovery is not None and result.recovery.playbook == "backup_abort"
+    result.data["backup_dir"] = ctx.backup_dir(ctx.primary) if ctx.backup_id and not removed else None
+    result.data["interrupted"] = ctx.interrupted
+    result.data["hard_stopped"] = ctx.hard_stopped
+    result.data["lock_held"] = [h.name for h in ctx.locked]
+    result.data["outcome"] = dict(ctx.outcome)
+    if ctx.state.get("dead_run"):
+        result.data.setdefault("dead_run", ctx.state["dead_run"])
+    if not ctx.dry_run:
+        try:
+            live = Registry.load(ctx.primary).live()
+            result.data["live"] = {"id": live["id"], "tag": live.get("tag")} if live else None
+        except DeployError:
+            result.data["live"] = "unknown (the primary host did not answer)"
+    return result
+
+
+def _lifecycle(ctx: Context, body, reporter: Reporter | None) -> RunResult:
+    """Run `body()` with signals handled and a dead run finished first; always close the run."""
+    result = None
     try:
-        result = run_playbook(ctx, playbook, reporter)
-        result.data.update({"release_id": ctx.release_id, "backup_id": ctx.backup_id,
-                            "previous": ctx.previous["id"] if ctx.previous else None,
-                            "journal": str(ctx.journal.local_path)})
-        return result
+        with interrupts.handled(ctx):
+            try:
+                finished = resume.take_over(ctx, reporter) if not ctx.options.get("no_takeover") else None
+                result = finished if finished is not None else body()
+            except HardStop:
+                result = RunResult(ctx.command, ctx.run_id, ok=False, dry_run=ctx.dry_run,
+                                   error=DeployError("stopped at once by a second signal",
+                                                     hint="run the same command again: it finishes what was left"))
+        return _summary(ctx, result)
     finally:
         ctx.close()
+        if result is not None:
+            result.data["lock_held"] = [h.name for h in ctx.locked]
 
 
 def release(config: Config, stage: str, tag: str | None = None, *, dry_run: bool = False,
@@ -41,54 +72,7 @@ def release(config: Config, stage: str, tag: str | None = None, *, dry_run: bool
     ctx.revision = revision
     ctx.release_id = new_release_id(revision.commit)
     ctx.backup_id = new_backup_id(f"pre-{revision.commit[:7]}")
-    return _run(ctx, "release", reporter)
-
-
-def _pending_takeover(ctx: Context, target: dict) -> bool:
-    """A rollback to the same target that died half-way is finished, not refused.
-
-    Its lock is taken over when the pending-rollback record names the run
-    holding the lock and that run is not alive on this controller.
-    """
-    pending = ctx.primary.read_json(ctx.state_path(ctx.primary, PENDING))
-    if not pending:
-        return False
-    if pending.get("to") != target["id"]:
-        raise DeployError(f"a rollback to {pending.get('to')} (run {pending.get('run_id')}) did not finish",
-                          hint="run that same rollback again to finish it, or 'invoke unlock' if you are sure")
-    holder = read_lock(ctx.primary)
-    if holder and holder.get("run_id") != pending.get("run_id"):
-        return False  # someone else holds the lock: acquire_lock will refuse with their name
-    if holder and holder.get("controller") == socket.gethostname() and _alive(holder.get("pid")) \
-            and not _ended(ctx, holder.get("run_id", "")):
-        raise LockHeld(f"the rollback run {holder.get('run_id')} is still running (pid {holder.get('pid')})")
-    busy = ctx.primary.run("pgrep -f '[d]eploykit-django_state.py'", check=False).stdout.split()
-    if busy:
-        raise LockHeld(f"{ctx.primary.name}: a migration of the interrupted run {pending.get('run_id')} is still "
-                       f"running (pid {', '.join(busy)})", hint="wait for it to end, then run the same rollback again")
-    for host in ctx.hosts:
-        held = read_lock(host)
-        if held and held.get("run_id") == pending.get("run_id"):
-            release_lock(host, pending["run_id"])
-    ctx.journal.record("resume", previous_run=pending.get("run_id"), target=target["id"])
-    return True
-
-
-def _ended(ctx: Context, run_id: str) -> bool:
-    """The run's local journal says it ended (its process may live on, e.g. a test or a notebook)."""
-    path = ctx.config.journal_dir / f"{run_id}.jsonl"
-    try:
-        return '"event": "run_end"' in path.read_text()
-    except OSError:
-        return False
-
-
-def _alive(pid) -> bool:
-    try:
-        os.kill(int(pid), 0)
-    except (OSError, TypeError, ValueError):
-        return False
-    return True
+    return _lifecycle(ctx, lambda: run_playbook(ctx, "release", reporter), reporter)
 
 
 def rollback(config: Config, stage: str, *, to_tag: str | None = None, to_commit: str | None = None,
@@ -104,7 +88,8 @@ def rollback(config: Config, stage: str, *, to_tag: str | None = None, to_commit
     tag_commit = resolve(config.repo, to_tag).commit if to_tag else None  # unknown tag: stop before any host
     ctx = Context(config, stage, command="rollback", dry_run=dry_run,
                   options={"with_data": with_data, "tag": to_tag})
-    try:
+
+    def body() -> RunResult:
         registry = Registry.load(ctx.primary)
         live = registry.live()
         if not live:
@@ -116,60 +101,97 @@ def rollback(config: Config, stage: str, *, to_tag: str | None = None, to_commit
             raise DeployError(str(exc), hint=exc.hint) from None
         ctx.failed, ctx.previous, ctx.release_id = live, target, live["id"]
         ctx.revision = Revision(target.get("commit") or "", target.get("tag"), target.get("tags", []), "")
-        if not dry_run:
-            _pending_takeover(ctx, target)
-    except BaseException:
-        ctx.close()
-        raise
-    try:
         result = run_playbook(ctx, "rollback_plan", reporter)
         result.data.update({"release_id": live["id"], "target": target["id"], "plan": ctx.state.get("plan"),
-                            "loss": ctx.state.get("loss"), "journal": str(ctx.journal.local_path)})
-        if not result.ok:
+                            "loss": ctx.state.get("loss")})
+        if not result.ok or dry_run:
             return result
-        if with_data and not dry_run and confirm is not None and not confirm(ctx.state.get("loss") or {}):
+        if with_data and confirm is not None and not confirm(ctx.state.get("loss") or {}):
             ctx.unlock_all()
             result.ok = False
-            result.error = DeployError("rollback not confirmed: nothing was changed",
-                                       hint="pass --yes to confirm the loss in scripts")
+            result.failed_stage = "plan"
+            result.error = NotConfirmed("rollback not confirmed: nothing was changed")
             return result
         applied = run_playbook(ctx, "rollback_data" if with_data else "rollback", reporter)
         result.records += applied.records
         result.ok, result.error, result.failed_stage = applied.ok, applied.error, applied.failed_stage
+        result.recovery = applied.recovery
         result.data["backup_id"] = ctx.backup_id
         return result
-    finally:
-        ctx.close()
+
+    return _lifecycle(ctx, body, reporter)
 
 
 def backup(config: Config, stage: str, *, dry_run: bool = False, reporter: Reporter | None = None) -> RunResult:
     """Take a verified backup set now."""
     ctx = Context(config, stage, command="backup", dry_run=dry_run, options={"label": "manual"})
     ctx.backup_id = new_backup_id("manual")
-    try:
+
+    def body() -> RunResult:
         ctx.previous = Registry.load(ctx.primary).live()
-    except BaseException:
-        ctx.close()
-        raise
-    return _run(ctx, "backup", reporter)
+        return run_playbook(ctx, "backup", reporter)
+
+    return _lifecycle(ctx, body, reporter)
 
 
-def restore(config: Config, stage: str, backup_id: str, *, dry_run: bool = False,
+def restore(config: Config, stage: str, backup_id: str, *, confirm=None, dry_run: bool = False,
             reporter: Reporter | None = None) -> RunResult:
-    """Restore a verified backup's databases and files (refuses one that does not verify)."""
+    """Restore a verified backup's databases and files (refuses one that does not verify).
+
+    `confirm(summary)` is asked, under the lock, after the backup verified and
+    before anything changes; None means the caller already decided (library use).
+    """
     ctx = Context(config, stage, command="restore", dry_run=dry_run)
-    try:
+    ctx.confirm = confirm
+
+    def body() -> RunResult:
         if backup_id not in list_backups(ctx.primary):
             raise BackupInvalid(f"no backup {backup_id!r} on {ctx.primary.name}")
-    except BaseException:
-        ctx.close()
-        raise
-    ctx.backup_id = backup_id
-    return _run(ctx, "restore", reporter)
+        ctx.backup_id = backup_id
+        live = Registry.load(ctx.primary).live()
+        ctx.previous = live
+        ctx.release_id = live["id"] if live else None
+        return run_playbook(ctx, "restore", reporter)
+
+    return _lifecycle(ctx, body, reporter)
+
+
+def check(config: Config, stage: str, *, reporter: Reporter | None = None) -> RunResult:
+    """Every read-only check a release makes before changing anything (deploykit check)."""
+    ctx = Context(config, stage, command="check", dry_run=True, options={"no_takeover": True})
+    ctx.revision = None
+
+    def body() -> RunResult:
+        held = resume.holders(ctx)
+        result = run_playbook(ctx, "check", reporter)
+        result.data["holders"] = [{"host": h.host.name, **h.holder, "gone": h.verdict.gone, "why": h.verdict.why}
+                                  for h in held]
+        return result
+
+    return _lifecycle(ctx, body, reporter)
+
+
+def run_procedure(config: Config, stage: str, name: str, *, dry_run: bool = True,
+                  reporter: Reporter | None = None, backup_id: str | None = None) -> RunResult:
+    """Run any playbook by name against the live release (for dry-runs of procedures: recover, abort, ...)."""
+    ctx = Context(config, stage, command=name, dry_run=dry_run, options={"no_takeover": True})
+
+    def body() -> RunResult:
+        registry = Registry.load(ctx.primary)
+        live = registry.live()
+        ctx.previous = live
+        ctx.failed = live
+        ctx.release_id = live["id"] if live else None
+        ctx.backup_id = backup_id or (live or {}).get("backup_id")
+        if live:
+            ctx.revision = Revision(live.get("commit") or "", live.get("tag"), live.get("tags", []), "")
+        return run_playbook(ctx, name, reporter, procedure=True)
+
+    return _lifecycle(ctx, body, reporter)
 
 
 def list_releases(config: Config, stage: str) -> list[dict]:
-    ctx = Context(config, stage, command="releases")
+    ctx = Context(config, stage, command="releases", dry_run=True)
     try:
         releases = Registry.load(ctx.primary).releases
         present = set(list_backups(ctx.primary))
@@ -183,7 +205,7 @@ def list_releases(config: Config, stage: str) -> list[dict]:
 
 def list_backup_sets(config: Config, stage: str) -> list[dict]:
     """Every backup on the primary with size, items and verification state."""
-    ctx = Context(config, stage, command="backups")
+    ctx = Context(config, stage, command="backups", dry_run=True)
     rows = []
     try:
         host = ctx.primary
@@ -202,17 +224,40 @@ def list_backup_sets(config: Config, stage: str) -> list[dict]:
         ctx.close()
 
 
-def unlock(config: Config, stage: str) -> list[dict]:
-    """Free the stage lock on every host; return who held it and since when."""
+def unlock(config: Config, stage: str, *, force: bool = False) -> list[dict]:
+    """Free the stage lock of a run that is provably gone and left nothing to finish.
+
+    A live holder, a dead one whose recovery (or abort, or finish) is pending,
+    or one whose long commands still run on a host is refused unless `force`:
+    the next mutating command on the stage finishes a dead run's work itself.
+    """
     ctx = Context(config, stage, command="unlock")
-    freed = []
+    rows = []
     try:
-        for host in ctx.hosts:
-            holder = read_lock(host)
-            if holder:
-                release_lock(host, holder.get("run_id", ""), force=True)
-                ctx.journal.record("unlock", host=host, holder=holder)
-                freed.append({"host": host.name, **holder})
-        return freed
+        for h in resume.holders(ctx):
+            proc = resume.pending_procedure(h.holder.get("progress")) if h.host is ctx.primary else None
+            running = h.host.helper("runs", "tracked", {
+                "pid_file": h.host.path(".deploykit", "run", f"{h.holder.get('run_id')}.pids")})["running"]
+            rows.append({"host": h.host.name, **h.holder, "gone": h.verdict.gone, "why": h.verdict.why,
+                         "pending": proc, "running": running, "describe": h.verdict.describe()})
+        problems = []
+        for r in rows:
+            if not r["gone"]:
+                problems.append(f"{r['host']}: {r['describe']}")
+            if r["pending"]:
+                problems.append(f"{r['host']}: run {r.get('run_id')} ({r.get('command')}) stopped at "
+                                f"{(r.get('progress') or {}).get('phase')} with its {r['pending']} not done: any "
+                                f"command on the stage (e.g. 'deploykit {r.get('command')} --host {stage}') finishes it")
+            for p in r["running"]:
+                problems.append(f"{r['host']}: pid {p['pid']} ({p['label']}) of run {r.get('run_id')} still runs")
+        if problems and not force:
+            raise LockHeld("; ".join(problems), hint="freeing the lock now could lose data; "
+                                                    "--force frees it anyway")
+        for r in rows:
+            stage_lock.release(ctx.host(r["host"]), r.get("run_id", ""), force=True)
+            ctx.journal.record("unlock", host=ctx.host(r["host"]), holder={k: r.get(k) for k in (
+                "run_id", "command", "user", "controller", "pid", "since")}, forced=bool(problems))
+            r["forced"] = bool(problems)
+        return rows
     finally:
         ctx.close()

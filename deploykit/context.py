@@ -1,47 +1,64 @@
-"""The state of one run: config, hosts, journal, and what steps hand on."""
+"""The state of one run: config, hosts, journal, lock, and what steps hand on."""
 from __future__ import annotations
 
+import shutil
+import tempfile
 import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
+from . import lock as stage_lock
 from .config import Config, DatabaseSpec
 from .host import Host, make_host, q
-from .journal import STATE_DIR, Journal, new_run_id, release_lock
+from .journal import STATE_DIR, Journal, new_run_id
 
 RELEASES, SHARED, BACKUPS, FAILED, CURRENT = "releases", "shared", "backups", "failed", "current"
+
+# what a run hands on to the run that finishes it, if it dies (kept in the primary's lock)
+RESUMABLE_STATE = ("snapshots", "migrations", "plan", "restore", "swapped", "derived")
 
 
 class Context:
     def __init__(self, config: Config, stage: str, *, command: str, dry_run: bool = False,
-                 options: dict | None = None):
+                 options: dict | None = None, run_id: str | None = None):
         self.config = config
         self.stage = stage
         self.command = command
-        self.hosts: list[Host] = [make_host(spec, config) for spec in config.stage(stage)]
-        self.primary: Host = next(h for h in self.hosts if h.is_primary)
-        self.run_id = new_run_id(command)
-        self.journal = Journal(self.run_id, config.journal_dir, self.hosts)
+        self.run_id = run_id or new_run_id(command)
         self.dry_run = dry_run
+        self.hosts: list[Host] = [make_host(spec, config, run_id=self.run_id, read_only=dry_run)
+                                  for spec in config.stage(stage)]
+        self.primary: Host = next(h for h in self.hosts if h.is_primary)
+        self.journal = Journal(self.run_id, config.journal_dir, self.hosts)
         self.options = options or {}
         self.state: dict = {}
         self.failure = None
         self.locked: list[Host] = []
-        self.done: set[tuple[str, str, str]] = set()  # (playbook, step, host) already done by a resumed run
         # what the run is about
         self.revision = None  # gitrepo.Revision being released
         self.release_id: str | None = None  # the release being made (or recovered from)
         self.previous: dict | None = None  # registry entry of the release to go back to
         self.failed: dict | None = None  # registry entry of the release being undone
         self.backup_id: str | None = None
-        self._passfiles: dict[str, str] = {}
+        self.confirm = None  # callable(summary: dict) -> bool, for steps that ask the operator
+        self.progress: dict = {}
+        self.interrupted: int | None = None  # the signal that interrupted the run
+        self.hard_stopped: int | None = None  # a second signal: stopped at once
+        self.in_procedure = False  # an on_failure procedure (abort, recover, finish) is running
+        self.outcome: dict = {}  # what the ending line says: healthy, data, ...
+        self.lock_lost: str | None = None
         self.lock = threading.RLock()  # for state that steps running on several hosts share
+        self._interrupting = threading.Lock()  # an interrupt finishes killing before a procedure starts
+        self._tmp: Path | None = None
+        self._heartbeat = stage_lock.Heartbeat(self, config.lock.heartbeat)
 
     # -- hosts -------------------------------------------------------------
     @property
     def app_hosts(self) -> list[Host]:
         return [h for h in self.hosts if "app" in h.roles]
 
-    def is_done(self, playbook: str, step: str, host: str) -> bool:
-        return (playbook, step, host) in self.done
+    def host(self, name: str) -> Host:
+        return next(h for h in self.hosts if h.name == name)
 
     # -- layout -------------------------------------------------------------
     def release_dir(self, host: Host, release_id: str | None = None) -> str:
@@ -56,49 +73,120 @@ class Context:
     def state_path(self, host: Host, *parts: str) -> str:
         return host.path(STATE_DIR, *parts)
 
-    def manage(self, host: Host, args: str, release_dir: str | None = None, check: bool = True, timeout=None):
+    def manage(self, host: Host, args: str, release_dir: str | None = None, check: bool = True, timeout=None,
+               track: str | None = None, read_only: bool = False):
         """Run `python manage.py ARGS` in a release directory on the host."""
         cwd = release_dir or host.path(CURRENT)
         env = {"DJANGO_SETTINGS_MODULE": self.config.settings_module} if self.config.settings_module else None
-        return host.run(f"{q(host.python)} manage.py {args}", cwd=cwd, env=env, check=check, timeout=timeout)
+        return host.run(f"{q(host.python)} manage.py {args}", cwd=cwd, env=env, check=check, timeout=timeout,
+                        track=track, read_only=read_only)
 
     # -- database credentials ---------------------------------------------------
-    def db_env(self, host: Host, db: DatabaseSpec) -> dict:
-        """Environment for libpq tools: a passfile, never a password in argv."""
+    def db_access(self, host: Host, db: DatabaseSpec) -> dict:
+        """Keyword arguments for host.run of a libpq tool: the password on stdin, never argv or a file."""
+        env = {"PGAPPNAME": f"deploykit {self.run_id}"[:63]}
         if db.passfile:
-            return {"PGPASSFILE": host.render(db.passfile)}
+            env["PGPASSFILE"] = host.render(db.passfile)
         password = db.password()
-        if not password:
-            return {}
-        key = f"{host.name}:{db.alias}"
+        return {"env": env, "secrets": {"PGPASSWORD": password} if password else None}
+
+    # -- controller-side scratch space -------------------------------------------
+    def temp_dir(self) -> Path:
+        """A private directory on the controller, removed when the run ends (whatever the ending)."""
         with self.lock:
-            return self._passfile_env(host, db, password, key)
+            if self._tmp is None:
+                self._tmp = Path(tempfile.mkdtemp(prefix=f"deploykit-{self.run_id}-"))
+            return self._tmp
 
-    def _passfile_env(self, host: Host, db: DatabaseSpec, password: str, key: str) -> dict:
-        if key not in self._passfiles:
-            path = self.state_path(host, f"pgpass-{self.run_id}-{db.alias}")
+    # -- lock -------------------------------------------------------------------
+    def holder_info(self) -> dict:
+        return stage_lock.holder_info(self.run_id, self.command, self.stage)
 
-            def esc(v):
-                return str(v).replace("\\", "\\\\").replace(":", "\\:")
-            line = f"{esc(db.host or '*')}:{esc(db.port or '*')}:*:{esc(db.admin_user)}:{esc(password)}\n"
-            host.helper("files", "write_file", {"path": path, "content": line, "mode": 0o600})
-            self._passfiles[key] = path
-        return {"PGPASSFILE": self._passfiles[key]}
+    def locked_on(self, host: Host) -> None:
+        """This run holds the lock on host: journal there too, keep it fresh."""
+        with self.lock:
+            if host not in self.locked:
+                self.locked.append(host)
+        self.journal.enable_remote(host)
+        self._heartbeat.start()
+
+    def lose_lock(self, host: Host) -> None:
+        """Another run took the lock of `host` over: stop changing anything."""
+        with self.lock:
+            self.lock_lost = host.name
+            if host in self.locked:
+                self.locked.remove(host)
+        for h in self.hosts:
+            h.cancelled.set()
+
+    def record_progress(self, **fields) -> None:
+        """Keep in the primary's lock what a run finishing this one needs (phase, procedure, ids)."""
+        self.progress.update(fields)
+        self.progress["context"] = self.export_state()
+        if self.primary in self.locked and not self.dry_run:
+            try:
+                stage_lock.heartbeat(self.primary, self.run_id, {"progress": self.progress})
+            except Exception:  # an unreachable primary: the step about to run will say so
+                pass
+
+    def export_state(self) -> dict:
+        rev = self.revision
+        return {"release_id": self.release_id, "backup_id": self.backup_id, "previous": self.previous,
+                "failed": self.failed, "options": self.options,
+                "revision": {"commit": rev.commit, "tag": rev.tag, "tags": rev.tags} if rev else None,
+                "state": {k: self.state[k] for k in RESUMABLE_STATE if k in self.state}}
+
+    def import_state(self, doc: dict) -> None:
+        from .gitrepo import Revision
+
+        self.release_id = doc.get("release_id")
+        self.backup_id = doc.get("backup_id")
+        self.previous = doc.get("previous")
+        self.failed = doc.get("failed")
+        self.options.update(doc.get("options") or {})
+        rev = doc.get("revision")
+        if rev:
+            self.revision = Revision(rev.get("commit") or "", rev.get("tag"), rev.get("tags") or [], "")
+        self.state.update(doc.get("state") or {})
+
+    # -- interrupts ------------------------------------------------------------
+    def interrupt(self, signum: int) -> None:
+        """First signal: refuse new commands, kill the running ones on every host (in parallel)."""
+        with self._interrupting:
+            if self.interrupted is None:
+                self.interrupted = signum
+            self.journal.record("interrupted", signal=signum)
+            with ThreadPoolExecutor(max_workers=max(1, len(self.hosts))) as pool:
+                list(pool.map(lambda h: h.cancel(), self.hosts))
+
+    def accept_commands(self) -> None:
+        """The procedure for the point reached runs: hosts accept commands again."""
+        with self._interrupting:
+            for h in self.hosts:
+                h.resume()
 
     # -- end of run -----------------------------------------------------------
     def close(self) -> None:
+        self._heartbeat.stop()
+        self.accept_commands()
+        if self.locked and not self.dry_run:
+            # the lock stays (work is left to finish): say the run ended, so the next command may take over
+            for host in list(self.locked):
+                try:
+                    fields = {"ended": True}
+                    if host is self.primary:
+                        fields["progress"] = self.progress
+                    stage_lock.heartbeat(host, self.run_id, fields)
+                except Exception:
+                    pass
         self.journal.record("run_end", locked=[h.name for h in self.locked])
-        for key, path in list(self._passfiles.items()):
-            host = next(h for h in self.hosts if h.name == key.split(":", 1)[0])
-            try:
-                host.run(f"rm -f {q(path)}", check=False)
-            except Exception:
-                pass
-        self._passfiles.clear()
         for host in self.hosts:
             host.close()
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
 
     def unlock_all(self) -> None:
         for host in list(self.locked):
-            release_lock(host, self.run_id)
+            stage_lock.release(host, self.run_id)
             self.locked.remove(host)

@@ -58,3 +58,33 @@ class ReleaseFailed(DeployError):
     def __init__(self, message: str, result=None, hint: str | None = None):
         super().__init__(message, hint)
         self.result = result
+
+
+class DryRunWrite(DeployError):
+    """Something tried to change a host during a dry-run: refused, by construction."""
+
+
+class Interrupted(DeployError):
+    """A signal (Ctrl-C, SIGTERM, SIGHUP) stopped the current step; the procedure for that point runs next."""
+
+    hint = "deploykit finishes safely: the procedure for the point reached runs next"
+
+
+class LockLost(DeployError):
+    """Another run took the lock over: this run must not change anything more."""
+
+    hint = "another run declared this one gone and took over; see 'deploykit unlock --host STAGE'"
+
+
+class NotConfirmed(DeployError):
+    """The operator declined (or could not be asked): nothing was changed."""
+
+    hint = "pass --yes to confirm in scripts"
+
+
+class PreflightFailed(DeployError):
+    """A read-only check found a mistake before anything changed."""
+
+
+class HardStop(BaseException):
+    """A second interrupt: stop at once, keep the lock and the journal so the same command finishes the work."""

@@ -3,23 +3,51 @@
 Commands are shell strings; every value put into one goes through `q()`.
 Remote helpers (deploykit/remote/*.py) are sent on stdin and run by the app's
 Python, so nothing of deploykit is installed on a host.
+
+Every command runs marked: its process and every child carry
+`DEPLOYKIT_RUN=<run id>` and `DEPLOYKIT_CMD=<token>` in their environment, so
+a command that times out, or is interrupted, is killed with all it started
+by that recorded token, never by matching process names. Long commands of a
+run (migrate, pg_restore, archives) are also listed in the run's pid file on
+the host (`.deploykit/run/<run id>.pids`), so a later run can tell whether
+they still run. Secrets (the admin's database password) reach a command on
+its stdin, never in argv, the environment of the shell command line, or a
+file on the host.
+
+A host made for a dry-run refuses every command and helper action that is not
+declared read-only: a dry-run cannot write, whatever a step does.
 """
 from __future__ import annotations
 
 import json
 import os
 import posixpath
+import secrets as _secrets
+import select
 import shlex
 import socket
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from .config import Config, HostSpec
-from .errors import HostCommandFailed, HostKeyUnknown, HostUnreachable
+from .errors import DeployError, DryRunWrite, HostCommandFailed, HostKeyUnknown, HostUnreachable, Interrupted
 
 REMOTE_DIR = Path(__file__).parent / "remote"
+STATE_DIR = ".deploykit"
+PID_MARK = "\x1edeploykit-pid "  # first stdout line of every command: its pid (= its process group)
+
+# Helper actions that change nothing on the host: the only ones a dry-run may call.
+READ_ONLY_ACTIONS = {
+    "files": {"sha256", "manifest", "hash_tree", "dir_size", "disk_free", "verify_backup", "lock_read",
+              "http_check", "read_json"},
+    "sqlite": {"checksums", "rowdiff", "info"},
+    "pgrows": {"diff", "counts"},
+    "django_state": {"state", "plan", "databases"},
+    "runs": {"tracked"},
+}
 
 
 def q(value) -> str:
@@ -50,17 +78,35 @@ _BOOTSTRAP = ("import sys;n=int(sys.stdin.readline());src=sys.stdin.read(n);"
               "sys.argv=[{name!r}]+sys.argv[1:];"
               "exec(compile(src,{name!r},'exec'),{{'__name__':'__main__'}})")
 
+# Kill every process whose environment carries NAME=VALUE (an exact recorded
+# id): TERM, a grace period, then KILL. Prints the pids it signalled.
+_KILL = r"""
+m="$1"; grace="$2"; me=$$
+pids() { for d in /proc/[0-9]*; do p=${d#/proc/}; [ "$p" = "$me" ] && continue
+  grep -qsxzF -- "$m" "$d/environ" 2>/dev/null && echo "$p"; done; }
+first=$(pids); [ -z "$first" ] && exit 0
+kill -TERM $first 2>/dev/null
+i=0; while [ $i -lt $((grace * 10)) ]; do [ -z "$(pids)" ] && break; sleep 0.1; i=$((i + 1)); done
+left=$(pids); [ -n "$left" ] && kill -KILL $left 2>/dev/null
+echo $first
+"""
+
 
 class Host:
     """Base: what every step may do to a host. Subclasses provide `_exec`."""
 
-    def __init__(self, spec: HostSpec, config: Config):
+    def __init__(self, spec: HostSpec, config: Config, *, run_id: str = "none", read_only: bool = False):
         self.spec = spec
         self.config = config
         self.name = spec.name
         self.roles = spec.roles
         self.deploy_to = spec.deploy_to
         self.python = spec.python
+        self.run_id = run_id
+        self.read_only = read_only
+        self.cancelled = threading.Event()  # set by an interrupt: new commands refused, running ones killed
+        self._active: dict[str, str] = {}  # token -> command, running now
+        self._active_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}>"
@@ -75,56 +121,138 @@ class Host:
     def path(self, *parts: str) -> str:
         return posixpath.join(self.deploy_to, *parts)
 
+    @property
+    def pid_file(self) -> str:
+        return self.path(STATE_DIR, "run", f"{self.run_id}.pids")
+
     def connect(self) -> None:
         """Open the connection now, so errors surface before any change."""
 
     def close(self) -> None:
         pass
 
-    def run(self, command: str, *, cwd: str | None = None, env: dict | None = None,
-            check: bool = True, timeout: float | None = None, stdin: str | None = None) -> CommandResult:
-        script = command
+    # -- commands ------------------------------------------------------------
+    def run(self, command: str, *, cwd: str | None = None, env: dict | None = None, secrets: dict | None = None,
+            check: bool = True, timeout: float | None = None, stdin: str | None = None,
+            read_only: bool = False, track: str | None = None, always: bool = False) -> CommandResult:
+        """Run a shell command on the host.
+
+        read_only: the command changes nothing (the only kind a dry-run runs).
+        track: a label; the command is listed in the run's pid file while it runs.
+        secrets: NAME -> value, exported to the command from its stdin.
+        always: run even after an interrupt (journal lines, lock updates, kills).
+        """
+        if self.read_only and not read_only:
+            raise DryRunWrite(f"{self.name}: refused to run {command[:100]!r} during a dry-run",
+                              hint="this is a bug in a step that claims to be read-only; please report it")
+        if self.cancelled.is_set() and not always:
+            raise Interrupted(f"{self.name}: interrupted before {command[:80]!r}")
+        token = _secrets.token_hex(8)
+        inner = ""
+        feed = ""
+        for name, value in (secrets or {}).items():
+            value = "" if value is None else str(value)
+            if "\n" in value or "\0" in value:
+                raise DeployError(f"the value of {name} contains a line break", hint="use a password without one")
+            inner += f"IFS= read -r {name} && export {name}; "
+            feed += value + "\n"
         if env:
-            exports = " ".join(f"{k}={q(v)}" for k, v in env.items())
-            script = f"export {exports}; {script}"
+            inner += "export " + " ".join(f"{k}={q(v)}" for k, v in env.items()) + "; "
         if cwd:
-            script = f"cd {q(cwd)} && {script}"
-        result = self._exec(script, stdin=stdin, timeout=timeout or self.config.command_timeout)
+            inner += f"cd {q(cwd)} || exit 1; "
+        if track:
+            pid_file = self.pid_file
+            inner = (f"mkdir -p {q(posixpath.dirname(pid_file))} 2>/dev/null; "
+                     f"echo \"$$ {token} {q(track)[:60]}\" >> {q(pid_file)} 2>/dev/null; ") + inner
+        inner += command
+        marks = f"DEPLOYKIT_RUN={q(self.run_id)} DEPLOYKIT_CMD={token}"
+        if track:
+            marks += f" DEPLOYKIT_TRACK={q(self.run_id)}"
+        script = f"exec env {marks} bash -c {q(_MARK_PREFIX + inner)}"
+        with self._active_lock:
+            self._active[token] = command
+        try:
+            result = self._exec(script, stdin=feed + (stdin or "") if (feed or stdin) else None,
+                                timeout=timeout or self.config.command_timeout, token=token)
+        finally:
+            with self._active_lock:
+                self._active.pop(token, None)
         result.command = command
+        if self.cancelled.is_set() and not always and not result.ok:
+            raise Interrupted(f"{self.name}: interrupted: {command[:80]!r} was stopped")
         if check and not result.ok:
             raise HostCommandFailed(
                 f"{self.name}: command failed (exit {result.exited}): {command[:120]}: {result.tail()}",
                 hint="see the journal for the full output")
         return result
 
-    def _exec(self, script: str, stdin: str | None, timeout: float) -> CommandResult:
+    def _exec(self, script: str, stdin: str | None, timeout: float, token: str) -> CommandResult:
         raise NotImplementedError
 
+    def kill_marked(self, marker: str, grace: float = 5) -> list[int]:
+        """TERM (then KILL) every process of this host's user whose environment holds `marker`."""
+        res = self._exec(f"bash -c {q(_KILL)} dk-kill {q(marker)} {int(grace)}", stdin=None,
+                         timeout=grace + 30, token="kill")
+        return [int(p) for p in res.stdout.split() if p.isdigit()]
+
+    def cancel(self) -> list[int]:
+        """Interrupt: refuse new commands, kill the running ones (each with all it started)."""
+        self.cancelled.set()
+        with self._active_lock:
+            tokens = list(self._active)
+        killed = []
+        for token in tokens:
+            try:
+                killed += self.kill_marked(f"DEPLOYKIT_CMD={token}")
+            except DeployError:
+                pass
+        return killed
+
+    def resume(self) -> None:
+        """Accept commands again (the procedure after an interrupt runs)."""
+        self.cancelled.clear()
+
     def helper(self, module: str, action: str, args: dict | None = None, *,
-               env: dict | None = None, check: bool = True, timeout: float | None = None) -> dict:
-        """Run remote/<module>.py ACTION with JSON args on the host's Python."""
+               env: dict | None = None, secrets: dict | None = None, check: bool = True,
+               timeout: float | None = None, track: str | None = None, always: bool = False,
+               python: str | None = None, cwd: str | None = None, launcher: str | None = None) -> dict:
+        """Run remote/<module>.py ACTION with JSON args on the host's Python.
+
+        `launcher` replaces `python -c` (e.g. `python manage.py shell -c`), so a
+        helper can run inside the app's own environment.
+        """
+        read_only = action in READ_ONLY_ACTIONS.get(module, ())
+        if self.read_only and not read_only:
+            raise DryRunWrite(f"{self.name}: refused helper {module} {action} during a dry-run",
+                              hint="this is a bug in a step that claims to be read-only; please report it")
         source = (REMOTE_DIR / f"{module}.py").read_text()
         name = f"deploykit-{module}.py"
         payload = f"{len(source)}\n{source}{json.dumps(args or {})}"
-        cmd = f"{q(self.python)} -c {q(_BOOTSTRAP.format(name=name))} {q(action)}"
-        result = self.run(cmd, env=env, check=False, stdin=payload, timeout=timeout)
-        try:
-            doc = json.loads(result.stdout.strip().splitlines()[-1]) if result.stdout.strip() else None
-        except json.JSONDecodeError:
-            doc = None
-        if doc is None:
+        base = launcher or f"{q(python or self.python)} -c"
+        cmd = f"{base} {q(_BOOTSTRAP.format(name=name))} {q(action)}"
+        result = self.run(cmd, env=env, secrets=secrets, check=False, stdin=payload, timeout=timeout,
+                          read_only=read_only, track=track, always=always, cwd=cwd)
+        doc = None
+        for line in reversed(result.stdout.strip().splitlines()):
+            try:
+                doc = json.loads(line)
+                break
+            except json.JSONDecodeError:
+                continue
+        if not isinstance(doc, dict):
             raise HostCommandFailed(
                 f"{self.name}: helper {module} {action} gave no answer (exit {result.exited}): {result.tail()}",
-                hint=f"check that {self.python} runs on {self.name}")
+                hint=f"check that {python or self.python} runs on {self.name}")
         if check and not doc.get("ok"):
             raise HostCommandFailed(f"{self.name}: {module} {action}: {doc.get('error')}")
         return doc
 
+    # -- small conveniences -----------------------------------------------------
     def exists(self, path: str) -> bool:
-        return self.run(f"test -e {q(path)} -o -L {q(path)}", check=False).ok
+        return self.run(f"test -e {q(path)} -o -L {q(path)}", check=False, read_only=True).ok
 
     def realpath(self, path: str) -> str | None:
-        res = self.run(f"readlink -f {q(path)}", check=False)
+        res = self.run(f"readlink -f {q(path)}", check=False, read_only=True)
         return res.stdout.strip() if res.ok and res.stdout.strip() else None
 
     def read_json(self, path: str):
@@ -134,24 +262,54 @@ class Host:
     def write_json(self, path: str, data) -> None:
         self.helper("files", "write_json", {"path": path, "data": data})
 
+    def listdir(self, path: str) -> list[str]:
+        res = self.run(f"ls -1A {q(path)} 2>/dev/null", check=False, read_only=True)
+        return sorted(x for x in res.stdout.splitlines() if x.strip())
+
     def put(self, local: str | Path, remote: str, mode: int = 0o600) -> None:
         raise NotImplementedError
+
+    def _refuse_put(self, remote: str) -> None:
+        if self.read_only:
+            raise DryRunWrite(f"{self.name}: refused to upload {remote} during a dry-run",
+                              hint="this is a bug in a step that claims to be read-only; please report it")
+
+
+# Every command prints its pid first (marked, stripped from the result), so a
+# command is known by pid and token while it runs.
+_MARK_PREFIX = "printf '\\036deploykit-pid %s\\n' $$; "
+
+
+def _strip_mark(out: str) -> str:
+    if out.startswith(PID_MARK):
+        return out.split("\n", 1)[1] if "\n" in out else ""
+    return out
 
 
 class LocalHost(Host):
     """`host: local`: the demo and single-box installs."""
 
-    def _exec(self, script, stdin, timeout):
+    def _exec(self, script, stdin, timeout, token):
         start = time.monotonic()
+        # a new session: Ctrl-C in the operator's terminal reaches deploykit, not the command
+        proc = subprocess.Popen(["bash", "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, start_new_session=True)
         try:
-            proc = subprocess.run(["bash", "-c", script], input=stdin, capture_output=True,
-                                  text=True, timeout=timeout)
-        except subprocess.TimeoutExpired as exc:
-            return CommandResult(script, 124, exc.stdout or "", f"timed out after {timeout}s",
+            out, err = proc.communicate(stdin, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            if token != "kill":
+                self.kill_marked(f"DEPLOYKIT_CMD={token}", grace=2)
+            try:
+                os.killpg(proc.pid, 9)
+            except OSError:
+                pass
+            out, err = proc.communicate()
+            return CommandResult(script, 124, _strip_mark(out or ""), f"timed out after {timeout}s",
                                  time.monotonic() - start)
-        return CommandResult(script, proc.returncode, proc.stdout, proc.stderr, time.monotonic() - start)
+        return CommandResult(script, proc.returncode, _strip_mark(out), err, time.monotonic() - start)
 
     def put(self, local, remote, mode=0o600):
+        self._refuse_put(remote)
         self.run(f"mkdir -p {q(posixpath.dirname(remote))}")
         tmp = f"{remote}.part"
         with open(local, "rb") as src, open(tmp, "wb") as dst:
@@ -164,9 +322,10 @@ class LocalHost(Host):
 class SSHHost(Host):
     """A host reached with Fabric; its key must already be in known_hosts."""
 
-    def __init__(self, spec, config):
-        super().__init__(spec, config)
+    def __init__(self, spec, config, **kwargs):
+        super().__init__(spec, config, **kwargs)
         self._conn = None
+        self._connect_lock = threading.Lock()
 
     @property
     def conn(self):
@@ -175,8 +334,11 @@ class SSHHost(Host):
         return self._conn
 
     def connect(self):
-        if self._conn is not None:
-            return
+        with self._connect_lock:
+            if self._conn is None:
+                self._conn = self._open()
+
+    def _open(self):
         import paramiko
         from fabric import Connection
 
@@ -215,59 +377,83 @@ class SSHHost(Host):
         except (OSError, socket.timeout, EOFError) as exc:
             reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
             raise HostUnreachable(f"host {self.name} ({where}) is unreachable: {reason}") from None
-        self._conn = conn
+        return conn
 
     def close(self):
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        with self._connect_lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
 
-    def _exec(self, script, stdin, timeout):
+    def _lost(self, exc) -> HostUnreachable:
+        with self._connect_lock:
+            if self._conn is not None:
+                try:
+                    self._conn.close()
+                except Exception:
+                    pass
+            self._conn = None
+        return HostUnreachable(f"host {self.name}: connection lost: {exc or type(exc).__name__}",
+                               hint="check the host, then run the same command again: it finishes what was left")
+
+    def _exec(self, script, stdin, timeout, token):
         start = time.monotonic()
         try:
             transport = self.conn.client.get_transport()
             if transport is None or not transport.is_active():
-                self._conn = None
-                transport = self.conn.client.get_transport()
+                raise EOFError("the SSH transport is closed")
             chan = transport.open_session(timeout=self.config.connect_timeout)
-            chan.settimeout(timeout)
+        except DeployError:
+            raise
+        except Exception as exc:  # OSError, EOFError, paramiko.SSHException
+            raise self._lost(exc) from None
+        out, err = bytearray(), bytearray()
+        try:
+            chan.settimeout(None)
             chan.exec_command(script)
             if stdin:
-                chan.sendall(stdin.encode())
+                try:
+                    chan.sendall(stdin.encode())
+                except OSError:
+                    pass  # the command ended without reading all of it; its exit status tells
             chan.shutdown_write()
-            out, err = bytearray(), bytearray()
+            deadline = start + timeout
             while True:
-                got = False
-                if chan.recv_ready():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    chan.close()
+                    if token != "kill":
+                        try:
+                            self.kill_marked(f"DEPLOYKIT_CMD={token}", grace=2)
+                        except DeployError:
+                            pass
+                    return CommandResult(script, 124, _strip_mark(out.decode(errors="replace")),
+                                         f"timed out after {timeout}s", time.monotonic() - start)
+                select.select([chan], [], [], min(left, 0.5))
+                while chan.recv_ready():
                     out += chan.recv(1 << 16)
-                    got = True
-                if chan.recv_stderr_ready():
+                while chan.recv_stderr_ready():
                     err += chan.recv_stderr(1 << 16)
-                    got = True
-                if not got:
-                    if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
+                if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
+                    if chan.eof_received or chan.closed:
                         break
-                    if time.monotonic() - start > timeout:
-                        chan.close()
-                        return CommandResult(script, 124, out.decode(errors="replace"),
-                                             f"timed out after {timeout}s", time.monotonic() - start)
-                    time.sleep(0.002)
             status = chan.recv_exit_status()
+            while chan.recv_ready():
+                out += chan.recv(1 << 16)
+            while chan.recv_stderr_ready():
+                err += chan.recv_stderr(1 << 16)
             chan.close()
         except (OSError, EOFError, socket.timeout) as exc:
-            self._conn = None
-            raise HostUnreachable(f"host {self.name}: connection lost: {exc or type(exc).__name__}",
-                                  hint="check the host, then run the same command again: it resumes from the journal") from None
+            raise self._lost(exc) from None
         except Exception as exc:  # paramiko.SSHException and friends
             if type(exc).__module__.startswith("paramiko"):
-                self._conn = None
-                raise HostUnreachable(f"host {self.name}: connection lost: {exc}",
-                                      hint="check the host, then run the same command again") from None
+                raise self._lost(exc) from None
             raise
-        return CommandResult(script, status, out.decode(errors="replace"), err.decode(errors="replace"),
-                             time.monotonic() - start)
+        return CommandResult(script, status, _strip_mark(out.decode(errors="replace")),
+                             err.decode(errors="replace"), time.monotonic() - start)
 
     def put(self, local, remote, mode=0o600):
+        self._refuse_put(remote)
         self.run(f"mkdir -p {q(posixpath.dirname(remote))}")
         tmp = f"{remote}.part"
         try:
@@ -275,10 +461,10 @@ class SSHHost(Host):
             sftp.put(str(local), tmp)
             sftp.chmod(tmp, mode)
         except (OSError, EOFError) as exc:
-            self._conn = None
-            raise HostUnreachable(f"host {self.name}: upload failed: {exc}") from None
+            raise self._lost(exc) from None
         self.run(f"mv -f {q(tmp)} {q(remote)}")
 
 
-def make_host(spec: HostSpec, config: Config) -> Host:
-    return LocalHost(spec, config) if spec.is_local else SSHHost(spec, config)
+def make_host(spec: HostSpec, config: Config, *, run_id: str = "none", read_only: bool = False) -> Host:
+    cls = LocalHost if spec.is_local else SSHHost
+    return cls(spec, config, run_id=run_id, read_only=read_only)

@@ -1,20 +1,20 @@
 """Per-run journal (JSON lines, locally and on each host) and the stage lock.
 
 The local journal is written from the first event; the host copies start once
-the lock is held, so a run refused early leaves no trace on any host.
+the lock is held, so a run refused early leaves no trace on any host. (The
+stage lock itself lives in lock.py.)
 """
 from __future__ import annotations
 
-import getpass
 import json
 import os
-import socket
+import posixpath
 import threading
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .errors import LockHeld
+from .host import q
+
 
 STATE_DIR = ".deploykit"
 _SECRET_WORDS = ("password", "secret", "token", "passwd")
@@ -73,35 +73,10 @@ class Journal:
         targets = [host] if host is not None else self.hosts
         for h in targets:
             if h.name in self.remote_hosts:
+                path = self.remote_path(h)
                 try:
-                    h.helper("files", "append_line", {"path": self.remote_path(h), "line": line})
+                    h.run(f"mkdir -p -m 700 {q(posixpath.dirname(path))} && cat >> {q(path)}", stdin=line + "\n",
+                          always=True, timeout=60)
                 except Exception:  # a lost host must not hide the event itself
                     pass
         return entry
-
-
-def lock_path(host) -> str:
-    return host.path(STATE_DIR, "lock")
-
-
-def lock_info(run_id: str, command: str) -> dict:
-    return {"run_id": run_id, "command": command, "user": getpass.getuser(),
-            "controller": socket.gethostname(), "pid": os.getpid(), "started": time.time()}
-
-
-def acquire_lock(host, run_id: str, command: str) -> None:
-    doc = host.helper("files", "lock_acquire", {"path": lock_path(host), "info": lock_info(run_id, command)})
-    if not doc.get("acquired"):
-        holder = doc.get("holder") or {}
-        raise LockHeld(
-            f"{host.name}: locked by run {holder.get('run_id', '?')} ({holder.get('command', '?')}) "
-            f"of {holder.get('user', '?')}@{holder.get('controller', '?')} since {holder.get('since', '?')}")
-
-
-def release_lock(host, run_id: str, force: bool = False) -> dict:
-    return host.helper("files", "lock_release", {"path": lock_path(host), "run_id": run_id, "force": force})
-
-
-def read_lock(host) -> dict | None:
-    doc = host.helper("files", "lock_read", {"path": lock_path(host)})
-    return doc.get("holder") if doc.get("held") else None

@@ -17,7 +17,7 @@ from typing import Callable
 
 import yaml
 
-from .errors import ConfigError, DeployError
+from .errors import ConfigError, DeployError, DryRunWrite, Interrupted, LockLost
 
 BUILTIN_DIR = Path(__file__).parent / "playbooks"
 SCOPES = ("app", "primary", "all", "controller")
@@ -176,29 +176,70 @@ def _hosts_for(ctx, scope: str):
     return [h for h in ctx.hosts if scope in h.roles]
 
 
-def run_playbook(ctx, name: str, reporter: Reporter | None = None) -> RunResult:
-    """Run a playbook; on a failing stage, run its on_failure playbook."""
+def run_playbook(ctx, name: str, reporter: Reporter | None = None, *, procedure: bool = False) -> RunResult:
+    """Run a playbook; on a failing or interrupted stage, run its on_failure procedure.
+
+    Before each stage the run records on the primary's lock where it is and
+    which procedure applies there, so that whoever finishes a run that died
+    (SIGKILL, a lost controller) runs the same procedure this run would have.
+    `procedure` marks a playbook run as the on_failure procedure of another.
+    """
     book = load_playbook(name, ctx.config)
     result = RunResult(book.name, ctx.run_id, dry_run=ctx.dry_run)
     ctx.journal.record("playbook_start", playbook=book.name, dry_run=ctx.dry_run)
     for stage in book.stages:
+        if not ctx.dry_run:
+            if procedure:
+                ctx.record_progress(procedure=book.name, phase=stage.name)
+            else:
+                ctx.record_progress(playbook=book.name, phase=stage.name, on_failure=stage.on_failure,
+                                    procedure=None)
+        ctx.journal.record("phase", playbook=book.name, phase=stage.name)
         try:
             _run_hooks(ctx, "before", stage.name, book.name, result, reporter)
             for call in stage.steps:
+                _check_interrupt(ctx)
                 _run_step(ctx, book.name, stage.name, call, result, reporter)
             _run_hooks(ctx, "after", stage.name, book.name, result, reporter)
+            _check_interrupt(ctx)
         except DeployError as exc:
             result.ok = False
             result.error = exc
             result.failed_stage = stage.name
             ctx.journal.record("playbook_failed", playbook=book.name, stage=stage.name, error=exc.one_line())
-            if stage.on_failure and not ctx.dry_run:
+            if isinstance(exc, LockLost) or ctx.lock_lost:
+                return result  # someone else finishes: change nothing more
+            if stage.on_failure and not ctx.dry_run and not procedure:
                 ctx.failure = exc
+                ctx.accept_commands()
+                _stop_leftovers(ctx)
                 ctx.journal.record("on_failure", playbook=book.name, handler=stage.on_failure)
-                result.recovery = run_playbook(ctx, stage.on_failure, reporter)
+                ctx.in_procedure = True
+                try:
+                    result.recovery = run_playbook(ctx, stage.on_failure, reporter, procedure=True)
+                finally:
+                    ctx.in_procedure = False
             return result
     ctx.journal.record("playbook_done", playbook=book.name)
     return result
+
+
+def _check_interrupt(ctx) -> None:
+    if ctx.lock_lost:
+        raise LockLost(f"the lock of {ctx.lock_lost} was taken over by another run")
+    if ctx.interrupted is not None and not ctx.in_procedure:
+        raise Interrupted(f"interrupted by signal {ctx.interrupted}")
+
+
+def _stop_leftovers(ctx) -> None:
+    """Before a procedure runs: no long command of this run may still run on a host (after a lost connection)."""
+    for host in ctx.hosts:
+        try:
+            killed = host.kill_marked(f"DEPLOYKIT_TRACK={ctx.run_id}")
+        except DeployError:
+            continue
+        if killed:
+            ctx.journal.record("killed_leftovers", host=host, pids=killed)
 
 
 def _run_step(ctx, book: str, stage: str, call: StepCall, result: RunResult, reporter) -> None:
@@ -228,10 +269,12 @@ def _on_host(ctx, book: str, stage: str, step: Step, host) -> tuple[StepRecord, 
     start = time.monotonic()
     if ctx.dry_run and not step.read_only:
         return StepRecord(book, stage, step.name, hname, "planned", 0.0, step.describe(ctx, host)), None
-    if ctx.is_done(book, step.name, hname):
-        return StepRecord(book, stage, step.name, hname, "skipped", 0.0, "done by the run being resumed"), None
     try:
         outcome = step.run(ctx, host) or Outcome()
+    except DryRunWrite as exc:
+        err = DryRunWrite(f"{hname}: step {step.name} tried to change the host during a dry-run: {exc}",
+                          hint=exc.hint)
+        return StepRecord(book, stage, step.name, hname, "failed", time.monotonic() - start, err.one_line()), err
     except DeployError as exc:
         return StepRecord(book, stage, step.name, hname, "failed", time.monotonic() - start, exc.one_line()), exc
     except Exception as exc:  # a bug or an unexpected library error: keep it, fail the step
@@ -253,5 +296,6 @@ def _emit(ctx, result: RunResult, rec: StepRecord, host, reporter) -> None:
 
 def _run_hooks(ctx, when: str, stage: str, book: str, result: RunResult, reporter) -> None:
     for hook in ctx.config.hooks.get(when, {}).get(stage, []):
-        call = StepCall("hook", hook["on"], {"run": hook["run"], "label": f"{when}:{stage}"})
+        call = StepCall("hook", hook["on"], {"run": hook["run"], "label": f"{when}:{stage}",
+                                             "timeout": hook.get("timeout")})
         _run_step(ctx, book, stage, call, result, reporter)

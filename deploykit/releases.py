@@ -20,17 +20,24 @@ def new_release_id(commit: str) -> str:
     return f"{utc_stamp()}-{commit[:7]}"
 
 
+def registry_hosts(ctx) -> list:
+    """Every app host (and the primary) keeps the same registry."""
+    return [h for h in ctx.hosts if "app" in h.roles or h.is_primary]
+
+
 class Registry:
     def __init__(self, data: dict | None = None):
         data = data or {}
         self.releases: list[dict] = list(data.get("releases", []))
+        # derived names (snapshots, set-aside copies, restores) -> what they are; pruning drops only these
+        self.derived: dict[str, dict] = dict(data.get("derived", {}))
 
     @classmethod
     def load(cls, host) -> "Registry":
         return cls(host.read_json(host.path(REGISTRY_FILE)))
 
     def to_dict(self) -> dict:
-        return {"version": 1, "releases": self.releases}
+        return {"version": 1, "releases": self.releases, "derived": self.derived}
 
     def save(self, hosts) -> None:
         for host in hosts:

@@ -4,7 +4,9 @@ from __future__ import annotations
 import sys
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from .playbook import RunResult, StepRecord
 
@@ -14,12 +16,14 @@ STYLE = {"ok": "green", "changed": "yellow", "failed": "bold red", "skipped": "d
 
 
 def step_line(rec: StepRecord) -> None:
-    style = STYLE.get(rec.status, "")
-    console.print(f"  {rec.playbook:<8} {rec.stage:<12} {rec.step:<22} {rec.host:<12} "
-                  f"[{style}]{rec.status:<8}[/{style}] {rec.seconds:6.2f}s  {rec.message}")
+    """One line per step; whatever a host printed is shown as text, never read as markup."""
+    line = Text(f"  {rec.playbook:<8} {rec.stage:<12} {rec.step:<22} {rec.host:<12} ")
+    line.append(f"{rec.status:<8}", style=STYLE.get(rec.status, ""))
+    line.append(f" {rec.seconds:6.2f}s  {rec.message}")
+    console.print(line)
     if rec.diff and rec.status in ("changed", "planned"):
-        for line in rec.diff.splitlines():
-            console.print(f"      {line}", style="dim")
+        for text in rec.diff.splitlines():
+            console.print(Text(f"      {text}", style="dim"))
 
 
 def timings_table(result: RunResult, title: str = "step timings") -> Table:
@@ -29,7 +33,8 @@ def timings_table(result: RunResult, title: str = "step timings") -> Table:
     runs = [result] + ([result.recovery] if result.recovery else [])
     for run in runs:
         for rec in run.records:
-            table.add_row(rec.playbook, rec.stage, rec.step, rec.host, rec.status, f"{rec.seconds:.2f}")
+            table.add_row(*(escape(x) for x in (rec.playbook, rec.stage, rec.step, rec.host, rec.status)),
+                          f"{rec.seconds:.2f}")
     return table
 
 
@@ -43,8 +48,9 @@ def releases_table(rows: list[dict], sizes: dict | None = None) -> Table:
         backup = r.get("backup_id") or "-"
         if sizes and r.get("backup_id") in sizes:
             backup += f" ({sizes[r['backup_id']] / (1 << 20):.1f} MB)"
-        table.add_row(r["id"], (r.get("commit") or "")[:10], ", ".join(r.get("tags") or []) or "-",
-                      r["status"], leaves or "-", backup)
+        table.add_row(*(escape(str(x)) for x in (r["id"], (r.get("commit") or "")[:10],
+                                                  ", ".join(r.get("tags") or []) or "-", r["status"], leaves or "-",
+                                                  backup)))
     return table
 
 
@@ -54,6 +60,6 @@ def backups_table(rows: list[dict]) -> Table:
         table.add_column(col)
     for r in rows:
         verified = "yes" if r["verified"] else f"NO: {'; '.join(r['problems'][:2])}"
-        table.add_row(r["id"], r.get("created") or "-", f"{r['bytes'] / (1 << 20):.1f} MB", verified,
-                      ", ".join(r["items"]) or "-", r.get("for_release") or "-")
+        table.add_row(*(escape(str(x)) for x in (r["id"], r.get("created") or "-", f"{r['bytes'] / (1 << 20):.1f} MB",
+                                                  verified, ", ".join(r["items"]) or "-", r.get("for_release") or "-")))
     return table

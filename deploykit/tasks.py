@@ -3,7 +3,9 @@
     from deploykit.tasks import ns
 
 or run them without a tasks.py through the `deploykit` console script.
-Errors a user can fix are shown as one line with a hint and exit non-zero.
+Errors a user can fix are shown as one line with a hint; exit codes are
+chosen in one place (deploykit.ending). invoke's own `--dry` means
+`--dry-run` here.
 """
 from __future__ import annotations
 
@@ -11,10 +13,12 @@ import functools
 import sys
 
 from invoke import Collection, Exit, task
+from rich.markup import escape
 from rich.table import Table
 
 from . import api
 from .config import load_config
+from .ending import REFUSED, ending
 from .errors import DeployError
 from .report import backups_table, console, releases_table, step_line, timings_table
 
@@ -27,36 +31,26 @@ def user_errors(fn):
         try:
             return fn(*args, **kwargs)
         except DeployError as exc:
-            raise Exit(f"deploykit: error: {exc.one_line()}", code=2) from None
-        except KeyboardInterrupt:
-            raise Exit("deploykit: interrupted; run the same command again to resume, or 'invoke unlock'", code=130)
+            raise Exit(f"deploykit: error: {exc.one_line()}", code=REFUSED) from None
     return wrapper
 
 
-def _finish(result, what: str) -> None:
-    if result.dry_run:
-        console.print(f"[cyan]dry run of {what}: nothing was changed[/cyan]")
+def _dry(c, dry_run: bool) -> bool:
+    """`--dry-run`, or invoke's own `--dry` (users mean the same thing)."""
+    try:
+        return bool(dry_run or c.config.run.dry)
+    except AttributeError:
+        return bool(dry_run)
+
+
+def _finish(result, what: str, command: str) -> None:
+    end = ending(result, what, command)
+    if result.recovery is not None or (not result.ok and not result.dry_run):
+        console.print(timings_table(result))
+    if end.code == 0:
+        console.print(escape(end.text()), style="green" if not result.dry_run else "cyan")
         return
-    if result.ok:
-        console.print(f"[green]{what}: done[/green]  (journal: {result.data.get('journal')})")
-        return
-    err = result.error.one_line() if result.error else "failed"
-    handler = result.recovery.playbook if result.recovery else None
-    at = f" at {result.failed_stage}" if result.failed_stage else ""
-    if handler != "recover" and result.failed_stage in (None, "check", "plan"):
-        raise Exit(f"deploykit: error: {what} refused{at}: {err}", code=2)
-    if handler != "recover":
-        kept = {"abort": "; nothing live was changed, the upload is kept in failed/",
-                "abandon": "; lock freed: fix the cause and run the same command again"}.get(handler or "", "")
-        raise Exit(f"deploykit: error: {what} failed{at}: {err}{kept}", code=1)
-    console.print(timings_table(result))
-    if result.recovered:
-        raise Exit(f"deploykit: {what} failed at {result.failed_stage}: {err}; RECOVERED: code, databases and media "
-                   f"are back to release {result.data.get('previous')} (failed state kept in failed/)", code=1)
-    rec_err = result.recovery.error.one_line() if result.recovery.error else "?"
-    raise Exit(f"deploykit: {what} failed at {result.failed_stage}: {err}; recovery ALSO failed at "
-               f"{result.recovery.failed_stage}: {rec_err} (lock kept; backup {result.data.get('backup_id')}; "
-               f"journal {result.data.get('journal')})", code=3)
+    raise Exit(end.text(), code=end.code)
 
 
 def _config(path, stage):
@@ -67,18 +61,26 @@ def _config(path, stage):
     return cfg
 
 
+def _ask(question: str, yes: bool) -> bool:
+    if yes:
+        return True
+    if not sys.stdin.isatty():
+        return False
+    return input(f"{question} type yes: ").strip() == "yes"
+
+
 HOST_HELP = "stage to act on (a key of 'stages:' in deploykit.yaml)"
 CONFIG_HELP = "path of deploykit.yaml (default: $DEPLOYKIT_CONFIG or ./deploykit.yaml)"
 
 
 @task(auto_shortflags=False, help={"host": HOST_HELP, "tag": "git tag to release (default: the newest tag)",
-            "dry_run": "say what each step would do, change nothing", "config": CONFIG_HELP})
+            "dry_run": "say what each step would do; nothing on any host can be changed", "config": CONFIG_HELP})
 @user_errors
 def release(c, host=None, tag=None, dry_run=False, config=None):
     """Back up, release a git tag, verify it; on failure put code, data and media back."""
     cfg = _config(config, host)
-    result = api.release(cfg, host, tag, dry_run=dry_run, reporter=step_line)
-    _finish(result, f"release {result.data.get('release_id')}")
+    result = api.release(cfg, host, tag, dry_run=_dry(c, dry_run), reporter=step_line)
+    _finish(result, f"release {result.data.get('release_id')}", "release")
 
 
 def _confirm_loss(yes: bool):
@@ -92,14 +94,10 @@ def _confirm_loss(yes: bool):
         for db, tables in sorted(loss.items()):
             for name, n in sorted(tables.items()):
                 if n:
-                    table.add_row(db, name, str(n))
+                    table.add_row(escape(db), escape(name), str(n))
                     total += n
         console.print(table if total else "no row was written since that backup")
-        if yes:
-            return True
-        if not sys.stdin.isatty():
-            return False
-        return input(f"restore the backup and lose {total} row(s)? type yes: ").strip() == "yes"
+        return _ask(f"restore the backup and lose {total} row(s)?", yes)
     return confirm
 
 
@@ -123,16 +121,17 @@ def rollback(c, host=None, to_tag=None, to_commit=None, to_release=None, with_da
     if sum(bool(x) for x in (to_tag, to_commit, to_release)) > 1:
         raise DeployError("give only one of --to-tag, --to-commit, --to-release", hint="pick the one you mean")
     result = api.rollback(cfg, host, to_tag=to_tag, to_commit=to_commit, to_release=to_release,
-                          with_data=with_data, confirm=_confirm_loss(yes), dry_run=dry_run, reporter=step_line)
+                          with_data=with_data, confirm=_confirm_loss(yes), dry_run=_dry(c, dry_run),
+                          reporter=step_line)
     plan = result.data.get("plan")
-    if dry_run and plan:
-        console.print(f"plan: {result.data.get('release_id')} -> {result.data.get('target')}")
+    if result.dry_run and plan:
+        console.print(escape(f"plan: {result.data.get('release_id')} -> {result.data.get('target')}"))
         for step in plan["steps"]:
-            console.print(f"  {'unapply' if step['backwards'] else 'apply'} {step['app']}.{step['name']}"
-                          + (f"  IRREVERSIBLE: {'; '.join(step['irreversible'])}" if step["irreversible"] else ""))
+            console.print(escape(f"  {'unapply' if step['backwards'] else 'apply'} {step['app']}.{step['name']}"
+                                 + (f"  IRREVERSIBLE: {'; '.join(step['irreversible'])}" if step["irreversible"] else "")))
             for line in step.get("sql", []):
-                console.print(f"      {line}", style="dim")
-    _finish(result, f"rollback to {result.data.get('target')}")
+                console.print(escape(f"      {line}"), style="dim")
+    _finish(result, f"rollback to {result.data.get('target')}", "rollback")
 
 
 @task(auto_shortflags=False, help={"host": HOST_HELP, "dry_run": "say what would be backed up", "config": CONFIG_HELP})
@@ -140,20 +139,49 @@ def rollback(c, host=None, to_tag=None, to_commit=None, to_release=None, with_da
 def backup(c, host=None, dry_run=False, config=None):
     """Take a verified backup set (code, databases, media, paths) now."""
     cfg = _config(config, host)
-    result = api.backup(cfg, host, dry_run=dry_run, reporter=step_line)
-    _finish(result, f"backup {result.data.get('backup_id')}")
+    result = api.backup(cfg, host, dry_run=_dry(c, dry_run), reporter=step_line)
+    _finish(result, f"backup {result.data.get('backup_id')}", "backup")
+
+
+def _confirm_restore(yes: bool):
+    def confirm(summary: dict) -> bool:
+        table = Table(title=f"restore of backup {summary['backup']} (taken {summary.get('created')})")
+        for col in ("item", "replaces", "backed up"):
+            table.add_column(col)
+        for row in summary["items"]:
+            table.add_row(escape(row["name"]), escape(row["replaces"]), escape(row["size"]))
+        console.print(table)
+        console.print(escape(f"live release: {summary.get('live') or 'none'}; the replaced data is kept aside"))
+        return _ask("replace the live data with this backup?", yes)
+    return confirm
 
 
 @task(auto_shortflags=False, help={"host": HOST_HELP, "backup": "backup id (see 'invoke backups')",
+            "yes": "replace the live data without asking (scripts)",
             "dry_run": "say what would be restored", "config": CONFIG_HELP})
 @user_errors
-def restore(c, host=None, backup=None, dry_run=False, config=None):
-    """Restore a backup's databases and files; refuses one that does not verify."""
+def restore(c, host=None, backup=None, yes=False, dry_run=False, config=None):
+    """Restore a backup's databases and files (built beside, then swapped in); refuses one that does not verify."""
     cfg = _config(config, host)
     if not backup:
         raise DeployError("no backup given", hint="pass --backup ID, one of those listed by 'invoke backups'")
-    result = api.restore(cfg, host, backup, dry_run=dry_run, reporter=step_line)
-    _finish(result, f"restore of {backup}")
+    result = api.restore(cfg, host, backup, confirm=_confirm_restore(yes), dry_run=_dry(c, dry_run),
+                         reporter=step_line)
+    _finish(result, f"restore of {backup}", "restore")
+
+
+@task(auto_shortflags=False, help={"host": HOST_HELP, "config": CONFIG_HELP})
+@user_errors
+def check(c, host=None, config=None):
+    """Every check a release makes before it changes anything: config, hosts, tools, processes, databases, health."""
+    cfg = _config(config, host)
+    result = api.check(cfg, host, reporter=step_line)
+    for h in result.data.get("holders", []):
+        console.print(escape(f"{h['host']}: locked by run {h.get('run_id')} ({h.get('command')}): {h['why']}"))
+    if not result.ok:
+        raise Exit(f"deploykit: error: check of {host} failed at {result.failed_stage}: "
+                   f"{result.error.one_line() if result.error else 'failed'}", code=REFUSED)
+    console.print(escape(f"deploykit: check of {host}: every check passed; nothing was changed"), style="green")
 
 
 @task(auto_shortflags=False, help={"host": HOST_HELP, "config": CONFIG_HELP})
@@ -173,17 +201,19 @@ def backups(c, host=None, config=None):
     console.print(backups_table(api.list_backup_sets(cfg, host)))
 
 
-@task(auto_shortflags=False, help={"host": HOST_HELP, "config": CONFIG_HELP})
+@task(auto_shortflags=False, help={"host": HOST_HELP, "config": CONFIG_HELP,
+                                   "force": "free the lock even of a live run, or of a dead one with work left"})
 @user_errors
-def unlock(c, host=None, config=None):
-    """Show who holds the stage lock and since when, and free it (for a stale lock)."""
+def unlock(c, host=None, force=False, config=None):
+    """Show who holds the stage lock; free it only when that run is provably gone and left nothing to finish."""
     cfg = _config(config, host)
-    freed = api.unlock(cfg, host)
+    freed = api.unlock(cfg, host, force=force)
     if not freed:
-        console.print(f"stage {host}: no lock held")
+        console.print(escape(f"stage {host}: no lock held"))
     for f in freed:
-        console.print(f"{f['host']}: freed lock of run {f.get('run_id')} ({f.get('command')}) by "
-                      f"{f.get('user')}@{f.get('controller')} pid {f.get('pid')}, held since {f.get('since')}")
+        console.print(escape(f"{f['host']}: freed{' (FORCED)' if f.get('forced') else ''} lock of run "
+                             f"{f.get('run_id')} ({f.get('command')}) by {f.get('user')}@{f.get('controller')} pid "
+                             f"{f.get('pid')}, held since {f.get('since')}: {f['why']}"))
 
 
 @task(auto_shortflags=False, help={"sandbox": "directory for the demo (default: ./.demo, recreated)", "keep": "leave the demo's processes running"})
@@ -204,4 +234,4 @@ def test(c, k=None, x=False):
     sys.exit(run_tests(k=k, exitfirst=x))
 
 
-ns = Collection(release, rollback, backup, restore, releases, backups, unlock, demo, test)
+ns = Collection(release, rollback, backup, restore, check, releases, backups, unlock, demo, test)

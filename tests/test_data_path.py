@@ -35,13 +35,14 @@ def test_postgres_killed_mid_restore_then_rerun_succeeds(stage_factory):
     st.manage("seed_library", "--books", "2", "--with-covers", "--prefix", "later")
     assert st.snapshot() != at_backup
 
-    proc = subprocess.Popen(st.cli_argv("restore", "--host", st.name, "--backup", backup), env=st.env(),
+    proc = subprocess.Popen(st.cli_argv("restore", "--host", st.name, "--backup", backup, "--yes"), env=st.env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     killed = False
     while proc.poll() is None and not killed:
         ps = subprocess.run(["ps", "-eww", "-o", "args"], capture_output=True, text=True).stdout
-        # Debian's /usr/bin/pg_restore execs /usr/lib/postgresql/N/bin/pg_restore
-        if any(line.split()[0].endswith("pg_restore") and f"-d {st.db}" in line
+        # Debian's /usr/bin/pg_restore execs /usr/lib/postgresql/N/bin/pg_restore; it restores into
+        # a new database beside the live one (a derived dkr_ name), swapped in only once complete
+        if any(line.split()[0].endswith("pg_restore") and " -d dkr_" in line
                for line in ps.splitlines() if line.strip()):
             st.pg.kill()
             killed = True
@@ -52,7 +53,7 @@ def test_postgres_killed_mid_restore_then_rerun_succeeds(stage_factory):
     assert "run the same" in err or "restore" in err
     st.pg.restart()
 
-    cp = st.cli("restore", "--host", st.name, "--backup", backup)
+    cp = st.cli("restore", "--host", st.name, "--backup", backup, "--yes")
 
     assert cp.returncode == 0, cp.stdout + cp.stderr
     assert st.snapshot() == at_backup
@@ -98,7 +99,7 @@ def test_media_restore_mirrors_the_backup(stage_factory):
     (media / files[0]).write_bytes(b"changed after the backup")
     (media / files[1]).unlink()
 
-    cp = st.cli("restore", "--host", st.name, "--backup", backup)
+    cp = st.cli("restore", "--host", st.name, "--backup", backup, "--yes")
 
     assert cp.returncode == 0, cp.stdout + cp.stderr
     assert st.media_checksums() == at_backup

@@ -30,7 +30,7 @@ def test_second_release_refused_while_locked_then_unlock(stage_factory):
     assert st.get(st.primary, "/")[1]["version"] == "1.1"
     assert not lock.exists()
 
-    # a stale lock, as a run that died would leave it
+    # a lock of a run on another controller that still beats: it cannot be proven gone
     host = make_host(cfg.stage(st.name)[0], cfg)
     host.helper("files", "lock_acquire", {"path": str(lock), "info": {"run_id": "crashed-run", "command": "release",
                                                                       "user": "ops", "controller": "laptop"}})
@@ -38,7 +38,11 @@ def test_second_release_refused_while_locked_then_unlock(stage_factory):
     refused = st.cli("release", "--host", st.name, "--tag", "v1.2")
     assert refused.returncode != 0 and "crashed-run" in refused.stderr
 
-    freed = st.cli("unlock", "--host", st.name)
+    # unlock shows the holder and refuses it while it may be alive; --force frees it
+    kept = st.cli("unlock", "--host", st.name)
+    assert kept.returncode == 2 and "crashed-run" in kept.stderr and "--force" in kept.stderr, kept.stderr
+    assert lock.exists()
+    freed = st.cli("unlock", "--host", st.name, "--force")
     assert freed.returncode == 0, freed.stderr
     assert "crashed-run" in freed.stdout and "since" in freed.stdout and "ops@laptop" in freed.stdout
     assert not lock.exists()

@@ -106,8 +106,10 @@ def test_failed_release_is_recovered_exactly(stage_factory, broken, snapshots):
     assert after["owners"] == before["owners"]
     assert set(after["owners"].values()) == {OWNER}
     assert db_level(st) == level
-    restore = next(r for r in result.recovery.records if r.step == "restore_data")
-    assert ("swapped in by rename" in restore.message) == snapshots, restore.message
+    build = next(r for r in result.recovery.records if r.step == "build_restore")
+    assert ("snapshot" in build.message) == snapshots, build.message  # else restored from the dump, beside
+    swap = next(r for r in result.recovery.records if r.step == "swap_restore")
+    assert "swapped in by rename" in swap.message, swap.message
     assert st.pg.database_owner(st.db) == OWNER
     failed_id = result.data["release_id"]
     for h in st.hosts:
@@ -115,11 +117,14 @@ def test_failed_release_is_recovered_exactly(stage_factory, broken, snapshots):
         status, body = st.get(h, "/")
         assert status == 200 and body["version"] == "1.2"
         assert st.revision(h)[1] == "v1.2"
-    # the failed-state database was kept: set aside whole by the revert, or dumped before the restore
-    if snapshots:
-        assert any(name.endswith(f"__dkold_{failed_id}") for name in st.pg.databases())
-    else:
-        assert (st.primary.deploy_to / "failed" / failed_id / "db-default.failed" / "toc.dat").is_file()
+    # the failed-state database was kept whole, set aside by the swap under a name the registry records
+    asides = [n for n, m in registry(st.primary)["derived"].items() if m["kind"] == "aside" and m["release"] == failed_id]
+    assert len(asides) == 1 and asides[0] in st.pg.databases(), asides
+    with st.pg.connect("postgres") as conn:
+        conn.execute(f'ALTER DATABASE "{asides[0]}" WITH ALLOW_CONNECTIONS true')
+    with st.pg.connect(asides[0]) as conn:
+        kept = {r[0] for r in conn.execute("SELECT name FROM django_migrations WHERE app = 'library'")}
+    assert "0005_book_pages" in kept  # the failed release's own migration: the failed state, not a copy of before
     statuses = {r["tag"]: r["status"] for r in registry(st.primary)["releases"]}
     assert statuses == {"v1.0": "superseded", "v1.2": "live", broken: "failed"}
     assert not (st.primary.deploy_to / ".deploykit" / "lock").exists()

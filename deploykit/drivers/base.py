@@ -1,8 +1,11 @@
 """The one interface every data driver implements (django-dbbackup's connector idea).
 
 A driver backs up one item (a database or a directory) into a backup
-directory on the host, verifies it beyond checksums, restores it, and keeps a
-copy of the failed state before a restore replaces it.
+directory on the host and verifies it beyond checksums. A restore has two
+halves, so that a failure leaves the live item as it was: `build` makes the
+backup's content beside the live item and checks it (row counts, owners,
+checksums); `swap` puts it in place by rename, keeping the replaced item
+whole; `discard` removes a build that was never swapped in.
 """
 from __future__ import annotations
 
@@ -26,12 +29,16 @@ class Driver:
         """Problems beyond size and sha256 (e.g. pg_restore --list)."""
         return []
 
-    def keep_failed_state(self, ctx, host, dest_dir: str) -> str:
-        """Copy what is live now into dest_dir before a restore replaces it."""
+    def build(self, ctx, host, backup_dir: str, item: dict, label: str) -> dict:
+        """Make the item's backed-up content beside the live one, checked; return what swap needs (JSON)."""
         raise NotImplementedError
 
-    def restore(self, ctx, host, backup_dir: str, item: dict, aside_dir: str) -> str:
-        """Put the item back as it was at backup time; return a short summary."""
+    def swap(self, ctx, host, built: dict, label: str) -> str:
+        """Put the built content in place of the live one by rename; keep the replaced one. Idempotent."""
+        raise NotImplementedError
+
+    def discard(self, ctx, host, built: dict) -> str:
+        """Remove a build that was never swapped in."""
         raise NotImplementedError
 
     def rows_lost(self, ctx, host, backup_dir: str, item: dict) -> dict[str, int]:

@@ -1,8 +1,9 @@
-"""Media and extra paths: a tar plus a per-file sha256 manifest; mirror restore."""
+"""Media and extra paths: a tar plus a per-file sha256 manifest; restored beside, then swapped in."""
 from __future__ import annotations
 
 import posixpath
 
+from .. import names
 from .base import Driver
 
 
@@ -23,21 +24,42 @@ class FilesDriver(Driver):
 
     def backup(self, ctx, host, backup_dir):
         fname = f"{self.item_name}.tar"
-        doc = host.helper("files", "archive", {"root": self.root(host), "dest": posixpath.join(backup_dir, fname)})
+        doc = host.helper("files", "archive", {"root": self.root(host), "dest": posixpath.join(backup_dir, fname)},
+                          track=f"archive {self.item_name}")
         return {"name": self.item_name, "kind": self.kind, "engine": self.engine, "root": self.root(host),
                 "files": {fname: {"size": doc["size"], "sha256": doc["sha256"]}},
                 "tree": doc["files"], "missing": bool(doc.get("missing"))}
 
-    def keep_failed_state(self, ctx, host, dest_dir):
-        dest = posixpath.join(dest_dir, f"{self.item_name}.failed.tar")
-        doc = host.helper("files", "archive", {"root": self.root(host), "dest": dest})
-        return f"{self.item_name}: {len(doc['files'])} files -> {dest}"
-
-    def restore(self, ctx, host, backup_dir, item, aside_dir):
+    def build(self, ctx, host, backup_dir, item, label):
+        """The backup's tree beside the live one (a sibling, so the swap is a rename); unchanged files hard-linked."""
+        root = self.root(host)
+        dest = f"{root.rstrip('/')}.dk-{names.derived_name('restore', ctx.config.app, root, label)}"
+        names.record(ctx, dest, "restore", engine=self.engine, item=self.item_name, label=label)
         fname = next(iter(item["files"]))
-        doc = host.helper("files", "mirror_restore", {
-            "root": self.root(host), "archive": posixpath.join(backup_dir, fname),
-            "files": item["tree"], "aside": posixpath.join(aside_dir, f"{self.item_name}.added"),
-        })
-        return (f"{self.item_name}: {len(doc['restored'])} restored, {len(doc['moved_aside'])} added since moved aside, "
-                f"{doc['unchanged']} unchanged")
+        doc = host.helper("files", "build_tree", {"archive": posixpath.join(backup_dir, fname), "live": root,
+                                                  "dest": dest, "files": item["tree"]},
+                          track=f"build {self.item_name}")
+        return {"engine": self.engine, "item": self.item_name, "root": root, "new": dest, "label": label,
+                "linked": doc["linked"], "extracted": doc["extracted"]}
+
+    def swap(self, ctx, host, built, label):
+        aside = posixpath.join(ctx.failed_dir(host), f"{self.item_name}.replaced-{built.get('label') or label}")
+        names.record(ctx, aside, "aside", engine=self.engine, item=self.item_name, label=built.get("label") or label)
+        doc = host.helper("files", "swap_tree", {"root": built["root"], "new": built["new"], "aside": aside})
+        names.forget(ctx, built["new"])
+        if doc.get("already"):
+            return f"{self.item_name}: already swapped in (the replaced files are in {doc.get('aside')})"
+        kept = f" (the replaced files are kept in {doc['aside']})" if doc.get("aside") else ""
+        return (f"{self.item_name}: swapped in, {built.get('extracted', 0)} file(s) from the backup, "
+                f"{built.get('linked', 0)} unchanged{kept}")
+
+    def discard(self, ctx, host, built):
+        host.run(f"rm -rf {_q(built['new'])}")
+        names.forget(ctx, built["new"])
+        return f"{self.item_name}: removed the unfinished copy"
+
+
+def _q(value):
+    from ..host import q
+
+    return q(value)

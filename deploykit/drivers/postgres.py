@@ -1,20 +1,61 @@
-"""PostgreSQL: directory-format dumps on the host, restore on a clean slate.
+"""PostgreSQL: snapshot-consistent dumps on the host; restores built beside the live database, then swapped in.
 
 All tools run on the host (bulk data never crosses the controller), as the
-admin role, with the password in a passfile named by PGPASSFILE.
+admin role, with the password on the command's stdin (PGPASSWORD in its
+environment only). Every name deploykit makes (snapshot, restore, set-aside,
+scratch) is derived by `names.derived_name` and recorded in the registry
+before the database exists; SQL text comes from `sqltext` (psycopg.sql).
 """
 from __future__ import annotations
 
 import posixpath
 import re
 
-from ..errors import HostCommandFailed
+from .. import names
+from ..errors import DeployError, HostCommandFailed
 from ..host import q
+from ..sqltext import ident, literal, set_database_setting
 from .base import Driver, prefixed
-
 
 _CACHE: dict = {}
 ACL_PRIVS = {"C": "CREATE", "c": "CONNECT", "T": "TEMPORARY"}
+SEP = "\x1f"
+
+# rows of every table (not of extension members), counted inside one transaction's snapshot
+COUNT_SQL = (
+    "SELECT n.nspname || '.' || c.relname, (xpath('/row/c/text()', query_to_xml(format("
+    "'SELECT count(*) AS c FROM %I.%I', n.nspname, c.relname), false, true, '')))[1]::text "
+    "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+    "WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
+    "AND n.nspname NOT LIKE 'pg\\_toast%' "
+    "AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid "
+    "AND d.deptype = 'e') ORDER BY 1;")
+
+# objects not owned by the owner role: tables, sequences, views, functions, types, schemas
+NOT_OWNED_SQL = """
+WITH ext AS (SELECT classid, objid FROM pg_depend WHERE deptype = 'e')
+SELECT kind || ' ' || name || ' ' || owner FROM (
+  SELECT c.relkind::text AS kind, n.nspname || '.' || c.relname AS name, pg_get_userbyid(c.relowner) AS owner
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+  WHERE c.relkind IN ('r','S','v','m','p','f') AND n.nspname NOT IN ('pg_catalog','information_schema')
+    AND n.nspname NOT LIKE 'pg\\_toast%' AND (c.tableoid, c.oid) NOT IN (SELECT * FROM ext)
+  UNION ALL
+  SELECT 'function', n.nspname || '.' || p.proname, pg_get_userbyid(p.proowner)
+  FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+  WHERE n.nspname NOT IN ('pg_catalog','information_schema') AND (p.tableoid, p.oid) NOT IN (SELECT * FROM ext)
+  UNION ALL
+  SELECT 'type', n.nspname || '.' || t.typname, pg_get_userbyid(t.typowner)
+  FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+  WHERE t.typtype IN ('c','d','e','r','m') AND n.nspname NOT IN ('pg_catalog','information_schema')
+    AND (t.typtype <> 'c' OR (SELECT relkind FROM pg_class WHERE oid = t.typrelid) = 'c')
+    AND (t.tableoid, t.oid) NOT IN (SELECT * FROM ext)
+  UNION ALL
+  SELECT 'schema', n.nspname, pg_get_userbyid(n.nspowner)
+  FROM pg_namespace n
+  WHERE n.nspname NOT IN ('pg_catalog','information_schema') AND n.nspname NOT LIKE 'pg\\_%'
+    AND (n.tableoid, n.oid) NOT IN (SELECT * FROM ext)
+) o WHERE owner NOT IN ({owner}, 'pg_database_owner') ORDER BY 1;
+"""
 
 
 def acl_statements(db: str, acl: list[str]) -> list[str]:
@@ -25,19 +66,12 @@ def acl_statements(db: str, acl: list[str]) -> list[str]:
     for item in acl:
         grantee, _, rest = item.partition("=")
         privs = rest.split("/", 1)[0]
-        names = [ACL_PRIVS[c] for c in privs if c in ACL_PRIVS]
-        if names:
-            who = "PUBLIC" if grantee == "" else ident(grantee.strip('"'))
-            out.append(f"GRANT {', '.join(names)} ON DATABASE {ident(db)} TO {who};")
+        privs_names = [ACL_PRIVS[c] for c in privs if c in ACL_PRIVS]
+        if privs_names:
+            grantee = grantee.strip('"').replace('""', '"')
+            who = "PUBLIC" if grantee == "" else ident(grantee)
+            out.append(f"GRANT {', '.join(privs_names)} ON DATABASE {ident(db)} TO {who};")
     return out
-
-
-def ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def literal(value: str) -> str:
-    return "'" + str(value).replace("'", "''") + "'"
 
 
 class PostgresDriver(Driver):
@@ -60,85 +94,121 @@ class PostgresDriver(Driver):
             parts.append(f"-U {q(s.admin_user)}")
         return " ".join(parts)
 
-    def psql(self, ctx, host, sql: str, db: str = "postgres", check: bool = True):
+    def conn(self) -> dict:
+        return {"host": self.spec.host, "port": self.spec.port, "user": self.spec.admin_user}
+
+    def access(self, ctx, host, read_only: bool = False) -> dict:
+        kw = ctx.db_access(host, self.spec)
+        if read_only:  # PostgreSQL itself refuses any write in these sessions
+            kw["env"] = {**kw["env"], "PGOPTIONS": "-c default_transaction_read_only=on"}
+        return kw
+
+    def psql(self, ctx, host, sql: str, db: str = "postgres", check: bool = True, read_only: bool = False,
+             track: str | None = None, always: bool = False):
         """Run SQL (sent on stdin) with ON_ERROR_STOP; returns the command result."""
-        return host.run(f"psql {self.conn_args()} -X -q -A -t -v ON_ERROR_STOP=1 -d {q(db)}",
-                        stdin=sql, env=ctx.db_env(host, self.spec), check=check)
+        return host.run(f"psql {self.conn_args()} -X -q -A -t -F $'\\x1f' -v ON_ERROR_STOP=1 -d {q(db)}",
+                        stdin=sql, check=check, read_only=read_only, track=track, always=always,
+                        **self.access(ctx, host, read_only))
+
+    def query(self, ctx, host, sql: str, db: str = "postgres") -> list[list[str]]:
+        """Rows of a read-only query (columns split)."""
+        out = self.psql(ctx, host, sql, db=db, read_only=True).stdout
+        return [line.split(SEP) for line in out.splitlines() if line.strip()]
+
+    def value(self, ctx, host, sql: str, db: str = "postgres") -> str:
+        rows = self.query(ctx, host, sql, db)
+        return rows[0][0] if rows else ""
 
     def jobs(self, host) -> int:
         if self.spec.jobs:
             return self.spec.jobs
-        res = host.run("nproc", check=False)
+        res = host.run("nproc", check=False, read_only=True)
         return max(1, int(res.stdout.strip())) if res.ok and res.stdout.strip().isdigit() else 2
 
-    def exists(self, ctx, host) -> bool:
-        out = self.psql(ctx, host, f"SELECT 1 FROM pg_database WHERE datname = {literal(self.spec.name)};").stdout
-        return out.strip() == "1"
+    def database_exists(self, ctx, host, name: str) -> bool:
+        return self.value(ctx, host, f"SELECT 1 FROM pg_database WHERE datname = {literal(name)};") == "1"
 
-    def owner_report(self, ctx, host) -> dict:
-        """Database owner and any object in it not owned by the owner role."""
-        out = self.psql(ctx, host, f"SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = {literal(self.spec.name)};")
-        owner = out.stdout.strip() or None
+    def exists(self, ctx, host) -> bool:
+        return self.database_exists(ctx, host, self.spec.name)
+
+    def role_exists(self, ctx, host, role: str) -> bool:
+        return self.value(ctx, host, f"SELECT 1 FROM pg_roles WHERE rolname = {literal(role)};") == "1"
+
+    def owner_report(self, ctx, host, db: str | None = None) -> dict:
+        """Database owner and every object in it not owned by the owner role."""
+        db = db or self.spec.name
+        owner = self.value(ctx, host, f"SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = {literal(db)};")
         wrong = []
         if owner:
-            res = self.psql(ctx, host, (
-                "SELECT c.relkind::text || ' ' || n.nspname || '.' || c.relname || ' ' || pg_get_userbyid(c.relowner) "
-                "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-                "WHERE c.relkind IN ('r','S','v','m','p') AND n.nspname NOT IN ('pg_catalog','information_schema') "
-                "AND n.nspname NOT LIKE 'pg_toast%' "
-                f"AND pg_get_userbyid(c.relowner) <> {literal(self.spec.owner)} ORDER BY 1;"), db=self.spec.name)
-            wrong = [line for line in res.stdout.splitlines() if line.strip()]
-        return {"database": self.spec.name, "owner": owner, "expected": self.spec.owner, "objects_not_owned": wrong}
+            wrong = [r[0] for r in self.query(ctx, host, NOT_OWNED_SQL.format(owner=literal(self.spec.owner)), db=db)]
+        return {"database": db, "owner": owner or None, "expected": self.spec.owner, "objects_not_owned": wrong}
+
+    def row_counts(self, ctx, host, db: str) -> dict[str, int]:
+        return {r[0]: int(r[1]) for r in self.query(ctx, host, COUNT_SQL, db=db)}
 
     def versions(self, ctx, host) -> dict:
-        server = self.psql(ctx, host, "SHOW server_version_num;").stdout.strip()
-        dump = host.run("pg_dump --version", check=False).stdout.strip()
-        return {"server": self.psql(ctx, host, "SHOW server_version;").stdout.strip(),
+        server = self.value(ctx, host, "SHOW server_version_num;")
+        dump = host.run("pg_dump --version", check=False, read_only=True).stdout.strip()
+        return {"server": self.value(ctx, host, "SHOW server_version;"),
                 "server_num": int(server) if server.isdigit() else 0, "pg_dump": dump}
 
     def compression(self, host) -> str:
         """The fastest compression this pg_dump offers: lz4 (16+), else gzip level 1."""
         key = f"pg_dump_compress:{host.name}"
         if key not in _CACHE:
-            out = host.run("pg_dump --version", check=False).stdout
+            out = host.run("pg_dump --version", check=False, read_only=True).stdout
             major = int(m.group(1)) if (m := re.search(r"(\d+)(?:\.\d+)?", out)) else 0
             _CACHE[key] = "--compress=lz4" if major >= 16 else "--compress=1"
         return _CACHE[key]
 
     def database_settings(self, ctx, host, name: str | None = None) -> dict:
-        """What a plain CREATE DATABASE would lose: settings, grants, extensions."""
+        """What a plain CREATE DATABASE would lose: settings, grants, extensions, encoding and locale."""
         lit = literal(name or self.spec.name)
-        settings = self.psql(ctx, host, "SELECT unnest(s.setconfig) FROM pg_db_role_setting s JOIN pg_database d "
-                                        f"ON d.oid = s.setdatabase WHERE d.datname = {lit} AND s.setrole = 0;").stdout
-        acl = self.psql(ctx, host, f"SELECT coalesce(array_to_string(datacl, ' '), '') FROM pg_database WHERE datname = {lit};").stdout
-        ext = "" if name else self.psql(ctx, host, "SELECT extname FROM pg_extension WHERE extname <> 'plpgsql' ORDER BY 1;",
-                                         db=self.spec.name).stdout
-        return {"settings": [x for x in settings.splitlines() if x.strip()], "acl": acl.strip().split(),
-                "extensions": [x for x in ext.splitlines() if x.strip()]}
+        settings = [r[0] for r in self.query(ctx, host, "SELECT unnest(s.setconfig) FROM pg_db_role_setting s "
+                                                        f"JOIN pg_database d ON d.oid = s.setdatabase "
+                                                        f"WHERE d.datname = {lit} AND s.setrole = 0;")]
+        row = self.query(ctx, host, "SELECT coalesce(array_to_string(datacl, ' '), ''), pg_encoding_to_char(encoding), "
+                                    f"datcollate, datctype FROM pg_database WHERE datname = {lit};")
+        acl, encoding, collate, ctype = (row[0] + ["", "", "", ""])[:4] if row else ("", "", "", "")
+        ext = [] if name else [r[0] for r in self.query(
+            ctx, host, "SELECT extname FROM pg_extension WHERE extname <> 'plpgsql' ORDER BY 1;", db=self.spec.name)]
+        return {"settings": settings, "acl": acl.split(), "extensions": ext,
+                "encoding": encoding, "collate": collate, "ctype": ctype}
 
-    def _dump(self, ctx, host, dest: str) -> None:
-        host.run(f"rm -rf {q(dest)} && pg_dump {self.conn_args()} -Fd -j {self.jobs(host)} {self.compression(host)} "
-                 f"-f {q(dest)} {q(self.spec.name)}", env=ctx.db_env(host, self.spec))
+    def db_level_sql(self, db: str, meta: dict) -> list[str]:
+        """Settings (lists stay lists) and grants, as they were."""
+        return [set_database_setting(db, entry) for entry in meta.get("settings", [])] + \
+            acl_statements(db, meta.get("acl", []))
 
-    # -- driver interface ----------------------------------------------------
+    # -- backup ----------------------------------------------------------------
     def backup(self, ctx, host, backup_dir):
         dest = posixpath.join(backup_dir, self.item_name)
         item = {"name": self.item_name, "kind": self.kind, "engine": self.engine, "alias": self.spec.alias,
                 "database": self.spec.name, "files": {}}
         if not self.exists(ctx, host):
+            if ctx.previous:
+                raise DeployError(f"{host.name}: database {self.spec.name} does not exist while release "
+                                  f"{ctx.previous['id']} is live: a backup of it would restore nothing",
+                                  hint="find out where the live data is (databases.{alias}.name) before anything "
+                                       "else; 'deploykit check' compares it with what Django uses")
             item["absent"] = True
             return item
-        self._dump(ctx, host, dest)
+        doc = host.helper("pgdump", "dump", {"conn": self.conn(), "dbname": self.spec.name, "dest": dest,
+                                             "jobs": self.jobs(host), "compress": self.compression(host),
+                                             "count_sql": COUNT_SQL},
+                          track=f"pg_dump {self.spec.name}", **ctx.db_access(host, self.spec))
         tree = host.helper("files", "hash_tree", {"dir": dest})["files"]
         item["files"] = prefixed(self.item_name, tree)
-        item["meta"] = {"owner": self.owner_report(ctx, host)["owner"], **self.versions(ctx, host), "format": "directory",
-                        "compression": self.compression(host), **self.database_settings(ctx, host)}
+        item["meta"] = {"owner": self.owner_report(ctx, host)["owner"], **self.versions(ctx, host),
+                        "format": "directory", "compression": self.compression(host),
+                        **self.database_settings(ctx, host), "row_counts": doc["counts"]}
         return item
 
     def verify(self, ctx, host, backup_dir, item):
         if item.get("absent"):
             return []
-        res = host.run(f"pg_restore --list {q(posixpath.join(backup_dir, self.item_name))} > /dev/null", check=False)
+        res = host.run(f"pg_restore --list {q(posixpath.join(backup_dir, self.item_name))} > /dev/null",
+                       check=False, read_only=True)
         return [] if res.ok else [f"{self.item_name}: pg_restore --list failed: {res.tail(1)}"]
 
     def pg_restore(self, ctx, host, src: str, dbname: str, check: bool = True):
@@ -147,61 +217,125 @@ class PostgresDriver(Driver):
         Extensions (and their comments) are left out of the list: the admin
         created them with the database, and only their owner may comment them.
         """
-        listing = "$(mktemp)"
         return host.run(
-            f"list={listing} && pg_restore --list {q(src)} "
+            f"list=$(mktemp) && pg_restore --list {q(src)} "
             "| grep -v -E '^[0-9]+; [0-9]+ [0-9]+ (EXTENSION - |COMMENT - EXTENSION )' > \"$list\" && "
             f"pg_restore {self.conn_args()} -j {self.jobs(host)} --no-owner --role={q(self.spec.owner)} "
             f"--exit-on-error -L \"$list\" -d {q(dbname)} {q(src)}; rc=$?; rm -f \"$list\"; exit $rc",
-            env=ctx.db_env(host, self.spec), check=check)
+            check=check, track=f"pg_restore {dbname}", **ctx.db_access(host, self.spec))
 
-    def keep_failed_state(self, ctx, host, dest_dir):
-        if not self.exists(ctx, host):
-            return f"{self.item_name}: database {self.spec.name} does not exist"
-        dest = posixpath.join(dest_dir, f"{self.item_name}.failed")
-        host.run(f"mkdir -p -m 700 {q(dest_dir)}")
-        self._dump(ctx, host, dest)
-        return f"{self.item_name} -> {dest}"
+    # -- derived databases ---------------------------------------------------------
+    def derived(self, ctx, kind: str, label: str) -> str:
+        return names.derived_name(kind, ctx.config.app, self.spec.name, label)
 
-    def terminate_sessions(self, ctx, host) -> None:
-        self.psql(ctx, host, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                             f"WHERE datname = {literal(self.spec.name)} AND pid <> pg_backend_pid();")
+    def claim(self, ctx, host, kind: str, label: str, **meta) -> str:
+        """A derived name, recorded before the database exists.
 
-    def recreate(self, ctx, host, meta: dict | None = None) -> None:
-        """Drop and create the database empty, owned by its owner role, with the
-        database-level settings, grants and extensions it had at backup time."""
-        name, owner = ident(self.spec.name), ident(self.spec.owner)
-        self.terminate_sessions(ctx, host)
-        self.psql(ctx, host, f"DROP DATABASE IF EXISTS {name};")
-        self.psql(ctx, host, f"CREATE DATABASE {name} OWNER {owner} TEMPLATE template0;")
-        meta = meta or {}
-        sql = [f"ALTER DATABASE {name} SET {k} = {literal(v)};"
-               for k, _, v in (x.partition("=") for x in meta.get("settings", []))]
-        sql += acl_statements(self.spec.name, meta.get("acl", []))
+        A leftover under that name from an unfinished attempt is dropped, except
+        a set-aside copy: that holds data that was live, and is never replaced.
+        """
+        name = self.derived(ctx, kind, label)
+        names.record(ctx, name, kind, engine=self.engine, alias=self.spec.alias, database=self.spec.name,
+                     label=label, **meta)
+        if self.database_exists(ctx, host, name):
+            if kind == "aside":
+                raise DeployError(f"{host.name}: a set-aside copy {name} of {self.spec.name} already exists",
+                                  hint="it holds data that was live; look at it before anything else")
+            self.drop(ctx, host, name)
+        return name
+
+    def create_empty(self, ctx, host, name: str, meta: dict) -> None:
+        """CREATE DATABASE owned by the owner, with the encoding, locale, settings and grants it had."""
+        opts = f" OWNER {ident(self.spec.owner)} TEMPLATE template0"
+        if meta.get("encoding"):
+            opts += f" ENCODING {literal(meta['encoding'])}"
+        if meta.get("collate") and meta.get("ctype"):
+            opts += f" LC_COLLATE {literal(meta['collate'])} LC_CTYPE {literal(meta['ctype'])}"
+        self.psql(ctx, host, f"CREATE DATABASE {ident(name)}{opts};")
+        sql = self.db_level_sql(name, meta)
         if sql:
             self.psql(ctx, host, "\n".join(sql))
         for ext in meta.get("extensions", []):  # created by the admin, before pg_restore runs as the owner
-            self.psql(ctx, host, f"CREATE EXTENSION IF NOT EXISTS {ident(ext)};", db=self.spec.name)
+            self.psql(ctx, host, f"CREATE EXTENSION IF NOT EXISTS {ident(ext)};", db=name)
 
-    def restore(self, ctx, host, backup_dir, item, aside_dir):
-        self.recreate(ctx, host, item.get("meta"))
-        if item.get("absent"):
-            return f"{self.item_name}: did not exist at backup time; recreated empty"
-        src = posixpath.join(backup_dir, self.item_name)
-        res = self.pg_restore(ctx, host, src, self.spec.name, check=False)
-        if not res.ok:
-            raise HostCommandFailed(f"{host.name}: pg_restore of {self.spec.name} failed: {res.tail()}",
-                                    hint=f"the backup stays at {src}; fix the cause and run the restore again")
-        report = self.owner_report(ctx, host)
+    def check_restored(self, ctx, host, name: str, item: dict) -> None:
+        """Owner of every object, and the row count of every table against the manifest."""
+        report = self.owner_report(ctx, host, name)
         if report["owner"] != self.spec.owner or report["objects_not_owned"]:
-            raise HostCommandFailed(f"{host.name}: after restore, ownership is wrong: {report}",
+            shown = "; ".join(report["objects_not_owned"][:3])
+            raise HostCommandFailed(f"{host.name}: the restored copy of {self.spec.name} is owned by {report['owner']}"
+                                    f"{', and ' + shown if shown else ''}: not swapped in",
                                     hint="check that the admin role is a member of the owner role")
-        return f"{self.item_name}: recreated owned by {self.spec.owner} and restored"
+        expected = (item.get("meta") or {}).get("row_counts")
+        if expected is not None:
+            got = self.row_counts(ctx, host, name)
+            diff = sorted(t for t in set(expected) | set(got) if expected.get(t) != got.get(t))
+            if diff:
+                shown = ", ".join(f"{t}: {got.get(t)} rows, backup {expected.get(t)}" for t in diff[:3])
+                raise HostCommandFailed(f"{host.name}: the restored copy of {self.spec.name} differs from the "
+                                        f"backup ({shown}): not swapped in", hint="the backup may be damaged")
 
+    # -- restore: build beside, then swap -----------------------------------------
+    def build(self, ctx, host, backup_dir, item, label):
+        """Restore the backup into a new database beside the live one and check it; the live one is untouched."""
+        meta = item.get("meta") or {}
+        if not self.role_exists(ctx, host, self.spec.owner):
+            raise DeployError(f"{host.name}: the owner role {self.spec.owner!r} of {self.spec.name} does not exist",
+                              hint=f"fix databases.{self.spec.alias}.owner in deploykit.yaml (the live database is untouched)")
+        name = self.claim(ctx, host, "restore", label)
+        built = {"engine": self.engine, "alias": self.spec.alias, "name": name, "label": label}
+        self.create_empty(ctx, host, name, meta)
+        if not item.get("absent"):
+            src = posixpath.join(backup_dir, self.item_name)
+            res = self.pg_restore(ctx, host, src, name, check=False)
+            if not res.ok:
+                raise HostCommandFailed(f"{host.name}: pg_restore of {self.spec.name} into {name} failed: {res.tail()}",
+                                        hint=f"the live database is untouched; the backup stays at {src}")
+            self.check_restored(ctx, host, name, item)
+        return built
+
+    def build_from_snapshot(self, ctx, host, snap: str, label: str) -> dict:
+        """Nothing to build: the snapshot (taken with the processes stopped) is swapped in as it is."""
+        return {"engine": self.engine, "alias": self.spec.alias, "name": snap, "label": label, "snapshot": True}
+
+    def swap(self, ctx, host, built, label) -> str:
+        """Rename the live database aside and the built one to the live name, in one transaction."""
+        new, live = built["name"], self.spec.name
+        aside = self.derived(ctx, "aside", built.get("label") or label)
+        if not self.database_exists(ctx, host, new):
+            if self.database_exists(ctx, host, aside):  # an interrupted run got this far
+                return f"{self.item_name}: already swapped in (the replaced database is kept as {aside})"
+            raise DeployError(f"{host.name}: the copy {new} to swap in for {live} is gone",
+                              hint="run the restore again")
+        aside = self.claim(ctx, host, "aside", built.get("label") or label, replaced=live)
+        has_live = self.exists(ctx, host)
+        sql = ["SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+               f"WHERE datname IN ({literal(live)}, {literal(new)}) AND pid <> pg_backend_pid();", "BEGIN;"]
+        if has_live:
+            sql.append(f"ALTER DATABASE {ident(live)} RENAME TO {ident(aside)};")
+        sql += [f"ALTER DATABASE {ident(new)} RENAME TO {ident(live)};",
+                f"ALTER DATABASE {ident(live)} WITH ALLOW_CONNECTIONS true;"]
+        if has_live:
+            sql.append(f"ALTER DATABASE {ident(aside)} WITH ALLOW_CONNECTIONS false;")
+        sql.append("COMMIT;")
+        self.psql(ctx, host, "\n".join(sql))
+        names.forget(ctx, new)  # it is the live database now
+        if not has_live:
+            names.forget(ctx, aside)
+            return f"{self.item_name}: {live} created from {new}"
+        return f"{self.item_name}: swapped in by rename (the replaced database is kept as {aside})"
+
+    def discard(self, ctx, host, built) -> str:
+        """Drop a built copy that was never swapped in (a snapshot is kept: it is still the way back)."""
+        if built.get("snapshot"):
+            return f"{self.item_name}: snapshot {built['name']} kept"
+        self.drop(ctx, host, built["name"])
+        return f"{self.item_name}: dropped the unfinished copy {built['name']}"
+
+    # -- the rows a restore would lose -------------------------------------------
     def _diff(self, ctx, host, other: str) -> dict:
-        conn = {"host": self.spec.host, "port": self.spec.port, "user": self.spec.admin_user}
-        return host.helper("pgrows", "diff", {"conn": conn, "a": self.spec.name, "b": other},
-                           env=ctx.db_env(host, self.spec))["tables"]
+        return host.helper("pgrows", "diff", {"conn": self.conn(), "a": self.spec.name, "b": other},
+                           **ctx.db_access(host, self.spec))["tables"]
 
     def rows_lost_vs(self, ctx, host, snap: str) -> dict:
         """Rows live now that swapping the snapshot in would lose."""
@@ -209,39 +343,31 @@ class PostgresDriver(Driver):
         try:
             return self._diff(ctx, host, snap)
         finally:
-            self.psql(ctx, host, f"ALTER DATABASE {ident(snap)} WITH ALLOW_CONNECTIONS false;", check=False)
+            self.psql(ctx, host, f"ALTER DATABASE {ident(snap)} WITH ALLOW_CONNECTIONS false;", check=False,
+                      always=True)
 
     def rows_lost(self, ctx, host, backup_dir, item):
-        """Restore the backup into a scratch database and compare row by row on the host."""
+        """Restore the backup into a scratch database (a derived, recorded name) and compare row by row."""
         if not self.exists(ctx, host):
             return {}
-        scratch = f"{self.spec.name}__dk_compare"
-        self.psql(ctx, host, f"DROP DATABASE IF EXISTS {ident(scratch)};")
-        self.psql(ctx, host, f"CREATE DATABASE {ident(scratch)} OWNER {ident(self.spec.owner)} TEMPLATE template0;")
+        scratch = self.claim(ctx, host, "scratch", ctx.run_id)
         try:
+            self.create_empty(ctx, host, scratch, {"extensions": (item.get("meta") or {}).get("extensions", [])})
             if not item.get("absent"):
-                for ext in (item.get("meta") or {}).get("extensions", []):
-                    self.psql(ctx, host, f"CREATE EXTENSION IF NOT EXISTS {ident(ext)};", db=scratch)
                 self.pg_restore(ctx, host, posixpath.join(backup_dir, self.item_name), scratch)
             return self._diff(ctx, host, scratch)
         finally:
-            self.psql(ctx, host, f"DROP DATABASE IF EXISTS {ident(scratch)};", check=False)
+            self.drop(ctx, host, scratch, always=True)
 
-    # -- snapshots: template clones, reverted by a rename swap -------------------
-    def snapshot_name(self, release_id: str) -> str:
-        return f"{self.spec.name[:30]}__dk_{release_id}"
-
-    def aside_name(self, label: str) -> str:
-        return f"{self.spec.name[:30]}__dkold_{label}"
-
+    # -- snapshots: template clones, swapped in by rename --------------------------
     def snapshot_blocker(self, ctx, host) -> str | None:
         """Why a snapshot cannot be taken here (None: it can)."""
         user = literal(self.spec.admin_user or "")
-        ok = self.psql(ctx, host, f"SELECT rolsuper OR rolcreatedb FROM pg_roles WHERE rolname = {user};").stdout.strip()
-        if ok != "t":
+        if self.value(ctx, host, f"SELECT rolsuper OR rolcreatedb FROM pg_roles WHERE rolname = {user};") != "t":
             return f"role {self.spec.admin_user} lacks the CREATEDB privilege"
-        size = int(self.psql(ctx, host, f"SELECT pg_database_size({literal(self.spec.name)});").stdout.strip() or 0)
-        data_dir = self.psql(ctx, host, "SELECT current_setting('data_directory', true);", check=False).stdout.strip()
+        size = int(self.value(ctx, host, f"SELECT pg_database_size({literal(self.spec.name)});") or 0)
+        data_dir = self.psql(ctx, host, "SELECT current_setting('data_directory', true);", check=False,
+                             read_only=True).stdout.strip()
         if data_dir and host.exists(data_dir):
             free = host.helper("files", "disk_free", {"path": data_dir})["free_bytes"]
             if free < size * 1.1 + (64 << 20):
@@ -250,67 +376,32 @@ class PostgresDriver(Driver):
 
     def snapshot(self, ctx, host, release_id: str) -> str:
         """Clone the (quiet) database into a snapshot; FILE_COPY on PostgreSQL 15+."""
-        snap = self.snapshot_name(release_id)
+        snap = self.claim(ctx, host, "snapshot", release_id, release=release_id)
         strategy = " STRATEGY FILE_COPY" if self.versions(ctx, host)["server_num"] >= 150000 else ""
-        self.psql(ctx, host, f"DROP DATABASE IF EXISTS {ident(snap)};")
         self.terminate_sessions(ctx, host)
         self.psql(ctx, host, f"CREATE DATABASE {ident(snap)} TEMPLATE {ident(self.spec.name)} "
-                             f"OWNER {ident(self.spec.owner)}{strategy};")
+                             f"OWNER {ident(self.spec.owner)}{strategy};", track=f"snapshot {self.spec.name}")
         self.copy_db_level(ctx, host, self.spec.name, snap)
         self.psql(ctx, host, f"ALTER DATABASE {ident(snap)} WITH ALLOW_CONNECTIONS false;")
         return snap
 
+    def terminate_sessions(self, ctx, host) -> None:
+        self.psql(ctx, host, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                             f"WHERE datname = {literal(self.spec.name)} AND pid <> pg_backend_pid();")
+
     def copy_db_level(self, ctx, host, src: str, dest: str) -> None:
         """A clone does not carry database-level settings and grants: copy them over."""
-        meta = self.database_settings(ctx, host, src)
-        sql = [f"ALTER DATABASE {ident(dest)} SET {k} = {literal(v)};"
-               for k, _, v in (x.partition("=") for x in meta.get("settings", []))]
-        sql += acl_statements(dest, meta.get("acl", []))
+        sql = self.db_level_sql(dest, self.database_settings(ctx, host, src))
         if sql:
             self.psql(ctx, host, "\n".join(sql))
 
     def snapshot_exists(self, ctx, host, snap: str) -> bool:
-        return self.psql(ctx, host, f"SELECT 1 FROM pg_database WHERE datname = {literal(snap)};").stdout.strip() == "1"
+        return self.database_exists(ctx, host, snap)
 
-    def revert(self, ctx, host, snap: str, label: str) -> str:
-        """Swap the snapshot in by renaming, in one transaction; the live database is kept aside."""
-        aside = self.aside_name(label)
-        name = self.spec.name
-        self.psql(ctx, host, f"DROP DATABASE IF EXISTS {ident(aside)};\n"
-                             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                             f"WHERE datname IN ({literal(name)}, {literal(snap)}) AND pid <> pg_backend_pid();\n"
-                             "BEGIN;\n"
-                             f"ALTER DATABASE {ident(name)} RENAME TO {ident(aside)};\n"
-                             f"ALTER DATABASE {ident(snap)} RENAME TO {ident(name)};\n"
-                             f"ALTER DATABASE {ident(name)} WITH ALLOW_CONNECTIONS true;\n"
-                             f"ALTER DATABASE {ident(aside)} WITH ALLOW_CONNECTIONS false;\n"
-                             "COMMIT;")
-        return aside
-
-    def clone_from(self, ctx, host, snap: str, label: str) -> str:
-        """A new live copy of a snapshot that is kept (the live database goes aside)."""
-        aside = self.aside_name(label)
-        strategy = " STRATEGY FILE_COPY" if self.versions(ctx, host)["server_num"] >= 150000 else ""
-        self.psql(ctx, host, f"DROP DATABASE IF EXISTS {ident(aside)};")
-        self.terminate_sessions(ctx, host)
-        self.psql(ctx, host, f"ALTER DATABASE {ident(self.spec.name)} RENAME TO {ident(aside)};")
-        self.psql(ctx, host, f"ALTER DATABASE {ident(snap)} WITH ALLOW_CONNECTIONS true;")
-        try:
-            self.psql(ctx, host, f"CREATE DATABASE {ident(self.spec.name)} TEMPLATE {ident(snap)} "
-                                 f"OWNER {ident(self.spec.owner)}{strategy};")
-            self.copy_db_level(ctx, host, snap, self.spec.name)
-        except Exception:
-            self.psql(ctx, host, f"ALTER DATABASE {ident(aside)} RENAME TO {ident(self.spec.name)};", check=False)
-            raise
-        finally:
-            self.psql(ctx, host, f"ALTER DATABASE {ident(snap)} WITH ALLOW_CONNECTIONS false;", check=False)
-        return aside
-
-    def own_databases(self, ctx, host) -> list[str]:
-        """Snapshots and set-aside copies deploykit made of this database."""
-        prefix = self.spec.name[:30].replace("_", "\\_")
-        out = self.psql(ctx, host, f"SELECT datname FROM pg_database WHERE datname LIKE '{prefix}\\_\\_dk%' ORDER BY 1;")
-        return [x for x in out.stdout.splitlines() if x.strip()]
-
-    def drop(self, ctx, host, name: str) -> None:
-        self.psql(ctx, host, f"DROP DATABASE IF EXISTS {ident(name)} WITH (FORCE);")
+    def drop(self, ctx, host, name: str, always: bool = False) -> None:
+        """Drop a database deploykit derived; refuses any name the registry does not list."""
+        if name == self.spec.name or name not in names.recorded(ctx):
+            raise DeployError(f"{host.name}: refusing to drop {name!r}: not a name deploykit recorded",
+                              hint="this is a bug; nothing was dropped")
+        self.psql(ctx, host, f"DROP DATABASE IF EXISTS {ident(name)} WITH (FORCE);", always=always)
+        names.forget(ctx, name)

@@ -1,8 +1,9 @@
-"""SQLite: consistent copies through the backup API; restore by atomic replace."""
+"""SQLite: consistent copies through the backup API; restored by an atomic replace, the replaced file kept."""
 from __future__ import annotations
 
 import posixpath
 
+from ..errors import DeployError, HostCommandFailed
 from .base import Driver
 
 
@@ -23,33 +24,54 @@ class SQLiteDriver(Driver):
         item = {"name": self.item_name, "kind": self.kind, "engine": self.engine,
                 "alias": self.spec.alias, "source": src, "files": {}}
         if not host.exists(src):
-            item["absent"] = True  # restore moves a database created since aside
+            if ctx.previous:
+                raise DeployError(f"{host.name}: the SQLite database {src} does not exist while release "
+                                  f"{ctx.previous['id']} is live: a backup of it would restore nothing",
+                                  hint="check databases.{alias}.name (relative names are relative to deploy_to); "
+                                       "'deploykit check' compares it with the path Django uses")
+            item["absent"] = True
             return item
         fname = f"{self.item_name}.sqlite3"
-        doc = host.helper("sqlite", "backup", {"src": src, "dest": posixpath.join(backup_dir, fname)})
+        doc = host.helper("sqlite", "backup", {"src": src, "dest": posixpath.join(backup_dir, fname)},
+                          track=f"backup {self.item_name}")
         item["files"] = {fname: {"size": doc["size"], "sha256": doc["sha256"]}}
         item["meta"] = {"tables": doc.get("tables", {})}
         return item
 
-    def keep_failed_state(self, ctx, host, dest_dir):
-        src = self.path(host)
-        if not host.exists(src):
-            return f"{self.item_name}: no database file"
-        dest = posixpath.join(dest_dir, f"{self.item_name}.failed.sqlite3")
-        host.helper("sqlite", "backup", {"src": src, "dest": dest})
-        return f"{self.item_name} -> {dest}"
-
-    def restore(self, ctx, host, backup_dir, item, aside_dir):
-        dest = self.path(host)
-        aside = posixpath.join(aside_dir, f"{self.item_name}.replaced.sqlite3")
+    def build(self, ctx, host, backup_dir, item, label):
+        """Check the backup's copy (integrity, row counts); the copy itself is made by the atomic swap."""
+        built = {"engine": self.engine, "item": self.item_name, "dest": self.path(host), "label": label,
+                 "absent": bool(item.get("absent"))}
         if item.get("absent"):
+            return built
+        fname = next(iter(item["files"]))
+        src = posixpath.join(backup_dir, fname)
+        info = host.helper("sqlite", "info", {"path": src})
+        expected = (item.get("meta") or {}).get("tables")
+        if expected is not None and info.get("tables") != expected:
+            raise HostCommandFailed(f"{host.name}: {src} holds other row counts than the backup recorded",
+                                    hint="the backup may be damaged; the live database is untouched")
+        built.update(src=src, tables=info.get("tables"))
+        return built
+
+    def swap(self, ctx, host, built, label):
+        dest = built["dest"]
+        aside = posixpath.join(ctx.failed_dir(host), f"{self.item_name}.replaced-{built.get('label') or label}.sqlite3")
+        if built.get("absent"):
             if host.exists(dest):
                 host.helper("files", "move", {"src": dest, "dest": aside})
-                return f"{self.item_name}: did not exist at backup time; moved to {aside}"
+                return f"{self.item_name}: did not exist at backup time; the database since is kept at {aside}"
             return f"{self.item_name}: absent then and now"
-        fname = next(iter(item["files"]))
-        host.helper("sqlite", "restore", {"src": posixpath.join(backup_dir, fname), "dest": dest, "aside": aside})
-        return f"{self.item_name}: replaced atomically"
+        if host.exists(aside):
+            return f"{self.item_name}: already swapped in (the replaced database is kept at {aside})"
+        doc = host.helper("sqlite", "restore", {"src": built["src"], "dest": dest, "aside": aside})
+        if built.get("tables") is not None and doc.get("tables") != built["tables"]:
+            raise HostCommandFailed(f"{host.name}: {dest} was restored with other row counts than the backup")
+        kept = f" (the replaced database is kept at {doc['previous_kept_at']})" if doc.get("previous_kept_at") else ""
+        return f"{self.item_name}: replaced atomically{kept}"
+
+    def discard(self, ctx, host, built):
+        return f"{self.item_name}: nothing built"
 
     def rows_lost(self, ctx, host, backup_dir, item):
         live = self.path(host)

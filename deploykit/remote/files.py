@@ -892,6 +892,136 @@ def act_mirror_restore(args):
     }
 
 
+def act_build_tree(args):
+    """Build the tree of an archive beside the live one: `dest` gets every file of
+    the manifest (hard-linked from `live` when its content is the same, else
+    extracted), then is verified against the manifest. `live` is not touched."""
+    import tarfile
+
+    archive = _path_arg(args, "archive")
+    live = _path_arg(args, "live")
+    dest = _path_arg(args, "dest")
+    wanted = _check_manifest_arg(_arg(args, "files", kind=dict))
+    if _within(dest, live) or _within(live, dest):
+        raise BadArguments("%s and %s must not contain each other" % (dest, live))
+    if os.path.lexists(dest):
+        import shutil
+
+        shutil.rmtree(dest)  # an unfinished build of ours: start again
+    os.makedirs(dest)
+    linked, extracted = 0, 0
+    with tarfile.open(archive, "r:*") as tar:
+        members = _check_members(tar, strict_links=False)
+        dir_members = {n: m for n, m in members.items() if m.isdir()}
+        for name in sorted(dir_members):
+            if name != ".":
+                _ensure_dir_under(dest, name, dir_members)
+        for rel in sorted(wanted):
+            entry = wanted[rel]
+            path = os.path.join(dest, *rel.split("/"))
+            _ensure_dir_under(dest, posixpath.dirname(rel), dir_members)
+            if "link" in entry:
+                _place_symlink(entry["link"], path, dest)
+                continue
+            old = os.path.join(live, *rel.split("/"))
+            try:
+                st = os.lstat(old)
+                same = (stat.S_ISREG(st.st_mode) and st.st_size == entry["size"]
+                        and _hash_file(old)[0] == entry["sha256"])
+            except OSError:
+                same = False
+            if same:
+                try:
+                    os.link(old, path, follow_symlinks=False)
+                    linked += 1
+                    continue
+                except OSError:
+                    pass
+            m = members.get(rel)
+            if m is None or not (m.isreg() or m.islnk()):
+                raise ArchiveIncomplete("archive %s lacks %s of the manifest" % (archive, rel))
+            digest, size = _write_member(tar, m, path, dest, atomic=False)
+            if digest != entry["sha256"] or size != entry["size"]:
+                raise VerificationFailed("%s: extracted content does not match the manifest" % rel)
+            extracted += 1
+        for name in sorted(dir_members, key=lambda n: n.count("/"), reverse=True):
+            if name == ".":
+                continue
+            path = os.path.join(dest, *name.split("/"))
+            if os.path.isdir(path) and not os.path.islink(path):
+                os.chmod(path, (dir_members[name].mode & 0o777) | 0o700)
+        if "." in dir_members:
+            os.chmod(dest, (dir_members["."].mode & 0o777) | 0o700)
+    files, skipped, _ = _manifest(dest)
+    problems = ["%s: not in manifest" % r for r in files if r not in wanted]
+    problems += ["%s: missing" % r for r in wanted if r not in files]
+    problems += ["%s: differs" % r for r in wanted if r in files and files[r] != wanted[r]]
+    if problems or skipped:
+        raise VerificationFailed("the tree built at %s does not match the manifest: %s"
+                                 % (dest, "; ".join((problems + skipped)[:5])))
+    _fsync_dir(dest)
+    return {"changed": True, "dest": dest, "linked": linked, "extracted": extracted, "files": len(files)}
+
+
+def _exchange(a, b):
+    """Atomically exchange two paths (renameat2 RENAME_EXCHANGE); False where the system cannot."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    AT_FDCWD, RENAME_EXCHANGE = -100, 2
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    if fn(AT_FDCWD, os.fsencode(a), AT_FDCWD, os.fsencode(b), RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), a)
+
+
+def act_swap_tree(args):
+    """Put the built tree `new` at `root`; the tree that was there goes to `aside` (kept whole).
+
+    With renameat2 the two trees trade places in one step; without it, two
+    renames leave `root` missing for an instant. Re-running after the swap is
+    a no-op that says so."""
+    root = _path_arg(args, "root")
+    new = _path_arg(args, "new")
+    aside = _path_arg(args, "aside")
+    if not os.path.lexists(new):
+        for kept in (aside, new + ".replaced"):
+            if os.path.lexists(kept) and os.path.isdir(root):
+                return {"changed": False, "already": True, "aside": kept}
+        raise BadArguments("%s is gone: nothing to swap in" % new)
+    if os.path.lexists(aside):
+        raise DestinationExists("aside path %s already exists" % aside)
+    _makedirs(os.path.dirname(aside), 0o700)
+    if not os.path.lexists(root):
+        os.rename(new, root)
+        _fsync_dir(os.path.dirname(root))
+        return {"changed": True, "aside": None}
+    old = new + ".replaced"
+    if os.path.lexists(old):
+        raise DestinationExists("%s already exists" % old)
+    if _exchange(root, new):
+        os.rename(new, old)  # the previous tree, which now lies where the new one was built
+    else:
+        os.rename(root, old)
+        os.rename(new, root)
+    try:
+        os.rename(old, aside)
+        kept = aside
+    except OSError as e:
+        if e.errno != errno.EXDEV:
+            raise
+        kept = old  # on another filesystem than `aside`: it stays beside the root
+    _fsync_dir(os.path.dirname(root))
+    return {"changed": True, "aside": kept}
+
+
 # --------------------------------------------------------------------------
 # backups
 
@@ -990,6 +1120,28 @@ def _read_lock(path):
     return {"raw": text}
 
 
+class _LockGuard(object):
+    """flock(2) on LOCK.guard: every change of the lock file is one read-modify-write."""
+
+    def __init__(self, path):
+        self.path = path + ".guard"
+
+    def __enter__(self):
+        import fcntl
+
+        _makedirs(os.path.dirname(self.path), 0o700)
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc):
+        os.close(self.fd)  # closing releases the flock
+
+
+def _write_lock(path, data):
+    _atomic_write(path, (json.dumps(data, sort_keys=True) + "\n").encode("utf-8"))
+
+
 def act_lock_acquire(args):
     path = _path_arg(args, "path")
     info = _arg(args, "info", {}, dict)
@@ -998,74 +1150,80 @@ def act_lock_acquire(args):
         return {"changed": holder is None, "dry_run": True, "acquired": holder is None, "holder": holder}
     data = dict(info)
     data["since"] = _utc_now()
-    payload = (json.dumps(data, sort_keys=True) + "\n").encode("utf-8")
-    parent = os.path.dirname(path)
-    _makedirs(parent, 0o700)
-    # Write the content to a private temp file, then link(2) it into place:
-    # link is atomic and fails when the lock exists, so a reader never sees a
-    # half-written lock. Filesystems without hard links fall back to O_EXCL.
-    tmp = _tmp_name(path)
-    _remove_quietly(tmp)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        try:
-            os.link(tmp, path)
-            acquired = True
-        except FileExistsError:
-            acquired = False
-        except OSError as e:
-            if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
-                raise
-            try:
-                fd2 = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            except FileExistsError:
-                acquired = False
-            else:
-                with os.fdopen(fd2, "wb") as f:
-                    f.write(payload)
-                    f.flush()
-                    os.fsync(f.fileno())
-                acquired = True
-    finally:
-        _remove_quietly(tmp)
-    if acquired:
-        _fsync_dir(parent)
-        return {"acquired": True, "changed": True, "holder": data}
-    return {"acquired": False, "changed": False, "holder": _read_lock(path)}
+    data.setdefault("heartbeat", time.time())
+    with _LockGuard(path):
+        holder = _read_lock(path)
+        if holder is not None:
+            return {"acquired": False, "changed": False, "holder": holder, "now": time.time()}
+        _write_lock(path, data)
+    return {"acquired": True, "changed": True, "holder": data}
+
+
+def act_lock_takeover(args):
+    """Replace the lock of run `expected` (declared gone by the caller) with ours; refused if someone else holds it."""
+    path = _path_arg(args, "path")
+    expected = _arg(args, "expected", kind=str)
+    info = _arg(args, "info", {}, dict)
+    with _LockGuard(path):
+        holder = _read_lock(path)
+        if holder is not None and holder.get("run_id") != expected:
+            return {"acquired": False, "changed": False, "holder": holder, "now": time.time()}
+        data = dict(info)
+        data["since"] = _utc_now()
+        data["heartbeat"] = time.time()
+        if holder is not None:
+            data["took_over"] = {k: holder.get(k) for k in ("run_id", "command", "user", "controller", "pid",
+                                                            "since", "heartbeat")}
+        _write_lock(path, data)
+    return {"acquired": True, "changed": True, "holder": data, "previous": holder}
+
+
+def act_lock_heartbeat(args):
+    """Refresh our heartbeat (and merge `fields`, e.g. the run's progress); says whether the lock is still ours."""
+    path = _path_arg(args, "path")
+    run_id = _arg(args, "run_id", kind=str)
+    fields = _arg(args, "fields", {}, dict)
+    with _LockGuard(path):
+        holder = _read_lock(path)
+        if holder is None or holder.get("run_id") != run_id:
+            return {"ours": False, "changed": False, "holder": holder}
+        holder.update(fields)
+        holder["heartbeat"] = time.time()
+        _write_lock(path, holder)
+    return {"ours": True, "changed": True, "holder": holder}
 
 
 def act_lock_release(args):
     path = _path_arg(args, "path")
     run_id = args.get("run_id")
     force = bool(args.get("force", False))
-    holder = _read_lock(path)
-    if holder is None:
-        return {"released": False, "changed": False, "holder": None, "missing": True}
-    if not force and (run_id is None or holder.get("run_id") != run_id):
-        return {
-            "released": False,
-            "changed": False,
-            "holder": holder,
-            "reason": "lock held by run %r, not %r" % (holder.get("run_id"), run_id),
-        }
-    if _dry(args):
-        return {"released": True, "changed": True, "dry_run": True, "holder": holder}
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        return {"released": False, "changed": False, "holder": None, "missing": True}
-    _fsync_dir(os.path.dirname(path))
+    with _LockGuard(path):
+        holder = _read_lock(path)
+        if holder is None:
+            return {"released": False, "changed": False, "holder": None, "missing": True}
+        if not force and (run_id is None or holder.get("run_id") != run_id):
+            return {
+                "released": False,
+                "changed": False,
+                "holder": holder,
+                "reason": "lock held by run %r, not %r" % (holder.get("run_id"), run_id),
+            }
+        if _dry(args):
+            return {"released": True, "changed": True, "dry_run": True, "holder": holder}
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            return {"released": False, "changed": False, "holder": None, "missing": True}
+        _fsync_dir(os.path.dirname(path))
     return {"released": True, "changed": True, "holder": holder}
 
 
 def act_lock_read(args):
     path = _path_arg(args, "path")
     holder = _read_lock(path)
-    return {"held": holder is not None, "holder": holder}
+    if holder is None:
+        return {"held": False, "holder": None}
+    return {"held": True, "holder": holder, "now": time.time()}
 
 
 # --------------------------------------------------------------------------
@@ -1294,11 +1452,15 @@ ACTIONS = {
     "hash_tree": act_hash_tree,
     "archive": act_archive,
     "mirror_restore": act_mirror_restore,
+    "build_tree": act_build_tree,
+    "swap_tree": act_swap_tree,
     "extract": act_extract,
     "verify_backup": act_verify_backup,
     "lock_acquire": act_lock_acquire,
     "lock_release": act_lock_release,
     "lock_read": act_lock_read,
+    "lock_takeover": act_lock_takeover,
+    "lock_heartbeat": act_lock_heartbeat,
     "disk_free": act_disk_free,
     "dir_size": act_dir_size,
     "http_check": act_http_check,
@@ -1312,7 +1474,7 @@ ACTIONS = {
 
 # These recreate an application tree with the modes recorded in the tar;
 # everything else runs under a private umask.
-PUBLIC_UMASK_ACTIONS = {"extract", "mirror_restore"}
+PUBLIC_UMASK_ACTIONS = {"extract", "mirror_restore", "build_tree"}
 
 
 def _one_line(text):

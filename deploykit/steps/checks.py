@@ -4,7 +4,8 @@ from __future__ import annotations
 from ..errors import DeployError
 from ..gitrepo import resolve
 from ..host import q
-from ..journal import STATE_DIR, acquire_lock, read_lock, release_lock
+from .. import lock as stage_lock
+from ..journal import STATE_DIR
 from ..playbook import Outcome, Step, register
 from ..releases import new_release_id
 
@@ -35,7 +36,7 @@ class Connect(Step):
 
     def run(self, ctx, host):
         host.connect()
-        res = host.run(f"{q(host.python)} -c 'import sys; print(sys.version.split()[0])'", check=False)
+        res = host.run(f"{q(host.python)} -c 'import sys; print(sys.version.split()[0])'", check=False, read_only=True)
         if not res.ok:
             raise DeployError(f"{host.name}: the app's Python {host.python} does not run: {res.tail(1)}",
                               hint="set 'python:' in deploykit.yaml to the app's interpreter on that host")
@@ -54,7 +55,8 @@ class CheckTools(Step):
         tools = ["tar"]
         if host.is_primary and any(db.engine == "postgresql" for db in ctx.config.databases):
             tools += ["psql", "pg_dump", "pg_restore"]
-        res = host.run(" ; ".join(f"command -v {q(t)} >/dev/null || echo {q(t)}" for t in tools), check=False)
+        res = host.run(" ; ".join(f"command -v {q(t)} >/dev/null || echo {q(t)}" for t in tools), check=False,
+                       read_only=True)
         missing = res.stdout.split()
         if missing:
             raise DeployError(f"{host.name}: missing tool(s): {', '.join(missing)}",
@@ -81,21 +83,30 @@ class CheckDisk(Step):
 
 @register
 class AcquireLock(Step):
-    """Take the stage lock on every host (refused if another run holds it)."""
+    """Take the stage lock on every host, the primary first (refused if another run holds it)."""
 
     name = "acquire_lock"
-    scope = "all"
+    scope = "controller"
 
     def describe(self, ctx, host):
-        holder = read_lock(host)
-        return f"would lock {host.path(STATE_DIR, 'lock')}" if not holder else \
-            f"LOCKED by run {holder.get('run_id')} since {holder.get('since')}: the real run would be refused"
+        held = []
+        for h in ctx.hosts:
+            holder, _ = stage_lock.read_lock(h)
+            if holder and holder.get("run_id") != ctx.run_id:
+                held.append(f"{h.name}: LOCKED by run {holder.get('run_id')} since {holder.get('since')}")
+        if held:
+            return "; ".join(held) + ": the real run would be refused or would first finish that run"
+        return f"would lock {', '.join(h.path(STATE_DIR, 'lock') for h in ctx.hosts)}"
 
     def run(self, ctx, host):
-        acquire_lock(host, ctx.run_id, ctx.command)  # on refusal, the abandon playbook frees the others
-        ctx.locked.append(host)
-        ctx.journal.enable_remote(host)
-        return Outcome(changed=True, message=f"locked for {ctx.run_id}")
+        info = ctx.holder_info()
+        for h in sorted(ctx.hosts, key=lambda h: not h.is_primary):  # the primary carries the progress
+            if h in ctx.locked:
+                continue
+            stage_lock.acquire(h, info)  # on refusal, the abandon playbook frees the others
+            ctx.locked_on(h)
+        ctx.record_progress()
+        return Outcome(changed=True, message=f"locked for {ctx.run_id} on {', '.join(h.name for h in ctx.locked)}")
 
 
 @register
@@ -109,8 +120,9 @@ class ReleaseLock(Step):
     def run(self, ctx, host):
         if host not in ctx.locked:
             return Outcome(message="not locked by this run")
-        release_lock(host, ctx.run_id)
-        ctx.locked.remove(host)
+        stage_lock.release(host, ctx.run_id)
+        with ctx.lock:
+            ctx.locked.remove(host)
         return Outcome(changed=True, message="unlocked")
 
 
@@ -124,8 +136,8 @@ class PrepareDirs(Step):
     def run(self, ctx, host):
         d = host.deploy_to
         res = host.run(
-            f"made=0; for p in releases shared failed {STATE_DIR}; do [ -d {q(d)}/$p ] || made=1; done; "
+            f"made=0; for p in releases shared failed {STATE_DIR} {STATE_DIR}/run; do [ -d {q(d)}/$p ] || made=1; done; "
             f"[ -d {q(d)}/backups ] || made=1; "
-            f"mkdir -p {q(d)}/releases {q(d)}/shared {q(d)}/failed {q(d)}/{STATE_DIR} && "
+            f"mkdir -p {q(d)}/releases {q(d)}/shared {q(d)}/failed {q(d)}/{STATE_DIR}/run && "
             f"mkdir -p -m 700 {q(d)}/backups && chmod 700 {q(d)}/backups && echo $made")
         return Outcome(changed=res.stdout.strip() == "1", message=d)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import posixpath
-import tempfile
 from pathlib import Path
 
 from ..errors import DeployError
@@ -31,13 +30,12 @@ class UploadCode(Step):
 
 
 def commit_archive(ctx, commit: str) -> Path:
-    """`git archive` of a commit, made once per run whatever the number of hosts."""
+    """`git archive` of a commit, made once per run whatever the number of hosts (removed when the run ends)."""
     with ctx.lock:
-        key = f"archive-{commit}"
-        if key not in ctx.state:
-            tmp = Path(tempfile.mkdtemp(prefix="deploykit-")) / f"{commit[:10]}.tar"
-            ctx.state[key] = archive(ctx.config.repo, commit, tmp)
-        return ctx.state[key]
+        path = ctx.temp_dir() / f"{commit}.tar"
+        if not path.exists():
+            archive(ctx.config.repo, commit, path)
+        return path
 
 
 def upload_commit(ctx, host, commit: str, tag: str | None, dest: str) -> int:
@@ -45,7 +43,7 @@ def upload_commit(ctx, host, commit: str, tag: str | None, dest: str) -> int:
     local = commit_archive(ctx, commit)
     remote_tar = f"{dest}.tar"
     host.put(local, remote_tar)
-    host.helper("files", "extract", {"archive": remote_tar, "dest": dest})
+    host.helper("files", "extract", {"archive": remote_tar, "dest": dest}, track="extract release")
     host.run(f"rm -f {q(remote_tar)} && printf '%s\\n' {q(commit)} {q(tag or '')} > {q(dest)}/REVISION")
     return Path(local).stat().st_size
 
@@ -68,7 +66,7 @@ def link_shared(ctx, host, dest: str) -> list[str]:
 
 def run_install(ctx, host, dest: str) -> int:
     for cmd in ctx.config.install:
-        host.run(host.render(cmd), cwd=dest)
+        host.run(host.render(cmd), cwd=dest, track="install")
     return len(ctx.config.install)
 
 
@@ -204,13 +202,13 @@ class Prune(Step):
         if current:
             keep_ids.add(posixpath.basename(current))
         removed = []
-        res = host.run(f"ls -1 {q(host.path('releases'))}", check=False)
+        res = host.run(f"ls -1 {q(host.path('releases'))}", check=False, read_only=True)
         releases = sorted(x for x in res.stdout.split() if not x.endswith(".tar"))
         for rid in releases[:-ctx.config.keep_releases] if len(releases) > ctx.config.keep_releases else []:
             if rid not in keep_ids:
                 host.run(f"rm -rf {q(host.path('releases', rid))}")
                 removed.append(rid)
-        res = host.run(f"ls -1 {q(host.path('backups'))}", check=False)
+        res = host.run(f"ls -1 {q(host.path('backups'))}", check=False, read_only=True)
         backups = sorted(res.stdout.split())
         keep_backups = {ctx.backup_id} | {r.get("backup_id") for r in [ctx.previous or {}]}
         extra = len(backups) - ctx.config.keep_backups

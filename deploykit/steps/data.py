@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import time
 
-from ..backupset import code_item, data_items, prepare_dir, require_verified, verify, write_manifest
+from ..backupset import MANIFEST, code_item, data_items, prepare_dir, require_verified, verify, write_manifest
 from ..drivers import driver_for_item, drivers_for
 from ..drivers.postgres import PostgresDriver
-from ..errors import DeployError
+from ..errors import DeployError, Interrupted, NotConfirmed
 from ..host import q
 from ..playbook import Outcome, Step, register
 
@@ -93,30 +93,8 @@ class VerifyBackup(Step):
 
 
 @register
-class KeepFailedData(Step):
-    """Keep a copy of the failed-state databases and files in failed/<id>/."""
-
-    name = "keep_failed_data"
-    scope = "primary"
-
-    def run(self, ctx, host):
-        dest = ctx.failed_dir(host)
-        if host.exists(f"{dest}/.kept"):  # a resumed run: never overwrite the first failed-state copy
-            dest = f"{dest}/kept-{ctx.run_id}"
-        host.run(f"mkdir -p -m 700 {q(dest)}")
-        notes = []
-        for d in drivers_for(ctx.config):
-            if isinstance(d, PostgresDriver) and usable_snapshot(ctx, host, d):
-                notes.append(f"{d.item_name}: kept whole as {d.aside_name(ctx.release_id)} by the revert")
-            else:
-                notes.append(d.keep_failed_state(ctx, host, dest))
-        host.run(f"touch {q(ctx.failed_dir(host))}/.kept")
-        return Outcome(changed=True, message="; ".join(notes) or "no data configured")
-
-
-@register
 class CheckOwners(Step):
-    """Report each PostgreSQL database's owner before it is recreated."""
+    """Report each PostgreSQL database's owner before its data is replaced."""
 
     name = "check_owners"
     scope = "primary"
@@ -124,8 +102,8 @@ class CheckOwners(Step):
 
     def run(self, ctx, host):
         notes = []
-        for d in drivers_for(ctx.config):
-            if isinstance(d, PostgresDriver) and d.exists(ctx, host):
+        for d in pg_drivers(ctx):
+            if d.exists(ctx, host):
                 rep = d.owner_report(ctx, host)
                 notes.append(f"{rep['database']} owned by {rep['owner']} (expected {rep['expected']}), "
                              f"{len(rep['objects_not_owned'])} object(s) owned by others")
@@ -133,34 +111,89 @@ class CheckOwners(Step):
         return Outcome(message="; ".join(notes) or "no PostgreSQL database")
 
 
-@register
-class RestoreData(Step):
-    """Restore databases (dropped and recreated with their owner) and media from the backup."""
+def _restore_state(ctx) -> dict:
+    return ctx.state.setdefault("restore", {"backup_id": ctx.backup_id, "label": ctx.run_id, "built": []})
 
-    name = "restore_data"
+
+@register
+class BuildRestore(Step):
+    """Build each backed-up item beside the live one and check it (owners, row counts, checksums); nothing live changes."""
+
+    name = "build_restore"
     scope = "primary"
 
     def describe(self, ctx, host):
-        return f"would recreate the databases and restore data and media from {ctx.backup_dir(host)}"
+        return (f"would restore the databases and files of {ctx.backup_dir(host)} beside the live ones "
+                "(new names), check owners and row counts, then swap them in by rename")
 
     def run(self, ctx, host):
         manifest = ctx.state.get("manifests", {}).get(host.name) or require_verified(ctx, host, ctx.backup_dir(host))
-        aside = ctx.failed_dir(host)
-        host.run(f"mkdir -p -m 700 {q(aside)}")
+        state = _restore_state(ctx)
+        done = {b.get("item") or f"db-{b.get('alias')}" for b in state["built"]}
         notes = []
         for item in manifest["items"]:
-            if item["kind"] == "code":
+            if item["kind"] == "code" or item["name"] in done:
                 continue
             driver = driver_for_item(ctx.config, item)
+            start = time.monotonic()
             snap = usable_snapshot(ctx, host, driver) if isinstance(driver, PostgresDriver) else None
             if snap:
-                start = time.monotonic()
-                kept = driver.revert(ctx, host, snap, ctx.release_id)
-                notes.append(f"{item['name']}: snapshot swapped in by rename in {time.monotonic() - start:.2f}s "
-                             f"(the database it replaced is kept as {kept})")
+                built = driver.build_from_snapshot(ctx, host, snap, state["label"])
+                notes.append(f"{item['name']}: snapshot {snap} ready to swap in")
+            else:
+                built = driver.build(ctx, host, ctx.backup_dir(host), item, state["label"])
+                notes.append(f"{item['name']}: built beside as {built.get('name') or built.get('new') or '-'} "
+                             f"and checked in {time.monotonic() - start:.2f}s")
+            built["item"] = item["name"]
+            state["built"].append(built)
+            ctx.record_progress()  # a run finishing this one knows what was built
+        return Outcome(changed=bool(notes), message="; ".join(notes) or "no data in the backup")
+
+
+@register
+class SwapRestore(Step):
+    """Swap every built item in by rename (databases in one transaction each); the replaced ones are kept."""
+
+    name = "swap_restore"
+    scope = "primary"
+
+    def describe(self, ctx, host):
+        return "would swap the restored copies in by rename, keeping the replaced ones"
+
+    def run(self, ctx, host):
+        state = _restore_state(ctx)
+        notes = []
+        for built in state["built"]:
+            if built.get("swapped"):
                 continue
-            notes.append(driver.restore(ctx, host, ctx.backup_dir(host), item, aside))
-        return Outcome(changed=True, message="; ".join(notes) or "no data in the backup")
+            driver = driver_for_item(ctx.config, {"name": built["item"]})
+            start = time.monotonic()
+            notes.append(f"{driver.swap(ctx, host, built, state['label'])} ({time.monotonic() - start:.2f}s)")
+            built["swapped"] = True
+            ctx.record_progress()
+        ctx.state["snapshots"] = {a: s for a, s in (ctx.state.get("snapshots") or {}).items()
+                                  if not any(b.get("snapshot") and b["name"] == s for b in state["built"])}
+        return Outcome(changed=bool(notes), message="; ".join(notes) or "nothing left to swap")
+
+
+@register
+class DiscardRestore(Step):
+    """Remove what was built for a restore that will not be swapped in; the live data was never touched."""
+
+    name = "discard_restore"
+    scope = "primary"
+    continue_on_error = True
+
+    def run(self, ctx, host):
+        state = ctx.state.get("restore") or {}
+        notes = []
+        for built in state.get("built", []):
+            if built.get("swapped"):
+                continue
+            driver = driver_for_item(ctx.config, {"name": built["item"]})
+            notes.append(driver.discard(ctx, host, built))
+        state["built"] = [b for b in state.get("built", []) if b.get("swapped")]
+        return Outcome(changed=bool(notes), message="; ".join(notes) or "nothing was built")
 
 
 def pg_drivers(ctx) -> list[PostgresDriver]:
@@ -184,11 +217,15 @@ class SnapshotDatabases(Step):
         return ctx.config.snapshots and bool(pg_drivers(ctx))
 
     def describe(self, ctx, host):
-        return "would clone " + ", ".join(f"{d.spec.name} -> {d.snapshot_name(ctx.release_id)}" for d in pg_drivers(ctx))
+        return "would clone " + ", ".join(f"{d.spec.name} -> {d.derived(ctx, 'snapshot', ctx.release_id)}"
+                                          for d in pg_drivers(ctx))
 
     def run(self, ctx, host):
         notes, snaps = [], ctx.state.setdefault("snapshots", {})
         for d in pg_drivers(ctx):
+            if d.spec.alias in snaps and d.snapshot_exists(ctx, host, snaps[d.spec.alias]):
+                notes.append(f"{d.spec.name} -> {snaps[d.spec.alias]} (taken already)")
+                continue
             if not d.exists(ctx, host):
                 notes.append(f"{d.spec.name}: does not exist yet")
                 continue
@@ -200,15 +237,37 @@ class SnapshotDatabases(Step):
             try:
                 snaps[d.spec.alias] = d.snapshot(ctx, host, ctx.release_id)
             except DeployError as exc:
+                if isinstance(exc, Interrupted):
+                    raise
                 notes.append(f"no snapshot of {d.spec.name}: {exc}; recovery will restore the verified dump")
                 continue
+            ctx.record_progress()
             notes.append(f"{d.spec.name} -> {snaps[d.spec.alias]}")
         return Outcome(changed=bool(snaps), message="; ".join(notes))
 
 
 @register
+class DiscardSnapshots(Step):
+    """Drop the snapshots this run took (a release that never went live does not need its way back)."""
+
+    name = "discard_snapshots"
+    scope = "primary"
+    continue_on_error = True
+
+    def run(self, ctx, host):
+        dropped = []
+        for d in pg_drivers(ctx):
+            snap = (ctx.state.get("snapshots") or {}).get(d.spec.alias)
+            if snap:
+                d.drop(ctx, host, snap)
+                dropped.append(snap)
+        ctx.state["snapshots"] = {}
+        return Outcome(changed=bool(dropped), message=", ".join(dropped) or "no snapshot taken")
+
+
+@register
 class PruneSnapshots(Step):
-    """Drop snapshots and set-aside databases of releases beyond keep_releases."""
+    """Drop the databases deploykit derived for releases beyond keep_releases (only names the registry lists)."""
 
     name = "prune_snapshots"
     scope = "primary"
@@ -220,12 +279,67 @@ class PruneSnapshots(Step):
     def run(self, ctx, host):
         from ..releases import Registry
 
-        kept = {r["id"] for r in Registry.load(host).releases[-ctx.config.keep_releases:]} | {ctx.release_id}
+        registry = Registry.load(host)
+        kept = {r["id"] for r in registry.releases[-ctx.config.keep_releases:]} | {ctx.release_id}
+        drivers = {d.spec.alias: d for d in pg_drivers(ctx)}
         dropped = []
-        for d in pg_drivers(ctx):
-            for name in d.own_databases(ctx, host):
-                label = name.split("__dk_", 1)[-1] if "__dk_" in name else name.split("__dkold_", 1)[-1]
-                if label not in kept:
-                    d.drop(ctx, host, name)
-                    dropped.append(name)
+        for name, meta in sorted(registry.derived.items()):
+            d = drivers.get(meta.get("alias"))
+            if d is None or meta.get("engine") != "postgresql" or meta.get("app") not in (None, ctx.config.app):
+                continue
+            if meta.get("kind") in ("snapshot", "aside"):
+                if meta.get("release") in kept:
+                    continue
+            elif meta.get("run") == ctx.run_id:
+                continue  # a restore or scratch copy of this very run
+            d.drop(ctx, host, name)
+            dropped.append(name)
         return Outcome(changed=bool(dropped), message=", ".join(dropped) or "nothing to drop")
+
+
+@register
+class DiscardBackup(Step):
+    """Remove this run's backup directory if it never got its manifest (an incomplete backup is never used)."""
+
+    name = "discard_backup"
+    scope = "all"
+    continue_on_error = True
+
+    def run(self, ctx, host):
+        if not ctx.backup_id:
+            return Outcome(message="no backup was started")
+        path = ctx.backup_dir(host)
+        manifest = host.read_json(f"{path}/{MANIFEST}")
+        if manifest and manifest.get("complete"):
+            return Outcome(message=f"{path} is complete: kept")
+        if not host.exists(path):
+            return Outcome(message="nothing was written")
+        host.run(f"rm -rf {q(path)}")
+        return Outcome(changed=True, message=f"removed the incomplete {path}")
+
+
+@register
+class ConfirmRestore(Step):
+    """Show what the restore will replace and ask (--yes in scripts); nothing changed until then."""
+
+    name = "confirm_restore"
+    scope = "controller"
+
+    def describe(self, ctx, host):
+        return f"would show what backup {ctx.backup_id} replaces and ask for confirmation"
+
+    def run(self, ctx, host):
+        manifest = ctx.state.get("manifests", {}).get(ctx.primary.name) or {}
+        items = []
+        for item in manifest.get("items", []):
+            if item["kind"] == "code":
+                continue
+            size = sum(f["size"] for f in item.get("files", {}).values())
+            replaces = item.get("database") or item.get("root") or item.get("source") or item["name"]
+            items.append({"name": item["name"], "replaces": str(replaces),
+                          "size": "absent" if item.get("absent") else f"{size / (1 << 20):.1f} MB"})
+        summary = {"backup": ctx.backup_id, "created": manifest.get("created"), "items": items,
+                   "live": (ctx.previous or {}).get("id"), "release_at_backup": manifest.get("release")}
+        if ctx.confirm is not None and not ctx.confirm(summary):
+            raise NotConfirmed(f"restore of {ctx.backup_id} not confirmed: nothing was changed")
+        return Outcome(message=f"{len(items)} item(s) of {ctx.backup_id} will replace the live ones")

@@ -16,5 +16,5 @@ class Hook(Step):
 
     def run(self, ctx, host):
         cwd = ctx.release_dir(host) if ctx.release_id and host.exists(ctx.release_dir(host)) else host.deploy_to
-        res = host.run(host.render(self.options["run"]), cwd=cwd)
+        res = host.run(host.render(self.options["run"]), cwd=cwd, timeout=self.options.get("timeout"))
         return Outcome(changed=True, message=f"{self.options.get('label')}: {res.stdout.strip()[-200:]}")

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..playbook import Outcome, Step, register
-from ..releases import Registry
+from ..releases import Registry, registry_hosts
 
 
 def _entry(ctx) -> dict:
@@ -14,7 +14,7 @@ def _entry(ctx) -> dict:
 
 def save_registry(ctx, registry: Registry) -> None:
     """Every app host (and the primary) keeps the same registry."""
-    registry.save([h for h in ctx.hosts if "app" in h.roles or h.is_primary])
+    registry.save(registry_hosts(ctx))
 
 
 @register

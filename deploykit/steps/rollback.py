@@ -229,7 +229,9 @@ class LossReport(Step):
 
     name = "loss_report"
     scope = "primary"
-    read_only = True
+
+    def describe(self, ctx, host):
+        return "would count, per table, the rows written since the backup (the real run counts them, then asks)"
 
     def applies(self, ctx, host):
         return bool(ctx.options.get("with_data"))

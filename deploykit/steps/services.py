@@ -6,7 +6,7 @@ from ..playbook import Outcome, Step, register
 
 
 def _running(host, proc) -> bool:
-    status = host.run(host.render(proc.status), check=False)
+    status = host.run(host.render(proc.status), check=False, read_only=True)
     return status.ok and "RUNNING" in status.stdout.upper() or (status.ok and "ACTIVE" == status.stdout.strip().upper())
 
 

@@ -1,0 +1,120 @@
+"""How a run ends, in one place: the exit code and the last line.
+
+Exit codes: 0 done; 1 failed, and the state before the run is back (or was
+never changed) and serving; 2 refused (bad input, a failed preflight, a
+lock held): nothing changed; 130 interrupted, and the state before or after
+the run is in place and serving; 3 only when the app is not serving or the
+data is in an unknown state (a procedure failed, or a second signal stopped
+it at once). The last line always says what is live, whether the lock is
+held, and where the backup and the journal are.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .errors import DeployError, LockLost
+
+OK, FAILED, REFUSED, UNKNOWN, INTERRUPTED = 0, 1, 2, 3, 130
+REFUSING_PHASES = (None, "check", "plan")
+UNDO = ("abort", "recover", "backup_abort", "restore_abort", "rollback_abort", "abandon")
+
+
+HINTS = {
+    FAILED: "fix the cause, then run the command again",
+    REFUSED: "nothing was changed",
+    UNKNOWN: "fix the cause, then run the same command again: it finishes what was left (the journal has every step)",
+    INTERRUPTED: "run the command again when you are ready",
+}
+
+
+@dataclass
+class Ending:
+    code: int
+    line: str
+
+    def text(self, hint: str | None = None) -> str:
+        """The last line: 'deploykit: error: ... (hint: ...)' for anything but success."""
+        if self.code == OK:
+            return f"deploykit: {self.line}"
+        hint = hint or HINTS.get(self.code, "")
+        return f"deploykit: error: {self.line}" + (f" (hint: {hint})" if hint and "(hint:" not in self.line else "")
+
+
+def _err(error) -> str:
+    if error is None:
+        return "failed"
+    return error.one_line() if isinstance(error, DeployError) else str(error)
+
+
+def _where(data: dict) -> str:
+    live = data.get("live")
+    if isinstance(live, dict):
+        live_text = f"live: {live['id']}" + (f" ({live['tag']})" if live.get("tag") else "")
+    elif live is None:
+        live_text = "live: no release"
+    else:
+        live_text = f"live: {live}"
+    held = data.get("lock_held") or []
+    lock = f"lock: HELD on {', '.join(held)}" if held else "lock: free"
+    parts = [live_text, lock]
+    if data.get("backup_dir"):
+        parts.append(f"backup: {data['backup_dir']}")
+    parts.append(f"journal: {data.get('journal')}")
+    return "; ".join(parts)
+
+
+def ending(result, what: str, command: str) -> Ending:
+    data = result.data
+    where = _where(data)
+    if result.dry_run:
+        if result.ok:
+            return Ending(OK, f"dry run of {what}: nothing was changed")
+        return Ending(REFUSED, f"dry run of {what}: {_err(result.error)}; nothing was changed")
+    unhealthy = data.get("outcome", {}).get("healthy") is False
+    if data.get("hard_stopped"):
+        return Ending(UNKNOWN, f"{what}: stopped at once; {where}; run the same command again to finish")
+    finished = data.get("finished_run")
+    if finished:
+        about = (f"run {finished.get('run_id')} ({finished.get('command')}, stopped at {finished.get('phase')}: "
+                 f"{finished.get('why')})")
+        if not result.ok:
+            return Ending(UNKNOWN, f"finishing {about} failed at {result.failed_stage}: {_err(result.error)}; {where}")
+        if unhealthy:
+            return Ending(UNKNOWN, f"finished {about} with its {finished.get('procedure')}, but the app is NOT "
+                                   f"serving; {where}")
+        if finished.get("procedure", "").endswith("_finish") and finished.get("command") == command:
+            return Ending(OK, f"{what}: finished {about}; {where}")
+        return Ending(FAILED, f"{what} not started: first finished {about} with its {finished.get('procedure')}; "
+                              f"{where}; run the command again")
+    if result.ok:
+        if unhealthy:
+            return Ending(UNKNOWN, f"{what}: done, but the app is NOT serving; {where}")
+        return Ending(OK, f"{what}: done; {where}")
+    err = _err(result.error)
+    at = f" at {result.failed_stage}" if result.failed_stage else ""
+    interrupted = data.get("interrupted")
+    recovery = result.recovery
+    if isinstance(result.error, LockLost):
+        return Ending(FAILED, f"{what} stopped{at}: {err}; the run that took over finishes it; {where}")
+    if recovery is None or recovery.playbook == "abandon":
+        if interrupted:
+            return Ending(INTERRUPTED, f"{what} interrupted{at}: nothing was changed; {where}")
+        if result.failed_stage in REFUSING_PHASES:
+            return Ending(REFUSED, f"{what} refused{at}: {err}")
+        return Ending(UNKNOWN, f"{what} failed{at}: {err}; {where}")
+    how = "interrupted" if interrupted else f"failed{at}: {err}"
+    if not recovery.ok:
+        rec_err = _err(recovery.error)
+        return Ending(UNKNOWN, f"{what} {how}; its {recovery.playbook} ALSO failed at {recovery.failed_stage}: "
+                               f"{rec_err}; {where}; fix the cause, then run the same command again to finish")
+    if unhealthy:
+        return Ending(UNKNOWN, f"{what} {how}; {recovery.playbook} done, but the app is NOT serving; {where}")
+    if recovery.playbook in UNDO:
+        back = {"recover": f"RECOVERED: code, databases and media are back to release {data.get('previous')} "
+                           "(the failed state is kept aside)",
+                "abort": "nothing live was changed (the upload is kept in failed/)",
+                "restore_abort": "nothing was restored: the live data is untouched",
+                "rollback_abort": "nothing was rolled back",
+                "backup_abort": "the incomplete backup was removed"}.get(recovery.playbook, "undone")
+        return Ending(INTERRUPTED if interrupted else FAILED, f"{what} {how}; {back}; {where}")
+    return Ending(INTERRUPTED if interrupted else OK, f"{what} {how}; finished by {recovery.playbook}; {where}")

@@ -1,0 +1,154 @@
+"""Preflight: every mistake a read-only look can find, before anything changes.
+
+Run by `release` in its check phase and by `deploykit check`. Everything here
+is read-only (it also runs in a dry-run): the process manager answers and
+knows every program; each database exists, its owner role too, pg_dump is
+not older than the server, and Django (through the live release's manage.py)
+sees the database configured here; media paths exist; the live release
+passes its health check; there is disk for the backup and the snapshot.
+A failure is a refusal (exit 2) with nothing changed.
+"""
+from __future__ import annotations
+
+import os
+import re
+
+from ..drivers import drivers_for
+from ..drivers.files import FilesDriver
+from ..drivers.postgres import PostgresDriver
+from ..drivers.sqlite import SQLiteDriver
+from ..errors import DeployError, PreflightFailed
+from ..host import q
+from ..playbook import Outcome, Step, register
+from .health import check_health
+
+
+def _major(text: str) -> int:
+    m = re.search(r"(\d+)(?:\.\d+)?", text or "")
+    return int(m.group(1)) if m else 0
+
+
+def check_processes(ctx, host) -> list[str]:
+    """Each configured process is known to its manager, and the manager answers."""
+    problems = []
+    for proc in ctx.config.processes:
+        manager = getattr(proc, "manager", None) or ("supervisor" if "supervisorctl" in proc.status else
+                                                     "systemd" if proc.status.startswith("systemctl") else "commands")
+        if manager == "systemd":
+            unit = getattr(proc, "unit", None) or proc.status.split()[-1]
+            res = host.run(f"systemctl show -p LoadState --value {q(host.render(unit))}", check=False, read_only=True)
+            state = res.stdout.strip()
+            if not res.ok:
+                problems.append(f"{proc.name}: systemd does not answer on {host.name}: {res.tail(1)}")
+            elif state != "loaded":
+                problems.append(f"{proc.name}: systemd unit {host.render(unit)} is {state or 'unknown'} on {host.name}")
+            continue
+        res = host.run(host.render(proc.status), check=False, read_only=True)
+        out = (res.stdout + " " + res.stderr).lower()
+        if manager == "supervisor":
+            if "no such process" in out:
+                problems.append(f"{proc.name}: supervisor on {host.name} has no program named as configured "
+                                f"({host.render(proc.status)})")
+            elif any(w in out for w in ("refused", "no such file", "error", "unix://", "http://")) and \
+                    not any(w in out for w in ("running", "stopped", "starting", "exited", "fatal", "backoff")):
+                problems.append(f"{proc.name}: supervisor does not answer on {host.name}: {res.tail(1)}")
+        elif not res.ok and proc.status != "true" and ctx.previous:
+            problems.append(f"{proc.name}: its status command failed on {host.name}: {res.tail(1)}")
+    return problems
+
+
+def check_databases(ctx, host) -> list[str]:
+    """On the primary: each database exists while a release is live, its owner too, pg_dump is new enough."""
+    problems = []
+    for d in drivers_for(ctx.config):
+        if isinstance(d, PostgresDriver):
+            try:
+                server = d.versions(ctx, host)
+            except DeployError as exc:
+                problems.append(f"{d.spec.alias}: cannot reach PostgreSQL as {d.spec.admin_user}: {exc}")
+                continue
+            if _major(server["pg_dump"]) < server["server_num"] // 10000:
+                problems.append(f"{d.spec.alias}: {server['pg_dump'] or 'pg_dump'} is older than the server "
+                                f"({server['server']}): its dumps would fail")
+            if not d.role_exists(ctx, host, d.spec.owner):
+                problems.append(f"{d.spec.alias}: the owner role {d.spec.owner!r} does not exist")
+            if ctx.previous and not d.exists(ctx, host):
+                problems.append(f"{d.spec.alias}: database {d.spec.name} does not exist while release "
+                                f"{ctx.previous['id']} is live")
+        elif isinstance(d, SQLiteDriver):
+            if ctx.previous and not host.exists(d.path(host)):
+                problems.append(f"{d.spec.alias}: the SQLite database {d.path(host)} does not exist while release "
+                                f"{ctx.previous['id']} is live (relative names are relative to deploy_to)")
+        elif isinstance(d, FilesDriver):
+            if ctx.previous and not host.exists(d.root(host)):
+                problems.append(f"{d.item_name}: {d.root(host)} does not exist")
+    return problems
+
+
+def check_django_databases(ctx, host) -> list[str]:
+    """The live release's Django, run through its own manage.py, uses the databases configured here."""
+    if not ctx.previous:
+        return []
+    try:
+        from .django import check_database_identity
+    except ImportError:
+        return []
+    current = host.realpath(host.path("current"))
+    if not current or not host.exists(os.path.join(current, "manage.py")):
+        return []
+    return check_database_identity(ctx, host, current)
+
+
+def check_space(ctx, host) -> list[str]:
+    """Room under backups/ for a backup (media, plus about half the databases once compressed)."""
+    need = 0
+    for d in drivers_for(ctx.config):
+        if isinstance(d, PostgresDriver) and d.exists(ctx, host):
+            need += int(d.value(ctx, host, f"SELECT pg_database_size({_lit(d.spec.name)});") or 0) // 2
+        elif isinstance(d, FilesDriver) and host.exists(d.root(host)):
+            need += host.helper("files", "dir_size", {"path": d.root(host)})["bytes"]
+        elif isinstance(d, SQLiteDriver) and host.exists(d.path(host)):
+            need += host.helper("files", "dir_size", {"path": d.path(host)})["bytes"]
+    free = host.helper("files", "disk_free", {"path": host.deploy_to})["free_bytes"]
+    if free < need + (ctx.config.min_free_mb << 20):
+        return [f"only {free >> 20} MB free under {host.deploy_to} for a backup of about {need >> 20} MB "
+                f"(+ min_free_mb {ctx.config.min_free_mb})"]
+    return []
+
+
+def _lit(value: str) -> str:
+    from ..sqltext import literal
+
+    return literal(value)
+
+
+@register
+class Preflight(Step):
+    """Read-only checks of everything a release relies on (process manager, databases, Django's view, health)."""
+
+    name = "preflight"
+    scope = "all"
+    read_only = True
+
+    def run(self, ctx, host):
+        problems = []
+        if ctx.config.identity and not os.path.exists(ctx.config.identity):
+            problems.append(f"the SSH identity file {ctx.config.identity} does not exist on this controller")
+        if "app" in host.roles:
+            problems += check_processes(ctx, host)
+        if host.is_primary:
+            problems += check_databases(ctx, host)
+            if not problems:
+                problems += check_django_databases(ctx, host)
+                problems += check_space(ctx, host)
+        notes = []
+        if not problems and ctx.previous and "app" in host.roles:
+            try:
+                notes = check_health(ctx, host, read_only=True)
+            except DeployError as exc:
+                problems.append(f"the live release {ctx.previous['id']} fails its health check, so a new one "
+                                f"could not be verified either: {exc.one_line()}")
+        if problems:
+            raise PreflightFailed(f"{host.name}: {'; '.join(problems)}",
+                                  hint="fix this first; nothing was changed (run 'deploykit check --host STAGE' again)")
+        return Outcome(message="; ".join(["processes, databases, disk ok"] + notes))
