@@ -17,6 +17,7 @@ from typing import Callable
 
 import yaml
 
+from . import yamlload
 from .errors import ConfigError, DeployError, DryRunWrite, Interrupted, LockLost
 
 BUILTIN_DIR = Path(__file__).parent / "playbooks"
@@ -132,7 +133,7 @@ def load_playbook(name: str, config, _seen: tuple = ()) -> Playbook:
 
     path = _playbook_file(name, config)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yamlload.load(path.read_text())  # YAML 1.2 booleans, no duplicate keys
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: malformed YAML: {exc}".splitlines()[0], hint="fix the playbook's YAML") from None
     if not isinstance(raw, dict) or not isinstance(raw.get("stages"), list):
