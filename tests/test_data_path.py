@@ -136,6 +136,8 @@ def test_no_createdb_privilege_means_no_snapshot_and_says_so(stage_factory, tmp_
     assert result.ok, result.error
     snap = next(r for r in result.records if r.step == "snapshot_databases")
     assert "lacks the CREATEDB privilege" in snap.message and "verified dump" in snap.message
-    assert not [d for d in st.pg.databases() if d.startswith(st.db + "__dk_") and d.endswith(result.data["release_id"])]
+    derived = json.loads((st.primary.deploy_to / ".deploykit" / "releases.json").read_text())["derived"]
+    assert not [n for n, m in derived.items() if m["kind"] == "snapshot" and m["release"] == result.data["release_id"]]
+    assert not set(derived) & set(st.pg.databases()) - {n for n, m in derived.items() if m["kind"] == "snapshot"}
     manifest = json.loads((st.primary.deploy_to / "backups" / result.data["backup_id"] / "manifest.json").read_text())
     assert [i["name"] for i in manifest["items"]] == ["code", "db-default", "media-media"]

@@ -93,9 +93,11 @@ def test_rollback_to_tag_unapplies_and_keeps_rows(three_releases, tmp_path):
                if r["tag"] == "v1.0")
     assert not (st.primary.deploy_to / "releases" / v10["id"]).exists()  # pruned by keep_releases
     # snapshots follow keep_releases too: v1.0's (taken before v1.0 went live) is gone
-    ids = [r["id"] for r in json.loads((st.primary.deploy_to / ".deploykit/releases.json").read_text())["releases"]]
-    snaps = sorted(d.split("__dk_", 1)[1] for d in st.pg.databases() if d.startswith(st.db + "__dk_"))
+    doc = json.loads((st.primary.deploy_to / ".deploykit/releases.json").read_text())
+    ids = [r["id"] for r in doc["releases"]]
+    snaps = sorted(m["release"] for n, m in doc["derived"].items() if m["kind"] == "snapshot" and n in st.pg.databases())
     assert snaps == sorted(ids[1:])
+    assert all(n in st.pg.databases() for n, m in doc["derived"].items() if m["kind"] == "snapshot")
     untouched = st.snapshot()
     shown = operator_command(st, "deploykit_releases")
     assert "v1.0" in shown and "library:0004_book_isbn" in shown and "live" in shown

@@ -44,7 +44,6 @@ class FilesDriver(Driver):
 
     def swap(self, ctx, host, built, label):
         aside = posixpath.join(ctx.failed_dir(host), f"{self.item_name}.replaced-{built.get('label') or label}")
-        names.record(ctx, aside, "aside", engine=self.engine, item=self.item_name, label=built.get("label") or label)
         doc = host.helper("files", "swap_tree", {"root": built["root"], "new": built["new"], "aside": aside})
         names.forget(ctx, built["new"])
         if doc.get("already"):

@@ -307,7 +307,8 @@ class PostgresDriver(Driver):
                 return f"{self.item_name}: already swapped in (the replaced database is kept as {aside})"
             raise DeployError(f"{host.name}: the copy {new} to swap in for {live} is gone",
                               hint="run the restore again")
-        aside = self.claim(ctx, host, "aside", built.get("label") or label, replaced=live)
+        aside = self.claim(ctx, host, "aside", built.get("label") or label, replaced=live,
+                           release=ctx.release_id or (ctx.previous or {}).get("id"))
         has_live = self.exists(ctx, host)
         sql = ["SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
                f"WHERE datname IN ({literal(live)}, {literal(new)}) AND pid <> pg_backend_pid();", "BEGIN;"]
