@@ -19,4 +19,17 @@ def bench(c, size_mb=1500, json=None):
     sys.exit(subprocess.call(args))
 
 
-ns = Collection(*deploykit_ns.tasks.values(), bench)
+
+
+
+@task(auto_shortflags=False, help={"only": "run only the cases whose id contains this text (e.g. release@ or /sigkill)",
+                                   "json": "write the results to this JSON-lines file"})
+def faults(c, only=None, json=None):
+    """Run the whole interruption matrix (every procedure x point x fault) and print its table."""
+    args = [sys.executable, str(Path(__file__).parent / "bench" / "faults.py")]
+    if only:
+        args += ["--only", only]
+    if json:
+        args += ["--json", json]
+    sys.exit(subprocess.call(args))
+ns = Collection(*deploykit_ns.tasks.values(), bench, faults)

@@ -1,6 +1,8 @@
 """The state of one run: config, hosts, journal, lock, and what steps hand on."""
 from __future__ import annotations
 
+import os
+import re
 import shutil
 import tempfile
 import threading
@@ -16,6 +18,29 @@ RELEASES, SHARED, BACKUPS, FAILED, CURRENT = "releases", "shared", "backups", "f
 
 # what a run hands on to the run that finishes it, if it dies (kept in the primary's lock)
 RESUMABLE_STATE = ("snapshots", "migrations", "plan", "restore", "swapped", "derived")
+
+
+_TEMP = re.compile(r"^deploykit-\d{8}T\d{6}Z-[a-z_]+-(\d+)-")
+
+
+def sweep_dead_temp_dirs() -> list[str]:
+    """Remove the controller temp dirs of runs whose process is gone (killed with SIGKILL, say)."""
+    removed = []
+    base = Path(tempfile.gettempdir())
+    for entry in base.glob("deploykit-*"):
+        m = _TEMP.match(entry.name)
+        if not m or not entry.is_dir():
+            continue
+        try:
+            os.kill(int(m.group(1)), 0)
+            continue  # its run is alive
+        except PermissionError:
+            continue
+        except OSError:
+            pass
+        shutil.rmtree(entry, ignore_errors=True)
+        removed.append(str(entry))
+    return removed
 
 
 class Context:
@@ -51,6 +76,8 @@ class Context:
         self._interrupting = threading.Lock()  # an interrupt finishes killing before a procedure starts
         self._tmp: Path | None = None
         self._heartbeat = stage_lock.Heartbeat(self, config.lock.heartbeat)
+        if not dry_run:
+            sweep_dead_temp_dirs()
 
     # -- hosts -------------------------------------------------------------
     @property
@@ -95,6 +122,7 @@ class Context:
         """A private directory on the controller, removed when the run ends (whatever the ending)."""
         with self.lock:
             if self._tmp is None:
+                sweep_dead_temp_dirs()
                 self._tmp = Path(tempfile.mkdtemp(prefix=f"deploykit-{self.run_id}-"))
             return self._tmp
 
@@ -188,5 +216,7 @@ class Context:
 
     def unlock_all(self) -> None:
         for host in list(self.locked):
+            with self.lock:
+                if host in self.locked:
+                    self.locked.remove(host)
             stage_lock.release(host, self.run_id)
-            self.locked.remove(host)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import posixpath
+import re
 import secrets as _secrets
 import select
 import shlex
@@ -162,8 +163,9 @@ class Host:
             inner += f"cd {q(cwd)} || exit 1; "
         if track:
             pid_file = self.pid_file
+            label = re.sub(r"[^\w.:-]+", "_", track)[:60]
             inner = (f"mkdir -p {q(posixpath.dirname(pid_file))} 2>/dev/null; "
-                     f"echo \"$$ {token} {q(track)[:60]}\" >> {q(pid_file)} 2>/dev/null; ") + inner
+                     f"echo \"$$ {token} {label}\" >> {q(pid_file)} 2>/dev/null; ") + inner
         inner += command
         marks = f"DEPLOYKIT_RUN={q(self.run_id)} DEPLOYKIT_CMD={token}"
         if track:

@@ -187,7 +187,8 @@ class Heartbeat:
         while not self._stop.wait(self.interval):
             for host in list(self.ctx.locked):
                 try:
-                    if not heartbeat(host, self.ctx.run_id):
-                        self.ctx.lose_lock(host)
+                    ours = heartbeat(host, self.ctx.run_id)
                 except Exception:  # an unreachable host: the next step will say so
-                    pass
+                    continue
+                if not ours and host in self.ctx.locked:  # not a lock this run has just freed itself
+                    self.ctx.lose_lock(host)

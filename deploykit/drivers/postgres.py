@@ -197,6 +197,13 @@ class PostgresDriver(Driver):
                                              "jobs": self.jobs(host), "compress": self.compression(host),
                                              "count_sql": COUNT_SQL},
                           track=f"pg_dump {self.spec.name}", **ctx.db_access(host, self.spec))
+        if ctx.previous and ctx.previous.get("migrations") and self.spec.alias == "default" \
+                and not any(t.endswith(".django_migrations") for t in doc["counts"]):
+            raise DeployError(f"{host.name}: database {self.spec.name} has no django_migrations table while release "
+                              f"{ctx.previous['id']} is live with its migrations applied: its data is not where "
+                              "deploykit expects it, and a backup of it would restore nothing",
+                              hint="find out what happened to it before anything else (the last journal in "
+                                   ".deploykit/journal/ says what ran)")
         tree = host.helper("files", "hash_tree", {"dir": dest})["files"]
         item["files"] = prefixed(self.item_name, tree)
         item["meta"] = {"owner": self.owner_report(ctx, host)["owner"], **self.versions(ctx, host),

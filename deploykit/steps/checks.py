@@ -118,11 +118,11 @@ class ReleaseLock(Step):
     continue_on_error = True
 
     def run(self, ctx, host):
-        if host not in ctx.locked:
-            return Outcome(message="not locked by this run")
-        stage_lock.release(host, ctx.run_id)
-        with ctx.lock:
+        with ctx.lock:  # out of the list first: the heartbeat must not mistake our own release for a takeover
+            if host not in ctx.locked:
+                return Outcome(message="not locked by this run")
             ctx.locked.remove(host)
+        stage_lock.release(host, ctx.run_id)
         return Outcome(changed=True, message="unlocked")
 
 

@@ -21,7 +21,7 @@ class Migrate(Step):
 def migrate_in(ctx, host, release_dir: str, nothing: str = "no migrations to apply") -> Outcome:
     """`manage.py migrate` with the code in release_dir; the state after is kept for the registry."""
     before = migration_state(ctx, host, release_dir)["applied"]
-    ctx.manage(host, "migrate --noinput", release_dir=release_dir)
+    ctx.manage(host, "migrate --noinput", release_dir=release_dir, track="migrate")
     after = migration_state(ctx, host, release_dir)
     ctx.state["migrations"] = after
     applied = [f"{app}.{name}" for app, names in after["applied"].items()

@@ -140,7 +140,8 @@ class UnapplyMigrations(Step):
             return Outcome(message="nothing left to unapply")
         doc = host.helper("django_state", "migrate", {"project_dir": from_dir(ctx, host),
                                                       "settings": ctx.config.settings_module,
-                                                      "targets": [list(t) for t in targets]})
+                                                      "targets": [list(t) for t in targets]},
+                          track="unapply")
         return Outcome(changed=True, message=f"unapplied {len(doc['unapplied'])}: {', '.join(doc['unapplied'])}")
 
 
