@@ -402,6 +402,9 @@ class SSHHost(Host):
         start = time.monotonic()
         try:
             transport = self.conn.client.get_transport()
+            if transport is None or not transport.is_active():  # dropped since the last command: reconnect once
+                self.close()
+                transport = self.conn.client.get_transport()
             if transport is None or not transport.is_active():
                 raise EOFError("the SSH transport is closed")
             chan = transport.open_session(timeout=self.config.connect_timeout)

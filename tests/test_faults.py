@@ -36,5 +36,6 @@ def lab(tmp_path_factory, pg_cluster, sample_repo):
 @pytest.mark.parametrize("case", CI_CASES, ids=lambda c: c.id)
 def test_interrupted_run_keeps_the_promise(lab, case):
     result = lab.run_case(case)
+    print("\n" + table([result]).splitlines()[1])
     assert result.fired, f"{case.id}: the point was never reached ({result.exits})"
     assert result.ok, table([result]) + f"\nlast line: {getattr(result, 'last_stderr', '')}"

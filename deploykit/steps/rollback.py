@@ -219,7 +219,7 @@ class ChooseDataBackup(Step):
         ctx.state.setdefault("manifests", {})[host.name] = manifest
         # the snapshot taken with that backup, if it is still there, makes the restore a rename
         successor = Registry.load(host).get(manifest.get("for_release") or "") or {}
-        ctx.state["snapshots"] = dict(successor.get("snapshots") or {})
+        ctx.state["snapshots"] = dict(successor.get("snapshots") or {}) if ctx.config.snapshots else {}
         snaps = ", ".join(ctx.state["snapshots"].values())
         return Outcome(message=f"{bid} (taken {manifest.get('created')}) verified" + (f"; snapshot {snaps}" if snaps else ""))
 

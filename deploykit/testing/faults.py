@@ -181,6 +181,8 @@ class FaultLab:
             raise RuntimeError(f"backup failed: {cp.stderr}")
         self.backup_id = sorted(p.name for p in (st.primary.deploy_to / "backups").iterdir()
                                 if p.name.endswith("-manual"))[-1]
+        # written after the backup: a restore of it (or a data rollback) must lose exactly these
+        st.manage("seed_library", "--books", "2", "--with-covers", "--prefix", "after-backup")
         self._save_golden()
         self.before = self.state()
         for proc in PROCEDURES.values():
@@ -229,7 +231,9 @@ class FaultLab:
 
     def reset(self) -> None:
         """Back to the golden state: every database of the stage, every deploy root, the processes."""
+        t = time.monotonic()
         self._web("stop")
+        self.reset_times = {"stop": round(time.monotonic() - t, 2)}
         for name in set(self._stage_databases()) | set(self.golden_dbs):
             self.pg.drop_database(name)
         for name, meta in self.golden_dbs.items():
@@ -237,14 +241,19 @@ class FaultLab:
             with self.pg.connect() as conn:
                 conn.execute(f'ALTER DATABASE "{meta["clone"]}" WITH ALLOW_CONNECTIONS false')
                 conn.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS {"true" if meta["allowconn"] else "false"}')
+        self.reset_times["db"] = round(time.monotonic() - t, 2)
         for h in self.st.hosts:
             shutil.rmtree(h.deploy_to)
             subprocess.run(["cp", "-a", str(self.golden_dir / h.name), str(h.deploy_to)], check=True)
+        self.reset_times["files"] = round(time.monotonic() - t, 2)
         self._web("start")
+        self.reset_times["start"] = round(time.monotonic() - t, 2)
 
     def _web(self, verb: str) -> None:
-        for sup in self.st.supervisors:
-            sup.ctl(verb, "web")
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=len(self.st.supervisors)) as pool:
+            list(pool.map(lambda sup: sup.ctl(verb, "web"), self.st.supervisors))
 
     # -- what the promise is about -----------------------------------------------
     def state(self) -> dict:
@@ -380,7 +389,8 @@ class FaultLab:
             out, err = child.communicate()
             result.problems.append("the command did not end within 600 s")
         result.exits.append(child.returncode)
-        result.timings = {"reset": round(started - t0, 1), "run": round(time.monotonic() - started, 1)}
+        result.timings = {"reset": round(started - t0, 1), "run": round(time.monotonic() - started, 1),
+                          **getattr(self, "reset_times", {})}
         for _ in range(3):  # run the same command again while it says so (or a lock is left)
             if not self._locked() and child.returncode in (0, 1, 2, 130) and "run the same command again" not in err:
                 break
@@ -401,6 +411,10 @@ class FaultLab:
             result.outcome = "MIX: " + ", ".join(k for k in now if now[k] != self.before[k] and now[k] != after[k])
         run_ids = [j.stem for pid in pids for j in [self._journal(proc, pid)] if j is not None]
         result.problems += self.leftovers(run_ids)
+        for h in self.st.hosts:
+            for b in (h.deploy_to / "backups").iterdir() if (h.deploy_to / "backups").exists() else []:
+                if not (b / "manifest.json").exists():
+                    result.problems.append(f"incomplete backup left: {h.name}:{b.name}")
         if not all(v in ("1.0", "1.1", "1.2") for v in now["served"].values()):
             result.problems.append(f"not serving: {now['served']}")
         result.last_stderr = err.strip().splitlines()[-1:] if err else []
