@@ -6,6 +6,7 @@ import threading
 from .config import Config, DatabaseSpec
 from .host import Host, make_host, q
 from .journal import STATE_DIR, Journal, new_run_id, release_lock
+from .pyenv import app_python
 
 RELEASES, SHARED, BACKUPS, FAILED, CURRENT = "releases", "shared", "backups", "failed", "current"
 
@@ -57,10 +58,10 @@ class Context:
         return host.path(STATE_DIR, *parts)
 
     def manage(self, host: Host, args: str, release_dir: str | None = None, check: bool = True, timeout=None):
-        """Run `python manage.py ARGS` in a release directory on the host."""
+        """Run `python manage.py ARGS` in a release directory on the host, with the release's own Python."""
         cwd = release_dir or host.path(CURRENT)
         env = {"DJANGO_SETTINGS_MODULE": self.config.settings_module} if self.config.settings_module else None
-        return host.run(f"{q(host.python)} manage.py {args}", cwd=cwd, env=env, check=check, timeout=timeout)
+        return host.run(f"{app_python(self.config, host, cwd)} manage.py {args}", cwd=cwd, env=env, check=check, timeout=timeout)
 
     # -- database credentials ---------------------------------------------------
     def db_env(self, host: Host, db: DatabaseSpec) -> dict:

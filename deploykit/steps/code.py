@@ -9,6 +9,7 @@ from ..errors import DeployError
 from ..gitrepo import archive
 from ..host import q
 from ..playbook import Outcome, Step, register
+from ..pyenv import prune_envs, render_app
 
 
 @register
@@ -68,7 +69,7 @@ def link_shared(ctx, host, dest: str) -> list[str]:
 
 def run_install(ctx, host, dest: str) -> int:
     for cmd in ctx.config.install:
-        host.run(host.render(cmd), cwd=dest)
+        host.run(render_app(ctx, host, cmd, dest), cwd=dest)
     return len(ctx.config.install)
 
 
@@ -218,4 +219,5 @@ class Prune(Step):
             if bid not in keep_backups:
                 host.run(f"rm -rf {q(host.path('backups', bid))}")
                 removed.append(f"backup {bid}")
+        removed += [f"env {key}" for key in prune_envs(host)]  # those no release left here links to
         return Outcome(changed=bool(removed), message=", ".join(removed) or "nothing to prune")

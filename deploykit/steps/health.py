@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from ..errors import DeployError
 from ..playbook import Outcome, Step, register
+from ..pyenv import render_app
 
 
 @register
@@ -31,7 +32,8 @@ class HealthCheck(Step):
                     raise DeployError(f"{host.name}: manage.py {check.command} failed: {res.tail(2)}")
                 notes.append(f"manage.py {check.command} ok")
             else:
-                res = host.run(host.render(check.command), cwd=host.path("current"), check=False, timeout=check.timeout)
+                res = host.run(render_app(ctx, host, check.command, host.path("current")), cwd=host.path("current"),
+                               check=False, timeout=check.timeout)
                 if not res.ok:
                     raise DeployError(f"{host.name}: health command {check.command!r} failed: {res.tail(2)}")
                 notes.append(f"{check.command!r} ok")
