@@ -176,7 +176,8 @@ def forbidden_unapplies(steps: list[dict], graph: dict, target: dict) -> list[st
         covered = {key} | {tuple(k) for k in step.get("replaces") or []} | set(_replaces(graph, *key))
         hit = sorted(covered & then)
         if hit:
-            why = "" if hit == [key] else f" (replaces {', '.join(f'{a}.{n}' for a, n in hit)})"
+            replaced = [k for k in hit if k != key]
+            why = f" (replaces {', '.join(f'{a}.{n}' for a, n in replaced)})" if replaced else ""
             bad.append(f"{key[0]}.{key[1]}{why}")
     return bad
 

@@ -11,15 +11,15 @@ line, ``#`` comments) to delete.
 tags. The result is deterministic: fixed author, committer and tagger, and
 dates one hour apart from a fixed epoch, so the same source gives the same
 commit ids on any machine and the committed dates order the tags exactly as
-:data:`TAGS` lists them. ``main`` ends at ``v1.2``; each broken tag has its
-own branch forked from ``v1.2``::
+:data:`TAGS` lists them. ``main`` ends at ``v1.2``; every other tag is the
+head of its own branch, forked from its parent tag::
 
     v1.0 -- v1.1 -- v1.2                    (main)
              |         |-- v1.3-broken-health      (broken-health)
              |         |-- v1.3-broken-migration   (broken-migration)
              |         |-- v2.0: an irreversible data migration (irreversible)
-             |         `-- v1.4-shelf -- v1.5-squashed       (squash)
-             `-- v1.1-dotenv -- v1.2-dotenv                  (dotenv)
+             |         `-- v1.4-shelf (shelf) -- v1.5-squashed (squash)
+             `-- v1.1-dotenv (dotenv-1.1) -- v1.2-dotenv (dotenv)
 
 Each tag's ``requirements.txt`` pins ``dk-sample-extra`` (1.0 at v1.0, 1.1
 from v1.1, 1.3 in v1.3-broken-health), a wheel of the test wheelhouse
@@ -74,9 +74,9 @@ BRANCHES = {
     "v1.3-broken-health": "broken-health",
     "v1.3-broken-migration": "broken-migration",
     "v2.0": "irreversible",
-    "v1.4-shelf": "squash",
+    "v1.4-shelf": "shelf",
     "v1.5-squashed": "squash",
-    "v1.1-dotenv": "dotenv",
+    "v1.1-dotenv": "dotenv-1.1",
     "v1.2-dotenv": "dotenv",
 }
 #: Tag -> overlay directories under SAMPLE_DIR, applied in order over the parent's tree.
