@@ -107,7 +107,8 @@ class EnsureTargetCode(Step):
     scope = "app"
 
     def describe(self, ctx, host):
-        return f"would check {ctx.release_dir(host, ctx.previous['id'])} (re-deploying it from git if pruned)"
+        return (f"would check {ctx.release_dir(host, ctx.previous['id'])} and its Python environment "
+                "(re-deploying from git, rebuilding from the recorded freeze, what was pruned)")
 
     def run(self, ctx, host):
         dest = ctx.release_dir(host, ctx.previous["id"])
@@ -115,17 +116,18 @@ class EnsureTargetCode(Step):
             if ctx.config.venv is None:
                 return Outcome(message=f"{dest} present")
             env = ensure_recorded_env(ctx, host, dest, ctx.previous)  # rebuilt from its recorded freeze if pruned
-            return Outcome(changed=not env["reused"], message=f"{dest} present; {describe_env(env)}")
+            return Outcome(changed=env["changed"], message=f"{dest} present; {describe_env(env)}")
         commit = ctx.previous["commit"]
         host.run(f"rm -rf {q(dest)}")
         upload_commit(ctx, host, commit, ctx.previous.get("tag"), dest)
         link_shared(ctx, host, dest)
+        env_note = ""
         if ctx.config.venv is not None:
-            ensure_recorded_env(ctx, host, dest, ctx.previous)
+            env_note = f"; {describe_env(ensure_recorded_env(ctx, host, dest, ctx.previous))}"
         run_install(ctx, host, dest)
         if ctx.config.collectstatic:
             ctx.manage(host, "collectstatic --noinput", release_dir=dest)
-        return Outcome(changed=True, message=f"re-deployed {commit[:10]} into {dest}")
+        return Outcome(changed=True, message=f"re-deployed {commit[:10]} into {dest}{env_note}")
 
 
 @register
