@@ -249,3 +249,21 @@ def test_identity_problems_name_both_databases(dotenv_release):
     assert djangoapp.database_problems(ctx, host, {"default": {**pg, "PORT": "5433"}}, {}) == [
         "local: database 'default': the app uses postgresql 'library' on 10.0.0.5:5433, "
         "deploykit.yaml says postgresql 'library' on 10.0.0.5:5432"]
+
+
+def test_migrate_refuses_to_unapply_what_the_target_had(dotenv_release):
+    """The helper's own guard: a forbidden migration (or one a squash replaces) is never unapplied."""
+    root, rel = dotenv_release
+    ctx, host = local_ctx(root, {"default": {"engine": "sqlite", "path": "shared/app.sqlite3"}})
+    done = djangoapp.django_helper(ctx, host, str(rel), "migrate", {"targets": [["library", "0004_book_isbn"]]})
+    assert "library.0004_book_isbn" in done["applied"]
+    graph = djangoapp.migration_graph(ctx, host, str(rel))
+    assert graph["nodes"]["library"] == ["0001_initial", "0002_genre_book_genre", "0003_default_genres",
+                                         "0004_book_isbn"]
+    args = {"targets": [["library", "0002_genre_book_genre"]], "forbid": [["library", "0003_default_genres"]]}
+    refused = djangoapp.django_helper(ctx, host, str(rel), "migrate", args, check=False)
+    assert not refused["ok"] and refused["error"].endswith("the target release had: library.0003_default_genres")
+    assert djangoapp.migration_state(ctx, host, str(rel))["applied"]["library"][-1] == "0004_book_isbn"
+    args["forbid"] = [["library", "0002_genre_book_genre"]]
+    done = djangoapp.django_helper(ctx, host, str(rel), "migrate", args)
+    assert done["unapplied"] == ["library.0004_book_isbn", "library.0003_default_genres"]

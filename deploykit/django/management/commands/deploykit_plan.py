@@ -2,7 +2,8 @@
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connections
 
-from ....planning import PlanError, find_target, forbidden_unapplies, graph_targets, unexplained_noop
+from ....planning import (PlanError, find_target, forbidden_unapplies, graph_targets, unexplained_noop,
+                          unknown_target_state)
 from ....remote.django_state import build_plan, read_graph
 from ...state import registry
 
@@ -29,6 +30,9 @@ class Command(BaseCommand):
         connection = connections[opts["database"]]
         graph = read_graph(connection)
         now = graph["applied"]
+        if unknown_target_state(graph, target):
+            raise CommandError(f"{target['id']} has no recorded migration state while this database has migrations: "
+                               "a plan would unapply everything (roll back with --with-data)")
         targets = graph_targets(graph, target)
         self.stdout.write(f"rollback to {target['id']} ({','.join(target.get('tags') or []) or target.get('commit')})")
         if not targets:
