@@ -64,9 +64,11 @@ def find_target(releases: list[dict], live: dict | None, *, tag: str | None = No
 
 
 def migration_targets(current: dict[str, list[str]], target: dict[str, list[str]]) -> list[tuple[str, str | None]]:
-    """(app, migration name, or None for zero) for every app that must go back.
+    """(app, migration name, or None for zero) for every app that must go back, by names only.
 
-    `current` and `target` map app -> applied migration names in graph order
+    Right for linear histories without squashes; rollbacks use graph_targets
+    (a squash is not a name the target recorded). `current` and `target` map
+    app -> applied migration names in graph order
     (as recorded from Django's recorder and loader). An app goes back to the
     last migration applied both now and then; migrations the target had that
     are not applied now are left to a forward `migrate` with the target's code.

@@ -140,15 +140,23 @@ def _clean_env():
     return env
 
 
-def _run(cmd, cwd=None, what=None):
-    proc = subprocess.run(cmd, cwd=cwd, env=_clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          universal_newlines=True)
+def _start(cmd, cwd=None):
+    return subprocess.Popen(cmd, cwd=cwd, env=_clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            universal_newlines=True)
+
+
+def _finish(proc, cmd, what=None):
+    out, err = proc.communicate()
     if proc.returncode != 0:
-        text = (proc.stderr.strip() or proc.stdout.strip()).splitlines()
+        text = (err.strip() or out.strip()).splitlines()
         useful = [line.strip() for line in text if line.strip().startswith(("ERROR", "error"))] or text[-2:]
         raise EnvError("%s failed (exit %d): %s" % (what or " ".join(shlex.quote(c) for c in cmd[:4]),
                                                      proc.returncode, " | ".join(useful[-2:])))
-    return proc.stdout
+    return out
+
+
+def _run(cmd, cwd=None, what=None):
+    return _finish(_start(cmd, cwd), cmd, what)
 
 
 def _pip_version():
@@ -215,8 +223,10 @@ def build(path, inputs, req, args):
         _write_atomic(cfile, "\n".join(c.strip() for c in constraints) + "\n")
         install += ["-c", cfile]
     _run(install, cwd=args["release_dir"], what="pip install -r %s" % os.path.basename(req))
-    freeze = _lines(_run(pip + ["freeze"], what="pip freeze"))
-    own = _lines(_run(pip + ["freeze", "--path", purelib], what="pip freeze --path"))
+    full_cmd, own_cmd = pip + ["freeze"], pip + ["freeze", "--path", purelib]
+    full_proc, own_proc = _start(full_cmd), _start(own_cmd)  # side by side: each takes a pip start-up
+    freeze = _lines(_finish(full_proc, full_cmd, "pip freeze"))
+    own = _lines(_finish(own_proc, own_cmd, "pip freeze --path"))
     marker = {"key": os.path.basename(path), "inputs": inputs, "method": method, "freeze": freeze,
               "own_freeze": own, "site_packages": purelib, "constrained": bool(constraints),
               "seconds": round(time.monotonic() - start, 3),

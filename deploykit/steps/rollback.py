@@ -95,7 +95,8 @@ class PlanRollback(Step):
             raise DeployError(f"irreversible migration(s) between {ctx.failed.get('tag') or ctx.failed['id']} and "
                               f"{ctx.previous.get('tag') or ctx.previous['id']}: {'; '.join(doc['irreversible'])}",
                               hint="roll back with --with-data to restore that release's backup instead (rows written since are lost)")
-        return Outcome(message="; ".join(lines) or "schema already matches: no migration to unapply",
+        return Outcome(message="; ".join(lines) or f"no migration to unapply: the database has only migrations "
+                                                   f"{_name(ctx.previous)} had",
                        diff="\n".join(sql))
 
 
