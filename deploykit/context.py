@@ -13,6 +13,7 @@ from . import lock as stage_lock
 from .config import Config, DatabaseSpec
 from .host import Host, make_host, q
 from .journal import STATE_DIR, Journal, new_run_id
+from .pyenv import app_python
 
 RELEASES, SHARED, BACKUPS, FAILED, CURRENT = "releases", "shared", "backups", "failed", "current"
 
@@ -102,11 +103,11 @@ class Context:
 
     def manage(self, host: Host, args: str, release_dir: str | None = None, check: bool = True, timeout=None,
                track: str | None = None, read_only: bool = False):
-        """Run `python manage.py ARGS` in a release directory on the host."""
+        """Run `python manage.py ARGS` in a release directory on the host, with the release's own Python."""
         cwd = release_dir or host.path(CURRENT)
         env = {"DJANGO_SETTINGS_MODULE": self.config.settings_module} if self.config.settings_module else None
-        return host.run(f"{q(host.python)} manage.py {args}", cwd=cwd, env=env, check=check, timeout=timeout,
-                        track=track, read_only=read_only)
+        return host.run(f"{app_python(self.config, host, cwd)} manage.py {args}", cwd=cwd, env=env, check=check,
+                        timeout=timeout, track=track, read_only=read_only)
 
     # -- database credentials ---------------------------------------------------
     def db_access(self, host: Host, db: DatabaseSpec) -> dict:

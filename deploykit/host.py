@@ -46,7 +46,8 @@ READ_ONLY_ACTIONS = {
               "http_check", "read_json"},
     "sqlite": {"checksums", "rowdiff", "info"},
     "pgrows": {"diff", "counts"},
-    "django_state": {"state", "plan", "databases"},
+    "django_state": {"state", "plan", "databases", "graph"},
+    "pyenv": {"probe"},
     "runs": {"tracked"},
 }
 

@@ -1,21 +1,37 @@
 """Build the sample "library" Django project as a real git repository.
 
 The project is stored in ``deploykit/demo/sample/`` as a base tree (``base/``,
-tagged ``v1.0``) plus one overlay directory per later tag. An overlay holds
-the files it adds or replaces over its parent tag's tree, and optionally a
-``.sample-delete`` file listing paths (one per line, ``#`` comments) to delete.
+tagged ``v1.0``) plus overlay directories. A tag's tree is its parent tag's
+tree with the tag's overlays (:data:`SOURCES`, by default the directory named
+like the tag) applied in order. An overlay holds the files it adds or
+replaces, and optionally a ``.sample-delete`` file listing paths (one per
+line, ``#`` comments) to delete.
 
 :func:`build_sample_repo` turns that into a git repository with annotated
 tags. The result is deterministic: fixed author, committer and tagger, and
 dates one hour apart from a fixed epoch, so the same source gives the same
 commit ids on any machine and the committed dates order the tags exactly as
-:data:`TAGS` lists them. ``main`` ends at ``v1.2``; each broken tag has its
-own branch forked from ``v1.2``::
+:data:`TAGS` lists them. ``main`` ends at ``v1.2``; every other tag is the
+head of its own branch, forked from its parent tag::
 
     v1.0 -- v1.1 -- v1.2                    (main)
-                       |-- v1.3-broken-health      (broken-health)
-                       |-- v1.3-broken-migration   (broken-migration)
-                       `-- v2.0: an irreversible data migration (irreversible)
+             |         |-- v1.3-broken-health      (broken-health)
+             |         |-- v1.3-broken-migration   (broken-migration)
+             |         |-- v2.0: an irreversible data migration (irreversible)
+             |         `-- v1.4-shelf (shelf) -- v1.5-squashed (squash)
+             `-- v1.1-dotenv (dotenv-1.1) -- v1.2-dotenv (dotenv)
+
+Each tag's ``requirements.txt`` pins ``dk-sample-extra`` (1.0 at v1.0, 1.1
+from v1.1, 1.3 in v1.3-broken-health), a wheel of the test wheelhouse
+(:mod:`deploykit.testing.wheelhouse`); ``/env/`` reports the version the
+serving environment has. ``v1.4-shelf`` adds the reusable app ``dk_shelf``
+1.0 (migrations 0001-0003); ``v1.5-squashed`` squashes the library's
+0001-0004 into ``0001_squashed_0004_book_isbn`` (the originals deleted), adds
+``0005_book_edition`` and moves to ``dk_shelf`` 2.0 (its own squash
+``0001_squashed_0003_shelf_label`` + ``0004_shelf_colour``): rollbacks across
+squashes. The ``-dotenv`` tags load ``.env`` in ``manage.py`` and
+``wsgi.py``; their settings read ``DATABASE_URL`` from the environment only
+(a Django helper that bypassed manage.py would see SQLite).
 
 Command line: ``python -m deploykit.demo.samplerepo DEST``.
 """
@@ -35,7 +51,8 @@ import git
 SAMPLE_DIR = Path(__file__).resolve().parent / "sample"
 
 #: Tags in commit-date order (oldest first).
-TAGS = ["v1.0", "v1.1", "v1.2", "v1.3-broken-health", "v1.3-broken-migration", "v2.0"]
+TAGS = ["v1.0", "v1.1", "v1.2", "v1.3-broken-health", "v1.3-broken-migration", "v2.0",
+        "v1.4-shelf", "v1.5-squashed", "v1.1-dotenv", "v1.2-dotenv"]
 #: Tag -> the tag its tree and commit derive from.
 PARENTS = {
     "v1.0": None,
@@ -44,6 +61,10 @@ PARENTS = {
     "v1.3-broken-health": "v1.2",
     "v1.3-broken-migration": "v1.2",
     "v2.0": "v1.2",
+    "v1.4-shelf": "v1.2",
+    "v1.5-squashed": "v1.4-shelf",
+    "v1.1-dotenv": "v1.1",
+    "v1.2-dotenv": "v1.1-dotenv",
 }
 #: Tag -> branch its commit is made on.
 BRANCHES = {
@@ -53,9 +74,14 @@ BRANCHES = {
     "v1.3-broken-health": "broken-health",
     "v1.3-broken-migration": "broken-migration",
     "v2.0": "irreversible",
+    "v1.4-shelf": "shelf",
+    "v1.5-squashed": "squash",
+    "v1.1-dotenv": "dotenv-1.1",
+    "v1.2-dotenv": "dotenv",
 }
-#: Tag -> source directory under SAMPLE_DIR.
-SOURCES = {tag: ("base" if PARENTS[tag] is None else tag) for tag in TAGS}
+#: Tag -> overlay directories under SAMPLE_DIR, applied in order over the parent's tree.
+SOURCES = {tag: (("base",) if PARENTS[tag] is None else (tag,)) for tag in TAGS}
+SOURCES.update({"v1.1-dotenv": ("dotenv",), "v1.2-dotenv": ("v1.2", "dotenv")})
 #: What each tag's APP_VERSION says.
 APP_VERSIONS = {
     "v1.0": "1.0",
@@ -64,6 +90,10 @@ APP_VERSIONS = {
     "v1.3-broken-health": "1.3",
     "v1.3-broken-migration": "1.3",
     "v2.0": "2.0",
+    "v1.4-shelf": "1.4",
+    "v1.5-squashed": "1.5",
+    "v1.1-dotenv": "1.1",
+    "v1.2-dotenv": "1.2",
 }
 #: Latest library migration of each tag's tree.
 LAST_MIGRATIONS = {
@@ -73,6 +103,10 @@ LAST_MIGRATIONS = {
     "v1.3-broken-health": "0005_book_pages",
     "v1.3-broken-migration": "0006_review",
     "v2.0": "0005_normalize_titles",
+    "v1.4-shelf": "0004_book_isbn",
+    "v1.5-squashed": "0005_book_edition",
+    "v1.1-dotenv": "0003_default_genres",
+    "v1.2-dotenv": "0004_book_isbn",
 }
 
 AUTHOR_NAME = "Deploykit Sample"
@@ -177,8 +211,9 @@ def build_sample_repo(dest: Path, sample_dir: Path = SAMPLE_DIR) -> git.Repo:
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         raise SampleRepoError(f"{dest} exists and is not an empty directory: pass a new or empty path")
     for tag in TAGS:
-        if not (sample_dir / SOURCES[tag]).is_dir():
-            raise SampleRepoError(f"sample source {sample_dir / SOURCES[tag]} is missing")
+        for src in SOURCES[tag]:
+            if not (sample_dir / src).is_dir():
+                raise SampleRepoError(f"sample source {sample_dir / src} is missing")
     dest.mkdir(parents=True, exist_ok=True)
 
     cmd = git.Git(str(dest))
@@ -200,7 +235,8 @@ def build_sample_repo(dest: Path, sample_dir: Path = SAMPLE_DIR) -> git.Repo:
             if parent is not None:
                 repo.git.checkout("--quiet", "--force", "-B", branch, f"{parent}^{{commit}}")
                 repo.git.clean("-fdxq")
-            _apply(sample_dir / SOURCES[tag], dest)
+            for src in SOURCES[tag]:
+                _apply(sample_dir / src, dest)
             repo.git.add("--all", "--force", ".")
             repo.git.commit("--quiet", "--no-verify", "-m", tag)
             repo.git.tag("-a", tag, "-m", tag)

@@ -24,12 +24,13 @@ from ..config import load_config
 from ..report import console, releases_table, step_line, timings_table
 from ..testing.ports import free_port
 from ..testing.supervisor import Supervisor
+from ..testing.wheelhouse import build_wheelhouse
 from .samplerepo import build_sample_repo
 
 STAGE = "demo"
 
 
-def write_config(project: Path, deploy_to: Path, supervisor_conf: str, port: int) -> Path:
+def write_config(project: Path, deploy_to: Path, supervisor_conf: str, port: int, wheels: Path) -> Path:
     cfg = {
         "app": "library",
         "deploy_to": str(deploy_to),
@@ -45,6 +46,9 @@ def write_config(project: Path, deploy_to: Path, supervisor_conf: str, port: int
         "health": [{"http": f"http://127.0.0.1:{port}/health/", "expect_status": 200, "timeout": 15},
                    {"manage": "check"}],
         "keep_releases": 3,
+        # each release gets its own environment over this Python's packages; the sample's
+        # extra requirements come from a local wheelhouse (offline)
+        "venv": {"system_site_packages": True, "pip_args": ["--no-index", "--find-links", str(wheels)]},
     }
     path = project / "deploykit.yaml"
     path.write_text(json.dumps(cfg, indent=2))  # JSON is YAML
@@ -97,16 +101,17 @@ def run_demo(sandbox: str | os.PathLike = ".demo", keep: bool = False) -> bool:
     console.rule("deploykit demo")
     console.print(f"sandbox: {root}")
     build_sample_repo(project)
+    wheels = build_wheelhouse(root / "wheels")
     (shared / ".env").write_text(f"DB_ENGINE=sqlite\nDB_NAME={shared / 'db.sqlite3'}\nMEDIA_ROOT={shared / 'media'}\n"
                                  f"SECRET_KEY=demo-{uuid.uuid4().hex}\n")
     port = free_port()
-    gunicorn = Path(sys.executable).with_name("gunicorn")
+    python = deploy_to / "current" / ".venv" / "bin" / "python"  # the live release's own environment
     sup = Supervisor.start(root / "supervisor", {"web": {
-        "command": f"{gunicorn} --chdir {deploy_to / 'current'} --bind 127.0.0.1:{port} --workers 2 libsite.wsgi",
+        "command": f"{python} -m gunicorn --chdir {deploy_to / 'current'} --bind 127.0.0.1:{port} --workers 2 libsite.wsgi",
         "directory": str(deploy_to),
     }})
     try:
-        cfg = load_config(write_config(project, deploy_to, str(sup.conf), port))
+        cfg = load_config(write_config(project, deploy_to, str(sup.conf), port, wheels))
         base = f"http://127.0.0.1:{port}"
         for tag in ("v1.0", "v1.1"):
             console.rule(f"release {tag}")
@@ -114,10 +119,11 @@ def run_demo(sandbox: str | os.PathLike = ".demo", keep: bool = False) -> bool:
             if not result.ok:
                 console.print(f"[red]release {tag} failed: {result.error.one_line()}[/red]")
                 return False
-            console.print(f"{base}/ answers {http_json(base + '/')}")
+            console.print(f"{base}/ answers {http_json(base + '/')}; its environment: "
+                          f"{http_json(base + '/env/')['packages']}")
 
         console.rule("write data on v1.1")
-        subprocess.run([sys.executable, "manage.py", "seed_library", "--books", "5", "--with-covers"],
+        subprocess.run([str(python), "manage.py", "seed_library", "--books", "5", "--with-covers"],
                        cwd=deploy_to / "current", check=True, capture_output=True)
         book = post_book(base + "/api/books/", "Written over HTTP", "Demo Author", b"a cover uploaded over HTTP\n")
         console.print(f"5 books seeded with covers, 1 posted over HTTP: {book}")
@@ -134,12 +140,14 @@ def run_demo(sandbox: str | os.PathLike = ".demo", keep: bool = False) -> bool:
         after_rows = sqlite_checksums(sys.executable, shared / "db.sqlite3")
         after_media = media_checksums(shared / "media")
         served = http_json(base + "/")
+        env = http_json(base + "/env/")["packages"]
         revision = (deploy_to / "current" / "REVISION").read_text().split()
         checks = {
             "broken release detected": detected,
             "recovery succeeded": broken.recovered,
             "current is v1.1": revision[1:] == ["v1.1"],
             "app serves v1.1": served.get("version") == "1.1",
+            "with v1.1's environment (dk-sample-extra 1.1)": env.get("dk-sample-extra") == "1.1",
             "every table's rows as before": after_rows == before_rows,
             f"all {len(before_media)} media files as before": after_media == before_media,
             "failed release kept in failed/": any((deploy_to / "failed").iterdir()),

@@ -1,15 +1,33 @@
-"""deploykit remote helper: a Django project's migration state, plans and unapply.
+"""deploykit remote helper: a Django project's databases, migration state, plans and unapply.
 
-Standalone (stdlib + the app's own Django): run with the app's Python as
-`python django_state.py ACTION` with JSON arguments on stdin; prints one JSON
-document. Uses Django's MigrationLoader, MigrationRecorder and
-MigrationExecutor, never the text output of manage.py.
+Standalone (stdlib + the app's own Django). deploykit runs it *inside the
+app's manage.py*, with the release's own Python environment:
 
-Actions (all take project_dir, settings?, database?):
-  state   -> {applied: {app: [name, ...]}, leaves: {app: [name, ...]}, django}
-  plan    {targets: [[app, name|null], ...]} -> {steps: [{app, name, backwards,
-           irreversible: [op descriptions], sql: [...]}], irreversible: [...]}
-  migrate {targets: [[app, name|null], ...]} -> {changed, unapplied: [...], applied: [...], state}
+    cd RELEASE && RELEASE/.venv/bin/python manage.py shell -v 0 -c BOOTSTRAP
+
+where BOOTSTRAP reads this file's source and the JSON arguments from stdin,
+so it runs after manage.py did whatever the app does (load a .env, pick the
+settings module) and after django.setup(): it sees the database the app
+sees. Run directly (`python django_state.py ACTION`, JSON on stdin) it sets
+Django up itself from project_dir. Either way it prints one JSON document as
+the last line of stdout. Uses Django's MigrationLoader, MigrationRecorder
+and MigrationExecutor, never the text output of manage.py.
+
+Actions (all take database?; run directly, also project_dir and settings?):
+  state     -> {applied: {app: [graph node, ...]}, replaced: {app: [name, ...]},
+               unmatched: {app: [name, ...]}, leaves: {app: [name, ...]}, django}
+               applied lists the graph nodes Django considers applied, in graph
+               order (a fully applied squash is one node); replaced: applied
+               rows replaced by an applied squash; unmatched: applied rows with
+               no migration file (and no squash replacing them).
+  graph     -> state + {nodes: {app: [name, ...]} (graph order),
+               replaces: {app: {name: [[app, name], ...]}} (squash nodes)}
+  plan      {targets: [[app, name|null], ...]} -> {steps: [{app, name, backwards,
+             replaces, irreversible: [op descriptions], sql: [...]}], irreversible: [...]}
+  migrate   {targets, forbid?: [[app, name], ...]} -> {changed, unapplied: [...], applied: [...], state}
+             refuses a plan unapplying a forbidden migration (or a squash replacing one)
+  databases {resolve?: [path, ...]} -> {databases: {alias: {ENGINE, NAME, HOST, PORT, USER}},
+             resolved: {path: realpath}}; a SQLite NAME is its absolute real path
 """
 import json
 import os
@@ -18,6 +36,11 @@ import sys
 
 
 def _setup(args):
+    import django
+    from django.apps import apps
+
+    if apps.ready:  # inside manage.py (shell -c): the app set Django up its own way
+        return django
     project_dir = args["project_dir"]
     os.chdir(project_dir)
     sys.path.insert(0, project_dir)
@@ -31,8 +54,6 @@ def _setup(args):
             settings = None
     if settings:
         os.environ["DJANGO_SETTINGS_MODULE"] = settings
-    import django
-
     django.setup()
     return django
 
@@ -53,23 +74,60 @@ def _forwards(graph):
     return order
 
 
-def read_state(connection):
+def _state_of(loader):
+    graph = loader.graph
+    order = {key: i for i, key in enumerate(_forwards(graph))}
+    applied_keys = set(loader.applied_migrations)
+    nodes_applied = sorted((k for k in applied_keys if k in graph.nodes), key=lambda k: (k[0], order.get(k, 0), k[1]))
+    replaced_by_applied = set()
+    for key in nodes_applied:
+        for old in getattr(graph.nodes[key], "replaces", None) or []:
+            replaced_by_applied.add(tuple(old))
+    applied, replaced, unmatched, leaves = {}, {}, {}, {}
+    for app, name in nodes_applied:
+        applied.setdefault(app, []).append(name)
+    for app, name in sorted(k for k in applied_keys if k not in graph.nodes):
+        (replaced if (app, name) in replaced_by_applied else unmatched).setdefault(app, []).append(name)
+    for app, name in sorted(graph.leaf_nodes()):
+        leaves.setdefault(app, []).append(name)
+    return {"applied": applied, "replaced": replaced, "unmatched": unmatched, "leaves": leaves}
+
+
+def _loader(connection):
     from django.db.migrations.loader import MigrationLoader
 
-    loader = MigrationLoader(connection, ignore_no_migrations=True)
-    order = {key: i for i, key in enumerate(_forwards(loader.graph))}
-    applied = {}
-    for app, name in sorted(loader.applied_migrations, key=lambda k: (k[0], order.get(k, 1 << 30), k[1])):
-        applied.setdefault(app, []).append(name)
-    leaves = {}
-    for app, name in sorted(loader.graph.leaf_nodes()):
-        leaves.setdefault(app, []).append(name)
-    return {"applied": applied, "leaves": leaves}
+    return MigrationLoader(connection, ignore_no_migrations=True)
+
+
+def read_state(connection):
+    """Applied migrations as Django's loader sees them: graph nodes in graph order, leaves from the graph."""
+    return _state_of(_loader(connection))
+
+
+def read_graph(connection):
+    """read_state + every node per app in graph order + what each squash node replaces."""
+    loader = _loader(connection)
+    out = _state_of(loader)
+    nodes, replaces = {}, {}
+    for app, name in _forwards(loader.graph):
+        nodes.setdefault(app, []).append(name)
+        migration = loader.graph.nodes[(app, name)]
+        if getattr(migration, "replaces", None):
+            replaces.setdefault(app, {})[name] = [list(k) for k in migration.replaces]
+    out.update({"nodes": nodes, "replaces": replaces})
+    return out
 
 
 def state(args):
     django = _setup(args)
     out = read_state(_connection(args))
+    out.update({"ok": True, "changed": False, "django": django.get_version()})
+    return out
+
+
+def graph(args):
+    django = _setup(args)
+    out = read_graph(_connection(args))
     out.update({"ok": True, "changed": False, "django": django.get_version()})
     return out
 
@@ -97,6 +155,7 @@ def build_plan(connection, targets, with_sql=True):
     for migration, backwards in plan:
         bad = irreversible_ops(migration) if backwards else []
         step = {"app": migration.app_label, "name": migration.name, "backwards": backwards,
+                "replaces": [list(k) for k in getattr(migration, "replaces", None) or []],
                 "irreversible": bad, "atomic": getattr(migration, "atomic", True)}
         if bad:
             irreversible.append("%s.%s: %s" % (migration.app_label, migration.name, "; ".join(bad)))
@@ -107,6 +166,19 @@ def build_plan(connection, targets, with_sql=True):
                 step["sql"] = ["-- cannot show SQL: %s" % exc]
         steps.append(step)
     return steps, irreversible
+
+
+def forbidden_steps(steps, forbid):
+    """Backward steps that would unapply a forbidden migration (itself, or one its squash replaces)."""
+    forbid = {tuple(k) for k in forbid or []}
+    bad = []
+    for s in steps:
+        if not s["backwards"]:
+            continue
+        covered = {(s["app"], s["name"])} | {tuple(k) for k in s.get("replaces") or []}
+        if covered & forbid:
+            bad.append("%s.%s" % (s["app"], s["name"]))
+    return bad
 
 
 def plan(args):
@@ -126,6 +198,10 @@ def migrate(args):
     if irreversible and not args.get("allow_irreversible"):
         return {"ok": False, "error": "irreversible: " + "; ".join(irreversible), "kind": "IrreversibleError",
                 "irreversible": irreversible}
+    bad = forbidden_steps(steps, args.get("forbid"))
+    if bad:
+        return {"ok": False, "kind": "ForbiddenError",
+                "error": "the plan would unapply migrations the target release had: " + ", ".join(bad)}
     executor = MigrationExecutor(connection)
     executor.migrate(targets, plan=executor.migration_plan(targets))
     return {"ok": True, "changed": bool(steps),
@@ -134,7 +210,33 @@ def migrate(args):
             "state": read_state(connection)}
 
 
-ACTIONS = {"state": state, "plan": plan, "migrate": migrate}
+def _sqlite_path(name):
+    name = str(name)
+    if not name or name == ":memory:" or name.startswith("file:"):
+        return name
+    return os.path.realpath(name)
+
+
+def databases(args):
+    """The database each alias of the app's settings points at (nothing is connected)."""
+    _setup(args)
+    from django.db import connections
+
+    out = {}
+    for alias in connections:
+        cfg = connections[alias].settings_dict
+        engine = cfg.get("ENGINE") or ""
+        name = cfg.get("NAME")
+        if name is not None and "sqlite" in engine:
+            name = _sqlite_path(name)
+        out[alias] = {"ENGINE": engine, "NAME": None if name is None else str(name),
+                      "HOST": str(cfg.get("HOST") or ""), "PORT": str(cfg.get("PORT") or ""),
+                      "USER": str(cfg.get("USER") or "")}
+    resolved = {p: os.path.realpath(p) for p in args.get("resolve") or []}
+    return {"ok": True, "changed": False, "databases": out, "resolved": resolved}
+
+
+ACTIONS = {"state": state, "graph": graph, "plan": plan, "migrate": migrate, "databases": databases}
 
 
 def main():
@@ -146,7 +248,7 @@ def main():
         args = json.loads(raw) if raw.strip() else {}
         out = ACTIONS[action](args)
     except Exception as exc:  # one JSON document, whatever happened
-        sys.stdout.write(json.dumps({"ok": False, "error": "%s: %s" % (type(exc).__name__, exc),
+        sys.stdout.write(json.dumps({"ok": False, "error": " ".join(("%s: %s" % (type(exc).__name__, exc)).split()),
                                      "kind": type(exc).__name__}) + "\n")
         sys.exit(1)
     sys.stdout.write(json.dumps(out) + "\n")

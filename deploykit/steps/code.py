@@ -8,6 +8,7 @@ from ..errors import DeployError
 from ..gitrepo import archive
 from ..host import q
 from ..playbook import Outcome, Step, register
+from ..pyenv import prune_envs, render_app
 
 
 @register
@@ -66,7 +67,7 @@ def link_shared(ctx, host, dest: str) -> list[str]:
 
 def run_install(ctx, host, dest: str) -> int:
     for cmd in ctx.config.install:
-        host.run(host.render(cmd), cwd=dest, track="install")
+        host.run(render_app(ctx, host, cmd, dest), cwd=dest, track="install")
     return len(ctx.config.install)
 
 
@@ -216,4 +217,5 @@ class Prune(Step):
             if bid not in keep_backups:
                 host.run(f"rm -rf {q(host.path('backups', bid))}")
                 removed.append(f"backup {bid}")
+        removed += [f"env {key}" for key in prune_envs(host)]  # those no release left here links to
         return Outcome(changed=bool(removed), message=", ".join(removed) or "nothing to prune")

@@ -1,7 +1,26 @@
-"""Django's own commands, run with the app's Python in the release directory."""
+"""Django's own commands, run with the release's Python in the release directory."""
 from __future__ import annotations
 
+from ..djangoapp import migration_state, require_database_identity
 from ..playbook import Outcome, Step, register
+
+
+@register
+class CheckDatabase(Step):
+    """Check that the app in the new release uses the databases deploykit.yaml names (before anything live changes)."""
+
+    name = "check_database"
+    scope = "app"
+
+    def applies(self, ctx, host):
+        return bool(ctx.config.databases)
+
+    def describe(self, ctx, host):
+        return (f"would check that manage.py in {ctx.release_dir(host)} sees the database(s) "
+                f"{', '.join(db.alias + '=' + db.name for db in ctx.config.databases)}")
+
+    def run(self, ctx, host):
+        return Outcome(message=require_database_identity(ctx, host, ctx.release_dir(host)))
 
 
 @register
@@ -43,8 +62,3 @@ class CollectStatic(Step):
         res = ctx.manage(host, "collectstatic --noinput", release_dir=ctx.release_dir(host))
         return Outcome(changed=True, message=res.stdout.strip().splitlines()[-1] if res.stdout.strip() else "done")
 
-
-def migration_state(ctx, host, release_dir: str) -> dict:
-    """Applied migrations per app and the graph's leaves, from Django's recorder and loader."""
-    args = {"project_dir": release_dir, "settings": ctx.config.settings_module}
-    return host.helper("django_state", "state", args)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from ..errors import DeployError, Interrupted
 from ..playbook import Outcome, Step, register
+from ..pyenv import render_app
 
 
 def check_health(ctx, host, read_only: bool = False) -> list[str]:
@@ -30,7 +31,8 @@ def check_health(ctx, host, read_only: bool = False) -> list[str]:
         elif read_only:
             notes.append(f"{check.command!r} not run (a check changes nothing)")
         else:
-            res = host.run(host.render(check.command), cwd=host.path("current"), check=False, timeout=check.timeout)
+            res = host.run(render_app(ctx, host, check.command, host.path("current")), cwd=host.path("current"),
+                           check=False, timeout=check.timeout)
             if not res.ok:
                 raise DeployError(f"{host.name}: health command {check.command!r} failed: {res.tail(2)}")
             notes.append(f"{check.command!r} ok")

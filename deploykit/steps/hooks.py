@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from ..playbook import Outcome, Step, register
+from ..pyenv import render_app
 
 
 @register
@@ -16,5 +17,6 @@ class Hook(Step):
 
     def run(self, ctx, host):
         cwd = ctx.release_dir(host) if ctx.release_id and host.exists(ctx.release_dir(host)) else host.deploy_to
-        res = host.run(host.render(self.options["run"]), cwd=cwd, timeout=self.options.get("timeout"))
+        code = cwd if cwd != host.deploy_to else host.path("current")  # {python}: that release's environment
+        res = host.run(render_app(ctx, host, self.options["run"], code), cwd=cwd, timeout=self.options.get("timeout"))
         return Outcome(changed=True, message=f"{self.options.get('label')}: {res.stdout.strip()[-200:]}")

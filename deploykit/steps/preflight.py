@@ -90,7 +90,7 @@ def check_django_databases(ctx, host) -> list[str]:
     if not ctx.previous:
         return []
     try:
-        from .django import check_database_identity
+        from ..djangoapp import check_database_identity
     except ImportError:
         return []
     current = host.realpath(host.path("current"))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from ..playbook import Outcome, Step, register
+from ..pyenv import registry_fields
 from ..releases import Registry, registry_hosts
 
 
@@ -9,7 +10,7 @@ def _entry(ctx) -> dict:
     rev = ctx.revision
     return {"id": ctx.release_id, "commit": rev.commit if rev else None, "tag": rev.tag if rev else None,
             "tags": rev.tags if rev else [], "backup_id": ctx.backup_id,
-            "previous": ctx.previous["id"] if ctx.previous else None, "run_id": ctx.run_id}
+            "previous": ctx.previous["id"] if ctx.previous else None, "run_id": ctx.run_id, **registry_fields(ctx)}
 
 
 def save_registry(ctx, registry: Registry) -> None:
@@ -28,6 +29,7 @@ class RecordRelease(Step):
         registry = Registry.load(ctx.primary)
         state = ctx.state.get("migrations") or {}
         registry.add({**_entry(ctx), "migrations": state.get("applied", {}), "leaves": state.get("leaves", {}),
+                      "replaced": state.get("replaced", {}), "unmatched": state.get("unmatched", {}),
                       "snapshots": ctx.state.get("snapshots", {})})
         registry.make_live(ctx.release_id)
         save_registry(ctx, registry)

@@ -12,14 +12,17 @@ import posixpath
 from ..backupset import MANIFEST, list_backups, require_verified
 from ..errors import DeployError
 from ..host import q
-from ..planning import describe_target, migration_targets
+from ..djangoapp import django_helper, migration_graph
+from ..planning import (applied_then, describe_target, forbidden_unapplies, graph_targets, unexplained_noop,
+                        unknown_target_state)
+from ..pyenv import describe as describe_env, ensure_recorded_env
 from ..playbook import Outcome, Step, register
 from ..releases import Registry
 from .registry import save_registry
 from .code import link_shared, run_install, switch_current, upload_commit
 from ..drivers.postgres import PostgresDriver
 from .data import usable_snapshot
-from .django import migrate_in, migration_state
+from .django import migrate_in
 
 PENDING = "pending.json"
 
@@ -30,8 +33,22 @@ def from_dir(ctx, host) -> str:
 
 
 def current_targets(ctx, host) -> tuple[dict, list]:
-    state = migration_state(ctx, host, from_dir(ctx, host))
-    return state, migration_targets(state["applied"], ctx.previous.get("migrations") or {})
+    """The database's state read with the newer code's graph, and each app's target in that graph."""
+    graph = migration_graph(ctx, host, from_dir(ctx, host))
+    if unknown_target_state(graph, ctx.previous) and not ctx.options.get("with_data"):
+        raise DeployError(f"{_name(ctx.previous)} has no recorded migration state, the database has migrations: "
+                          f"a plan would unapply everything", hint="roll back with --with-data to restore its backup")
+    return graph, graph_targets(graph, ctx.previous)
+
+
+def _name(entry: dict) -> str:
+    return entry.get("tag") or entry["id"]
+
+
+def resuming(ctx, host) -> bool:
+    """This rollback finishes an interrupted one to the same target (its unapply may be done)."""
+    pending = host.read_json(ctx.state_path(host, PENDING))
+    return bool(pending and pending.get("to") == ctx.previous["id"])
 
 
 @register
@@ -49,8 +66,20 @@ class PlanRollback(Step):
             raise DeployError(f"{host.name}: the code of {ctx.failed['id']} is gone; it is needed to unapply its migrations",
                               hint=f"re-release {ctx.failed.get('tag') or ctx.failed.get('commit')} or roll back with --with-data")
         state, targets = current_targets(ctx, host)
-        doc = host.helper("django_state", "plan", {"project_dir": from_dir(ctx, host), "settings": ctx.config.settings_module,
-                                                   "targets": [list(t) for t in targets]})
+        doc = django_helper(ctx, host, from_dir(ctx, host), "plan", {"targets": [list(t) for t in targets]})
+        if not ctx.options.get("with_data"):
+            forbidden = forbidden_unapplies(doc["steps"], state, ctx.previous)
+            if forbidden:
+                raise DeployError(f"rolling back to {_name(ctx.previous)} would unapply migrations it had when it was live: "
+                                  f"{', '.join(forbidden)}",
+                                  hint="roll back to a release in between first (its code has the migrations a squash "
+                                       "replaced), or use --with-data to restore that release's backup")
+            missing = unexplained_noop(doc["steps"], state, ctx.failed, ctx.previous)
+            if missing and not resuming(ctx, host):
+                raise DeployError(f"nothing to unapply, yet {_name(ctx.failed)} recorded migrations {_name(ctx.previous)} "
+                                  f"did not have: {', '.join(missing)}; the database manage.py sees does not have them",
+                                  hint="check which database the app uses on the primary (.env, DATABASE_URL, settings) "
+                                       "against deploykit.yaml's databases:")
         ctx.state["plan"] = {"targets": targets, "steps": doc["steps"], "irreversible": doc["irreversible"],
                              "from_state": state["applied"]}
         lines = []
@@ -66,7 +95,8 @@ class PlanRollback(Step):
             raise DeployError(f"irreversible migration(s) between {ctx.failed.get('tag') or ctx.failed['id']} and "
                               f"{ctx.previous.get('tag') or ctx.previous['id']}: {'; '.join(doc['irreversible'])}",
                               hint="roll back with --with-data to restore that release's backup instead (rows written since are lost)")
-        return Outcome(message="; ".join(lines) or "schema already matches: no migration to unapply",
+        return Outcome(message="; ".join(lines) or f"no migration to unapply: the database has only migrations "
+                                                   f"{_name(ctx.previous)} had",
                        diff="\n".join(sql))
 
 
@@ -78,20 +108,27 @@ class EnsureTargetCode(Step):
     scope = "app"
 
     def describe(self, ctx, host):
-        return f"would check {ctx.release_dir(host, ctx.previous['id'])} (re-deploying it from git if pruned)"
+        return (f"would check {ctx.release_dir(host, ctx.previous['id'])} and its Python environment "
+                "(re-deploying from git, rebuilding from the recorded freeze, what was pruned)")
 
     def run(self, ctx, host):
         dest = ctx.release_dir(host, ctx.previous["id"])
         if host.exists(posixpath.join(dest, "manage.py")):
-            return Outcome(message=f"{dest} present")
+            if ctx.config.venv is None:
+                return Outcome(message=f"{dest} present")
+            env = ensure_recorded_env(ctx, host, dest, ctx.previous)  # rebuilt from its recorded freeze if pruned
+            return Outcome(changed=env["changed"], message=f"{dest} present; {describe_env(env)}")
         commit = ctx.previous["commit"]
         host.run(f"rm -rf {q(dest)}")
         upload_commit(ctx, host, commit, ctx.previous.get("tag"), dest)
         link_shared(ctx, host, dest)
+        env_note = ""
+        if ctx.config.venv is not None:
+            env_note = f"; {describe_env(ensure_recorded_env(ctx, host, dest, ctx.previous))}"
         run_install(ctx, host, dest)
         if ctx.config.collectstatic:
             ctx.manage(host, "collectstatic --noinput", release_dir=dest)
-        return Outcome(changed=True, message=f"re-deployed {commit[:10]} into {dest}")
+        return Outcome(changed=True, message=f"re-deployed {commit[:10]} into {dest}{env_note}")
 
 
 @register
@@ -135,13 +172,12 @@ class UnapplyMigrations(Step):
         return "would migrate " + (", ".join(describe_target(a, n) for a, n in plan.get("targets", [])) or "nothing")
 
     def run(self, ctx, host):
-        _, targets = current_targets(ctx, host)  # from the database now: never unapply twice
+        state, targets = current_targets(ctx, host)  # from the database now: never unapply twice
         if not targets:
             return Outcome(message="nothing left to unapply")
-        doc = host.helper("django_state", "migrate", {"project_dir": from_dir(ctx, host),
-                                                      "settings": ctx.config.settings_module,
-                                                      "targets": [list(t) for t in targets]},
-                          track="unapply")
+        forbid = sorted(list(k) for k in applied_then(state, ctx.previous))  # the helper refuses to touch these
+        doc = django_helper(ctx, host, from_dir(ctx, host), "migrate",
+                            {"targets": [list(t) for t in targets], "forbid": forbid}, track="unapply")
         return Outcome(changed=True, message=f"unapplied {len(doc['unapplied'])}: {', '.join(doc['unapplied'])}")
 
 

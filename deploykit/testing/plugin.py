@@ -18,6 +18,12 @@ Fixtures:
     ``ssh_rig_factory(2)``.
 ``supervisor_factory`` (function)
     ``make(dir, programs) -> Supervisor``; shut down at teardown.
+``wheelhouse`` (session)
+    a directory of the test wheels (:mod:`deploykit.testing.wheelhouse`),
+    which the sample project's requirements pin.
+``stage_factory`` (function)
+    ``make(n=2, **make_stage kwargs) -> DeployedStage`` (see
+    :mod:`deploykit.testing.stage`).
 ``unique_name`` (function)
     ``unique_name(prefix="dk") -> "dk_1a2b3c4d"``: short, random, a valid
     unquoted SQL identifier and file name.
@@ -156,8 +162,16 @@ def sample_repo(tmp_path_factory):
     return path
 
 
+@pytest.fixture(scope="session")
+def wheelhouse(tmp_path_factory):
+    """The test wheels (dk-sample-extra, dk-shelf), written once per session."""
+    from .wheelhouse import build_wheelhouse
+
+    return build_wheelhouse(tmp_path_factory.mktemp("wheelhouse"))
+
+
 @pytest.fixture
-def stage_factory(ssh_rig_factory, pg_cluster, sample_repo):
+def stage_factory(ssh_rig_factory, pg_cluster, sample_repo, wheelhouse):
     """make(n) -> DeployedStage: n sshd hosts, each with supervisord + gunicorn, one database."""
     from .stage import make_stage
 
@@ -165,6 +179,7 @@ def stage_factory(ssh_rig_factory, pg_cluster, sample_repo):
 
     def make(n: int = 2, **kwargs):
         rig = ssh_rig_factory(n)
+        kwargs.setdefault("wheelhouse", wheelhouse)
         stage = make_stage(rig, pg_cluster, sample_repo, **kwargs)
         made.append(stage)
         return stage

@@ -2,8 +2,11 @@
 
 `make_stage()` prepares what an operator prepares before a first release: a
 deploy root per host with `shared/.env`, a process manager whose `web`
-program runs gunicorn in `<deploy_to>/current`, the app's database owned by
-its own role, and a deploykit.yaml naming all of it. Tests then call the
+program runs gunicorn in `<deploy_to>/current` with the release's own Python
+environment (`current/.venv`), the app's database owned by its own role, and
+a deploykit.yaml naming all of it. Release environments are built offline
+from the test wheelhouse (deploykit.testing.wheelhouse) over the packages of
+the Python running the tests (`venv: {system_site_packages: true}`). Tests then call the
 library (`deploykit.api`) or the `deploykit` command and check real outcomes.
 """
 from __future__ import annotations
@@ -25,6 +28,7 @@ import yaml
 from ..config import load_config
 from .ports import free_port
 from .supervisor import Supervisor, supervisor_command
+from .wheelhouse import build_wheelhouse
 
 PASSWORD_ENV = "DK_TEST_PG_ADMIN_PASSWORD"
 OWNER = "library_owner"
@@ -85,10 +89,21 @@ class DeployedStage:
         link = host.deploy_to / "current"
         return os.readlink(link) if link.is_symlink() else None
 
+    def python(self, host=None) -> str:
+        """The Python of the live release on the host (its .venv), else the one running the tests."""
+        env = (host or self.primary).deploy_to / "current" / ".venv" / "bin" / "python"
+        return str(env) if env.exists() else sys.executable
+
     def manage(self, *args: str, host=None) -> subprocess.CompletedProcess:
         host = host or self.primary
-        return subprocess.run([sys.executable, "manage.py", *args], cwd=host.deploy_to / "current",
+        return subprocess.run([self.python(host), "manage.py", *args], cwd=host.deploy_to / "current",
                               capture_output=True, text=True, check=True)
+
+    def freeze(self, host) -> list[str]:
+        """`pip freeze` of the live release's environment on the host."""
+        cp = subprocess.run([self.python(host), "-m", "pip", "freeze"], capture_output=True, text=True, check=True,
+                            env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+        return cp.stdout.splitlines()
 
     def media_checksums(self) -> dict:
         root = self.media_root()
@@ -133,14 +148,15 @@ class DeployedStage:
 
 
 def make_stage(rig, pg, repo: Path, name: str = "prod", *, keep_releases: int = 3,
-               snapshots: bool = True) -> DeployedStage:
+               snapshots: bool = True, wheelhouse: Path | None = None) -> DeployedStage:
     db = f"library_{uuid.uuid4().hex[:8]}"
+    if wheelhouse is None:
+        wheelhouse = build_wheelhouse(repo.parent / "wheelhouse")
     pg.create_role(OWNER, OWNER_PASSWORD)  # creates it, or resets its password
     pg.create_database(db, OWNER)
     os.environ[PASSWORD_ENV] = pg.admin_password  # the in-process API reads it like the CLI does
     stage = DeployedStage(name, repo / f"deploykit-{db}.yaml", repo, rig, pg, db)
     primary = rig.hosts[0]
-    gunicorn = Path(sys.executable).with_name("gunicorn")
     hosts_cfg = []
     for i, h in enumerate(rig.hosts):
         shared = h.deploy_to / "shared"
@@ -149,13 +165,17 @@ def make_stage(rig, pg, repo: Path, name: str = "prod", *, keep_releases: int = 
             "DB_ENGINE=postgresql\n"
             f"DB_NAME={db}\nDB_USER={OWNER}\nDB_PASSWORD={OWNER_PASSWORD}\n"
             f"DB_HOST={pg.host}\nDB_PORT={pg.port}\n"
+            # the same database for settings that read DATABASE_URL (the sample's -dotenv tags)
+            f"DATABASE_URL=postgresql://{OWNER}:{OWNER_PASSWORD}@{pg.host}:{pg.port}/{db}\n"
             # media live on the primary; the other hosts see them as a shared mount would
             f"MEDIA_ROOT={primary.deploy_to / 'shared' / 'media'}\n"
             f"SECRET_KEY=test-{uuid.uuid4().hex}\n")
         http = f"{h.address}:{free_port(h.address)}"
         stage.http[h.name] = http
         sup = Supervisor.start(h.root / "sv", {"web": {
-            "command": f"{gunicorn} --chdir {h.deploy_to / 'current'} --bind {http} --workers 1 libsite.wsgi",
+            # the release's own environment: current/.venv (gunicorn comes from its base layer)
+            "command": f"{h.deploy_to / 'current' / '.venv' / 'bin' / 'python'} -m gunicorn "
+                       f"--chdir {h.deploy_to / 'current'} --bind {http} --workers 1 libsite.wsgi",
             "directory": str(h.deploy_to)}})
         stage.supervisors.append(sup)
         hosts_cfg.append({"name": h.name, "address": f"{rig.user}@{h.address}:{h.port}",
@@ -172,6 +192,7 @@ def make_stage(rig, pg, repo: Path, name: str = "prod", *, keep_releases: int = 
         "stages": {name: {"hosts": hosts_cfg}},
         "shared": [".env", "media"],
         "install": ["echo installed {name} > INSTALLED"],
+        "venv": {"system_site_packages": True, "pip_args": ["--no-index", "--find-links", str(wheelhouse)]},
         "processes": [{"name": "web", "supervisor": {
             "program": "web", "conf": "{supervisor_conf}",
             "supervisorctl": shlex.join(supervisor_command("supervisorctl"))}}],

@@ -2,8 +2,9 @@
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connections
 
-from ....planning import PlanError, find_target, migration_targets
-from ....remote.django_state import build_plan, read_state
+from ....planning import (PlanError, find_target, forbidden_unapplies, graph_targets, unexplained_noop,
+                          unknown_target_state)
+from ....remote.django_state import build_plan, read_graph
 from ...state import registry
 
 
@@ -27,8 +28,12 @@ class Command(BaseCommand):
         except PlanError as exc:
             raise CommandError(f"{exc} ({exc.hint})") from None
         connection = connections[opts["database"]]
-        now = read_state(connection)["applied"]
-        targets = migration_targets(now, target.get("migrations") or {})
+        graph = read_graph(connection)
+        now = graph["applied"]
+        if unknown_target_state(graph, target):
+            raise CommandError(f"{target['id']} has no recorded migration state while this database has migrations: "
+                               "a plan would unapply everything (roll back with --with-data)")
+        targets = graph_targets(graph, target)
         self.stdout.write(f"rollback to {target['id']} ({','.join(target.get('tags') or []) or target.get('commit')})")
         if not targets:
             self.stdout.write("no migration to unapply")
@@ -40,6 +45,13 @@ class Command(BaseCommand):
             self.stdout.write(f"-- {verb} {step['app']}.{step['name']}")
             for line in step.get("sql", []):
                 self.stdout.write(f"   {line}")
+        forbidden = forbidden_unapplies(steps, graph, target)
+        if forbidden:
+            self.stdout.write(self.style.ERROR("refused: would unapply migrations the target had: " + ", ".join(forbidden)))
+        missing = unexplained_noop(steps, graph, live or {}, target)
+        if missing:
+            self.stdout.write(self.style.ERROR("refused: the live release recorded migrations this database does not "
+                                               "have: " + ", ".join(missing)))
         if irreversible:
             self.stdout.write(self.style.ERROR("irreversible: " + "; ".join(irreversible)))
             self.stdout.write("a rollback needs --with-data (restores that release's backup)")

@@ -7,6 +7,8 @@ environment wins over the file.
 import os
 from pathlib import Path
 
+from libsite.thirdparty import APPS as THIRD_PARTY_APPS
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -65,6 +67,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "library",
 ]
+INSTALLED_APPS += THIRD_PARTY_APPS
 # optional extra apps, e.g. EXTRA_APPS=deploykit.django for deploykit's management commands
 INSTALLED_APPS += [app.strip() for app in env("EXTRA_APPS", "").split(",") if app.strip()]
 

@@ -1,0 +1,2 @@
+"""Reusable apps this release installs from its requirements (added to INSTALLED_APPS)."""
+APPS = []

@@ -1,0 +1,142 @@
+"""Django work on a host, through the app's own manage.py and the release's own Python.
+
+The helper remote/django_state.py is not run by `python:` with a
+DJANGO_SETTINGS_MODULE of deploykit's choosing: it runs inside
+
+    cd RELEASE && RELEASE/.venv/bin/python manage.py shell -v 0 -c BOOTSTRAP
+
+so it sees what the app sees (manage.py may load a .env, choose the settings
+module, set DATABASE_URL...). BOOTSTRAP reads the helper's source and the
+JSON arguments from stdin (`shell` itself is not asked to read stdin: it
+polls it with a zero timeout). The answer is the last line of stdout.
+"""
+from __future__ import annotations
+
+import json
+import posixpath
+
+from .errors import DeployError, DryRunWrite, HostCommandFailed
+from .host import READ_ONLY_ACTIONS, REMOTE_DIR, q
+from .pyenv import app_python
+
+HELPER = "django_state"
+HELPER_NAME = f"deploykit-{HELPER}.py"  # in `ps`: api's pgrep and operators find a running helper by it
+
+# The trailing comment names the helper and action in the process list.
+_BOOTSTRAP = ("import sys;n=int(sys.stdin.readline());src=sys.stdin.read(n);sys.argv=[{name!r},{action!r}];"
+              "exec(compile(src,{name!r},'exec'),{{'__name__':'__main__'}}) # {name} {action}")
+
+
+def manage_env(ctx) -> dict | None:
+    return {"DJANGO_SETTINGS_MODULE": ctx.config.settings_module} if ctx.config.settings_module else None
+
+
+def django_helper(ctx, host, release_dir: str, action: str, args: dict | None = None, *,
+                  check: bool = True, timeout: float | None = None, track: str | None = None) -> dict:
+    """Run django_state.py ACTION inside the app's manage.py in release_dir; its JSON answer."""
+    source = (REMOTE_DIR / f"{HELPER}.py").read_text()
+    payload = f"{len(source)}\n{source}{json.dumps({'project_dir': release_dir, **(args or {})})}"
+    boot = _BOOTSTRAP.format(name=HELPER_NAME, action=action)
+    cmd = f"{app_python(ctx.config, host, release_dir)} manage.py shell -v 0 -c {q(boot)}"
+    read_only = action in READ_ONLY_ACTIONS.get(HELPER, ())
+    if host.read_only and not read_only:
+        raise DryRunWrite(f"{host.name}: refused django {action} during a dry-run",
+                          hint="this is a bug in a step that claims to be read-only; please report it")
+    result = host.run(cmd, cwd=release_dir, env=manage_env(ctx), check=False, stdin=payload, timeout=timeout,
+                      read_only=read_only, track=track)
+    lines = result.stdout.strip().splitlines()
+    try:
+        doc = json.loads(lines[-1]) if lines else None
+    except json.JSONDecodeError:
+        doc = None
+    if not isinstance(doc, dict):
+        raise HostCommandFailed(
+            f"{host.name}: manage.py shell in {release_dir} gave no answer to {action} (exit {result.exited}): "
+            f"{result.tail()}", hint="run 'manage.py check' in that release on the host to see why")
+    if check and not doc.get("ok"):
+        raise HostCommandFailed(f"{host.name}: django {action} in {release_dir}: {doc.get('error')}")
+    return doc
+
+
+def migration_state(ctx, host, release_dir: str) -> dict:
+    """Applied graph nodes per app (graph order), replaced/unmatched rows, leaves."""
+    return django_helper(ctx, host, release_dir, "state")
+
+
+def migration_graph(ctx, host, release_dir: str) -> dict:
+    """migration_state + every node per app in graph order + what each squash replaces."""
+    return django_helper(ctx, host, release_dir, "graph")
+
+
+def django_databases(ctx, host, release_dir: str) -> dict:
+    """alias -> {ENGINE, NAME, HOST, PORT, USER} as the app in release_dir sees it (SQLite NAME: real path)."""
+    return django_helper(ctx, host, release_dir, "databases")["databases"]
+
+
+def _expected_sqlite(host, db) -> str:
+    name = host.render(db.name)
+    return name if posixpath.isabs(name) else host.path(name)
+
+
+def _show(seen: dict) -> str:
+    engine = (seen.get("ENGINE") or "?").rsplit(".", 1)[-1]
+    where = ""
+    if seen.get("HOST") or seen.get("PORT"):
+        where = f" on {seen.get('HOST') or 'local socket'}:{seen.get('PORT') or 'default port'}"
+    return f"{engine} {seen.get('NAME')!r}{where}"
+
+
+def _show_spec(db, path: str | None = None) -> str:
+    if db.engine == "sqlite":
+        return f"sqlite {path!r}"
+    where = f" on {db.host or 'local socket'}:{db.port or 'default port'}" if (db.host or db.port) else ""
+    return f"postgresql {db.name!r}{where}"
+
+
+def database_problems(ctx, host, seen: dict, resolved: dict) -> list[str]:
+    """Differences between the databases the app sees and deploykit.yaml's `databases:` (pure)."""
+    problems = []
+    for db in ctx.config.databases:
+        got = seen.get(db.alias)
+        if got is None:
+            problems.append(f"{host.name}: database {db.alias!r} of deploykit.yaml is not in the app's DATABASES "
+                            f"({', '.join(sorted(seen)) or 'none'})")
+            continue
+        engine = got.get("ENGINE") or ""
+        if db.engine == "sqlite":
+            expected = _expected_sqlite(host, db)
+            expected = resolved.get(expected, expected)
+            if "sqlite" not in engine or got.get("NAME") != expected:
+                problems.append(f"{host.name}: database {db.alias!r}: the app uses {_show(got)}, "
+                                f"deploykit.yaml says {_show_spec(db, expected)}")
+            continue
+        same = ("postgresql" in engine or "postgis" in engine) and got.get("NAME") == db.name
+        if same and db.host:
+            same = (got.get("HOST") or "") == db.host
+        if same and db.port:
+            same = int(got.get("PORT") or 5432) == int(db.port)
+        if not same:
+            problems.append(f"{host.name}: database {db.alias!r}: the app uses {_show(got)}, "
+                            f"deploykit.yaml says {_show_spec(db)}")
+    return problems
+
+
+def check_database_identity(ctx, host, release_dir: str) -> list[str]:
+    """Problems (one line each) if the databases the app in release_dir uses are not the configured ones.
+
+    A backup, snapshot or restore of the configured database protects nothing
+    when the app writes to another one; and migration states read from the
+    wrong database make rollbacks unapply the wrong things.
+    """
+    resolve = [_expected_sqlite(host, db) for db in ctx.config.databases if db.engine == "sqlite"]
+    doc = django_helper(ctx, host, release_dir, "databases", {"resolve": resolve})
+    return database_problems(ctx, host, doc["databases"], doc.get("resolved") or {})
+
+
+def require_database_identity(ctx, host, release_dir: str) -> str:
+    problems = check_database_identity(ctx, host, release_dir)
+    if problems:
+        raise DeployError("; ".join(problems),
+                          hint="make the app's settings (.env, DATABASE_URL, settings module) and deploykit.yaml's "
+                               "databases: name the same database")
+    return ", ".join(f"{db.alias} ok" for db in ctx.config.databases) or "no database configured"
