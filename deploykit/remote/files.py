@@ -530,8 +530,12 @@ def _safe_relpath(name, what="tar member"):
     return norm
 
 
-def _check_members(tar, strict_links):
-    """Validate every member of an open tar; return {normalised name: member}."""
+def _check_members(tar, strict_links, links_within=None):
+    """Validate every member of an open tar; return {normalised name: member}.
+
+    links_within: absolute symlinks are accepted when they point inside this
+    directory (a release's links to shared/ and to its environment in venvs/).
+    """
     members = {}
     for m in tar.getmembers():
         name = _safe_relpath(m.name)
@@ -541,7 +545,10 @@ def _check_members(tar, strict_links):
             _safe_relpath(m.linkname, "hard link target of %r" % m.name)
         elif m.issym():
             if strict_links:
-                if os.path.isabs(m.linkname):
+                if os.path.isabs(m.linkname) and links_within and \
+                        posixpath.normpath(m.linkname).startswith(links_within.rstrip("/") + "/"):
+                    pass
+                elif os.path.isabs(m.linkname):
                     raise UnsafePath("symlink %r points to absolute path %r; refused" % (m.name, m.linkname))
                 joined = posixpath.normpath(posixpath.join(posixpath.dirname(name), m.linkname))
                 if joined == ".." or joined.startswith("../"):
@@ -646,8 +653,9 @@ def act_extract(args):
     archive = _path_arg(args, "archive")
     dest = _path_arg(args, "dest")
     strict_links = not bool(args.get("allow_external_links", False))
+    links_within = args.get("links_within")
     with tarfile.open(archive, "r:*") as tar:
-        members = _check_members(tar, strict_links)
+        members = _check_members(tar, strict_links, links_within)
         if _dry(args):
             return {"changed": True, "dry_run": True, "count": len(members)}
         if not os.path.isdir(dest):

@@ -43,9 +43,12 @@ def upload_commit(ctx, host, commit: str, tag: str | None, dest: str) -> int:
     """Put the code of a commit into dest (with a REVISION file); return the archive's size."""
     local = commit_archive(ctx, commit)
     remote_tar = f"{dest}.tar"
+    part = f"{dest}.part"  # built beside, renamed into place: a release directory is never partial
     host.put(local, remote_tar)
-    host.helper("files", "extract", {"archive": remote_tar, "dest": dest}, track="extract release")
-    host.run(f"rm -f {q(remote_tar)} && printf '%s\\n' {q(commit)} {q(tag or '')} > {q(dest)}/REVISION")
+    host.run(f"rm -rf {q(part)}")
+    host.helper("files", "extract", {"archive": remote_tar, "dest": part}, track="extract release")
+    host.run(f"rm -f {q(remote_tar)} && printf '%s\\n' {q(commit)} {q(tag or '')} > {q(part)}/REVISION && "
+             f"mv -T {q(part)} {q(dest)}")
     return Path(local).stat().st_size
 
 
@@ -180,7 +183,15 @@ class RestorePreviousCode(Step):
             if not host.exists(tarball):
                 raise DeployError(f"{host.name}: {prev_dir} is gone and {tarball} is missing",
                                   hint="re-release the previous tag with 'invoke release --tag'")
-            host.helper("files", "extract", {"archive": tarball, "dest": prev_dir})
+            part = f"{prev_dir}.part-{ctx.run_id}"  # built beside, renamed into place: never a partial release
+            host.run(f"rm -rf {q(part)}")
+            host.helper("files", "extract", {"archive": tarball, "dest": part, "links_within": host.deploy_to},
+                        track="extract release")
+            host.run(f"mv -T {q(part)} {q(prev_dir)}")
+            if ctx.config.venv is not None:  # its environment may have been pruned since
+                from ..pyenv import ensure_recorded_env
+
+                ensure_recorded_env(ctx, host, prev_dir, ctx.previous)
             note = " (re-extracted from the code backup)"
         before = switch_current(host, prev_dir)
         return Outcome(changed=before != prev_dir, message=f"current -> {ctx.previous['id']}{note}",
@@ -204,7 +215,7 @@ class Prune(Step):
             keep_ids.add(posixpath.basename(current))
         removed = []
         res = host.run(f"ls -1 {q(host.path('releases'))}", check=False, read_only=True)
-        releases = sorted(x for x in res.stdout.split() if not x.endswith(".tar"))
+        releases = sorted(x for x in res.stdout.split() if not x.endswith(".tar") and ".part" not in x)
         for rid in releases[:-ctx.config.keep_releases] if len(releases) > ctx.config.keep_releases else []:
             if rid not in keep_ids:
                 host.run(f"rm -rf {q(host.path('releases', rid))}")
