@@ -10,6 +10,7 @@ Actions (all take project_dir, settings?, database?):
   plan    {targets: [[app, name|null], ...]} -> {steps: [{app, name, backwards,
            irreversible: [op descriptions], sql: [...]}], irreversible: [...]}
   migrate {targets: [[app, name|null], ...]} -> {changed, unapplied: [...], applied: [...], state}
+  databases -> {databases: {alias: {engine, name, host, port}}}   (read-only)
 """
 import json
 import os
@@ -134,7 +135,19 @@ def migrate(args):
             "state": read_state(connection)}
 
 
-ACTIONS = {"state": state, "plan": plan, "migrate": migrate}
+def databases(args):
+    """The databases Django itself uses, per alias: engine, name, host, port (never the password)."""
+    _setup(args)
+    from django.conf import settings
+
+    out = {}
+    for alias, conf in settings.DATABASES.items():
+        out[alias] = {"engine": conf.get("ENGINE") or "", "name": str(conf.get("NAME") or ""),
+                      "host": conf.get("HOST") or "", "port": str(conf.get("PORT") or "")}
+    return {"ok": True, "changed": False, "databases": out}
+
+
+ACTIONS = {"state": state, "plan": plan, "migrate": migrate, "databases": databases}
 
 
 def main():

@@ -1,6 +1,8 @@
 """Django's own commands, run with the app's Python in the release directory."""
 from __future__ import annotations
 
+import posixpath
+
 from ..playbook import Outcome, Step, register
 
 
@@ -48,3 +50,32 @@ def migration_state(ctx, host, release_dir: str) -> dict:
     """Applied migrations per app and the graph's leaves, from Django's recorder and loader."""
     args = {"project_dir": release_dir, "settings": ctx.config.settings_module}
     return host.helper("django_state", "state", args)
+
+
+def check_database_identity(ctx, host, release_dir: str) -> list[str]:
+    """Each configured database is the one the release's own Django uses (asked through its settings)."""
+    seen = host.helper("django_state", "databases", {"project_dir": release_dir,
+                                                     "settings": ctx.config.settings_module})["databases"]
+    problems = []
+    for db in ctx.config.databases:
+        mine = seen.get(db.alias)
+        if mine is None:
+            problems.append(f"databases.{db.alias}: the live release's Django has no database {db.alias!r} "
+                            f"(it has: {', '.join(sorted(seen)) or 'none'})")
+            continue
+        if db.engine == "postgresql":
+            if "postgis" not in mine["engine"] and "postgresql" not in mine["engine"]:
+                problems.append(f"databases.{db.alias}: PostgreSQL in deploykit.yaml, {mine['engine']} in Django")
+            elif mine["name"] != db.name:
+                problems.append(f"databases.{db.alias}: deploykit.yaml names the database {db.name!r}, the live "
+                                f"release's Django uses {mine['name']!r}")
+        elif db.engine == "sqlite":
+            configured = host.render(db.name)
+            configured = configured if posixpath.isabs(configured) else host.path(configured)
+            used = mine["name"] if posixpath.isabs(mine["name"]) else posixpath.join(release_dir, mine["name"])
+            if "sqlite" not in mine["engine"]:
+                problems.append(f"databases.{db.alias}: SQLite in deploykit.yaml, {mine['engine']} in Django")
+            elif (host.realpath(configured) or configured) != (host.realpath(used) or used):
+                problems.append(f"databases.{db.alias}: deploykit.yaml names {configured}, the live release's "
+                                f"Django uses {used}")
+    return problems
