@@ -72,5 +72,5 @@ def require_verified(ctx, host, backup_dir: str) -> dict:
 
 
 def list_backups(host) -> list[str]:
-    res = host.run(f"ls -1 {q(host.path('backups'))} 2>/dev/null", check=False)
+    res = host.run(f"ls -1 {q(host.path('backups'))} 2>/dev/null", check=False, read_only=True)
     return sorted(line.strip() for line in res.stdout.splitlines() if line.strip())
