@@ -66,6 +66,11 @@ def _where(data: dict) -> str:
 def ending(result, what: str, command: str) -> Ending:
     data = result.data
     where = _where(data)
+    dead = data.get("dead_run")
+    if dead and not data.get("finished_run") and not result.dry_run:
+        # the run took a dead run's lock over (nothing of it was left to finish): say whose, and why
+        where = (f"took over the lock of run {dead.get('run_id')} ({dead.get('command') or '?'}): "
+                 f"{dead.get('why')}; {where}")
     if result.dry_run:
         if result.ok:
             return Ending(OK, f"dry run of {what}: nothing was changed")

@@ -346,6 +346,10 @@ class SSHHost(Host):
         from fabric import Connection
 
         kwargs = {"look_for_keys": False, "allow_agent": False}
+        if self.config.identity and not os.path.exists(self.config.identity):
+            # paramiko would only say "No such file or directory", which reads like an unreachable host
+            raise HostUnreachable(f"host {self.name}: the SSH identity file {self.config.identity} does not exist "
+                                  "on this controller", hint="fix ssh.identity in deploykit.yaml")
         if self.config.identity:
             kwargs["key_filename"] = self.config.identity
         else:

@@ -36,9 +36,15 @@ class FilesDriver(Driver):
         dest = f"{root.rstrip('/')}.dk-{names.derived_name('restore', ctx.config.app, root, label)}"
         names.record(ctx, dest, "restore", engine=self.engine, item=self.item_name, label=label)
         fname = next(iter(item["files"]))
-        doc = host.helper("files", "build_tree", {"archive": posixpath.join(backup_dir, fname), "live": root,
-                                                  "dest": dest, "files": item["tree"]},
-                          track=f"build {self.item_name}")
+        try:
+            doc = host.helper("files", "build_tree", {"archive": posixpath.join(backup_dir, fname), "live": root,
+                                                      "dest": dest, "files": item["tree"]},
+                              track=f"build {self.item_name}")
+        except Exception:
+            # never handed to swap or discard: the unfinished tree is removed here, not left beside the live one
+            if host.run(f"rm -rf {_q(dest)}", check=False, always=True).ok:
+                names.forget(ctx, dest)
+            raise
         return {"engine": self.engine, "item": self.item_name, "root": root, "new": dest, "label": label,
                 "linked": doc["linked"], "extracted": doc["extracted"]}
 

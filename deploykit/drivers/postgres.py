@@ -291,14 +291,23 @@ class PostgresDriver(Driver):
                               hint=f"fix databases.{self.spec.alias}.owner in deploykit.yaml (the live database is untouched)")
         name = self.claim(ctx, host, "restore", label)
         built = {"engine": self.engine, "alias": self.spec.alias, "name": name, "label": label}
-        self.create_empty(ctx, host, name, meta)
-        if not item.get("absent"):
-            src = posixpath.join(backup_dir, self.item_name)
-            res = self.pg_restore(ctx, host, src, name, check=False)
-            if not res.ok:
-                raise HostCommandFailed(f"{host.name}: pg_restore of {self.spec.name} into {name} failed: {res.tail()}",
-                                        hint=f"the live database is untouched; the backup stays at {src}")
-            self.check_restored(ctx, host, name, item)
+        try:
+            self.create_empty(ctx, host, name, meta)
+            if not item.get("absent"):
+                src = posixpath.join(backup_dir, self.item_name)
+                res = self.pg_restore(ctx, host, src, name, check=False)
+                if not res.ok:
+                    raise HostCommandFailed(
+                        f"{host.name}: pg_restore of {self.spec.name} into {name} failed: {res.tail()}",
+                        hint=f"the live database is untouched; the backup stays at {src}")
+                self.check_restored(ctx, host, name, item)
+        except Exception:
+            # never handed to swap or discard: the copy that failed is dropped here, not left behind
+            try:
+                self.drop(ctx, host, name, always=True)
+            except Exception:  # noqa: BLE001 - the first error is the one to report; the name stays recorded
+                pass
+            raise
         return built
 
     def build_from_snapshot(self, ctx, host, snap: str, label: str) -> dict:

@@ -51,7 +51,11 @@ def check_processes(ctx, host) -> list[str]:
                                 f"({host.render(proc.status)})")
             elif any(w in out for w in ("refused", "no such file", "error", "unix://", "http://")) and \
                     not any(w in out for w in ("running", "stopped", "starting", "exited", "fatal", "backoff")):
-                problems.append(f"{proc.name}: supervisor does not answer on {host.name}: {res.tail(1)}")
+                # the reason, not supervisorctl's "For help, use ... -h" footer that follows it
+                said = [line.strip() for line in (res.stderr + "\n" + res.stdout).splitlines()
+                        if line.strip() and not line.strip().startswith("For help")]
+                problems.append(f"{proc.name}: supervisor does not answer on {host.name}: "
+                                f"{' | '.join(said[-2:]) or res.tail(1)}")
         elif not res.ok and proc.status != "true" and ctx.previous:
             problems.append(f"{proc.name}: its status command failed on {host.name}: {res.tail(1)}")
     return problems
