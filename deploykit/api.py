@@ -9,6 +9,8 @@ keeps what every host did.
 """
 from __future__ import annotations
 
+import posixpath
+
 from . import interrupts, resume
 from . import lock as stage_lock
 from . import steps  # noqa: F401  (registers the built-in steps)
@@ -28,8 +30,14 @@ def _summary(ctx: Context, result: RunResult) -> RunResult:
     result.data.setdefault("backup_id", ctx.backup_id)
     result.data.setdefault("previous", ctx.previous["id"] if ctx.previous else None)
     result.data["journal"] = str(ctx.journal.local_path)
-    removed = result.recovery is not None and result.recovery.playbook == "backup_abort"
-    result.data["backup_dir"] = ctx.backup_dir(ctx.primary) if ctx.backup_id and not removed else None
+    backup_dir = ctx.backup_dir(ctx.primary) if ctx.backup_id else None
+    if backup_dir and not ctx.dry_run:
+        try:
+            if not ctx.primary.exists(posixpath.join(backup_dir, MANIFEST)):
+                backup_dir = None  # never taken, or incomplete and removed: do not point at it
+        except DeployError:
+            pass
+    result.data["backup_dir"] = backup_dir
     result.data["interrupted"] = ctx.interrupted
     result.data["hard_stopped"] = ctx.hard_stopped
     result.data["lock_held"] = [h.name for h in ctx.locked]

@@ -210,6 +210,11 @@ class Context:
                     pass
         self.journal.record("run_end", locked=[h.name for h in self.locked])
         for host in self.hosts:
+            if host.tracked and host not in self.locked and not self.dry_run:
+                try:  # nothing of this run is left to look for
+                    host.run(f"rm -f {q(host.pid_file)}", always=True, timeout=30)
+                except Exception:
+                    pass
             host.close()
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)

@@ -46,7 +46,7 @@ def _err(error) -> str:
     return error.one_line() if isinstance(error, DeployError) else str(error)
 
 
-def _where(data: dict) -> str:
+def _where(data: dict, backup: bool = True) -> str:
     live = data.get("live")
     if isinstance(live, dict):
         live_text = f"live: {live['id']}" + (f" ({live['tag']})" if live.get("tag") else "")
@@ -57,7 +57,7 @@ def _where(data: dict) -> str:
     held = data.get("lock_held") or []
     lock = f"lock: HELD on {', '.join(held)}" if held else "lock: free"
     parts = [live_text, lock]
-    if data.get("backup_dir"):
+    if backup and data.get("backup_dir"):
         parts.append(f"backup: {data['backup_dir']}")
     parts.append(f"journal: {data.get('journal')}")
     return "; ".join(parts)
@@ -105,7 +105,7 @@ def ending(result, what: str, command: str) -> Ending:
         if interrupted:
             return Ending(INTERRUPTED, f"{what} interrupted{at}: nothing was changed; {where}")
         if result.failed_stage in REFUSING_PHASES:
-            return Ending(REFUSED, f"{what} refused{at}: {err}")
+            return Ending(REFUSED, f"{what} refused{at}: {err}; {_where(data, backup=False)}")
         return Ending(UNKNOWN, f"{what} failed{at}: {err}; {where}")
     how = "interrupted" if interrupted else f"failed{at}: {err}"
     if not recovery.ok:

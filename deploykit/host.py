@@ -108,6 +108,7 @@ class Host:
         self.read_only = read_only
         self.cancelled = threading.Event()  # set by an interrupt: new commands refused, running ones killed
         self._active: dict[str, str] = {}  # token -> command, running now
+        self.tracked = False  # a long command of this run was listed in its pid file here
         self._active_lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -163,6 +164,7 @@ class Host:
         if cwd:
             inner += f"cd {q(cwd)} || exit 1; "
         if track:
+            self.tracked = True
             pid_file = self.pid_file
             label = re.sub(r"[^\w.:-]+", "_", track)[:60]
             inner = (f"mkdir -p {q(posixpath.dirname(pid_file))} 2>/dev/null; "

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from . import lock as stage_lock
 from .errors import DeployError, LockHeld
+from .host import q
 from .playbook import Reporter, RunResult, run_playbook
 
 NOTHING_TO_FINISH = (None, "", "abandon")
@@ -77,6 +78,7 @@ def take_over(ctx, reporter: Reporter | None = None) -> RunResult | None:
                 continue
             if killed:
                 ctx.journal.record("killed_leftovers", host=host, run=rid, pids=killed)
+            host.run(f"rm -f {q(host.path('.deploykit', 'run', f'{rid}.pids'))}", check=False)
     primary = next((h for h in held if h.host is ctx.primary), None)
     progress = (primary.holder.get("progress") if primary else None) or {}
     proc = pending_procedure(progress)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import posixpath
 
 from .. import names
+from ..errors import HostCommandFailed
 from .base import Driver
 
 
@@ -40,10 +41,14 @@ class FilesDriver(Driver):
             doc = host.helper("files", "build_tree", {"archive": posixpath.join(backup_dir, fname), "live": root,
                                                       "dest": dest, "files": item["tree"]},
                               track=f"build {self.item_name}")
-        except Exception:
+        except Exception as exc:
             # never handed to swap or discard: the unfinished tree is removed here, not left beside the live one
             if host.run(f"rm -rf {_q(dest)}", check=False, always=True).ok:
                 names.forget(ctx, dest)
+            if isinstance(exc, HostCommandFailed):
+                raise HostCommandFailed(f"{host.name}: {self.item_name}: could not rebuild {root} from the backup "
+                                        f"beside it ({exc}); the live files are untouched",
+                                        hint="free some disk space, then run the command again") from None
             raise
         return {"engine": self.engine, "item": self.item_name, "root": root, "new": dest, "label": label,
                 "linked": doc["linked"], "extracted": doc["extracted"]}

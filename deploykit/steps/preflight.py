@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import re
 
+from ..djangoapp import check_database_identity
 from ..drivers import drivers_for
 from ..drivers.files import FilesDriver
 from ..drivers.postgres import PostgresDriver
@@ -64,6 +65,7 @@ def check_processes(ctx, host) -> list[str]:
 def check_databases(ctx, host) -> list[str]:
     """On the primary: each database exists while a release is live, its owner too, pg_dump is new enough."""
     problems = []
+    live = ctx.failed or ctx.previous  # a rollback's live release is the one it leaves
     for d in drivers_for(ctx.config):
         if isinstance(d, PostgresDriver):
             try:
@@ -76,15 +78,15 @@ def check_databases(ctx, host) -> list[str]:
                                 f"({server['server']}): its dumps would fail")
             if not d.role_exists(ctx, host, d.spec.owner):
                 problems.append(f"{d.spec.alias}: the owner role {d.spec.owner!r} does not exist")
-            if ctx.previous and not d.exists(ctx, host):
+            if live and not d.exists(ctx, host):
                 problems.append(f"{d.spec.alias}: database {d.spec.name} does not exist while release "
-                                f"{ctx.previous['id']} is live")
+                                f"{live['id']} is live")
         elif isinstance(d, SQLiteDriver):
-            if ctx.previous and not host.exists(d.path(host)):
+            if live and not host.exists(d.path(host)):
                 problems.append(f"{d.spec.alias}: the SQLite database {d.path(host)} does not exist while release "
-                                f"{ctx.previous['id']} is live (relative names are relative to deploy_to)")
+                                f"{live['id']} is live (relative names are relative to deploy_to)")
         elif isinstance(d, FilesDriver):
-            if ctx.previous and not host.exists(d.root(host)):
+            if live and not host.exists(d.root(host)):
                 problems.append(f"{d.item_name}: {d.root(host)} does not exist")
     return problems
 
@@ -92,10 +94,6 @@ def check_databases(ctx, host) -> list[str]:
 def check_django_databases(ctx, host) -> list[str]:
     """The live release's Django, run through its own manage.py, uses the databases configured here."""
     if not ctx.previous:
-        return []
-    try:
-        from ..djangoapp import check_database_identity
-    except ImportError:
         return []
     current = host.realpath(host.path("current"))
     if not current or not host.exists(os.path.join(current, "manage.py")):
@@ -156,3 +154,19 @@ class Preflight(Step):
             raise PreflightFailed(f"{host.name}: {'; '.join(problems)}",
                                   hint="fix this first; nothing was changed (run 'deploykit check --host STAGE' again)")
         return Outcome(message="; ".join(["processes, databases, disk ok"] + notes))
+
+
+@register
+class PreflightData(Step):
+    """Read-only checks before a restore replaces data: the databases, their owner roles, the tools."""
+
+    name = "preflight_data"
+    scope = "primary"
+    read_only = True
+
+    def run(self, ctx, host):
+        problems = check_databases(ctx, host)
+        if problems:
+            raise PreflightFailed(f"{host.name}: {'; '.join(problems)}",
+                                  hint="fix this first; nothing was changed")
+        return Outcome(message="databases, owner roles and tools ok")

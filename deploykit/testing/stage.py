@@ -137,7 +137,7 @@ class DeployedStage:
     def cli(self, *args: str, config: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
         """Run the `deploykit` command as an operator would."""
         return subprocess.run(self.cli_argv(*args, config=config), capture_output=True, text=True,
-                              env=env or self.env(), timeout=600)
+                              env=env or self.env(), timeout=600, stdin=subprocess.DEVNULL)
 
     def stop(self) -> None:
         for sup in self.supervisors:
