@@ -112,9 +112,9 @@ def rollback(config: Config, stage: str, *, to_tag: str | None = None, to_commit
         result = run_playbook(ctx, "rollback_plan", reporter)
         result.data.update({"release_id": live["id"], "target": target["id"], "plan": ctx.state.get("plan"),
                             "loss": ctx.state.get("loss")})
-        if not result.ok or dry_run:
+        if not result.ok:
             return result
-        if with_data and confirm is not None and not confirm(ctx.state.get("loss") or {}):
+        if with_data and not dry_run and confirm is not None and not confirm(ctx.state.get("loss") or {}):
             ctx.unlock_all()
             result.ok = False
             result.failed_stage = "plan"

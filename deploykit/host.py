@@ -52,6 +52,9 @@ READ_ONLY_ACTIONS = {
 }
 
 
+NEEDS_SITE = {"pyenv"}
+
+
 def q(value) -> str:
     """Quote one value for a POSIX shell."""
     return shlex.quote(str(value))
@@ -233,7 +236,10 @@ class Host:
         source = (REMOTE_DIR / f"{module}.py").read_text()
         name = f"deploykit-{module}.py"
         payload = f"{len(source)}\n{source}{json.dumps(args or {})}"
-        base = launcher or f"{q(python or self.python)} -c"
+        # -I -S: a stdlib helper needs no site-packages (and starts in a third of the time); the
+        # environment builder looks at the interpreter's own site-packages, so it keeps them
+        flags = "" if module in NEEDS_SITE else " -I -S"
+        base = launcher or f"{q(python or self.python)}{flags} -c"
         cmd = f"{base} {q(_BOOTSTRAP.format(name=name))} {q(action)}"
         result = self.run(cmd, env=env, secrets=secrets, check=False, stdin=payload, timeout=timeout,
                           read_only=read_only, track=track, always=always, cwd=cwd)

@@ -64,6 +64,12 @@ def test_bad_input_changes_nothing(live_stage, tmp_path):
     cp = st.cli("release", "--host", st.name, "--tag", "v1.1", config=variant(st, tmp_path, unknown_key))
     assert_refused(cp, "host key is not in", "ssh-keyscan")
 
+    def same_host_twice(c):  # under another name it would lock itself out
+        twin = dict(c["stages"][st.name]["hosts"][0], name="host1-again", roles=["app"])
+        c["stages"][st.name]["hosts"].append(twin)
+    assert_refused(st.cli("release", "--host", st.name, "--tag", "v1.1", config=variant(st, tmp_path, same_host_twice)),
+                   "the same host")
+
     assert st.tree() == tree
     assert st.snapshot() == data
 

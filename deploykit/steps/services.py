@@ -81,5 +81,7 @@ class StartProcesses(Step):
         return f"would start {', '.join(p.name for p in ctx.config.processes) or 'no process'}"
 
     def run(self, ctx, host):
+        if not host.exists(host.path("current")):  # a first release that never went live: nothing ran before
+            return Outcome(message="no release on this host yet: nothing to start")
         done = _each(ctx, host, "start")
         return Outcome(changed=bool(done), message=", ".join(done) or "no process configured")
