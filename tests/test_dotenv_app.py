@@ -79,13 +79,15 @@ def test_release_stops_when_the_app_would_use_another_database(stage_factory):
 
     result = api.release(cfg, st.name, "v1.2-dotenv")
 
-    assert not result.ok and result.failed_stage == "upload"
+    # the shared .env is the live release's too: the preflight sees it before anything is locked or uploaded
+    assert not result.ok and result.failed_stage == "check"
     line = result.error.one_line()
     assert f"the app uses postgresql '{other}' on {st.pg.host}:{st.pg.port}" in line, line
     assert f"deploykit.yaml says postgresql '{st.db}' on {st.pg.host}:{st.pg.port}" in line, line
     assert "hint:" in line and "\n" not in line
     assert st.current_target(st.primary) == current and st.snapshot() == before
     assert rows(st, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'", db=other) == [(0,)]
-    assert [r.step for r in result.records if r.status == "failed"] == ["check_database"]
-    assert not [r for r in result.records if r.step in ("migrate", "switch_current", "stop_processes")]
-    assert registry(st.primary)["v1.2-dotenv"]["status"] == "failed"
+    assert [r.step for r in result.records if r.status == "failed"] == ["preflight"]
+    assert not [r for r in result.records if r.step in ("acquire_lock", "upload_code", "migrate", "switch_current",
+                                                         "stop_processes")]
+    assert "v1.2-dotenv" not in registry(st.primary)
