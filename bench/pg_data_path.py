@@ -158,7 +158,11 @@ class Bench:
         self.time("dk_backup", dk_backup)
         verify = self.host.helper("files", "verify_backup", {"dir": backup_dir})
         assert verify["verified"], verify
-        self.time("dk_restore", lambda: self.driver.restore(self.ctx, self.host, backup_dir, item, str(w / "aside")))
+        def dk_restore():  # built beside, checked (owners, row counts), swapped in by rename
+            built = self.driver.build(self.ctx, self.host, backup_dir, item, "bench-restore")
+            self.driver.swap(self.ctx, self.host, built, "bench-restore")
+        self.time("dk_restore", dk_restore)
+        self.driver.drop(self.ctx, self.host, self.driver.derived(self.ctx, "aside", "bench-restore"))
         # a live database has been vacuumed (hint bits, visibility map); a fresh restore has not
         self.pg.psql(DB, "VACUUM ANALYZE;")
         snap = {}
@@ -175,8 +179,14 @@ class Bench:
             subprocess.run(["cp", "-r", str(src["dir"]), str(w / "rawcopy")], check=True)
             subprocess.run(["sync"], check=True)
 
-        def clone():
-            self.driver.clone_from(self.ctx, self.host, snap["name"], "clone")
+        def clone():  # a new live copy of a snapshot that is kept: template clone beside, then the rename swap
+            d, ctx, host = self.driver, self.ctx, self.host
+            label = f"clone-{len(samples['dk_clone_restore'])}"
+            new = d.claim(ctx, host, "restore", label)
+            d.psql(ctx, host, f'ALTER DATABASE "{snap["name"]}" WITH ALLOW_CONNECTIONS true;')
+            d.psql(ctx, host, f'CREATE DATABASE "{new}" TEMPLATE "{snap["name"]}" OWNER "{OWNER}" STRATEGY FILE_COPY;')
+            d.psql(ctx, host, f'ALTER DATABASE "{snap["name"]}" WITH ALLOW_CONNECTIONS false;')
+            d.swap(ctx, host, {"name": new, "label": label}, label)
         samples = {"raw_copy": [], "dk_clone_restore": []}
         src = {}
         for _ in range(3):
@@ -184,11 +194,13 @@ class Bench:
             samples["raw_copy"].append(self.measure(raw_copy))
             shutil.rmtree(w / "rawcopy")
             samples["dk_clone_restore"].append(self.measure(clone))
-            self.driver.drop(self.ctx, self.host, self.driver.aside_name("clone"))
+            label = f"clone-{len(samples['dk_clone_restore']) - 1}"
+            self.driver.drop(self.ctx, self.host, self.driver.derived(self.ctx, "aside", label))
         for case, values in samples.items():
             self.record(case, sorted(values)[1], values)
-        self.time("dk_revert", lambda: self.driver.revert(self.ctx, self.host, snap["name"], "revert"))
-        self.driver.drop(self.ctx, self.host, self.driver.aside_name("revert"))
+        self.time("dk_revert", lambda: self.driver.swap(
+            self.ctx, self.host, self.driver.build_from_snapshot(self.ctx, self.host, snap["name"], "revert"), "revert"))
+        self.driver.drop(self.ctx, self.host, self.driver.derived(self.ctx, "aside", "revert"))
         shutil.rmtree(w / "srv" / "backups")
         self.dbbackup()
 

@@ -49,6 +49,12 @@ def run_tests(k: str | None = None, exitfirst: bool = False, extra: list[str] | 
     ensure_system_packages()
     root = Path(__file__).resolve().parents[2]
     args = [sys.executable, "-m", "pytest", str(root / "tests")]
+    try:  # the tests mostly wait on real services: two workers halve the wall time (a file stays on one worker)
+        import xdist  # noqa: F401
+
+        args += ["-n", str(min(4, max(2, os.cpu_count() or 2))), "--dist", "loadfile"]
+    except ImportError:
+        pass
     if k:
         args += ["-k", k]
     if exitfirst:
