@@ -315,17 +315,30 @@ class PostgresDriver(Driver):
         return {"engine": self.engine, "alias": self.spec.alias, "name": snap, "label": label, "snapshot": True}
 
     def swap(self, ctx, host, built, label) -> str:
-        """Rename the live database aside and the built one to the live name, in one transaction."""
+        """Rename the live database aside and the built one to the live name, in one transaction.
+
+        The hot path of a revert: one query to see what exists, one registry
+        write (the set-aside name, before it exists), one transaction. The
+        built copy's own name stays in the registry and is forgotten by the
+        next pruning (it names no database any more: DROP IF EXISTS is a no-op).
+        """
         new, live = built["name"], self.spec.name
         aside = self.derived(ctx, "aside", built.get("label") or label)
-        if not self.database_exists(ctx, host, new):
-            if self.database_exists(ctx, host, aside):  # an interrupted run got this far
+        present = {r[0] for r in self.query(ctx, host, "SELECT datname FROM pg_database WHERE datname IN "
+                                                       f"({literal(new)}, {literal(aside)}, {literal(live)});")}
+        if new not in present:
+            if aside in present:  # an interrupted run got this far
                 return f"{self.item_name}: already swapped in (the replaced database is kept as {aside})"
             raise DeployError(f"{host.name}: the copy {new} to swap in for {live} is gone",
                               hint="run the restore again")
-        aside = self.claim(ctx, host, "aside", built.get("label") or label, replaced=live,
-                           release=ctx.release_id or (ctx.previous or {}).get("id"))
-        has_live = self.exists(ctx, host)
+        if aside in present:
+            raise DeployError(f"{host.name}: a set-aside copy {aside} of {live} already exists",
+                              hint="it holds data that was live; look at it before anything else")
+        has_live = live in present
+        if has_live:
+            names.record(ctx, aside, "aside", engine=self.engine, alias=self.spec.alias, database=live,
+                         label=built.get("label") or label, replaced=live,
+                         release=ctx.release_id or (ctx.previous or {}).get("id"))
         sql = ["SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
                f"WHERE datname IN ({literal(live)}, {literal(new)}) AND pid <> pg_backend_pid();", "BEGIN;"]
         if has_live:
@@ -336,9 +349,7 @@ class PostgresDriver(Driver):
             sql.append(f"ALTER DATABASE {ident(aside)} WITH ALLOW_CONNECTIONS false;")
         sql.append("COMMIT;")
         self.psql(ctx, host, "\n".join(sql))
-        names.forget(ctx, new)  # it is the live database now
         if not has_live:
-            names.forget(ctx, aside)
             return f"{self.item_name}: {live} created from {new}"
         return f"{self.item_name}: swapped in by rename (the replaced database is kept as {aside})"
 

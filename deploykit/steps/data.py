@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import time
 
+from .. import names
 from ..backupset import MANIFEST, code_item, data_items, prepare_dir, require_verified, verify, write_manifest
 from ..drivers import driver_for_item, drivers_for
 from ..drivers.postgres import PostgresDriver
@@ -283,9 +284,15 @@ class PruneSnapshots(Step):
         kept = {r["id"] for r in registry.releases[-ctx.config.keep_releases:]} | {ctx.release_id}
         drivers = {d.spec.alias: d for d in pg_drivers(ctx)}
         dropped = []
+        present = {r[0] for d in drivers.values() for r in d.query(ctx, host, "SELECT datname FROM pg_database;")}
+        gone = [n for n, m in registry.derived.items() if m.get("engine") == "postgresql" and n not in present
+                and m.get("run") != ctx.run_id]
+        if gone:  # swapped in (now the live name) or dropped: nothing left to prune under these names
+            names.forget(ctx, *gone)
         for name, meta in sorted(registry.derived.items()):
             d = drivers.get(meta.get("alias"))
-            if d is None or meta.get("engine") != "postgresql" or meta.get("app") not in (None, ctx.config.app):
+            if d is None or name in gone or meta.get("engine") != "postgresql" \
+                    or meta.get("app") not in (None, ctx.config.app):
                 continue
             if meta.get("kind") in ("snapshot", "aside"):
                 if meta.get("release") in kept:
