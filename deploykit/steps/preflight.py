@@ -144,6 +144,13 @@ class Preflight(Step):
                 problems += check_django_databases(ctx, host)
                 problems += check_space(ctx, host)
         notes = []
+        if not problems and host.is_primary and ctx.config.snapshots:
+            for d in drivers_for(ctx.config):  # no room (or no right) for a snapshot: the dump is the way back
+                if isinstance(d, PostgresDriver) and d.exists(ctx, host):
+                    blocker = d.snapshot_blocker(ctx, host)
+                    if blocker:
+                        notes.append(f"no snapshot of {d.spec.name} will be taken ({blocker}): a recovery "
+                                     "would restore the verified dump")
         if not problems and ctx.previous and "app" in host.roles:
             try:
                 notes = check_health(ctx, host, read_only=True)
@@ -153,7 +160,7 @@ class Preflight(Step):
         if problems:
             raise PreflightFailed(f"{host.name}: {'; '.join(problems)}",
                                   hint="fix this first; nothing was changed (run 'deploykit check --host STAGE' again)")
-        return Outcome(message="; ".join(["processes, databases, disk ok"] + notes))
+        return Outcome(message="; ".join(["processes, databases, disk for the backup ok"] + notes))
 
 
 @register
