@@ -42,7 +42,8 @@ def test_postgres_killed_mid_restore_then_rerun_succeeds(stage_factory):
         ps = subprocess.run(["ps", "-eww", "-o", "args"], capture_output=True, text=True).stdout
         # Debian's /usr/bin/pg_restore execs /usr/lib/postgresql/N/bin/pg_restore; it restores into
         # a new database beside the live one (a derived dkr_ name), swapped in only once complete
-        if any(line.split()[0].endswith("pg_restore") and " -d dkr_" in line
+        # (on this test's cluster: another worker may be restoring into its own)
+        if any(line.split()[0].endswith("pg_restore") and " -d dkr_" in line and f"-p {st.pg.port} " in line
                for line in ps.splitlines() if line.strip()):
             st.pg.kill()
             killed = True

@@ -15,6 +15,7 @@ import pytest
 
 from deploykit import api
 from deploykit.demo.samplerepo import archive_tag
+from deploykit.testing._proc import command_lines
 from deploykit.testing.stage import OWNER, OWNER_PASSWORD
 from tests.test_bad_input import assert_refused
 
@@ -140,8 +141,8 @@ def test_killed_sshd_during_unapply_then_rerun_finishes(three_releases, tmp_path
     deadline = time.monotonic() + 120
     killed = False
     while worker.is_alive() and time.monotonic() < deadline and not killed:
-        ps = subprocess.run(["ps", "-eww", "-o", "args"], capture_output=True, text=True).stdout
-        if any("deploykit-django_state.py" in line and line.rstrip().endswith(" migrate") for line in ps.splitlines()):
+        ps = command_lines(under=st.primary.deploy_to)  # this host's helper, not another worker's
+        if any("deploykit-django_state.py" in line and line.endswith(" migrate") for line in ps.values()):
             st.primary.kill()
             killed = True
         time.sleep(0.01)
@@ -150,7 +151,7 @@ def test_killed_sshd_during_unapply_then_rerun_finishes(three_releases, tmp_path
     assert not results[0].ok  # the connection died under it
     assert (st.primary.deploy_to / ".deploykit" / "pending.json").exists()
     # let an orphaned helper end, as an operator would before rerunning
-    while "deploykit-django_state.py" in subprocess.run(["ps", "-eww", "-o", "args"], capture_output=True, text=True).stdout:
+    while any("deploykit-django_state.py" in line for line in command_lines(under=st.primary.deploy_to).values()):
         time.sleep(0.1)
     st.primary.restart()
 

@@ -317,10 +317,11 @@ class PostgresDriver(Driver):
     def swap(self, ctx, host, built, label) -> str:
         """Rename the live database aside and the built one to the live name, in one transaction.
 
-        The hot path of a revert: one query to see what exists, one registry
-        write (the set-aside name, before it exists), one transaction. The
-        built copy's own name stays in the registry and is forgotten by the
-        next pruning (it names no database any more: DROP IF EXISTS is a no-op).
+        The hot path of a revert: one query to see what exists, the set-aside
+        name recorded before it exists, one transaction, then the built copy's
+        own name forgotten (it is the live database now). A run that dies
+        between the two leaves a registry name with no database: the next
+        pruning forgets it.
         """
         new, live = built["name"], self.spec.name
         aside = self.derived(ctx, "aside", built.get("label") or label)
@@ -328,6 +329,7 @@ class PostgresDriver(Driver):
                                                        f"({literal(new)}, {literal(aside)}, {literal(live)});")}
         if new not in present:
             if aside in present:  # an interrupted run got this far
+                names.forget(ctx, new)
                 return f"{self.item_name}: already swapped in (the replaced database is kept as {aside})"
             raise DeployError(f"{host.name}: the copy {new} to swap in for {live} is gone",
                               hint="run the restore again")
@@ -349,6 +351,7 @@ class PostgresDriver(Driver):
             sql.append(f"ALTER DATABASE {ident(aside)} WITH ALLOW_CONNECTIONS false;")
         sql.append("COMMIT;")
         self.psql(ctx, host, "\n".join(sql))
+        names.forget(ctx, new)
         if not has_live:
             return f"{self.item_name}: {live} created from {new}"
         return f"{self.item_name}: swapped in by rename (the replaced database is kept as {aside})"

@@ -93,6 +93,31 @@ def descendants(pid: int) -> list[int]:
     return out
 
 
+def command_lines(under: str | os.PathLike | None = None) -> dict[int, str]:
+    """pid -> command line of live processes; with ``under``, only those whose working directory is inside it.
+
+    Tests run on several workers at once: a test that waits for "a helper
+    running migrate" must find its own host's, not another worker's.
+    """
+    root = os.path.realpath(under) if under is not None else None
+    out = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+            if root is not None:
+                cwd = os.readlink(f"/proc/{entry}/cwd")
+                if cwd != root and not cwd.startswith(root + os.sep):
+                    continue
+        except OSError:
+            continue
+        if cmd:
+            out[int(entry)] = cmd
+    return out
+
+
 def group_members(pgid: int) -> list[int]:
     """Live (non-zombie) processes of process group ``pgid``."""
     return [
