@@ -27,6 +27,7 @@ sys.path.insert(0, str(ROOT))
 from deploykit.config import parse_config  # noqa: E402
 from deploykit.context import Context  # noqa: E402
 from deploykit.drivers.postgres import PostgresDriver  # noqa: E402
+from deploykit.sqltext import ident  # noqa: E402
 from deploykit.testing.postgres import PgCluster  # noqa: E402
 
 OWNER, OWNER_PW, DB = "bench_owner", "bench-owner-pw", "benchdb"
@@ -183,9 +184,10 @@ class Bench:
             d, ctx, host = self.driver, self.ctx, self.host
             label = f"clone-{len(samples['dk_clone_restore'])}"
             new = d.claim(ctx, host, "restore", label)
-            d.psql(ctx, host, f'ALTER DATABASE "{snap["name"]}" WITH ALLOW_CONNECTIONS true;')
-            d.psql(ctx, host, f'CREATE DATABASE "{new}" TEMPLATE "{snap["name"]}" OWNER "{OWNER}" STRATEGY FILE_COPY;')
-            d.psql(ctx, host, f'ALTER DATABASE "{snap["name"]}" WITH ALLOW_CONNECTIONS false;')
+            s = ident(snap["name"])
+            d.psql(ctx, host, f"ALTER DATABASE {s} WITH ALLOW_CONNECTIONS true;")
+            d.psql(ctx, host, f"CREATE DATABASE {ident(new)} TEMPLATE {s} OWNER {ident(OWNER)} STRATEGY FILE_COPY;")
+            d.psql(ctx, host, f"ALTER DATABASE {s} WITH ALLOW_CONNECTIONS false;")
             d.swap(ctx, host, {"name": new, "label": label}, label)
         samples = {"raw_copy": [], "dk_clone_restore": []}
         src = {}
