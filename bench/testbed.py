@@ -1,0 +1,20 @@
+"""The parts of the test rig the benchmarks use, imported in one place (the rig is not part of deploykit)."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+
+def rig_modules() -> SimpleNamespace:
+    """sshd hosts, PostgreSQL, supervisord, the sample repository, its wheelhouse and stage maker."""
+    from deploykit.demo.samplerepo import build_sample_repo
+    from deploykit.testing.ports import free_port
+    from deploykit.testing.postgres import PgCluster
+    from deploykit.testing.sshd import start_ssh_hosts
+    from deploykit.testing.stage import OWNER, OWNER_PASSWORD, make_stage
+    from deploykit.testing.supervisor import Supervisor, supervisor_command
+    from deploykit.testing.wheelhouse import build_wheelhouse
+
+    return SimpleNamespace(build_sample_repo=build_sample_repo, free_port=free_port, PgCluster=PgCluster,
+                           start_ssh_hosts=start_ssh_hosts, OWNER=OWNER, OWNER_PASSWORD=OWNER_PASSWORD,
+                           make_stage=make_stage, Supervisor=Supervisor, supervisor_command=supervisor_command,
+                           build_wheelhouse=build_wheelhouse)
