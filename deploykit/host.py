@@ -258,6 +258,39 @@ class Host:
             raise HostCommandFailed(f"{self.name}: {module} {action}: {doc.get('error')}")
         return doc
 
+    # -- streams ----------------------------------------------------------------
+    def open_stream(self, command: str, *, write: bool, read_only: bool = False) -> "Stream":
+        """Start COMMAND with its stdin (write=True) or its stdout (write=False) as a byte stream.
+
+        For bulk data (host-to-host copies): it does not pass through the
+        command channel. The command is marked like every other (killed with
+        all it started on an interrupt) and refused during a dry-run unless
+        declared read-only.
+        """
+        if self.read_only and not read_only:
+            raise DryRunWrite(f"{self.name}: refused to stream into {command[:100]!r} during a dry-run",
+                              hint="this is a bug in a step that claims to be read-only; please report it")
+        if self.cancelled.is_set():
+            raise Interrupted(f"{self.name}: interrupted before {command[:80]!r}")
+        token = _secrets.token_hex(8)
+        script = f"exec env DEPLOYKIT_RUN={q(self.run_id)} DEPLOYKIT_CMD={token} bash -c {q(command)}"
+        with self._active_lock:
+            self._active[token] = command
+        try:
+            pipe = self._open_pipe(script, write)
+        except BaseException:
+            with self._active_lock:
+                self._active.pop(token, None)
+            raise
+        return Stream(self, command, token, pipe, write)
+
+    def _open_pipe(self, script: str, write: bool):
+        raise NotImplementedError
+
+    def _forget(self, token: str) -> None:
+        with self._active_lock:
+            self._active.pop(token, None)
+
     # -- small conveniences -----------------------------------------------------
     def exists(self, path: str) -> bool:
         return self.run(f"test -e {q(path)} -o -L {q(path)}", check=False, read_only=True).ok
@@ -318,6 +351,9 @@ class LocalHost(Host):
             return CommandResult(script, 124, _strip_mark(out or ""), f"timed out after {timeout}s",
                                  time.monotonic() - start)
         return CommandResult(script, proc.returncode, _strip_mark(out), err, time.monotonic() - start)
+
+    def _open_pipe(self, script, write):
+        return _LocalPipe(script, write)
 
     def put(self, local, remote, mode=0o600):
         self._refuse_put(remote)
@@ -411,8 +447,8 @@ class SSHHost(Host):
         return HostUnreachable(f"host {self.name}: connection lost: {exc or type(exc).__name__}",
                                hint="check the host, then run the same command again: it finishes what was left")
 
-    def _exec(self, script, stdin, timeout, token):
-        start = time.monotonic()
+    def _session(self):
+        """A new channel on the connection (reconnecting once if it dropped since the last command)."""
         try:
             transport = self.conn.client.get_transport()
             if transport is None or not transport.is_active():  # dropped since the last command: reconnect once
@@ -420,11 +456,18 @@ class SSHHost(Host):
                 transport = self.conn.client.get_transport()
             if transport is None or not transport.is_active():
                 raise EOFError("the SSH transport is closed")
-            chan = transport.open_session(timeout=self.config.connect_timeout)
+            return transport.open_session(timeout=self.config.connect_timeout)
         except DeployError:
             raise
         except Exception as exc:  # OSError, EOFError, paramiko.SSHException
             raise self._lost(exc) from None
+
+    def _open_pipe(self, script, write):
+        return _ChannelPipe(self, script, write)
+
+    def _exec(self, script, stdin, timeout, token):
+        start = time.monotonic()
+        chan = self._session()
         out, err = bytearray(), bytearray()
         try:
             chan.settimeout(None)
@@ -481,6 +524,133 @@ class SSHHost(Host):
         except (OSError, EOFError) as exc:
             raise self._lost(exc) from None
         self.run(f"mv -f {q(tmp)} {q(remote)}")
+
+
+class Stream:
+    """A command on a host whose stdin or stdout is a byte stream; `close()` gives its exit status."""
+
+    def __init__(self, host: Host, command: str, token: str, pipe, write: bool):
+        self.host, self.command, self.token, self.pipe, self.write_side = host, command, token, pipe, write
+
+    def read(self, size: int = 1 << 20) -> bytes:
+        return self.pipe.read(size)
+
+    def write(self, data: bytes) -> None:
+        self.pipe.write(data)
+
+    def close(self) -> CommandResult:
+        """Wait for the command; its exit status and stderr (the stream side is closed first)."""
+        try:
+            return self.pipe.finish(self.command)
+        finally:
+            self.host._forget(self.token)
+
+    def abort(self) -> None:
+        """Stop the command and all it started (by its recorded token)."""
+        try:
+            self.pipe.abandon()
+        finally:
+            try:
+                self.host.kill_marked(f"DEPLOYKIT_CMD={self.token}", grace=2)
+            except DeployError:
+                pass
+            self.host._forget(self.token)
+
+
+class _LocalPipe:
+    def __init__(self, script: str, write: bool):
+        self.start = time.monotonic()
+        self.proc = subprocess.Popen(["bash", "-c", script], stdin=subprocess.PIPE if write else subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL if write else subprocess.PIPE,
+                                     stderr=subprocess.PIPE, start_new_session=True)
+        self.write_side = write
+        self.err = bytearray()
+        self._err_reader = threading.Thread(target=self._drain, daemon=True)
+        self._err_reader.start()
+
+    def _drain(self):
+        while chunk := self.proc.stderr.read(1 << 16):
+            self.err += chunk
+
+    def read(self, size):
+        return self.proc.stdout.read1(size) if hasattr(self.proc.stdout, "read1") else self.proc.stdout.read(size)
+
+    def write(self, data):
+        self.proc.stdin.write(data)
+
+    def finish(self, command):
+        if self.write_side:
+            self.proc.stdin.close()
+        else:
+            self.proc.stdout.read()
+        status = self.proc.wait()
+        self._err_reader.join(5)
+        return CommandResult(command, status, "", self.err.decode(errors="replace"), time.monotonic() - self.start)
+
+    def abandon(self):
+        try:
+            os.killpg(self.proc.pid, 9)
+        except OSError:
+            pass
+        self.proc.wait()
+
+
+class _ChannelPipe:
+    def __init__(self, host: "SSHHost", script: str, write: bool):
+        self.host = host
+        self.start = time.monotonic()
+        self.write_side = write
+        self.err = bytearray()
+        self.chan = host._session()
+        self.chan.settimeout(None)
+        self.chan.exec_command(script)
+        if not write:
+            self.chan.shutdown_write()
+
+    def _drain_err(self):
+        while self.chan.recv_stderr_ready():
+            self.err += self.chan.recv_stderr(1 << 16)
+
+    def read(self, size):
+        try:
+            data = self.chan.recv(size)
+            self._drain_err()
+            return data
+        except (OSError, EOFError, socket.timeout) as exc:
+            raise self.host._lost(exc) from None
+
+    def write(self, data):
+        try:
+            self.chan.sendall(data)
+            self._drain_err()
+        except (OSError, EOFError, socket.timeout) as exc:
+            if self.chan.exit_status_ready():  # the command ended before reading it all: close() says why
+                raise BrokenPipeError(f"{self.host.name}: the command stopped reading") from None
+            raise self.host._lost(exc) from None
+
+    def finish(self, command):
+        try:
+            if self.write_side:
+                self.chan.shutdown_write()
+            else:
+                while self.chan.recv(1 << 16):
+                    pass
+            status = self.chan.recv_exit_status()
+            while True:
+                chunk = self.chan.recv_stderr(1 << 16)
+                if not chunk:
+                    break
+                self.err += chunk
+            self.chan.close()
+        except (OSError, EOFError, socket.timeout) as exc:
+            raise self.host._lost(exc) from None
+        return CommandResult(command, status, "", self.err.decode(errors="replace"), time.monotonic() - self.start)
+
+    def abandon(self):
+        try:
+            self.chan.close()
+        except Exception:
+            pass
 
 
 def make_host(spec: HostSpec, config: Config, *, run_id: str = "none", read_only: bool = False) -> Host:

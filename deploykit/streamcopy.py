@@ -1,0 +1,150 @@
+"""Host-to-host copies: files streamed from a host of one stage to a host of another, checked on arrival.
+
+Blue/green transfer and refresh move backup sets between stages. The bytes go
+source host -> controller -> target host over two SSH channels (the hosts need
+not reach each other), in chunks, never held whole in memory. Every file is
+checked three times: its sha256 on the source before sending, the sha256 of
+the bytes the controller relayed, and the sha256 of what the target wrote;
+all three must agree. A file is written beside its destination (`.part-…`)
+and renamed into place only once checked; a directory is built beside
+(`.part-…`) and renamed into place only once every file in it is checked. So
+the target has the state before or the state after, never a torn copy: a
+failure at any point removes the partial copy and leaves what was there.
+"""
+from __future__ import annotations
+
+import hashlib
+import posixpath
+import secrets
+import time
+from dataclasses import dataclass, field
+
+from .errors import DeployError
+from .host import Host, q
+
+CHUNK = 1 << 20
+
+
+class CopyCorrupt(DeployError):
+    """The bytes that arrived are not the bytes that left: the copy was discarded."""
+
+    hint = "nothing was replaced on the target; check the source file and the target's disk, then copy again"
+
+
+@dataclass
+class CopiedFile:
+    rel: str
+    size: int
+    sha256: str
+    seconds: float
+
+
+@dataclass
+class CopyResult:
+    """What arrived where: the files (each checked) and the total."""
+
+    source: str
+    target: str
+    files: list[CopiedFile] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def bytes(self) -> int:
+        return sum(f.size for f in self.files)
+
+
+def _part(path: str) -> str:
+    return f"{path}.part-{secrets.token_hex(4)}"
+
+
+def _relay(src: Host, src_path: str, dst: Host, dst_part: str) -> tuple[int, str]:
+    """Stream one file; return (bytes, sha256 of the bytes relayed)."""
+    reader = src.open_stream(f"cat -- {q(src_path)}", write=False, read_only=True)
+    try:
+        writer = dst.open_stream(f"umask 077 && cat > {q(dst_part)}", write=True)
+    except BaseException:
+        reader.abort()
+        raise
+    digest, size = hashlib.sha256(), 0
+    try:
+        while chunk := reader.read(CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+            writer.write(chunk)
+    except BrokenPipeError:  # the writing command ended early (a full disk, say): its exit status says why
+        reader.abort()
+        got = writer.close()
+        raise DeployError(f"{dst.name}: writing {dst_part} failed (exit {got.exited}): "
+                          f"{got.tail() or 'it stopped reading'}", hint="check the free space on the target host")
+    except BaseException:
+        writer.abort()
+        reader.abort()
+        raise
+    got, sent = writer.close(), reader.close()
+    if not sent.ok:
+        raise DeployError(f"{src.name}: reading {src_path} failed (exit {sent.exited}): {sent.tail()}")
+    if not got.ok:
+        raise DeployError(f"{dst.name}: writing {dst_part} failed (exit {got.exited}): {got.tail()}",
+                          hint="check the free space on the target host")
+    return size, digest.hexdigest()
+
+
+def _checked(src: Host, src_path: str, dst: Host, dst_part: str, rel: str) -> CopiedFile:
+    """Copy one file to dst_part and prove it arrived whole; raise CopyCorrupt otherwise."""
+    start = time.monotonic()
+    before = src.helper("files", "sha256", {"path": src_path})
+    size, relayed = _relay(src, src_path, dst, dst_part)
+    arrived = dst.helper("files", "sha256", {"path": dst_part})
+    if not (before["sha256"] == relayed == arrived["sha256"]) or before["size"] != size or arrived["size"] != size:
+        raise CopyCorrupt(f"{rel}: sha256 on {src.name} {before['sha256'][:12]} ({before['size']} bytes), relayed "
+                          f"{relayed[:12]} ({size}), on {dst.name} {arrived['sha256'][:12]} ({arrived['size']})")
+    return CopiedFile(rel, size, relayed, time.monotonic() - start)
+
+
+def copy_file(src: Host, src_path: str, dst: Host, dst_path: str, *, mode: int = 0o600) -> CopyResult:
+    """Copy one file; the destination is replaced by rename only once the copy is checked."""
+    start = time.monotonic()
+    part = _part(dst_path)
+    dst.run(f"mkdir -p -m 700 {q(posixpath.dirname(dst_path))}")
+    try:
+        copied = _checked(src, src_path, dst, part, posixpath.basename(dst_path))
+        dst.run(f"chmod {mode:o} {q(part)} && mv -f -- {q(part)} {q(dst_path)}")
+    except BaseException:
+        dst.run(f"rm -f -- {q(part)}", check=False, always=True, timeout=60)
+        raise
+    return CopyResult(src.name, dst.name, [copied], time.monotonic() - start)
+
+
+def copy_tree(src: Host, src_dir: str, dst: Host, dst_dir: str) -> CopyResult:
+    """Copy every file of a directory (a backup set, say) to a new directory on another host.
+
+    Refuses to replace an existing dst_dir. Symbolic links and special files
+    are refused: a backup set holds regular files only.
+    """
+    start = time.monotonic()
+    listing = src.helper("files", "manifest", {"root": src_dir})
+    if listing.get("missing"):
+        raise DeployError(f"{src.name}: {src_dir} does not exist")
+    odd = [rel for rel, meta in listing["files"].items() if "link" in meta] + list(listing.get("skipped") or [])
+    if odd:
+        raise DeployError(f"{src.name}: {src_dir} holds links or special files ({', '.join(sorted(odd)[:3])})",
+                          hint="only regular files are copied between hosts")
+    if dst.exists(dst_dir):
+        raise DeployError(f"{dst.name}: {dst_dir} exists already", hint="copy into a new directory")
+    part = _part(dst_dir.rstrip("/"))
+    result = CopyResult(src.name, dst.name)
+    try:
+        dst.run(f"mkdir -p -m 700 {q(part)}")
+        for rel in sorted(listing["files"]):
+            target = posixpath.join(part, rel)
+            dst.run(f"mkdir -p -m 700 {q(posixpath.dirname(target))}")
+            copied = _checked(src, posixpath.join(src_dir, rel), dst, target, rel)
+            if copied.sha256 != listing["files"][rel]["sha256"]:
+                raise CopyCorrupt(f"{rel} changed on {src.name} while the directory was being copied")
+            result.files.append(copied)
+        dst.run(f"mv -T -- {q(part)} {q(dst_dir)}")
+    except BaseException:
+        dst.run(f"rm -rf -- {q(part)}", check=False, always=True, timeout=120)
+        raise
+    result.seconds = time.monotonic() - start
+    return result

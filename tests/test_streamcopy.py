@@ -1,0 +1,109 @@
+"""Host-to-host copies between two stages (real sshd hosts): whole and checked, or nothing replaced."""
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+
+import pytest
+
+from deploykit.config import parse_config
+from deploykit.errors import DeployError, DryRunWrite
+from deploykit.host import Host, make_host
+from deploykit.streamcopy import CopyCorrupt, copy_file, copy_tree
+
+
+def two_stages(rig, tmp_path):
+    """blue = the rig's first host, green = its second: one config, two stages."""
+    def host(h):
+        return {"name": h.name, "address": f"{rig.user}@{h.address}:{h.port}", "deploy_to": str(h.deploy_to),
+                "roles": ["app", "primary"]}
+    raw = {"deploy_to": "/nonexistent", "python": sys.executable,
+           "ssh": {"known_hosts": str(rig.known_hosts), "identity": str(rig.client_key)},
+           "stages": {"blue": {"hosts": [host(rig[0])]}, "green": {"hosts": [host(rig[1])]}}}
+    return parse_config(raw, tmp_path / "deploykit.yaml")
+
+
+def hosts(cfg, read_only=False):
+    return (make_host(cfg.stage("blue")[0], cfg, run_id="copytest"),
+            make_host(cfg.stage("green")[0], cfg, run_id="copytest", read_only=read_only))
+
+
+def tree(root):
+    return {str(p.relative_to(root)): (hashlib.sha256(p.read_bytes()).hexdigest(), oct(p.stat().st_mode & 0o777))
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def backup_set(ssh_rig):
+    src = ssh_rig[0].deploy_to / "backups" / "b1"
+    (src / "db").mkdir(parents=True)
+    (src / "db" / "default.dump").write_bytes(os.urandom(5 * 1024 * 1024 + 17))
+    (src / "manifest.json").write_text('{"items": []}\n')
+    (src / "empty").write_bytes(b"")
+    return src
+
+
+def test_tree_arrives_whole_and_checked(ssh_rig, tmp_path, backup_set):
+    blue, green = hosts(two_stages(ssh_rig, tmp_path))
+    dest = ssh_rig[1].deploy_to / "incoming" / "b1"
+    result = copy_tree(blue, str(backup_set), green, str(dest))
+
+    assert {k: v[0] for k, v in tree(dest).items()} == {k: v[0] for k, v in tree(backup_set).items()}
+    assert all(mode == "0o600" for _, mode in tree(dest).values())
+    assert result.bytes == 5 * 1024 * 1024 + 17 + len('{"items": []}\n')
+    assert sorted(f.rel for f in result.files) == ["db/default.dump", "empty", "manifest.json"]
+    assert [p.name for p in dest.parent.iterdir()] == ["b1"]  # no .part left beside it
+    # a second copy never replaces a directory that exists
+    with pytest.raises(DeployError, match="exists already"):
+        copy_tree(blue, str(backup_set), green, str(dest))
+    blue.close(), green.close()
+
+
+def test_corrupted_in_transit_is_discarded_and_the_old_file_kept(ssh_rig, tmp_path, backup_set, monkeypatch):
+    blue, green = hosts(two_stages(ssh_rig, tmp_path))
+    dest = ssh_rig[1].deploy_to / "incoming" / "default.dump"
+    dest.parent.mkdir(parents=True)
+    dest.write_bytes(b"the copy from last week")
+    original = Host.open_stream
+
+    def flipping(self, command, **kw):  # the target's disk returns a bit flipped
+        stream = original(self, command, **kw)
+        if self is green:
+            write = stream.write
+            stream.write = lambda data: write(bytes([data[0] ^ 1]) + data[1:]) if data else None
+        return stream
+
+    monkeypatch.setattr(Host, "open_stream", flipping)
+    with pytest.raises(CopyCorrupt, match="sha256"):
+        copy_file(blue, str(backup_set / "db" / "default.dump"), green, str(dest))
+    assert dest.read_bytes() == b"the copy from last week"
+    assert [p.name for p in dest.parent.iterdir()] == ["default.dump"]
+    monkeypatch.undo()
+    copy_file(blue, str(backup_set / "db" / "default.dump"), green, str(dest), mode=0o640)
+    assert dest.read_bytes() == (backup_set / "db" / "default.dump").read_bytes()
+    assert oct(dest.stat().st_mode & 0o777) == "0o640"
+    blue.close(), green.close()
+
+
+def test_full_disk_on_the_target_leaves_nothing(ssh_rig, tmp_path, backup_set):
+    target = ssh_rig[1]
+    target.stop()
+    target.file_size_limit = 1024 * 1024  # every file written in an ssh session: at most 1 MB
+    target.start()
+    target.wait_ready()
+    blue, green = hosts(two_stages(ssh_rig, tmp_path))
+    dest = target.deploy_to / "incoming" / "b1"
+    with pytest.raises(DeployError, match="writing"):
+        copy_tree(blue, str(backup_set), green, str(dest))
+    assert not (target.deploy_to / "incoming").exists() or list((target.deploy_to / "incoming").iterdir()) == []
+    blue.close(), green.close()
+
+
+def test_dry_run_target_refuses_before_writing(ssh_rig, tmp_path, backup_set):
+    blue, green = hosts(two_stages(ssh_rig, tmp_path), read_only=True)
+    dest = ssh_rig[1].deploy_to / "incoming" / "b1"
+    with pytest.raises(DryRunWrite):
+        copy_tree(blue, str(backup_set), green, str(dest))
+    assert not (ssh_rig[1].deploy_to / "incoming").exists()
+    blue.close(), green.close()
