@@ -4,7 +4,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import git
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # GitPython is imported when a repository is opened: the program starts faster
+    import git
 
 from .errors import ConfigError, UnknownRevision
 
@@ -18,6 +21,8 @@ class Revision:
 
 
 def open_repo(path: Path) -> git.Repo:
+    import git
+
     try:
         return git.Repo(path, search_parent_directories=False)
     except (git.InvalidGitRepositoryError, git.NoSuchPathError):
@@ -37,6 +42,8 @@ def newest_tag(repo: git.Repo) -> str:
 
 
 def resolve(repo_path: Path, tag: str | None = None, commit: str | None = None) -> Revision:
+    import git
+
     repo = open_repo(repo_path)
     if commit:
         try:

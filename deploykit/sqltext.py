@@ -7,7 +7,6 @@ and database-level settings (pg_db_role_setting) have their own rules here.
 """
 from __future__ import annotations
 
-from psycopg import sql
 
 # Settings whose stored value is a list of separately quoted items (pg_dump's
 # variable_is_guc_list_quote): re-applied as a list, not as one quoted string.
@@ -19,6 +18,8 @@ def ident(name: str) -> str:
     """A quoted SQL identifier ("name", with embedded quotes doubled)."""
     if "\0" in name:
         raise ValueError("an identifier cannot contain NUL")
+    from psycopg import sql  # imported when SQL is composed: the `deploykit` program starts faster
+
     return sql.Identifier(name).as_string(None)
 
 
@@ -26,6 +27,8 @@ def literal(value) -> str:
     """A quoted SQL literal ('text', E'...' when it holds backslashes)."""
     if isinstance(value, str) and "\0" in value:
         raise ValueError("a literal cannot contain NUL")
+    from psycopg import sql
+
     return sql.Literal(value).as_string(None).strip()
 
 
