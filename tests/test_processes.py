@@ -170,3 +170,34 @@ def test_the_steps_go_through_the_managers_and_skip_readers_when_asked():
     host = FakeHost()
     assert services._each(ctx, "stop", host, writers_only=True) == ["web", "web"]
     assert host.commands() == ["supervisorctl -c /etc/sv.conf stop web", "systemctl stop app.service"]
+
+
+# what preflight finds, per manager: the same messages as steps/preflight.check_processes
+CHECK_CASES = [
+    (sup(), {"supervisorctl": (1, "web: ERROR (no such process)")}, "has no program named as configured"),
+    (sup(), {"supervisorctl": (2, "unix:///tmp/sv.sock refused connection\nFor help, use supervisorctl -h")},
+     "supervisor does not answer on web1: boom | unix:///tmp/sv.sock refused connection"),
+    (sup(), {"supervisorctl": (3, "web STOPPED")}, None),
+    (unit(), {"systemctl show": (0, "loaded\n")}, None),
+    (unit(), {"systemctl show": (0, "not-found\n")}, "systemd unit app.service is not-found on web1"),
+    (unit(), {"systemctl show": (1, "Failed to connect to bus")}, "systemd does not answer on web1"),
+    (cmds(), {}, None),
+    (ProcessSpec("cron", "a", "b", "c", "./cron-status", manager="commands"), {"./cron-status": (4, "")},
+     "its status command failed on web1"),
+]
+
+
+@pytest.mark.parametrize("spec, answers, problem", CHECK_CASES)
+def test_check_finds_what_preflight_finds_read_only(spec, answers, problem):
+    host = FakeHost(answers, read_only=True)
+    found = manager_for(spec).check(host, live=True)
+    assert (found == []) if problem is None else (len(found) == 1 and problem in found[0]), found
+    from deploykit.steps.preflight import check_processes
+    ctx = types.SimpleNamespace(config=types.SimpleNamespace(processes=[spec]), previous="r1")
+    assert check_processes(ctx, FakeHost(answers, read_only=True)) == found
+
+
+def test_a_failing_status_command_is_no_problem_before_the_first_release():
+    spec = ProcessSpec("cron", "a", "b", "c", "./cron-status", manager="commands")
+    assert manager_for(spec).check(FakeHost({"./cron-status": (4, "")}), live=False) == []
+    assert manager_for(unit(user=True)).check(FakeHost({"systemctl --user show": (0, "loaded")}), live=False) == []

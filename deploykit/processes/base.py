@@ -33,6 +33,18 @@ class ProcessManager:
         """Whether the status command's result means the process runs."""
         return res.ok and ("RUNNING" in res.stdout.upper() or res.stdout.strip().upper() == "ACTIVE")
 
+    def check(self, host, live: bool) -> list[str]:
+        """Read-only, for preflight: what is wrong with this process on the host (`live`: a release runs there).
+
+        The operator's own status command must succeed once a release is live
+        (unless it is the default `true`).
+        """
+        status = self.command("status")
+        res = host.run(host.render(status), check=False, read_only=True)
+        if not res.ok and status != "true" and live:
+            return [f"{self.name}: its status command failed on {host.name}: {res.tail(1)}"]
+        return []
+
     # -- the interface steps use ---------------------------------------------------
     def running(self, host) -> bool:
         """Read-only: does the process run on the host (a dry-run may ask)."""

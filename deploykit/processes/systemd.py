@@ -6,6 +6,7 @@ Options read from the process spec: `unit`; `user` (true: `systemctl --user`);
 """
 from __future__ import annotations
 
+from ..host import q
 from .base import ProcessManager
 
 _VERB = {"start": "start", "stop": "stop", "restart": "restart", "status": "is-active"}
@@ -29,3 +30,14 @@ class Systemd(ProcessManager):
     def says_running(self, res) -> bool:
         return res.ok and res.stdout.strip() == "active"
 
+    def check(self, host, live: bool) -> list[str]:
+        """systemd answers and has the unit loaded (whether or not it runs)."""
+        unit = host.render(self.spec.unit)
+        res = host.run(f"{host.render(self.systemctl())} show -p LoadState --value {q(unit)}",
+                       check=False, read_only=True)
+        state = res.stdout.strip()
+        if not res.ok:
+            return [f"{self.name}: systemd does not answer on {host.name}: {res.tail(1)}"]
+        if state != "loaded":
+            return [f"{self.name}: systemd unit {unit} is {state or 'unknown'} on {host.name}"]
+        return []
