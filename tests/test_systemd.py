@@ -7,9 +7,14 @@ from __future__ import annotations
 
 import subprocess
 
+import pytest
 import yaml
 
 from deploykit import api
+from deploykit.config import ProcessSpec, parse_config
+from deploykit.errors import DryRunWrite
+from deploykit.host import make_host
+from deploykit.processes import manager_for
 from deploykit.testing._proc import alive
 from deploykit.testing.systemd import SystemdMachine, systemd_factory  # noqa: F401 (fixture)
 
@@ -105,3 +110,55 @@ def test_the_test_systemd_is_pid_1_of_its_own_namespaces_and_leaves_nothing(tmp_
     finally:
         machine.stop()
     assert not alive(int(procs[0])) and not alive(machine.pid) and not machine.cgroup.exists()
+
+
+def user_manager(machine, units) -> str:
+    """Start `systemd --user` (root's) as a unit of the machine, with units only from `units`; its systemctl."""
+    for target in ("basic.target", "shutdown.target", "dk.target"):
+        (units / target).write_text(f"[Unit]\nDescription={target}\n")
+    machine.add_unit("user-manager.service", "[Service]\nType=notify\nDelegate=yes\nRuntimeDirectory=user/0\n"
+                     f"Environment=XDG_RUNTIME_DIR=/run/user/0 SYSTEMD_UNIT_PATH={units}\n"
+                     "ExecStart=/lib/systemd/systemd --user --unit=dk.target\n")
+    machine.systemctl("start", "user-manager.service")
+    return "env XDG_RUNTIME_DIR=/run/user/0 systemctl"
+
+
+def test_a_user_unit_over_ssh_through_the_processes_interface(ssh_rig_factory, systemd_factory):
+    rig = ssh_rig_factory(1)
+    h = rig.hosts[0]
+    machine = systemd_factory(h.root / "systemd")
+    machine.adopt(h)
+    units = h.root / "user-units"
+    units.mkdir()
+    (units / "sleeper.service").write_text("[Service]\nExecStart=/bin/sleep 600\n")
+    systemctl = user_manager(machine, units)
+    cfg = parse_config({"deploy_to": str(h.deploy_to), "stages": {"s": {"hosts": [{"name": h.name, "address": f"{rig.user}@{h.address}:{h.port}"}]}},
+                        "ssh": {"known_hosts": str(rig.known_hosts), "identity": str(rig.client_key)}},
+                       h.root / "deploykit.yaml")
+    spec = ProcessSpec("sleeper", "", "", "", "", manager="systemd", unit="sleeper.service")
+    spec.user, spec.systemctl = True, systemctl  # the options a config gives as systemd: {unit, user, systemctl}
+    web = manager_for(spec)
+
+    def main_pid() -> int:
+        cp = subprocess.run(machine.inside(*systemctl.split(), "--user", "show", "-p", "MainPID", "--value",
+                                           "sleeper.service"), capture_output=True, text=True, check=True)
+        return int(cp.stdout)
+
+    host, dry = make_host(cfg.stages["s"][0], cfg), make_host(cfg.stages["s"][0], cfg, read_only=True)
+    try:
+        assert web.check(host, live=False) == [] and not web.running(host)
+        assert web.restart(host) == "sleeper" and web.running(host)  # a restart of a stopped unit starts it
+        first = main_pid()
+        assert web.restart(host) == "sleeper" and main_pid() not in (0, first)
+        running = main_pid()
+        assert web.running(dry)
+        for verb in ("start", "stop", "restart"):
+            with pytest.raises(DryRunWrite):
+                getattr(web, verb)(dry)
+        assert main_pid() == running
+        assert web.stop(host) == "sleeper" and not web.running(host) and main_pid() == 0
+        spec.unit = "missing.service"
+        assert web.check(host, live=True) == ["sleeper: systemd unit missing.service is not-found on host1"]
+    finally:
+        host.close()
+        dry.close()
