@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from . import lock as stage_lock
-from .config import Config, DatabaseSpec
+from .config import Config
 from .host import Host, make_host, q
 from .journal import STATE_DIR, Journal, new_run_id
 from .pyenv import app_python
@@ -108,15 +108,6 @@ class Context:
         env = {"DJANGO_SETTINGS_MODULE": self.config.settings_module} if self.config.settings_module else None
         return host.run(f"{app_python(self.config, host, cwd)} manage.py {args}", cwd=cwd, env=env, check=check,
                         timeout=timeout, track=track, read_only=read_only)
-
-    # -- database credentials ---------------------------------------------------
-    def db_access(self, host: Host, db: DatabaseSpec) -> dict:
-        """Keyword arguments for host.run of a libpq tool: the password on stdin, never argv or a file."""
-        env = {"PGAPPNAME": f"deploykit {self.run_id}"[:63]}
-        if db.passfile:
-            env["PGPASSFILE"] = host.render(db.passfile)
-        password = db.password()
-        return {"env": env, "secrets": {"PGPASSWORD": password} if password else None}
 
     # -- controller-side scratch space -------------------------------------------
     def temp_dir(self) -> Path:

@@ -23,6 +23,17 @@ class FilesDriver(Driver):
         path = host.render(self.spec.path)
         return path if posixpath.isabs(path) else host.path(path)
 
+    def exists(self, ctx, host) -> bool:
+        return host.exists(self.root(host))
+
+    def backup_bytes(self, ctx, host) -> int:
+        return host.helper("files", "dir_size", {"path": self.root(host)})["bytes"] if self.exists(ctx, host) else 0
+
+    def preflight(self, ctx, host, live):
+        if live and not self.exists(ctx, host):
+            return [f"{self.item_name}: {self.root(host)} does not exist"]
+        return []
+
     def backup(self, ctx, host, backup_dir):
         fname = f"{self.item_name}.tar"
         doc = host.helper("files", "archive", {"root": self.root(host), "dest": posixpath.join(backup_dir, fname)},

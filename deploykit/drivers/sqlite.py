@@ -4,12 +4,13 @@ from __future__ import annotations
 import posixpath
 
 from ..errors import DeployError, HostCommandFailed
-from .base import Driver
+from .base import BASIC, Driver
 
 
 class SQLiteDriver(Driver):
     kind = "databases"
     engine = "sqlite"
+    capabilities = BASIC | {"row_diff"}
 
     @property
     def item_name(self) -> str:
@@ -18,6 +19,18 @@ class SQLiteDriver(Driver):
     def path(self, host) -> str:
         name = host.render(self.spec.name)
         return name if posixpath.isabs(name) else host.path(name)
+
+    def exists(self, ctx, host) -> bool:
+        return host.exists(self.path(host))
+
+    def backup_bytes(self, ctx, host) -> int:
+        return host.helper("files", "dir_size", {"path": self.path(host)})["bytes"] if self.exists(ctx, host) else 0
+
+    def preflight(self, ctx, host, live):
+        if live and not self.exists(ctx, host):
+            return [f"{self.spec.alias}: the SQLite database {self.path(host)} does not exist while release "
+                    f"{live['id']} is live (relative names are relative to deploy_to)"]
+        return []
 
     def backup(self, ctx, host, backup_dir):
         src = self.path(host)

@@ -1,6 +1,7 @@
 """The check stage: nothing here changes a host except taking the lock."""
 from __future__ import annotations
 
+from ..drivers import tools_for
 from ..errors import DeployError
 from ..gitrepo import resolve
 from ..host import q
@@ -53,8 +54,8 @@ class CheckTools(Step):
 
     def run(self, ctx, host):
         tools = ["tar"]
-        if host.is_primary and any(db.engine == "postgresql" for db in ctx.config.databases):
-            tools += ["psql", "pg_dump", "pg_restore"]
+        if host.is_primary:
+            tools += tools_for(ctx.config)
         res = host.run(" ; ".join(f"command -v {q(t)} >/dev/null || echo {q(t)}" for t in tools), check=False,
                        read_only=True)
         missing = res.stdout.split()

@@ -3,10 +3,8 @@ from __future__ import annotations
 
 import time
 
-from .. import names
 from ..backupset import MANIFEST, code_item, data_items, prepare_dir, require_verified, verify, write_manifest
-from ..drivers import driver_for_item, drivers_for
-from ..drivers.postgres import PostgresDriver
+from ..drivers import capable, driver_for_item, drivers_for
 from ..errors import DeployError, Interrupted, NotConfirmed
 from ..host import q
 from ..playbook import Outcome, Step, register
@@ -95,21 +93,15 @@ class VerifyBackup(Step):
 
 @register
 class CheckOwners(Step):
-    """Report each PostgreSQL database's owner before its data is replaced."""
+    """Report what each driver says about the live data before it is replaced (e.g. database owners)."""
 
     name = "check_owners"
     scope = "primary"
     read_only = True
 
     def run(self, ctx, host):
-        notes = []
-        for d in pg_drivers(ctx):
-            if d.exists(ctx, host):
-                rep = d.owner_report(ctx, host)
-                notes.append(f"{rep['database']} owned by {rep['owner']} (expected {rep['expected']}), "
-                             f"{len(rep['objects_not_owned'])} object(s) owned by others")
-                ctx.journal.record("owners", host=host, report=rep)
-        return Outcome(message="; ".join(notes) or "no PostgreSQL database")
+        notes = [n for d in drivers_for(ctx.config) for n in d.restore_notes(ctx, host)]
+        return Outcome(message="; ".join(notes) or "nothing to report")
 
 
 def _restore_state(ctx) -> dict:
@@ -137,7 +129,7 @@ class BuildRestore(Step):
                 continue
             driver = driver_for_item(ctx.config, item)
             start = time.monotonic()
-            snap = usable_snapshot(ctx, host, driver) if isinstance(driver, PostgresDriver) else None
+            snap = driver.usable_snapshot(ctx, host, ctx.state.get("snapshots"))
             if snap:
                 built = driver.build_from_snapshot(ctx, host, snap, state["label"])
                 notes.append(f"{item['name']}: snapshot {snap} ready to swap in")
@@ -197,53 +189,48 @@ class DiscardRestore(Step):
         return Outcome(changed=bool(notes), message="; ".join(notes) or "nothing was built")
 
 
-def pg_drivers(ctx) -> list[PostgresDriver]:
-    return [d for d in drivers_for(ctx.config) if isinstance(d, PostgresDriver)]
-
-
-def usable_snapshot(ctx, host, driver) -> str | None:
-    """The snapshot recovery can swap in for this database, if it still exists."""
-    snap = (ctx.state.get("snapshots") or {}).get(driver.spec.alias)
-    return snap if snap and driver.snapshot_exists(ctx, host, snap) else None
+def snapshotting(ctx) -> list:
+    return capable(ctx.config, "snapshot")
 
 
 @register
 class SnapshotDatabases(Step):
-    """Clone each PostgreSQL database (writers stopped) for an instant revert; else rely on the dump."""
+    """Snapshot each database whose driver can (writers stopped) for an instant revert; else rely on the dump."""
 
     name = "snapshot_databases"
     scope = "primary"
 
     def applies(self, ctx, host):
-        return ctx.config.snapshots and bool(pg_drivers(ctx))
+        return ctx.config.snapshots and bool(snapshotting(ctx))
 
     def describe(self, ctx, host):
-        return "would clone " + ", ".join(f"{d.spec.name} -> {d.derived(ctx, 'snapshot', ctx.release_id)}"
-                                          for d in pg_drivers(ctx))
+        return "would clone " + ", ".join(f"{d.label} -> {d.snapshot_name(ctx, ctx.release_id)}"
+                                          for d in snapshotting(ctx))
 
     def run(self, ctx, host):
         notes, snaps = [], ctx.state.setdefault("snapshots", {})
-        for d in pg_drivers(ctx):
-            if d.spec.alias in snaps and d.snapshot_exists(ctx, host, snaps[d.spec.alias]):
-                notes.append(f"{d.spec.name} -> {snaps[d.spec.alias]} (taken already)")
+        for d in snapshotting(ctx):
+            key = d.snapshot_key()
+            if key in snaps and d.snapshot_exists(ctx, host, snaps[key]):
+                notes.append(f"{d.label} -> {snaps[key]} (taken already)")
                 continue
             if not d.exists(ctx, host):
-                notes.append(f"{d.spec.name}: does not exist yet")
+                notes.append(f"{d.label}: does not exist yet")
                 continue
             blocker = d.snapshot_blocker(ctx, host)
             if blocker:
-                notes.append(f"no snapshot of {d.spec.name}: {blocker}; recovery will restore the verified dump")
-                ctx.journal.record("snapshot_skipped", host=host, database=d.spec.name, reason=blocker)
+                notes.append(f"no snapshot of {d.label}: {blocker}; recovery will restore the verified dump")
+                ctx.journal.record("snapshot_skipped", host=host, database=d.label, reason=blocker)
                 continue
             try:
-                snaps[d.spec.alias] = d.snapshot(ctx, host, ctx.release_id)
+                snaps[key] = d.snapshot(ctx, host, ctx.release_id)
             except DeployError as exc:
                 if isinstance(exc, Interrupted):
                     raise
-                notes.append(f"no snapshot of {d.spec.name}: {exc}; recovery will restore the verified dump")
+                notes.append(f"no snapshot of {d.label}: {exc}; recovery will restore the verified dump")
                 continue
             ctx.record_progress()
-            notes.append(f"{d.spec.name} -> {snaps[d.spec.alias]}")
+            notes.append(f"{d.label} -> {snaps[key]}")
         return Outcome(changed=bool(snaps), message="; ".join(notes))
 
 
@@ -257,8 +244,8 @@ class DiscardSnapshots(Step):
 
     def run(self, ctx, host):
         dropped = []
-        for d in pg_drivers(ctx):
-            snap = (ctx.state.get("snapshots") or {}).get(d.spec.alias)
+        for d in snapshotting(ctx):
+            snap = (ctx.state.get("snapshots") or {}).get(d.snapshot_key())
             if snap:
                 d.drop(ctx, host, snap)
                 dropped.append(snap)
@@ -275,32 +262,14 @@ class PruneSnapshots(Step):
     continue_on_error = True
 
     def applies(self, ctx, host):
-        return bool(pg_drivers(ctx))
+        return bool(snapshotting(ctx))
 
     def run(self, ctx, host):
         from ..releases import Registry
 
         registry = Registry.load(host)
         kept = {r["id"] for r in registry.releases[-ctx.config.keep_releases:]} | {ctx.release_id}
-        drivers = {d.spec.alias: d for d in pg_drivers(ctx)}
-        dropped = []
-        present = {r[0] for d in drivers.values() for r in d.query(ctx, host, "SELECT datname FROM pg_database;")}
-        gone = [n for n, m in registry.derived.items() if m.get("engine") == "postgresql" and n not in present
-                and m.get("run") != ctx.run_id]
-        if gone:  # swapped in (now the live name) or dropped: nothing left to prune under these names
-            names.forget(ctx, *gone)
-        for name, meta in sorted(registry.derived.items()):
-            d = drivers.get(meta.get("alias"))
-            if d is None or name in gone or meta.get("engine") != "postgresql" \
-                    or meta.get("app") not in (None, ctx.config.app):
-                continue
-            if meta.get("kind") in ("snapshot", "aside"):
-                if meta.get("release") in kept:
-                    continue
-            elif meta.get("run") == ctx.run_id:
-                continue  # a restore or scratch copy of this very run
-            d.drop(ctx, host, name)
-            dropped.append(name)
+        dropped = [name for d in snapshotting(ctx) for name in d.prune_derived(ctx, host, kept)]
         return Outcome(changed=bool(dropped), message=", ".join(dropped) or "nothing to drop")
 
 

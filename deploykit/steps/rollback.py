@@ -20,8 +20,6 @@ from ..playbook import Outcome, Step, register
 from ..releases import Registry
 from .registry import save_registry
 from .code import link_shared, run_install, switch_current, upload_commit
-from ..drivers.postgres import PostgresDriver
-from .data import usable_snapshot
 from .django import migrate_in
 
 PENDING = "pending.json"
@@ -282,7 +280,7 @@ class LossReport(Step):
             if item["kind"] != "databases":
                 continue
             driver = driver_for_item(ctx.config, item)
-            snap = usable_snapshot(ctx, host, driver) if isinstance(driver, PostgresDriver) else None
+            snap = driver.usable_snapshot(ctx, host, ctx.state.get("snapshots"))
             report[item["name"]] = (driver.rows_lost_vs(ctx, host, snap) if snap
                                     else driver.rows_lost(ctx, host, ctx.backup_dir(host), item))
         ctx.state["loss"] = report
