@@ -9,12 +9,10 @@ keeps what every host did.
 """
 from __future__ import annotations
 
-import posixpath
-
-from . import interrupts, resume
+from . import interrupts, layout, resume
 from . import lock as stage_lock
 from . import steps  # noqa: F401  (registers the built-in steps)
-from .backupset import MANIFEST, list_backups, new_backup_id, verify
+from .backupset import list_backups, new_backup_id, verify
 from .config import Config
 from .context import Context
 from .errors import BackupInvalid, DeployError, HardStop, LockHeld, NotConfirmed
@@ -33,7 +31,7 @@ def _summary(ctx: Context, result: RunResult) -> RunResult:
     backup_dir = ctx.backup_dir(ctx.primary) if ctx.backup_id else None
     if backup_dir and not ctx.dry_run:
         try:
-            if not ctx.primary.exists(posixpath.join(backup_dir, MANIFEST)):
+            if not ctx.primary.exists(layout.manifest(backup_dir)):
                 backup_dir = None  # never taken, or incomplete and removed: do not point at it
         except DeployError:
             pass
@@ -218,10 +216,10 @@ def list_backup_sets(config: Config, stage: str) -> list[dict]:
     try:
         host = ctx.primary
         for bid in list_backups(host):
-            path = host.path("backups", bid)
+            path = layout.backup_dir(host, bid)
             ok, problems, manifest = verify(ctx, host, path)
             if manifest is None:
-                manifest = host.read_json(f"{path}/{MANIFEST}") or {}
+                manifest = host.read_json(layout.manifest(path)) or {}
             size = host.helper("files", "dir_size", {"path": path})["bytes"]
             rows.append({"id": bid, "bytes": size, "verified": ok, "problems": problems,
                          "items": [i["name"] for i in manifest.get("items", [])],
@@ -245,7 +243,7 @@ def unlock(config: Config, stage: str, *, force: bool = False) -> list[dict]:
         for h in resume.holders(ctx):
             proc = resume.pending_procedure(h.holder.get("progress")) if h.host is ctx.primary else None
             running = h.host.helper("runs", "tracked", {
-                "pid_file": h.host.path(".deploykit", "run", f"{h.holder.get('run_id')}.pids")})["running"]
+                "pid_file": layout.pid_file(h.host, h.holder.get("run_id"))})["running"]
             rows.append({"host": h.host.name, **h.holder, "gone": h.verdict.gone, "why": h.verdict.why,
                          "pending": proc, "running": running, "describe": h.verdict.describe()})
         problems = []

@@ -12,10 +12,9 @@ from pathlib import Path
 from . import lock as stage_lock
 from .config import Config
 from .host import Host, make_host, q
-from .journal import STATE_DIR, Journal, new_run_id
+from . import layout
+from .journal import Journal, new_run_id
 from .pyenv import app_python
-
-RELEASES, SHARED, BACKUPS, FAILED, CURRENT = "releases", "shared", "backups", "failed", "current"
 
 # what a run hands on to the run that finishes it, if it dies (kept in the primary's lock)
 RESUMABLE_STATE = ("snapshots", "migrations", "plan", "restore", "swapped", "derived")
@@ -90,21 +89,21 @@ class Context:
 
     # -- layout -------------------------------------------------------------
     def release_dir(self, host: Host, release_id: str | None = None) -> str:
-        return host.path(RELEASES, release_id or self.release_id)
+        return layout.release_dir(host, release_id or self.release_id)
 
     def backup_dir(self, host: Host, backup_id: str | None = None) -> str:
-        return host.path(BACKUPS, backup_id or self.backup_id)
+        return layout.backup_dir(host, backup_id or self.backup_id)
 
     def failed_dir(self, host: Host, release_id: str | None = None) -> str:
-        return host.path(FAILED, release_id or self.release_id or f"run-{self.run_id}")
+        return layout.failed_dir(host, release_id or self.release_id or f"run-{self.run_id}")
 
     def state_path(self, host: Host, *parts: str) -> str:
-        return host.path(STATE_DIR, *parts)
+        return layout.state(host, *parts)
 
     def manage(self, host: Host, args: str, release_dir: str | None = None, check: bool = True, timeout=None,
                track: str | None = None, read_only: bool = False):
         """Run `python manage.py ARGS` in a release directory on the host, with the release's own Python."""
-        cwd = release_dir or host.path(CURRENT)
+        cwd = release_dir or layout.current(host)
         env = {"DJANGO_SETTINGS_MODULE": self.config.settings_module} if self.config.settings_module else None
         return host.run(f"{app_python(self.config, host, cwd)} manage.py {args}", cwd=cwd, env=env, check=check,
                         timeout=timeout, track=track, read_only=read_only)

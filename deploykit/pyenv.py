@@ -23,10 +23,11 @@ from __future__ import annotations
 import posixpath
 import re
 
+from . import layout
 from .errors import DeployError
 from .host import q
 
-VENVS = "venvs"
+VENVS = layout.VENVS
 HELPER = "pyenv"
 
 
@@ -69,7 +70,7 @@ def _args(ctx, host, release_dir: str, **extra) -> dict:
     return {"release_dir": release_dir, "requirements": spec.requirements,
             "pip_args": [host.render(a) for a in spec.pip_args],
             "system_site_packages": spec.system_site_packages,
-            "venvs_dir": host.path(VENVS), **extra}
+            "venvs_dir": layout.venvs_dir(host), **extra}
 
 
 def record_of(doc: dict) -> dict:

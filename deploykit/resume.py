@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from . import layout
 from . import lock as stage_lock
 from .errors import DeployError, LockHeld
 from .host import q
@@ -78,7 +79,7 @@ def take_over(ctx, reporter: Reporter | None = None) -> RunResult | None:
                 continue
             if killed:
                 ctx.journal.record("killed_leftovers", host=host, run=rid, pids=killed)
-            host.run(f"rm -f {q(host.path('.deploykit', 'run', f'{rid}.pids'))}", check=False)
+            host.run(f"rm -f {q(layout.pid_file(host, rid))}", check=False)
     primary = next((h for h in held if h.host is ctx.primary), None)
     progress = (primary.holder.get("progress") if primary else None) or {}
     proc = pending_procedure(progress)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import posixpath
 from pathlib import Path
 
+from .. import layout
 from ..errors import DeployError
 from ..gitrepo import archive
 from ..host import q
@@ -56,7 +57,7 @@ def link_shared(ctx, host, dest: str) -> list[str]:
     """Link shared paths from shared/ into a release directory."""
     linked = []
     for rel in ctx.config.shared:
-        shared = host.path("shared", rel)
+        shared = layout.shared(host, rel)
         target = posixpath.join(dest, rel)
         if not host.exists(shared):
             if posixpath.splitext(rel)[1] or posixpath.basename(rel).startswith("."):
@@ -100,7 +101,7 @@ class Install(Step):
 
 def switch_current(host, target: str) -> str | None:
     """Point `current` at target atomically; return what it pointed at before."""
-    doc = host.helper("files", "atomic_symlink", {"link": host.path("current"), "target": target})
+    doc = host.helper("files", "atomic_symlink", {"link": layout.current(host), "target": target})
     return doc.get("previous")
 
 
@@ -112,7 +113,7 @@ class SwitchCurrent(Step):
     scope = "app"
 
     def describe(self, ctx, host):
-        return f"would switch {host.path('current')} -> {ctx.release_dir(host)}"
+        return f"would switch {layout.current(host)} -> {ctx.release_dir(host)}"
 
     def run(self, ctx, host):
         previous = switch_current(host, ctx.release_dir(host))
@@ -173,13 +174,13 @@ class RestorePreviousCode(Step):
 
     def run(self, ctx, host):
         if not ctx.previous:
-            res = host.run(f"test -L {q(host.path('current'))} && rm -f {q(host.path('current'))} && echo removed",
+            res = host.run(f"test -L {q(layout.current(host))} && rm -f {q(layout.current(host))} && echo removed",
                            check=False)
             return Outcome(changed="removed" in res.stdout, message="no previous release: current removed")
         prev_dir = ctx.release_dir(host, ctx.previous["id"])
         note = ""
         if not host.exists(prev_dir):
-            tarball = posixpath.join(ctx.backup_dir(host), "code.tar.gz")
+            tarball = layout.code_archive(ctx.backup_dir(host))
             if not host.exists(tarball):
                 raise DeployError(f"{host.name}: {prev_dir} is gone and {tarball} is missing",
                                   hint="re-release the previous tag with 'invoke release --tag'")
@@ -210,23 +211,23 @@ class Prune(Step):
         keep_ids = {ctx.release_id}
         if ctx.previous:
             keep_ids.add(ctx.previous["id"])
-        current = host.realpath(host.path("current"))
+        current = host.realpath(layout.current(host))
         if current:
             keep_ids.add(posixpath.basename(current))
         removed = []
-        res = host.run(f"ls -1 {q(host.path('releases'))}", check=False, read_only=True)
+        res = host.run(f"ls -1 {q(layout.releases_dir(host))}", check=False, read_only=True)
         releases = sorted(x for x in res.stdout.split() if not x.endswith(".tar") and ".part" not in x)
         for rid in releases[:-ctx.config.keep_releases] if len(releases) > ctx.config.keep_releases else []:
             if rid not in keep_ids:
-                host.run(f"rm -rf {q(host.path('releases', rid))}")
+                host.run(f"rm -rf {q(layout.release_dir(host, rid))}")
                 removed.append(rid)
-        res = host.run(f"ls -1 {q(host.path('backups'))}", check=False, read_only=True)
+        res = host.run(f"ls -1 {q(layout.backups_dir(host))}", check=False, read_only=True)
         backups = sorted(res.stdout.split())
         keep_backups = {ctx.backup_id} | {r.get("backup_id") for r in [ctx.previous or {}]}
         extra = len(backups) - ctx.config.keep_backups
         for bid in backups[:extra] if extra > 0 else []:
             if bid not in keep_backups:
-                host.run(f"rm -rf {q(host.path('backups', bid))}")
+                host.run(f"rm -rf {q(layout.backup_dir(host, bid))}")
                 removed.append(f"backup {bid}")
         removed += [f"env {key}" for key in prune_envs(host)]  # those no release left here links to
         return Outcome(changed=bool(removed), message=", ".join(removed) or "nothing to prune")

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import time
 
-from ..backupset import MANIFEST, code_item, data_items, prepare_dir, require_verified, verify, write_manifest
+from .. import layout
+from ..backupset import code_item, data_items, prepare_dir, require_verified, verify, write_manifest
 from ..drivers import capable, driver_for_item, drivers_for
 from ..errors import DeployError, Interrupted, NotConfirmed
 from ..host import q
@@ -26,7 +27,7 @@ class BackupCode(Step):
     scope = "app"
 
     def describe(self, ctx, host):
-        return f"would tar {host.path('current')} into {ctx.backup_dir(host)}/code.tar.gz"
+        return f"would tar {layout.current(host)} into {layout.code_archive(ctx.backup_dir(host))}"
 
     def run(self, ctx, host):
         prepare_dir(host, ctx.backup_dir(host))
@@ -285,7 +286,7 @@ class DiscardBackup(Step):
         if not ctx.backup_id:
             return Outcome(message="no backup was started")
         path = ctx.backup_dir(host)
-        manifest = host.read_json(f"{path}/{MANIFEST}")
+        manifest = host.read_json(layout.manifest(path))
         if manifest and manifest.get("complete"):
             return Outcome(message=f"{path} is complete: kept")
         if not host.exists(path):

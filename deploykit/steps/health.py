@@ -1,6 +1,7 @@
 """Verification: HTTP health checks, `manage.py check`, custom commands."""
 from __future__ import annotations
 
+from .. import layout
 from ..errors import DeployError, Interrupted
 from ..playbook import Outcome, Step, register
 from ..pyenv import render_app
@@ -31,7 +32,7 @@ def check_health(ctx, host, read_only: bool = False) -> list[str]:
         elif read_only:
             notes.append(f"{check.command!r} not run (a check changes nothing)")
         else:
-            res = host.run(render_app(ctx, host, check.command, host.path("current")), cwd=host.path("current"),
+            res = host.run(render_app(ctx, host, check.command, layout.current(host)), cwd=layout.current(host),
                            check=False, timeout=check.timeout)
             if not res.ok:
                 raise DeployError(f"{host.name}: health command {check.command!r} failed: {res.tail(2)}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 
+from .. import layout
 from ..djangoapp import check_database_identity
 from ..drivers import capable, drivers_for
 from ..errors import DeployError, PreflightFailed
@@ -63,7 +64,7 @@ def check_django_databases(ctx, host) -> list[str]:
     """The live release's Django, run through its own manage.py, uses the databases configured here."""
     if not ctx.previous:
         return []
-    current = host.realpath(host.path("current"))
+    current = host.realpath(layout.current(host))
     if not current or not host.exists(os.path.join(current, "manage.py")):
         return []
     return check_database_identity(ctx, host, current)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import posixpath
 
-from ..backupset import MANIFEST, list_backups, require_verified
+from .. import layout
+from ..backupset import list_backups, require_verified
 from ..errors import DeployError
 from ..host import q
 from ..djangoapp import django_helper, migration_graph
@@ -21,9 +22,6 @@ from ..releases import Registry
 from .registry import save_registry
 from .code import link_shared, run_install, switch_current, upload_commit
 from .django import migrate_in
-
-PENDING = "pending.json"
-
 
 def from_dir(ctx, host) -> str:
     """The code of the release being rolled back from (it has the migration files)."""
@@ -45,7 +43,7 @@ def _name(entry: dict) -> str:
 
 def resuming(ctx, host) -> bool:
     """This rollback finishes an interrupted one to the same target (its unapply may be done)."""
-    pending = host.read_json(ctx.state_path(host, PENDING))
+    pending = host.read_json(layout.pending_rollback(host))
     return bool(pending and pending.get("to") == ctx.previous["id"])
 
 
@@ -137,7 +135,7 @@ class WritePending(Step):
     scope = "primary"
 
     def run(self, ctx, host):
-        host.write_json(ctx.state_path(host, PENDING), {
+        host.write_json(layout.pending_rollback(host), {
             "run_id": ctx.run_id, "command": ctx.command, "from": ctx.failed["id"], "to": ctx.previous["id"],
             "with_data": bool(ctx.options.get("with_data")), "backup_id": ctx.backup_id})
         return Outcome(changed=True, message=f"{ctx.failed['id']} -> {ctx.previous['id']}")
@@ -151,7 +149,7 @@ class ClearPending(Step):
     scope = "primary"
 
     def run(self, ctx, host):
-        host.run(f"rm -f {q(ctx.state_path(host, PENDING))}")
+        host.run(f"rm -f {q(layout.pending_rollback(host))}")
         return Outcome(changed=True, message="done")
 
 
@@ -187,7 +185,7 @@ class SwitchToTarget(Step):
     scope = "app"
 
     def describe(self, ctx, host):
-        return f"would switch {host.path('current')} -> {ctx.release_dir(host, ctx.previous['id'])}"
+        return f"would switch {layout.current(host)} -> {ctx.release_dir(host, ctx.previous['id'])}"
 
     def run(self, ctx, host):
         dest = ctx.release_dir(host, ctx.previous["id"])
@@ -226,7 +224,7 @@ class RecordRollback(Step):
 def data_backup_for(ctx, host, release: dict) -> str | None:
     """The newest verified-looking backup taken while `release` was live."""
     for bid in reversed(list_backups(host)):
-        manifest = host.read_json(host.path("backups", bid, MANIFEST))
+        manifest = host.read_json(layout.manifest(layout.backup_dir(host, bid)))
         if manifest and manifest.get("complete") and manifest.get("release") == release["id"]:
             return bid
     return None
