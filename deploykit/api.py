@@ -11,14 +11,13 @@ from __future__ import annotations
 
 from . import interrupts, layout, resume
 from . import lock as stage_lock
-from . import steps  # noqa: F401  (registers the built-in steps)
 from .backupset import list_backups, new_backup_id, verify
 from .config import Config
 from .context import Context
 from .errors import BackupInvalid, DeployError, HardStop, LockHeld, NotConfirmed
 from .gitrepo import Revision, resolve
 from .planning import PlanError, find_target
-from .playbook import Reporter, RunResult, run_playbook
+from .engine import Reporter, RunResult, run_playbook
 from .releases import Registry, new_release_id
 
 
@@ -115,7 +114,7 @@ def rollback(config: Config, stage: str, *, to_tag: str | None = None, to_commit
         if with_data and not dry_run and confirm is not None and not confirm(ctx.state.get("loss") or {}):
             ctx.unlock_all()
             result.ok = False
-            result.failed_stage = "plan"
+            result.failed_phase, result.refused = "plan", True
             result.error = NotConfirmed("rollback not confirmed: nothing was changed")
             return result
         applied = run_playbook(ctx, "rollback_data" if with_data else "rollback", reporter)
@@ -241,7 +240,7 @@ def unlock(config: Config, stage: str, *, force: bool = False) -> list[dict]:
     rows = []
     try:
         for h in resume.holders(ctx):
-            proc = resume.pending_procedure(h.holder.get("progress")) if h.host is ctx.primary else None
+            proc = resume.pending_procedure(ctx.config, h.holder.get("progress")) if h.host is ctx.primary else None
             running = h.host.helper("runs", "tracked", {
                 "pid_file": layout.pid_file(h.host, h.holder.get("run_id"))})["running"]
             rows.append({"host": h.host.name, **h.holder, "gone": h.verdict.gone, "why": h.verdict.why,

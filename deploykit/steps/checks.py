@@ -7,7 +7,7 @@ from ..gitrepo import resolve
 from ..host import q
 from .. import layout
 from .. import lock as stage_lock
-from ..playbook import Outcome, Step, register
+from .base import Outcome, Step, register
 from ..releases import new_release_id
 
 

@@ -8,7 +8,7 @@ from .. import layout
 from ..errors import DeployError
 from ..gitrepo import archive
 from ..host import q
-from ..playbook import Outcome, Step, register
+from .base import Outcome, Step, register
 from ..pyenv import prune_envs, render_app
 
 

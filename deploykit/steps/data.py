@@ -8,7 +8,7 @@ from ..backupset import code_item, data_items, prepare_dir, require_verified, ve
 from ..drivers import capable, driver_for_item, drivers_for
 from ..errors import DeployError, Interrupted, NotConfirmed
 from ..host import q
-from ..playbook import Outcome, Step, register
+from .base import Outcome, Step, register
 
 
 def _items(ctx, host) -> list:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..djangoapp import migration_state, require_database_identity
-from ..playbook import Outcome, Step, register
+from .base import Outcome, Step, register
 
 
 @register

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from .. import layout
-from ..playbook import Outcome, Step, register
+from .base import Outcome, Step, register
 from ..pyenv import render_app
 
 

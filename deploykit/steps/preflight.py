@@ -17,7 +17,7 @@ from ..djangoapp import check_database_identity
 from ..drivers import capable, drivers_for
 from ..errors import DeployError, PreflightFailed
 from ..host import q
-from ..playbook import Outcome, Step, register
+from .base import Outcome, Step, register
 from .health import check_health
 
 

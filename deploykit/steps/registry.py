@@ -1,7 +1,7 @@
 """Recording releases in `.deploykit/releases.json` on every app host."""
 from __future__ import annotations
 
-from ..playbook import Outcome, Step, register
+from .base import Outcome, Step, register
 from ..pyenv import registry_fields
 from ..releases import Registry, registry_hosts
 

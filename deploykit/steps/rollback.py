@@ -17,7 +17,7 @@ from ..djangoapp import django_helper, migration_graph
 from ..planning import (applied_then, describe_target, forbidden_unapplies, graph_targets, unexplained_noop,
                         unknown_target_state)
 from ..pyenv import describe as describe_env, ensure_recorded_env
-from ..playbook import Outcome, Step, register
+from .base import Outcome, Step, register
 from ..releases import Registry
 from .registry import save_registry
 from .code import link_shared, run_install, switch_current, upload_commit
