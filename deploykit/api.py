@@ -39,8 +39,8 @@ def _summary(ctx: Context, result: RunResult) -> RunResult:
     result.data["hard_stopped"] = ctx.hard_stopped
     result.data["lock_held"] = [h.name for h in ctx.locked]
     result.data["outcome"] = dict(ctx.outcome)
-    if ctx.state.get("dead_run"):
-        result.data.setdefault("dead_run", ctx.state["dead_run"])
+    if ctx.state.dead_run:
+        result.data.setdefault("dead_run", ctx.state.dead_run)
     if not ctx.dry_run:
         try:
             live = Registry.load(ctx.primary).live()
@@ -107,11 +107,11 @@ def rollback(config: Config, stage: str, *, to_tag: str | None = None, to_commit
         ctx.failed, ctx.previous, ctx.release_id = live, target, live["id"]
         ctx.revision = Revision(target.get("commit") or "", target.get("tag"), target.get("tags", []), "")
         result = run_playbook(ctx, "rollback_plan", reporter)
-        result.data.update({"release_id": live["id"], "target": target["id"], "plan": ctx.state.get("plan"),
-                            "loss": ctx.state.get("loss")})
+        result.data.update({"release_id": live["id"], "target": target["id"], "plan": ctx.state.plan,
+                            "loss": ctx.state.loss})
         if not result.ok:
             return result
-        if with_data and not dry_run and confirm is not None and not confirm(ctx.state.get("loss") or {}):
+        if with_data and not dry_run and confirm is not None and not confirm(ctx.state.loss or {}):
             ctx.unlock_all()
             result.ok = False
             result.failed_phase, result.refused = "plan", True

@@ -13,11 +13,12 @@ from . import lock as stage_lock
 from .config import Config
 from .host import Host, make_host, q
 from . import layout
+from .engine.state import RunState
 from .journal import Journal, new_run_id
 from .pyenv import app_python
 
 # what a run hands on to the run that finishes it, if it dies (kept in the primary's lock)
-RESUMABLE_STATE = ("snapshots", "migrations", "plan", "restore", "swapped", "derived")
+RESUMABLE_STATE = RunState.RESUMABLE
 
 
 _TEMP = re.compile(r"^deploykit-\d{8}T\d{6}Z-[a-z_]+-(\d+)-")
@@ -56,7 +57,7 @@ class Context:
         self.primary: Host = next(h for h in self.hosts if h.is_primary)
         self.journal = Journal(self.run_id, config.journal_dir, self.hosts)
         self.options = options or {}
-        self.state: dict = {}
+        self.state = RunState()  # what steps hand on
         self.failure = None
         self.locked: list[Host] = []
         # what the run is about
@@ -153,7 +154,7 @@ class Context:
         return {"release_id": self.release_id, "backup_id": self.backup_id, "previous": self.previous,
                 "failed": self.failed, "options": self.options,
                 "revision": {"commit": rev.commit, "tag": rev.tag, "tags": rev.tags} if rev else None,
-                "state": {k: self.state[k] for k in RESUMABLE_STATE if k in self.state}}
+                "state": self.state.export()}
 
     def import_state(self, doc: dict) -> None:
         from .gitrepo import Revision

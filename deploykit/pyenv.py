@@ -101,7 +101,7 @@ def ensure_env(ctx, host, release_dir: str, constraints: list[str] | None = None
                           hint=f"run the same pip install on {host.name} to see why (pip_args: "
                                f"{' '.join(args['pip_args']) or 'none'}); nothing live was changed")
     with ctx.lock:
-        ctx.state.setdefault("env", {})[host.name] = record_of(doc)
+        ctx.state.env[host.name] = record_of(doc)
     return doc
 
 
@@ -128,5 +128,5 @@ def prune_envs(host) -> list[str]:
 
 def registry_fields(ctx) -> dict:
     """Fields of a release's registry entry: per host, its environment's key and freezes."""
-    envs = ctx.state.get("env") or {}
+    envs = ctx.state.env
     return {"env": dict(envs)} if envs else {}

@@ -71,7 +71,7 @@ def take_over(ctx, reporter: Reporter | None = None) -> RunResult | None:
         primary = next((h for h in held if h.host is ctx.primary), None)
         proc = pending_procedure(ctx.config, primary.holder.get("progress") if primary else None)
         ctx.journal.record("takeover_planned", holders=[h.holder.get("run_id") for h in held], procedure=proc)
-        ctx.state["dead_run"] = {"run_id": held[0].holder.get("run_id"), "procedure": proc,
+        ctx.state.dead_run = {"run_id": held[0].holder.get("run_id"), "procedure": proc,
                                  "why": held[0].verdict.why}
         return None
     info = ctx.holder_info()
@@ -93,7 +93,7 @@ def take_over(ctx, reporter: Reporter | None = None) -> RunResult | None:
     progress = (primary.holder.get("progress") if primary else None) or {}
     proc = pending_procedure(ctx.config, progress)
     dead = primary or held[0]
-    ctx.state["dead_run"] = {"run_id": dead.holder.get("run_id"), "command": dead.holder.get("command"),
+    ctx.state.dead_run = {"run_id": dead.holder.get("run_id"), "command": dead.holder.get("command"),
                              "phase": progress.get("phase"), "procedure": proc, "why": dead.verdict.why}
     if proc is None:
         # it died before it changed anything: its lock is ours now, the command goes on
@@ -106,5 +106,5 @@ def take_over(ctx, reporter: Reporter | None = None) -> RunResult | None:
         result = run_playbook(ctx, proc, reporter, procedure=True)
     finally:
         ctx.in_procedure = False
-    result.data["finished_run"] = ctx.state["dead_run"]
+    result.data["finished_run"] = ctx.state.dead_run
     return result

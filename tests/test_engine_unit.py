@@ -265,3 +265,27 @@ def test_the_engine_does_not_import_the_step_modules_circularly():
         out = subprocess.run([sys.executable, "-c", f"import {first}; import deploykit.steps as s; s.builtin()"],
                              capture_output=True, text=True)
         assert out.returncode == 0, out.stderr
+
+
+def test_run_state_exports_only_what_a_run_finishing_this_one_needs():
+    from deploykit.engine.state import RunState
+
+    state = RunState()
+    assert state.export() == {}
+    state.add_snapshot("default", "dks_1")
+    state.migrations = {"applied": {"library": ["0001"]}}
+    state.manifests["h1"] = {"items": []}  # this run only
+    state.loss = {"db-default": {}}
+    state.restore_state("b1", "run-1")["built"].append({"item": "db-default"})
+    doc = state.export()
+    assert set(doc) == {"snapshots", "migrations", "restore"}
+    other = RunState()
+    other.update({**doc, "swapped": True, "manifests": {"x": 1}})  # older and run-only keys are ignored
+    assert other.snapshots == {"default": "dks_1"} and other.restore["built"] == [{"item": "db-default"}]
+    assert other.manifests == {} and other.restore_state("b2", "run-2")["backup_id"] == "b1"
+    other.drop_snapshots({"dks_1"})
+    assert other.snapshots == {}
+    other.use_snapshots_of({"snapshots": {"default": "dks_2"}})
+    assert other.snapshots == {"default": "dks_2"}
+    other.use_snapshots_of(None)
+    assert other.snapshots == {}

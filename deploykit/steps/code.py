@@ -117,7 +117,7 @@ class SwitchCurrent(Step):
 
     def run(self, ctx, host):
         previous = switch_current(host, ctx.release_dir(host))
-        ctx.state.setdefault("switched", {})[host.name] = previous
+        ctx.state.switched[host.name] = previous
         return Outcome(changed=True, message=f"current -> {ctx.release_id}",
                        diff=f"- {previous}\n+ {ctx.release_dir(host)}")
 

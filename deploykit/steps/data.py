@@ -12,7 +12,7 @@ from .base import Outcome, Step, register
 
 
 def _items(ctx, host) -> list:
-    return ctx.state.setdefault("backup_items", {}).setdefault(host.name, [])
+    return ctx.state.backup_items.setdefault(host.name, [])
 
 
 def _mb(items) -> float:
@@ -88,7 +88,7 @@ class VerifyBackup(Step):
         if not ctx.backup_id:
             raise DeployError("no backup to restore from", hint="pick one with --backup ID from 'invoke backups'")
         manifest = require_verified(ctx, host, ctx.backup_dir(host))
-        ctx.state.setdefault("manifests", {})[host.name] = manifest
+        ctx.state.manifests[host.name] = manifest
         return Outcome(message=f"{ctx.backup_id}: {len(manifest['items'])} item(s) verified at {ctx.backup_dir(host)}")
 
 
@@ -106,7 +106,7 @@ class CheckOwners(Step):
 
 
 def _restore_state(ctx) -> dict:
-    return ctx.state.setdefault("restore", {"backup_id": ctx.backup_id, "label": ctx.run_id, "built": []})
+    return ctx.state.restore_state(ctx.backup_id, ctx.run_id)
 
 
 @register
@@ -121,7 +121,7 @@ class BuildRestore(Step):
                 "(new names), check owners and row counts, then swap them in by rename")
 
     def run(self, ctx, host):
-        manifest = ctx.state.get("manifests", {}).get(host.name) or require_verified(ctx, host, ctx.backup_dir(host))
+        manifest = ctx.state.manifests.get(host.name) or require_verified(ctx, host, ctx.backup_dir(host))
         state = _restore_state(ctx)
         done = {b.get("item") or f"db-{b.get('alias')}" for b in state["built"]}
         notes = []
@@ -130,7 +130,7 @@ class BuildRestore(Step):
                 continue
             driver = driver_for_item(ctx.config, item)
             start = time.monotonic()
-            snap = driver.usable_snapshot(ctx, host, ctx.state.get("snapshots"))
+            snap = driver.usable_snapshot(ctx, host, ctx.state.snapshots)
             if snap:
                 built = driver.build_from_snapshot(ctx, host, snap, state["label"])
                 notes.append(f"{item['name']}: snapshot {snap} ready to swap in")
@@ -165,8 +165,7 @@ class SwapRestore(Step):
             notes.append(f"{driver.swap(ctx, host, built, state['label'])} ({time.monotonic() - start:.2f}s)")
             built["swapped"] = True
             ctx.record_progress()
-        ctx.state["snapshots"] = {a: s for a, s in (ctx.state.get("snapshots") or {}).items()
-                                  if not any(b.get("snapshot") and b["name"] == s for b in state["built"])}
+        ctx.state.drop_snapshots({b["name"] for b in state["built"] if b.get("snapshot")})
         return Outcome(changed=bool(notes), message="; ".join(notes) or "nothing left to swap")
 
 
@@ -179,7 +178,7 @@ class DiscardRestore(Step):
     continue_on_error = True
 
     def run(self, ctx, host):
-        state = ctx.state.get("restore") or {}
+        state = ctx.state.restore or {}
         notes = []
         for built in state.get("built", []):
             if built.get("swapped"):
@@ -209,7 +208,7 @@ class SnapshotDatabases(Step):
                                           for d in snapshotting(ctx))
 
     def run(self, ctx, host):
-        notes, snaps = [], ctx.state.setdefault("snapshots", {})
+        notes, snaps = [], ctx.state.snapshots
         for d in snapshotting(ctx):
             key = d.snapshot_key()
             if key in snaps and d.snapshot_exists(ctx, host, snaps[key]):
@@ -224,7 +223,7 @@ class SnapshotDatabases(Step):
                 ctx.journal.record("snapshot_skipped", host=host, database=d.label, reason=blocker)
                 continue
             try:
-                snaps[key] = d.snapshot(ctx, host, ctx.release_id)
+                ctx.state.add_snapshot(key, d.snapshot(ctx, host, ctx.release_id))
             except DeployError as exc:
                 if isinstance(exc, Interrupted):
                     raise
@@ -246,11 +245,11 @@ class DiscardSnapshots(Step):
     def run(self, ctx, host):
         dropped = []
         for d in snapshotting(ctx):
-            snap = (ctx.state.get("snapshots") or {}).get(d.snapshot_key())
+            snap = ctx.state.snapshots.get(d.snapshot_key())
             if snap:
                 d.drop(ctx, host, snap)
                 dropped.append(snap)
-        ctx.state["snapshots"] = {}
+        ctx.state.drop_snapshots()
         return Outcome(changed=bool(dropped), message=", ".join(dropped) or "no snapshot taken")
 
 
@@ -306,7 +305,7 @@ class ConfirmRestore(Step):
         return f"would show what backup {ctx.backup_id} replaces and ask for confirmation"
 
     def run(self, ctx, host):
-        manifest = ctx.state.get("manifests", {}).get(ctx.primary.name) or {}
+        manifest = ctx.state.manifests.get(ctx.primary.name) or {}
         items = []
         for item in manifest.get("items", []):
             if item["kind"] == "code":

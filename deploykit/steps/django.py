@@ -42,7 +42,7 @@ def migrate_in(ctx, host, release_dir: str, nothing: str = "no migrations to app
     before = migration_state(ctx, host, release_dir)["applied"]
     ctx.manage(host, "migrate --noinput", release_dir=release_dir, track="migrate")
     after = migration_state(ctx, host, release_dir)
-    ctx.state["migrations"] = after
+    ctx.state.migrations = after
     applied = [f"{app}.{name}" for app, names in after["applied"].items()
                for name in names if name not in before.get(app, [])]
     return Outcome(changed=bool(applied), message=f"applied {len(applied)}: {', '.join(applied)}" if applied else nothing)

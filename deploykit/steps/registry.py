@@ -27,10 +27,10 @@ class RecordRelease(Step):
 
     def run(self, ctx, host):
         registry = Registry.load(ctx.primary)
-        state = ctx.state.get("migrations") or {}
+        state = ctx.state.migrations or {}
         registry.add({**_entry(ctx), "migrations": state.get("applied", {}), "leaves": state.get("leaves", {}),
                       "replaced": state.get("replaced", {}), "unmatched": state.get("unmatched", {}),
-                      "snapshots": ctx.state.get("snapshots", {})})
+                      "snapshots": dict(ctx.state.snapshots)})
         registry.make_live(ctx.release_id)
         save_registry(ctx, registry)
         return Outcome(changed=True, message=f"{ctx.release_id} live")

@@ -76,7 +76,7 @@ class PlanRollback(Step):
                                   f"did not have: {', '.join(missing)}; the database manage.py sees does not have them",
                                   hint="check which database the app uses on the primary (.env, DATABASE_URL, settings) "
                                        "against deploykit.yaml's databases:")
-        ctx.state["plan"] = {"targets": targets, "steps": doc["steps"], "irreversible": doc["irreversible"],
+        ctx.state.plan = {"targets": targets, "steps": doc["steps"], "irreversible": doc["irreversible"],
                              "from_state": state["applied"]}
         lines = []
         for app, name in targets:
@@ -164,7 +164,7 @@ class UnapplyMigrations(Step):
         return not ctx.options.get("with_data")
 
     def describe(self, ctx, host):
-        plan = ctx.state.get("plan") or {}
+        plan = ctx.state.plan or {}
         return "would migrate " + (", ".join(describe_target(a, n) for a, n in plan.get("targets", [])) or "nothing")
 
     def run(self, ctx, host):
@@ -248,11 +248,11 @@ class ChooseDataBackup(Step):
                               hint="restore an older backup with 'invoke restore --backup ID'")
         ctx.backup_id = bid
         manifest = require_verified(ctx, host, ctx.backup_dir(host))
-        ctx.state.setdefault("manifests", {})[host.name] = manifest
+        ctx.state.manifests[host.name] = manifest
         # the snapshot taken with that backup, if it is still there, makes the restore a rename
         successor = Registry.load(host).get(manifest.get("for_release") or "") or {}
-        ctx.state["snapshots"] = dict(successor.get("snapshots") or {}) if ctx.config.snapshots else {}
-        snaps = ", ".join(ctx.state["snapshots"].values())
+        ctx.state.use_snapshots_of(successor if ctx.config.snapshots else None)
+        snaps = ", ".join(ctx.state.snapshots.values())
         return Outcome(message=f"{bid} (taken {manifest.get('created')}) verified" + (f"; snapshot {snaps}" if snaps else ""))
 
 
@@ -272,16 +272,16 @@ class LossReport(Step):
     def run(self, ctx, host):
         from ..drivers import driver_for_item
 
-        manifest = ctx.state["manifests"][host.name]
+        manifest = ctx.state.manifests[host.name]
         report = {}
         for item in manifest["items"]:
             if item["kind"] != "databases":
                 continue
             driver = driver_for_item(ctx.config, item)
-            snap = driver.usable_snapshot(ctx, host, ctx.state.get("snapshots"))
+            snap = driver.usable_snapshot(ctx, host, ctx.state.snapshots)
             report[item["name"]] = (driver.rows_lost_vs(ctx, host, snap) if snap
                                     else driver.rows_lost(ctx, host, ctx.backup_dir(host), item))
-        ctx.state["loss"] = report
+        ctx.state.loss = report
         lines = [f"{db}.{table}: {n} row(s)" for db, tables in report.items() for table, n in tables.items() if n]
         total = sum(n for tables in report.values() for n in tables.values())
         return Outcome(message=f"{total} row(s) written since the backup would be lost",
