@@ -62,7 +62,7 @@ class RecordRecovery(Step):
 
     def run(self, ctx, host):
         registry = Registry.load(ctx.primary)
-        status = self.options.get("status") or ctx.options.get("undo_status", "failed")
+        status = self.options.get("status") or "failed"
         if registry.get(ctx.release_id) is None:
             registry.add(_entry(ctx))
         registry.update(ctx.release_id, status=status,

@@ -242,7 +242,7 @@ class ChooseDataBackup(Step):
         return bool(ctx.options.get("with_data"))
 
     def run(self, ctx, host):
-        bid = ctx.options.get("backup_id") or data_backup_for(ctx, host, ctx.previous)
+        bid = data_backup_for(ctx, host, ctx.previous)
         if not bid:
             raise DeployError(f"no backup taken while {ctx.previous.get('tag') or ctx.previous['id']} was live",
                               hint="restore an older backup with 'invoke restore --backup ID'")
