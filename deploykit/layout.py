@@ -6,7 +6,7 @@
       shared/                    files every release links to (.env, media, ...)
       venvs/<key>/               Python environments, shared by releases with the same requirements
       backups/<backup id>/       verified backup sets (0700), each with manifest.json
-      failed/<release id>/       what a recovery set aside: never deleted by deploykit
+      failed/<release id>/code   what a recovery set aside (and replaced data beside it): never deleted
       .deploykit/
         releases.json            the release registry (and derived database names)
         lock                     the stage lock
@@ -78,6 +78,11 @@ def code_archive(backup_path: str) -> str:
 
 def failed_dir(host, name: str) -> str:
     return host.path(FAILED, name)
+
+
+def failed_code(failed_path: str) -> str:
+    """Where a release's code is kept in its failed/ directory."""
+    return posixpath.join(failed_path, "code")
 
 
 def state(host, *parts: str) -> str:

@@ -8,7 +8,6 @@ import pathlib
 import posixpath
 import threading
 
-import pytest
 
 from deploykit import drivers
 from deploykit.config import DatabaseSpec, PathSpec

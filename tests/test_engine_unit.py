@@ -289,3 +289,26 @@ def test_run_state_exports_only_what_a_run_finishing_this_one_needs():
     assert other.snapshots == {"default": "dks_2"}
     other.use_snapshots_of(None)
     assert other.snapshots == {}
+
+
+def test_steps_are_thin_and_the_imports_go_one_way():
+    """Steps import steps.base, work/ and drivers/, never a sibling step nor the engine; work/ imports neither."""
+    import ast
+    import pathlib
+
+    root = pathlib.Path(__file__).resolve().parent.parent / "deploykit"
+    bad = []
+    for sub, forbidden in (("steps", ("engine", "playbook", "steps")), ("work", ("engine", "playbook", "steps"))):
+        for path in (root / sub).glob("*.py"):
+            if path.name in ("__init__.py", "base.py", "services.py"):  # services.py: see the drivers report
+                continue
+            for node in ast.walk(ast.parse(path.read_text())):
+                if not isinstance(node, ast.ImportFrom):
+                    continue
+                mod = node.module or ""
+                target = mod.split(".")[0] if node.level == 2 else (sub if node.level == 1 else mod.split(".")[1:2])
+                if node.level == 1 and mod != "base":
+                    bad.append(f"{sub}/{path.name}: from .{mod}")
+                elif node.level == 2 and target in forbidden:
+                    bad.append(f"{sub}/{path.name}: from ..{mod}")
+    assert bad == []

@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import posixpath
-from pathlib import Path
 
 from .. import layout
 from ..errors import DeployError
-from ..gitrepo import archive
 from ..host import q
 from .base import Outcome, Step, register
-from ..pyenv import prune_envs, render_app
+from ..pyenv import prune_envs
+from ..work.code import link_shared, move_aside, run_install, switch_current, upload_commit
 
 
 @register
@@ -29,50 +28,6 @@ class UploadCode(Step):
             raise DeployError(f"{host.name}: {dest} already exists", hint="each release id is new; remove the stray directory")
         size_kb = upload_commit(ctx, host, rev.commit, rev.tag, dest) // 1024
         return Outcome(changed=True, message=f"{rev.tag or rev.commit[:10]} -> {dest} ({size_kb} KB)")
-
-
-def commit_archive(ctx, commit: str) -> Path:
-    """`git archive` of a commit, made once per run whatever the number of hosts (removed when the run ends)."""
-    with ctx.lock:
-        path = ctx.temp_dir() / f"{commit}.tar"
-        if not path.exists():
-            archive(ctx.config.repo, commit, path)
-        return path
-
-
-def upload_commit(ctx, host, commit: str, tag: str | None, dest: str) -> int:
-    """Put the code of a commit into dest (with a REVISION file); return the archive's size."""
-    local = commit_archive(ctx, commit)
-    remote_tar = f"{dest}.tar"
-    part = f"{dest}.part"  # built beside, renamed into place: a release directory is never partial
-    host.put(local, remote_tar)
-    host.run(f"rm -rf {q(part)}")
-    host.helper("files", "extract", {"archive": remote_tar, "dest": part}, track="extract release")
-    host.run(f"rm -f {q(remote_tar)} && printf '%s\\n' {q(commit)} {q(tag or '')} > {q(part)}/REVISION && "
-             f"mv -T {q(part)} {q(dest)}")
-    return Path(local).stat().st_size
-
-
-def link_shared(ctx, host, dest: str) -> list[str]:
-    """Link shared paths from shared/ into a release directory."""
-    linked = []
-    for rel in ctx.config.shared:
-        shared = layout.shared(host, rel)
-        target = posixpath.join(dest, rel)
-        if not host.exists(shared):
-            if posixpath.splitext(rel)[1] or posixpath.basename(rel).startswith("."):
-                raise DeployError(f"{host.name}: shared file {shared} does not exist",
-                                  hint="create it on the host (e.g. the app's settings) before releasing")
-            host.run(f"mkdir -p {q(shared)}")
-        host.run(f"mkdir -p {q(posixpath.dirname(target))} && rm -rf {q(target)} && ln -s {q(shared)} {q(target)}")
-        linked.append(rel)
-    return linked
-
-
-def run_install(ctx, host, dest: str) -> int:
-    for cmd in ctx.config.install:
-        host.run(render_app(ctx, host, cmd, dest), cwd=dest, track="install")
-    return len(ctx.config.install)
 
 
 @register
@@ -99,12 +54,6 @@ class Install(Step):
         return Outcome(changed=bool(count), message=f"{count} command(s)")
 
 
-def switch_current(host, target: str) -> str | None:
-    """Point `current` at target atomically; return what it pointed at before."""
-    doc = host.helper("files", "atomic_symlink", {"link": layout.current(host), "target": target})
-    return doc.get("previous")
-
-
 @register
 class SwitchCurrent(Step):
     """Point `current` at the new release (symlink + rename: atomic)."""
@@ -120,18 +69,6 @@ class SwitchCurrent(Step):
         ctx.state.switched[host.name] = previous
         return Outcome(changed=True, message=f"current -> {ctx.release_id}",
                        diff=f"- {previous}\n+ {ctx.release_dir(host)}")
-
-
-def move_aside(ctx, host, release_id: str) -> str | None:
-    src = ctx.release_dir(host, release_id)
-    if not host.exists(src):
-        return None
-    dest = ctx.failed_dir(host, release_id)
-    if host.exists(posixpath.join(dest, "code")):
-        dest = f"{dest}-{ctx.run_id}"
-    host.run(f"mkdir -p {q(dest)}")
-    host.helper("files", "move", {"src": src, "dest": posixpath.join(dest, "code")})
-    return dest
 
 
 @register

@@ -18,7 +18,7 @@ from ..drivers import capable, drivers_for
 from ..errors import DeployError, PreflightFailed
 from ..host import q
 from .base import Outcome, Step, register
-from .health import check_health
+from ..work.health import check_health
 
 
 def check_processes(ctx, host) -> list[str]:

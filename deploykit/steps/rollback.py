@@ -10,41 +10,18 @@ from __future__ import annotations
 import posixpath
 
 from .. import layout
-from ..backupset import list_backups, require_verified
+from ..backupset import require_verified
 from ..errors import DeployError
 from ..host import q
-from ..djangoapp import django_helper, migration_graph
-from ..planning import (applied_then, describe_target, forbidden_unapplies, graph_targets, unexplained_noop,
-                        unknown_target_state)
+from ..djangoapp import django_helper
+from ..planning import applied_then, describe_target, forbidden_unapplies, unexplained_noop
 from ..pyenv import describe as describe_env, ensure_recorded_env
 from .base import Outcome, Step, register
 from ..releases import Registry
-from .registry import save_registry
-from .code import link_shared, run_install, switch_current, upload_commit
-from .django import migrate_in
-
-def from_dir(ctx, host) -> str:
-    """The code of the release being rolled back from (it has the migration files)."""
-    return ctx.release_dir(host, ctx.failed["id"])
-
-
-def current_targets(ctx, host) -> tuple[dict, list]:
-    """The database's state read with the newer code's graph, and each app's target in that graph."""
-    graph = migration_graph(ctx, host, from_dir(ctx, host))
-    if unknown_target_state(graph, ctx.previous) and not ctx.options.get("with_data"):
-        raise DeployError(f"{_name(ctx.previous)} has no recorded migration state, the database has migrations: "
-                          f"a plan would unapply everything", hint="roll back with --with-data to restore its backup")
-    return graph, graph_targets(graph, ctx.previous)
-
-
-def _name(entry: dict) -> str:
-    return entry.get("tag") or entry["id"]
-
-
-def resuming(ctx, host) -> bool:
-    """This rollback finishes an interrupted one to the same target (its unapply may be done)."""
-    pending = host.read_json(layout.pending_rollback(host))
-    return bool(pending and pending.get("to") == ctx.previous["id"])
+from ..work.registry import save_registry
+from ..work.code import link_shared, run_install, switch_current, upload_commit
+from ..work.django import applied_message, migrate_in
+from ..work.rollback import current_targets, data_backup_for, from_dir, name_of, resuming
 
 
 @register
@@ -66,13 +43,13 @@ class PlanRollback(Step):
         if not ctx.options.get("with_data"):
             forbidden = forbidden_unapplies(doc["steps"], state, ctx.previous)
             if forbidden:
-                raise DeployError(f"rolling back to {_name(ctx.previous)} would unapply migrations it had when it was live: "
+                raise DeployError(f"rolling back to {name_of(ctx.previous)} would unapply migrations it had when it was live: "
                                   f"{', '.join(forbidden)}",
                                   hint="roll back to a release in between first (its code has the migrations a squash "
                                        "replaced), or use --with-data to restore that release's backup")
             missing = unexplained_noop(doc["steps"], state, ctx.failed, ctx.previous)
             if missing and not resuming(ctx, host):
-                raise DeployError(f"nothing to unapply, yet {_name(ctx.failed)} recorded migrations {_name(ctx.previous)} "
+                raise DeployError(f"nothing to unapply, yet {name_of(ctx.failed)} recorded migrations {name_of(ctx.previous)} "
                                   f"did not have: {', '.join(missing)}; the database manage.py sees does not have them",
                                   hint="check which database the app uses on the primary (.env, DATABASE_URL, settings) "
                                        "against deploykit.yaml's databases:")
@@ -92,7 +69,7 @@ class PlanRollback(Step):
                               f"{ctx.previous.get('tag') or ctx.previous['id']}: {'; '.join(doc['irreversible'])}",
                               hint="roll back with --with-data to restore that release's backup instead (rows written since are lost)")
         return Outcome(message="; ".join(lines) or f"no migration to unapply: the database has only migrations "
-                                                   f"{_name(ctx.previous)} had",
+                                                   f"{name_of(ctx.previous)} had",
                        diff="\n".join(sql))
 
 
@@ -201,7 +178,8 @@ class MigrateTarget(Step):
     scope = "primary"
 
     def run(self, ctx, host):
-        return migrate_in(ctx, host, ctx.release_dir(host, ctx.previous["id"]), "schema matches the target code")
+        applied = migrate_in(ctx, host, ctx.release_dir(host, ctx.previous["id"]))
+        return Outcome(changed=bool(applied), message=applied_message(applied, "schema matches the target code"))
 
 
 @register
@@ -219,15 +197,6 @@ class RecordRollback(Step):
         registry.make_live(ctx.previous["id"])
         save_registry(ctx, registry)
         return Outcome(changed=True, message=f"{ctx.failed['id']} rolled-back; {ctx.previous['id']} live")
-
-
-def data_backup_for(ctx, host, release: dict) -> str | None:
-    """The newest verified-looking backup taken while `release` was live."""
-    for bid in reversed(list_backups(host)):
-        manifest = host.read_json(layout.manifest(layout.backup_dir(host, bid)))
-        if manifest and manifest.get("complete") and manifest.get("release") == release["id"]:
-            return bid
-    return None
 
 
 @register
