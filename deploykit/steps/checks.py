@@ -1,4 +1,4 @@
-"""The check stage: nothing here changes a host except taking the lock."""
+"""The check phase: nothing here changes a host except taking the lock."""
 from __future__ import annotations
 
 from ..drivers import tools_for

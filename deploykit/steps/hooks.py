@@ -1,4 +1,4 @@
-"""User hooks from deploykit.yaml, run before/after any stage."""
+"""User hooks from deploykit.yaml, run before/after any phase."""
 from __future__ import annotations
 
 from .. import layout
