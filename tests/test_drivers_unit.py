@@ -272,3 +272,20 @@ def test_no_isinstance_on_a_concrete_driver_outside_drivers():
             if name in text:
                 found.append(f"{path}: names {name}")
     assert found == []
+
+
+def test_each_database_driver_says_whether_django_uses_it():
+    host = FakeHost()
+    pgd = pg(host="10.0.0.5", port=5432, name="library")
+    seen = {"ENGINE": "django.db.backends.postgresql", "NAME": "library", "HOST": "10.0.0.5", "PORT": ""}
+    assert pgd.django_uses_it(host, seen, {}) and pgd.django_paths(host) == []
+    assert not pgd.django_uses_it(host, {**seen, "PORT": "5433"}, {})
+    assert not pgd.django_uses_it(host, {**seen, "ENGINE": "django.db.backends.sqlite3"}, {})
+    assert pgd.django_expected(host, {}) == "postgresql 'library' on 10.0.0.5:5432"
+    assert pg().django_expected(host, {}) == "postgresql 'shop' on local socket:5433"
+    lite = SQLiteDriver(DatabaseSpec(alias="default", engine="sqlite", name="shared/db.sqlite3"))
+    assert lite.django_paths(host) == ["/srv/app/shared/db.sqlite3"]
+    resolved = {"/srv/app/shared/db.sqlite3": "/data/db.sqlite3"}  # a symlink, resolved by the app's Python
+    assert lite.django_uses_it(host, {"ENGINE": "django.db.backends.sqlite3", "NAME": "/data/db.sqlite3"}, resolved)
+    assert not lite.django_uses_it(host, {"ENGINE": "django.db.backends.sqlite3", "NAME": "/other"}, resolved)
+    assert lite.django_expected(host, resolved) == "sqlite '/data/db.sqlite3'"

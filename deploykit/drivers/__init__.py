@@ -21,11 +21,16 @@ def drivers_for(config) -> list[Driver]:
     """Databases, then media, then extra paths (or the configured order):
     orphan media are better than dangling links."""
     by_kind = {
-        "databases": [ENGINES[db.engine](db) for db in config.databases],
+        "databases": database_drivers(config),
         "media": [FilesDriver(p) for p in config.data_paths if p.kind == "media"],
         "paths": [FilesDriver(p) for p in config.data_paths if p.kind == "paths"],
     }
     return [d for kind in config.backup_order for d in by_kind[kind]]
+
+
+def database_drivers(config) -> list[Driver]:
+    """One driver per configured database, in the order of deploykit.yaml."""
+    return [ENGINES[db.engine](db) for db in config.databases]
 
 
 def capable(config, capability: str) -> list[Driver]:

@@ -54,6 +54,19 @@ class Driver:
         """Problems a read-only look finds before anything changes; `live` is the live release's entry."""
         return []
 
+    # -- what the app's Django uses (databases only) ---------------------------------
+    def django_paths(self, host) -> list[str]:
+        """Paths the app's Django should resolve to real paths (symlinks) before they are compared."""
+        return []
+
+    def django_uses_it(self, host, seen: dict, resolved: dict) -> bool:
+        """Django's DATABASES entry (`seen`: ENGINE, NAME, HOST, PORT) names this very item."""
+        return False
+
+    def django_expected(self, host, resolved: dict) -> str:
+        """How deploykit.yaml names the item, in the words of a mismatch message."""
+        return self.item_name
+
     def restore_notes(self, ctx, host) -> list[str]:
         """What to report about the live item before its data is replaced (e.g. owners)."""
         return []

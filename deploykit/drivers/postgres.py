@@ -94,6 +94,21 @@ class PostgresDriver(Driver):
     def label(self) -> str:
         return self.spec.name
 
+    # -- what the app's Django uses -------------------------------------------------
+    def django_uses_it(self, host, seen, resolved):
+        engine = seen.get("ENGINE") or ""
+        same = ("postgresql" in engine or "postgis" in engine) and seen.get("NAME") == self.spec.name
+        if same and self.spec.host:
+            same = (seen.get("HOST") or "") == self.spec.host
+        if same and self.spec.port:
+            same = int(seen.get("PORT") or 5432) == int(self.spec.port)
+        return same
+
+    def django_expected(self, host, resolved):
+        s = self.spec
+        where = f" on {s.host or 'local socket'}:{s.port or 'default port'}" if (s.host or s.port) else ""
+        return f"postgresql {s.name!r}{where}"
+
     # -- read-only looks ---------------------------------------------------------
     def backup_bytes(self, ctx, host) -> int:
         """About half the database's size: a compressed directory dump."""

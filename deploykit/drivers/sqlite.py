@@ -20,6 +20,16 @@ class SQLiteDriver(Driver):
         name = host.render(self.spec.name)
         return name if posixpath.isabs(name) else host.path(name)
 
+    def django_paths(self, host):
+        return [self.path(host)]
+
+    def django_uses_it(self, host, seen, resolved):
+        expected = resolved.get(self.path(host), self.path(host))
+        return "sqlite" in (seen.get("ENGINE") or "") and seen.get("NAME") == expected
+
+    def django_expected(self, host, resolved):
+        return f"sqlite {resolved.get(self.path(host), self.path(host))!r}"
+
     def exists(self, ctx, host) -> bool:
         return host.exists(self.path(host))
 
