@@ -9,17 +9,13 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from . import layout
 from . import lock as stage_lock
 from .config import Config
-from .host import Host, make_host, q
-from . import layout
 from .engine.state import RunState
+from .host import Host, make_host, q
 from .journal import Journal, new_run_id
 from .pyenv import app_python
-
-# what a run hands on to the run that finishes it, if it dies (kept in the primary's lock)
-RESUMABLE_STATE = RunState.RESUMABLE
-
 
 _TEMP = re.compile(r"^deploykit-\d{8}T\d{6}Z-[a-z_]+-(\d+)-")
 
@@ -97,9 +93,6 @@ class Context:
 
     def failed_dir(self, host: Host, release_id: str | None = None) -> str:
         return layout.failed_dir(host, release_id or self.release_id or f"run-{self.run_id}")
-
-    def state_path(self, host: Host, *parts: str) -> str:
-        return layout.state(host, *parts)
 
     def manage(self, host: Host, args: str, release_dir: str | None = None, check: bool = True, timeout=None,
                track: str | None = None, read_only: bool = False):

@@ -85,10 +85,6 @@ def failed_code(failed_path: str) -> str:
     return posixpath.join(failed_path, "code")
 
 
-def state(host, *parts: str) -> str:
-    return host.path(STATE_DIR, *parts)
-
-
 def registry_file(host) -> str:
     return host.path(REGISTRY_FILE)
 

@@ -97,9 +97,6 @@ class Driver:
         """Per table, rows live now that a restore of this item would lose."""
         return {}
 
-    def describe_restore(self, item: dict) -> str:
-        return f"restore {self.item_name} from the backup"
-
     # -- snapshots (capability "snapshot") ---------------------------------------------
     def snapshot_key(self) -> str:
         """The key of this driver's snapshot in the run state and the registry entry."""

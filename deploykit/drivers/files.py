@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import posixpath
 
-from .. import names
+from .. import layout, names
 from ..errors import HostCommandFailed
 from .base import Driver
 
@@ -20,8 +20,7 @@ class FilesDriver(Driver):
         return f"{'media' if self.kind == 'media' else 'path'}-{self.spec.name}"
 
     def root(self, host) -> str:
-        path = host.render(self.spec.path)
-        return path if posixpath.isabs(path) else host.path(path)
+        return layout.under_deploy_to(host, host.render(self.spec.path))
 
     def exists(self, ctx, host) -> bool:
         return host.exists(self.root(host))

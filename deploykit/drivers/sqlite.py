@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import posixpath
 
+from .. import layout
 from ..errors import DeployError, HostCommandFailed
 from .base import BASIC, Driver
 
@@ -17,8 +18,7 @@ class SQLiteDriver(Driver):
         return f"db-{self.spec.alias}"
 
     def path(self, host) -> str:
-        name = host.render(self.spec.name)
-        return name if posixpath.isabs(name) else host.path(name)
+        return layout.under_deploy_to(host, host.render(self.spec.name))
 
     def django_paths(self, host):
         return [self.path(host)]

@@ -44,12 +44,6 @@ class RunResult:
         """The old name of `failed_phase` (tasks.py reads it)."""
         return self.failed_phase
 
-    def by_host(self) -> dict[str, list[StepRecord]]:
-        out: dict[str, list[StepRecord]] = {}
-        for rec in self.records:
-            out.setdefault(rec.host, []).append(rec)
-        return out
-
     @property
     def recovered(self) -> bool:
         return self.recovery is not None and self.recovery.ok
