@@ -9,8 +9,10 @@ import posixpath
 import threading
 
 
+import os
+from dataclasses import dataclass
+
 from deploykit import drivers
-from deploykit.config import DatabaseSpec, PathSpec
 from deploykit.drivers.base import BASIC, Driver
 from deploykit.drivers.files import FilesDriver
 from deploykit.drivers.postgres import PostgresDriver, major
@@ -19,6 +21,32 @@ from deploykit.errors import DeployError
 from deploykit.host import CommandResult
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent / "deploykit"
+
+
+@dataclass
+class DatabaseSpec:
+    """What a database driver reads of its deploykit.yaml entry (stand-in: the config models may change)."""
+
+    alias: str
+    engine: str
+    name: str
+    owner: str | None = None
+    host: str | None = None
+    port: int | None = None
+    admin_user: str | None = None
+    password_env: str | None = None
+    passfile: str | None = None
+    jobs: int | None = None
+
+    def password(self):
+        return os.environ.get(self.password_env) if self.password_env else None
+
+
+@dataclass
+class PathSpec:
+    name: str
+    path: str
+    kind: str
 
 
 class FakeHost:
