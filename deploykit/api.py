@@ -1,7 +1,7 @@
 """The library entry points behind the invoke tasks.
 
-Each mutating function checks its input before it contacts a host (bad input
-changes nothing), then runs inside one lifecycle (`_lifecycle`): signals are
+Each function checks its input before it contacts a host (bad input changes
+nothing), then runs `with Run(...)` (deploykit.engine.run): signals are
 handled, a dead run holding the lock is finished first, the playbook runs,
 and whatever happens the run is closed (heartbeat stopped, temp files
 removed, the lock either freed or kept with what is left to do). A RunResult
@@ -9,78 +9,28 @@ keeps what every host did.
 """
 from __future__ import annotations
 
-import posixpath
-
-from . import interrupts, resume
+from . import layout, resume
 from . import lock as stage_lock
-from . import steps  # noqa: F401  (registers the built-in steps)
-from .backupset import MANIFEST, list_backups, new_backup_id, verify
+from .backupset import list_backups, new_backup_id, verify
 from .config import Config
-from .context import Context
-from .errors import BackupInvalid, DeployError, HardStop, LockHeld, NotConfirmed
+from .errors import BackupInvalid, DeployError, LockHeld, NotConfirmed
 from .gitrepo import Revision, resolve
 from .planning import PlanError, find_target
-from .playbook import Reporter, RunResult, run_playbook
+from .engine import Reporter, RunResult, run_playbook
+from .engine.run import Run
 from .releases import Registry, new_release_id
-
-
-def _summary(ctx: Context, result: RunResult) -> RunResult:
-    """What the ending line needs: what is live, the lock, the backup and the journal."""
-    result.data.setdefault("release_id", ctx.release_id)
-    result.data.setdefault("backup_id", ctx.backup_id)
-    result.data.setdefault("previous", ctx.previous["id"] if ctx.previous else None)
-    result.data["journal"] = str(ctx.journal.local_path)
-    backup_dir = ctx.backup_dir(ctx.primary) if ctx.backup_id else None
-    if backup_dir and not ctx.dry_run:
-        try:
-            if not ctx.primary.exists(posixpath.join(backup_dir, MANIFEST)):
-                backup_dir = None  # never taken, or incomplete and removed: do not point at it
-        except DeployError:
-            pass
-    result.data["backup_dir"] = backup_dir
-    result.data["interrupted"] = ctx.interrupted
-    result.data["hard_stopped"] = ctx.hard_stopped
-    result.data["lock_held"] = [h.name for h in ctx.locked]
-    result.data["outcome"] = dict(ctx.outcome)
-    if ctx.state.get("dead_run"):
-        result.data.setdefault("dead_run", ctx.state["dead_run"])
-    if not ctx.dry_run:
-        try:
-            live = Registry.load(ctx.primary).live()
-            result.data["live"] = {"id": live["id"], "tag": live.get("tag")} if live else None
-        except DeployError:
-            result.data["live"] = "unknown (the primary host did not answer)"
-    return result
-
-
-def _lifecycle(ctx: Context, body, reporter: Reporter | None) -> RunResult:
-    """Run `body()` with signals handled and a dead run finished first; always close the run."""
-    result = None
-    try:
-        with interrupts.handled(ctx):
-            try:
-                finished = resume.take_over(ctx, reporter) if not ctx.options.get("no_takeover") else None
-                result = finished if finished is not None else body()
-            except HardStop:
-                result = RunResult(ctx.command, ctx.run_id, ok=False, dry_run=ctx.dry_run,
-                                   error=DeployError("stopped at once by a second signal",
-                                                     hint="run the same command again: it finishes what was left"))
-        return _summary(ctx, result)
-    finally:
-        ctx.close()
-        if result is not None:
-            result.data["lock_held"] = [h.name for h in ctx.locked]
 
 
 def release(config: Config, stage: str, tag: str | None = None, *, dry_run: bool = False,
             reporter: Reporter | None = None) -> RunResult:
     """Back up, release TAG (default: the newest tag), verify; recover on failure."""
     revision = resolve(config.repo, tag)  # an unknown tag stops here, before any host
-    ctx = Context(config, stage, command="release", dry_run=dry_run, options={"tag": tag})
-    ctx.revision = revision
-    ctx.release_id = new_release_id(revision.commit)
-    ctx.backup_id = new_backup_id(f"pre-{revision.commit[:7]}")
-    return _lifecycle(ctx, lambda: run_playbook(ctx, "release", reporter), reporter)
+    with Run(config, stage, command="release", dry_run=dry_run, options={"tag": tag}) as run:
+        ctx = run.ctx
+        ctx.revision = revision
+        ctx.release_id = new_release_id(revision.commit)
+        ctx.backup_id = new_backup_id(f"pre-{revision.commit[:7]}")
+        return run.play(lambda: run_playbook(ctx, "release", reporter), reporter)
 
 
 def rollback(config: Config, stage: str, *, to_tag: str | None = None, to_commit: str | None = None,
@@ -94,10 +44,7 @@ def rollback(config: Config, stage: str, *, to_tag: str | None = None, to_commit
     restored, after `confirm(loss_report)` says yes.
     """
     tag_commit = resolve(config.repo, to_tag).commit if to_tag else None  # unknown tag: stop before any host
-    ctx = Context(config, stage, command="rollback", dry_run=dry_run,
-                  options={"with_data": with_data, "tag": to_tag})
-
-    def body() -> RunResult:
+    def body(ctx) -> RunResult:
         registry = Registry.load(ctx.primary)
         live = registry.live()
         if not live:
@@ -110,36 +57,38 @@ def rollback(config: Config, stage: str, *, to_tag: str | None = None, to_commit
         ctx.failed, ctx.previous, ctx.release_id = live, target, live["id"]
         ctx.revision = Revision(target.get("commit") or "", target.get("tag"), target.get("tags", []), "")
         result = run_playbook(ctx, "rollback_plan", reporter)
-        result.data.update({"release_id": live["id"], "target": target["id"], "plan": ctx.state.get("plan"),
-                            "loss": ctx.state.get("loss")})
+        result.data.update({"release_id": live["id"], "target": target["id"], "plan": ctx.state.plan,
+                            "loss": ctx.state.loss})
         if not result.ok:
             return result
-        if with_data and not dry_run and confirm is not None and not confirm(ctx.state.get("loss") or {}):
+        if with_data and not dry_run and confirm is not None and not confirm(ctx.state.loss or {}):
             ctx.unlock_all()
             result.ok = False
-            result.failed_stage = "plan"
+            result.failed_phase, result.refused = "plan", True
             result.error = NotConfirmed("rollback not confirmed: nothing was changed")
             return result
         applied = run_playbook(ctx, "rollback_data" if with_data else "rollback", reporter)
         result.records += applied.records
-        result.ok, result.error, result.failed_stage = applied.ok, applied.error, applied.failed_stage
+        result.ok, result.error, result.failed_phase = applied.ok, applied.error, applied.failed_phase
+        result.refused = applied.refused
         result.recovery = applied.recovery
         result.data["backup_id"] = ctx.backup_id
         return result
 
-    return _lifecycle(ctx, body, reporter)
+    with Run(config, stage, command="rollback", dry_run=dry_run,
+             options={"with_data": with_data, "tag": to_tag}) as run:
+        return run.play(lambda: body(run.ctx), reporter)
 
 
 def backup(config: Config, stage: str, *, dry_run: bool = False, reporter: Reporter | None = None) -> RunResult:
     """Take a verified backup set now."""
-    ctx = Context(config, stage, command="backup", dry_run=dry_run, options={"label": "manual"})
-    ctx.backup_id = new_backup_id("manual")
-
-    def body() -> RunResult:
+    def body(ctx) -> RunResult:
         ctx.previous = Registry.load(ctx.primary).live()
         return run_playbook(ctx, "backup", reporter)
 
-    return _lifecycle(ctx, body, reporter)
+    with Run(config, stage, command="backup", dry_run=dry_run, options={"label": "manual"}) as run:
+        run.ctx.backup_id = new_backup_id("manual")
+        return run.play(lambda: body(run.ctx), reporter)
 
 
 def restore(config: Config, stage: str, backup_id: str, *, confirm=None, dry_run: bool = False,
@@ -149,10 +98,7 @@ def restore(config: Config, stage: str, backup_id: str, *, confirm=None, dry_run
     `confirm(summary)` is asked, under the lock, after the backup verified and
     before anything changes; None means the caller already decided (library use).
     """
-    ctx = Context(config, stage, command="restore", dry_run=dry_run)
-    ctx.confirm = confirm
-
-    def body() -> RunResult:
+    def body(ctx) -> RunResult:
         if backup_id not in list_backups(ctx.primary):
             raise BackupInvalid(f"no backup {backup_id!r} on {ctx.primary.name}")
         ctx.backup_id = backup_id
@@ -161,30 +107,28 @@ def restore(config: Config, stage: str, backup_id: str, *, confirm=None, dry_run
         ctx.release_id = live["id"] if live else None
         return run_playbook(ctx, "restore", reporter)
 
-    return _lifecycle(ctx, body, reporter)
+    with Run(config, stage, command="restore", dry_run=dry_run) as run:
+        run.ctx.confirm = confirm
+        return run.play(lambda: body(run.ctx), reporter)
 
 
 def check(config: Config, stage: str, *, reporter: Reporter | None = None) -> RunResult:
     """Every read-only check a release makes before changing anything (deploykit check)."""
-    ctx = Context(config, stage, command="check", dry_run=True, options={"no_takeover": True})
-    ctx.revision = None
-
-    def body() -> RunResult:
+    def body(ctx) -> RunResult:
         held = resume.holders(ctx)
         result = run_playbook(ctx, "check", reporter)
         result.data["holders"] = [{"host": h.host.name, **h.holder, "gone": h.verdict.gone, "why": h.verdict.why}
                                   for h in held]
         return result
 
-    return _lifecycle(ctx, body, reporter)
+    with Run(config, stage, command="check", dry_run=True, takeover=False) as run:
+        return run.play(lambda: body(run.ctx), reporter)
 
 
 def run_procedure(config: Config, stage: str, name: str, *, dry_run: bool = True,
                   reporter: Reporter | None = None, backup_id: str | None = None) -> RunResult:
     """Run any playbook by name against the live release (for dry-runs of procedures: recover, abort, ...)."""
-    ctx = Context(config, stage, command=name, dry_run=dry_run, options={"no_takeover": True})
-
-    def body() -> RunResult:
+    def body(ctx) -> RunResult:
         registry = Registry.load(ctx.primary)
         live = registry.live()
         ctx.previous = live
@@ -195,41 +139,38 @@ def run_procedure(config: Config, stage: str, name: str, *, dry_run: bool = True
             ctx.revision = Revision(live.get("commit") or "", live.get("tag"), live.get("tags", []), "")
         return run_playbook(ctx, name, reporter, procedure=True)
 
-    return _lifecycle(ctx, body, reporter)
+    with Run(config, stage, command=name, dry_run=dry_run, takeover=False) as run:
+        return run.play(lambda: body(run.ctx), reporter)
 
 
 def list_releases(config: Config, stage: str) -> list[dict]:
-    ctx = Context(config, stage, command="releases", dry_run=True)
-    try:
+    with Run(config, stage, command="releases", dry_run=True) as run:
+        ctx = run.ctx
         releases = Registry.load(ctx.primary).releases
         present = set(list_backups(ctx.primary))
         for r in releases:
             if r.get("backup_id") in present:
                 r["backup_bytes"] = ctx.primary.helper("files", "dir_size", {"path": ctx.backup_dir(ctx.primary, r["backup_id"])})["bytes"]
         return releases
-    finally:
-        ctx.close()
 
 
 def list_backup_sets(config: Config, stage: str) -> list[dict]:
     """Every backup on the primary with size, items and verification state."""
-    ctx = Context(config, stage, command="backups", dry_run=True)
     rows = []
-    try:
+    with Run(config, stage, command="backups", dry_run=True) as run:
+        ctx = run.ctx
         host = ctx.primary
         for bid in list_backups(host):
-            path = host.path("backups", bid)
+            path = layout.backup_dir(host, bid)
             ok, problems, manifest = verify(ctx, host, path)
             if manifest is None:
-                manifest = host.read_json(f"{path}/{MANIFEST}") or {}
+                manifest = host.read_json(layout.manifest(path)) or {}
             size = host.helper("files", "dir_size", {"path": path})["bytes"]
             rows.append({"id": bid, "bytes": size, "verified": ok, "problems": problems,
                          "items": [i["name"] for i in manifest.get("items", [])],
                          "release": manifest.get("release"), "for_release": manifest.get("for_release"),
                          "created": manifest.get("created")})
         return rows
-    finally:
-        ctx.close()
 
 
 def unlock(config: Config, stage: str, *, force: bool = False) -> list[dict]:
@@ -239,13 +180,13 @@ def unlock(config: Config, stage: str, *, force: bool = False) -> list[dict]:
     or one whose long commands still run on a host is refused unless `force`:
     the next mutating command on the stage finishes a dead run's work itself.
     """
-    ctx = Context(config, stage, command="unlock")
     rows = []
-    try:
+    with Run(config, stage, command="unlock") as run:
+        ctx = run.ctx
         for h in resume.holders(ctx):
-            proc = resume.pending_procedure(h.holder.get("progress")) if h.host is ctx.primary else None
+            proc = resume.pending_procedure(ctx.config, h.holder.get("progress")) if h.host is ctx.primary else None
             running = h.host.helper("runs", "tracked", {
-                "pid_file": h.host.path(".deploykit", "run", f"{h.holder.get('run_id')}.pids")})["running"]
+                "pid_file": layout.pid_file(h.host, h.holder.get("run_id"))})["running"]
             rows.append({"host": h.host.name, **h.holder, "gone": h.verdict.gone, "why": h.verdict.why,
                          "pending": proc, "running": running, "describe": h.verdict.describe()})
         problems = []
@@ -267,5 +208,3 @@ def unlock(config: Config, stage: str, *, force: bool = False) -> list[dict]:
                 "run_id", "command", "user", "controller", "pid", "since")}, forced=bool(problems))
             r["forced"] = bool(problems)
         return rows
-    finally:
-        ctx.close()

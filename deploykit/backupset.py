@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import posixpath
 
+from . import layout
 from .drivers import driver_for_item, drivers_for
 from .errors import BackupInvalid
 from .host import q
 from .journal import utc_now, utc_stamp
 
-MANIFEST = "manifest.json"
+MANIFEST = layout.MANIFEST
 
 
 def new_backup_id(label: str = "") -> str:
@@ -26,14 +27,14 @@ def prepare_dir(host, path: str) -> None:
 
 def code_item(ctx, host, backup_dir: str) -> dict | None:
     """Tarball of what `current` points at, or None before the first release."""
-    current = host.realpath(host.path("current"))
+    current = host.realpath(layout.current(host))
     if not current or not host.exists(current):
         return None
-    doc = host.helper("files", "archive", {"root": current, "dest": posixpath.join(backup_dir, "code.tar.gz"),
+    doc = host.helper("files", "archive", {"root": current, "dest": layout.code_archive(backup_dir),
                                            "compress": True})
     return {"name": "code", "kind": "code", "engine": "tar", "release_dir": current,
             "release_id": posixpath.basename(current),
-            "files": {"code.tar.gz": {"size": doc["size"], "sha256": doc["sha256"]}}}
+            "files": {layout.CODE_ARCHIVE: {"size": doc["size"], "sha256": doc["sha256"]}}}
 
 
 def data_items(ctx, host, backup_dir: str) -> list[dict]:
@@ -43,7 +44,7 @@ def data_items(ctx, host, backup_dir: str) -> list[dict]:
 def write_manifest(ctx, host, backup_dir: str, backup_id: str, items: list[dict], **extra) -> dict:
     manifest = {"id": backup_id, "created": utc_now(), "app": ctx.config.app, "stage": ctx.stage,
                 "host": host.name, "run_id": ctx.run_id, "complete": True, **extra, "items": items}
-    host.write_json(posixpath.join(backup_dir, MANIFEST), manifest)
+    host.write_json(layout.manifest(backup_dir), manifest)
     return manifest
 
 
@@ -51,7 +52,7 @@ def verify(ctx, host, backup_dir: str) -> tuple[bool, list[str], dict | None]:
     """(verified, problems, manifest) for one host's part of a backup."""
     doc = host.helper("files", "verify_backup", {"dir": backup_dir})
     problems = list(doc.get("problems", []))
-    manifest = host.read_json(posixpath.join(backup_dir, MANIFEST)) if doc.get("verified") else None
+    manifest = host.read_json(layout.manifest(backup_dir)) if doc.get("verified") else None
     if manifest:
         for item in manifest["items"]:
             if item["kind"] == "code":
@@ -72,5 +73,5 @@ def require_verified(ctx, host, backup_dir: str) -> dict:
 
 
 def list_backups(host) -> list[str]:
-    res = host.run(f"ls -1 {q(host.path('backups'))} 2>/dev/null", check=False, read_only=True)
+    res = host.run(f"ls -1 {q(layout.backups_dir(host))} 2>/dev/null", check=False, read_only=True)
     return sorted(line.strip() for line in res.stdout.splitlines() if line.strip())

@@ -9,17 +9,13 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from . import layout
 from . import lock as stage_lock
-from .config import Config, DatabaseSpec
+from .config import Config
+from .engine.state import RunState
 from .host import Host, make_host, q
-from .journal import STATE_DIR, Journal, new_run_id
+from .journal import Journal, new_run_id
 from .pyenv import app_python
-
-RELEASES, SHARED, BACKUPS, FAILED, CURRENT = "releases", "shared", "backups", "failed", "current"
-
-# what a run hands on to the run that finishes it, if it dies (kept in the primary's lock)
-RESUMABLE_STATE = ("snapshots", "migrations", "plan", "restore", "swapped", "derived")
-
 
 _TEMP = re.compile(r"^deploykit-\d{8}T\d{6}Z-[a-z_]+-(\d+)-")
 
@@ -57,7 +53,7 @@ class Context:
         self.primary: Host = next(h for h in self.hosts if h.is_primary)
         self.journal = Journal(self.run_id, config.journal_dir, self.hosts)
         self.options = options or {}
-        self.state: dict = {}
+        self.state = RunState()  # what steps hand on
         self.failure = None
         self.locked: list[Host] = []
         # what the run is about
@@ -90,33 +86,21 @@ class Context:
 
     # -- layout -------------------------------------------------------------
     def release_dir(self, host: Host, release_id: str | None = None) -> str:
-        return host.path(RELEASES, release_id or self.release_id)
+        return layout.release_dir(host, release_id or self.release_id)
 
     def backup_dir(self, host: Host, backup_id: str | None = None) -> str:
-        return host.path(BACKUPS, backup_id or self.backup_id)
+        return layout.backup_dir(host, backup_id or self.backup_id)
 
     def failed_dir(self, host: Host, release_id: str | None = None) -> str:
-        return host.path(FAILED, release_id or self.release_id or f"run-{self.run_id}")
-
-    def state_path(self, host: Host, *parts: str) -> str:
-        return host.path(STATE_DIR, *parts)
+        return layout.failed_dir(host, release_id or self.release_id or f"run-{self.run_id}")
 
     def manage(self, host: Host, args: str, release_dir: str | None = None, check: bool = True, timeout=None,
                track: str | None = None, read_only: bool = False):
         """Run `python manage.py ARGS` in a release directory on the host, with the release's own Python."""
-        cwd = release_dir or host.path(CURRENT)
+        cwd = release_dir or layout.current(host)
         env = {"DJANGO_SETTINGS_MODULE": self.config.settings_module} if self.config.settings_module else None
         return host.run(f"{app_python(self.config, host, cwd)} manage.py {args}", cwd=cwd, env=env, check=check,
                         timeout=timeout, track=track, read_only=read_only)
-
-    # -- database credentials ---------------------------------------------------
-    def db_access(self, host: Host, db: DatabaseSpec) -> dict:
-        """Keyword arguments for host.run of a libpq tool: the password on stdin, never argv or a file."""
-        env = {"PGAPPNAME": f"deploykit {self.run_id}"[:63]}
-        if db.passfile:
-            env["PGPASSFILE"] = host.render(db.passfile)
-        password = db.password()
-        return {"env": env, "secrets": {"PGPASSWORD": password} if password else None}
 
     # -- controller-side scratch space -------------------------------------------
     def temp_dir(self) -> Path:
@@ -163,7 +147,7 @@ class Context:
         return {"release_id": self.release_id, "backup_id": self.backup_id, "previous": self.previous,
                 "failed": self.failed, "options": self.options,
                 "revision": {"commit": rev.commit, "tag": rev.tag, "tags": rev.tags} if rev else None,
-                "state": {k: self.state[k] for k in RESUMABLE_STATE if k in self.state}}
+                "state": self.state.export()}
 
     def import_state(self, doc: dict) -> None:
         from .gitrepo import Revision

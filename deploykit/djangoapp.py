@@ -13,8 +13,8 @@ polls it with a zero timeout). The answer is the last line of stdout.
 from __future__ import annotations
 
 import json
-import posixpath
 
+from .drivers import database_drivers
 from .errors import DeployError, DryRunWrite, HostCommandFailed
 from .host import READ_ONLY_ACTIONS, REMOTE_DIR, q
 from .pyenv import app_python
@@ -73,11 +73,6 @@ def django_databases(ctx, host, release_dir: str) -> dict:
     return django_helper(ctx, host, release_dir, "databases")["databases"]
 
 
-def _expected_sqlite(host, db) -> str:
-    name = host.render(db.name)
-    return name if posixpath.isabs(name) else host.path(name)
-
-
 def _show(seen: dict) -> str:
     engine = (seen.get("ENGINE") or "?").rsplit(".", 1)[-1]
     where = ""
@@ -86,38 +81,18 @@ def _show(seen: dict) -> str:
     return f"{engine} {seen.get('NAME')!r}{where}"
 
 
-def _show_spec(db, path: str | None = None) -> str:
-    if db.engine == "sqlite":
-        return f"sqlite {path!r}"
-    where = f" on {db.host or 'local socket'}:{db.port or 'default port'}" if (db.host or db.port) else ""
-    return f"postgresql {db.name!r}{where}"
-
-
 def database_problems(ctx, host, seen: dict, resolved: dict) -> list[str]:
     """Differences between the databases the app sees and deploykit.yaml's `databases:` (pure)."""
     problems = []
-    for db in ctx.config.databases:
-        got = seen.get(db.alias)
+    for d in database_drivers(ctx.config):
+        alias = d.spec.alias
+        got = seen.get(alias)
         if got is None:
-            problems.append(f"{host.name}: database {db.alias!r} of deploykit.yaml is not in the app's DATABASES "
+            problems.append(f"{host.name}: database {alias!r} of deploykit.yaml is not in the app's DATABASES "
                             f"({', '.join(sorted(seen)) or 'none'})")
-            continue
-        engine = got.get("ENGINE") or ""
-        if db.engine == "sqlite":
-            expected = _expected_sqlite(host, db)
-            expected = resolved.get(expected, expected)
-            if "sqlite" not in engine or got.get("NAME") != expected:
-                problems.append(f"{host.name}: database {db.alias!r}: the app uses {_show(got)}, "
-                                f"deploykit.yaml says {_show_spec(db, expected)}")
-            continue
-        same = ("postgresql" in engine or "postgis" in engine) and got.get("NAME") == db.name
-        if same and db.host:
-            same = (got.get("HOST") or "") == db.host
-        if same and db.port:
-            same = int(got.get("PORT") or 5432) == int(db.port)
-        if not same:
-            problems.append(f"{host.name}: database {db.alias!r}: the app uses {_show(got)}, "
-                            f"deploykit.yaml says {_show_spec(db)}")
+        elif not d.django_uses_it(host, got, resolved):
+            problems.append(f"{host.name}: database {alias!r}: the app uses {_show(got)}, "
+                            f"deploykit.yaml says {d.django_expected(host, resolved)}")
     return problems
 
 
@@ -128,7 +103,7 @@ def check_database_identity(ctx, host, release_dir: str) -> list[str]:
     when the app writes to another one; and migration states read from the
     wrong database make rollbacks unapply the wrong things.
     """
-    resolve = [_expected_sqlite(host, db) for db in ctx.config.databases if db.engine == "sqlite"]
+    resolve = [p for d in database_drivers(ctx.config) for p in d.django_paths(host)]
     doc = django_helper(ctx, host, release_dir, "databases", {"resolve": resolve})
     return database_problems(ctx, host, doc["databases"], doc.get("resolved") or {})
 

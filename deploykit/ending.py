@@ -7,16 +7,39 @@ the run is in place and serving; 3 only when the app is not serving or the
 data is in an unknown state (a procedure failed, or a second signal stopped
 it at once). The last line always says what is live, whether the lock is
 held, and where the backup and the journal are.
+
+Codes follow error classes (EXIT_CODES, one map) and what the playbooks
+declare (a phase `before_changes`, a procedure that `ends: undone`), never
+the names of phases or playbooks: renaming one in YAML changes no code.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .errors import DeployError, LockLost
+from .errors import (ConfigError, DeployError, Interrupted, LockHeld, LockLost, NotConfirmed, PreflightFailed,
+                     UnknownRevision, UnknownStage)
 
 OK, FAILED, REFUSED, UNKNOWN, INTERRUPTED = 0, 1, 2, 3, 130
-REFUSING_PHASES = (None, "check", "plan")
-UNDO = ("abort", "recover", "backup_abort", "restore_abort", "rollback_abort", "abandon")
+
+# errors that by their class say how a run ends, wherever they happen (the closest class wins)
+EXIT_CODES: dict[type, int] = {
+    ConfigError: REFUSED,  # bad input: checked before any host is touched
+    UnknownStage: REFUSED,
+    UnknownRevision: REFUSED,
+    LockHeld: REFUSED,  # another run holds the stage: this one changed nothing
+    PreflightFailed: REFUSED,  # read-only checks
+    NotConfirmed: REFUSED,  # asked before anything changed
+    Interrupted: INTERRUPTED,
+    LockLost: FAILED,  # the run that took over finishes it
+}
+
+
+def exit_code(error, default: int | None = None) -> int | None:
+    """The exit code an error's class implies (None when it depends on where the run failed)."""
+    for cls in type(error).__mro__:
+        if cls in EXIT_CODES:
+            return EXIT_CODES[cls]
+    return default
 
 
 HINTS = {
@@ -83,11 +106,11 @@ def ending(result, what: str, command: str) -> Ending:
         about = (f"run {finished.get('run_id')} ({finished.get('command')}, stopped at {finished.get('phase')}: "
                  f"{finished.get('why')})")
         if not result.ok:
-            return Ending(UNKNOWN, f"finishing {about} failed at {result.failed_stage}: {_err(result.error)}; {where}")
+            return Ending(UNKNOWN, f"finishing {about} failed at {result.failed_phase}: {_err(result.error)}; {where}")
         if unhealthy:
             return Ending(UNKNOWN, f"finished {about} with its {finished.get('procedure')}, but the app is NOT "
                                    f"serving; {where}")
-        if finished.get("procedure", "").endswith("_finish") and finished.get("command") == command:
+        if result.ends == "finished" and finished.get("command") == command:
             return Ending(OK, f"{what}: finished {about}; {where}")
         return Ending(FAILED, f"{what} not started: first finished {about} with its {finished.get('procedure')}; "
                               f"{where}; run the command again")
@@ -96,30 +119,26 @@ def ending(result, what: str, command: str) -> Ending:
             return Ending(UNKNOWN, f"{what}: done, but the app is NOT serving; {where}")
         return Ending(OK, f"{what}: done; {where}")
     err = _err(result.error)
-    at = f" at {result.failed_stage}" if result.failed_stage else ""
+    at = f" at {result.failed_phase}" if result.failed_phase else ""
     interrupted = data.get("interrupted")
     recovery = result.recovery
-    if isinstance(result.error, LockLost):
+    by_class = exit_code(result.error)
+    if by_class == FAILED:
         return Ending(FAILED, f"{what} stopped{at}: {err}; the run that took over finishes it; {where}")
-    if recovery is None or recovery.playbook == "abandon":
+    if recovery is None or recovery.ends == "refused":
         if interrupted:
             return Ending(INTERRUPTED, f"{what} interrupted{at}: nothing was changed; {where}")
-        if result.failed_stage in REFUSING_PHASES:
+        if by_class == REFUSED or result.refused or result.failed_phase is None:
             return Ending(REFUSED, f"{what} refused{at}: {err}; {_where(data, backup=False)}")
         return Ending(UNKNOWN, f"{what} failed{at}: {err}; {where}")
     how = "interrupted" if interrupted else f"failed{at}: {err}"
     if not recovery.ok:
         rec_err = _err(recovery.error)
-        return Ending(UNKNOWN, f"{what} {how}; its {recovery.playbook} ALSO failed at {recovery.failed_stage}: "
+        return Ending(UNKNOWN, f"{what} {how}; its {recovery.playbook} ALSO failed at {recovery.failed_phase}: "
                                f"{rec_err}; {where}; fix the cause, then run the same command again to finish")
     if unhealthy:
         return Ending(UNKNOWN, f"{what} {how}; {recovery.playbook} done, but the app is NOT serving; {where}")
-    if recovery.playbook in UNDO:
-        back = {"recover": f"RECOVERED: code, databases and media are back to release {data.get('previous')} "
-                           "(the failed state is kept aside)",
-                "abort": "nothing live was changed (the upload is kept in failed/)",
-                "restore_abort": "nothing was restored: the live data is untouched",
-                "rollback_abort": "nothing was rolled back",
-                "backup_abort": "the incomplete backup was removed"}.get(recovery.playbook, "undone")
+    if recovery.ends == "undone":
+        back = recovery.says.format(previous=data.get("previous")) if recovery.says else "undone"
         return Ending(INTERRUPTED if interrupted else FAILED, f"{what} {how}; {back}; {where}")
     return Ending(INTERRUPTED if interrupted else OK, f"{what} {how}; finished by {recovery.playbook}; {where}")

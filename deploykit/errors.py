@@ -48,18 +48,6 @@ class BackupInvalid(DeployError):
     hint = "pick another backup from 'invoke backups --host STAGE'"
 
 
-class StepFailed(DeployError):
-    """A step of a playbook failed on a host."""
-
-
-class ReleaseFailed(DeployError):
-    """A playbook failed; `result` keeps what each host did."""
-
-    def __init__(self, message: str, result=None, hint: str | None = None):
-        super().__init__(message, hint)
-        self.result = result
-
-
 class DryRunWrite(DeployError):
     """Something tried to change a host during a dry-run: refused, by construction."""
 

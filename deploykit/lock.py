@@ -24,13 +24,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import layout
 from .errors import LockHeld
 
-LOCK_FILE = ".deploykit/lock"
+LOCK_FILE = layout.LOCK_FILE
 
 
 def lock_path(host) -> str:
-    return host.path(LOCK_FILE)
+    return layout.lock_file(host)
 
 
 def _read(path: str) -> str | None:

@@ -32,9 +32,8 @@ def record(ctx, name: str, kind: str, **meta) -> str:
             registry.derived[name] = {"kind": kind, "created": utc_now(), "run": ctx.run_id, "app": ctx.config.app,
                                       **meta}
             registry.save(registry_hosts(ctx))
-        ctx.state.setdefault("derived", [])
-        if name not in ctx.state["derived"]:
-            ctx.state["derived"].append(name)
+        if name not in ctx.state.derived:
+            ctx.state.derived.append(name)
     return name
 
 

@@ -23,10 +23,11 @@ from __future__ import annotations
 import posixpath
 import re
 
+from . import layout
 from .errors import DeployError
 from .host import q
 
-VENVS = "venvs"
+VENVS = layout.VENVS
 HELPER = "pyenv"
 
 
@@ -69,7 +70,7 @@ def _args(ctx, host, release_dir: str, **extra) -> dict:
     return {"release_dir": release_dir, "requirements": spec.requirements,
             "pip_args": [host.render(a) for a in spec.pip_args],
             "system_site_packages": spec.system_site_packages,
-            "venvs_dir": host.path(VENVS), **extra}
+            "venvs_dir": layout.venvs_dir(host), **extra}
 
 
 def record_of(doc: dict) -> dict:
@@ -100,7 +101,7 @@ def ensure_env(ctx, host, release_dir: str, constraints: list[str] | None = None
                           hint=f"run the same pip install on {host.name} to see why (pip_args: "
                                f"{' '.join(args['pip_args']) or 'none'}); nothing live was changed")
     with ctx.lock:
-        ctx.state.setdefault("env", {})[host.name] = record_of(doc)
+        ctx.state.env[host.name] = record_of(doc)
     return doc
 
 
@@ -127,5 +128,5 @@ def prune_envs(host) -> list[str]:
 
 def registry_fields(ctx) -> dict:
     """Fields of a release's registry entry: per host, its environment's key and freezes."""
-    envs = ctx.state.get("env") or {}
+    envs = ctx.state.env
     return {"env": dict(envs)} if envs else {}

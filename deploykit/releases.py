@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import copy
 
-from .journal import STATE_DIR, utc_now, utc_stamp
+from . import layout
+from .journal import utc_now, utc_stamp
 
-REGISTRY_FILE = f"{STATE_DIR}/releases.json"
+REGISTRY_FILE = layout.REGISTRY_FILE
 STATUSES = ("pending", "live", "superseded", "failed", "rolled-back")
 
 
@@ -34,14 +35,14 @@ class Registry:
 
     @classmethod
     def load(cls, host) -> "Registry":
-        return cls(host.read_json(host.path(REGISTRY_FILE)))
+        return cls(host.read_json(layout.registry_file(host)))
 
     def to_dict(self) -> dict:
         return {"version": 1, "releases": self.releases, "derived": self.derived}
 
     def save(self, hosts) -> None:
         for host in hosts:
-            host.write_json(host.path(REGISTRY_FILE), self.to_dict())
+            host.write_json(layout.registry_file(host), self.to_dict())
 
     def copy(self) -> "Registry":
         return Registry(copy.deepcopy(self.to_dict()))

@@ -8,7 +8,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from .playbook import RunResult, StepRecord
+from .engine.results import RunResult, StepRecord
 
 # piped output (logs, CI) gets wide tables instead of wrapped cells
 console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 220)
@@ -17,7 +17,7 @@ STYLE = {"ok": "green", "changed": "yellow", "failed": "bold red", "skipped": "d
 
 def step_line(rec: StepRecord) -> None:
     """One line per step; whatever a host printed is shown as text, never read as markup."""
-    line = Text(f"  {rec.playbook:<8} {rec.stage:<12} {rec.step:<22} {rec.host:<12} ")
+    line = Text(f"  {rec.playbook:<8} {rec.phase:<12} {rec.step:<22} {rec.host:<12} ")
     line.append(f"{rec.status:<8}", style=STYLE.get(rec.status, ""))
     line.append(f" {rec.seconds:6.2f}s  {rec.message}")
     console.print(line)
@@ -28,12 +28,12 @@ def step_line(rec: StepRecord) -> None:
 
 def timings_table(result: RunResult, title: str = "step timings") -> Table:
     table = Table(title=title)
-    for col in ("playbook", "stage", "step", "host", "status", "seconds"):
+    for col in ("playbook", "phase", "step", "host", "status", "seconds"):
         table.add_column(col, justify="right" if col == "seconds" else "left")
     runs = [result] + ([result.recovery] if result.recovery else [])
     for run in runs:
         for rec in run.records:
-            table.add_row(*(escape(x) for x in (rec.playbook, rec.stage, rec.step, rec.host, rec.status)),
+            table.add_row(*(escape(x) for x in (rec.playbook, rec.phase, rec.step, rec.host, rec.status)),
                           f"{rec.seconds:.2f}")
     return table
 

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from . import layout
 from . import lock as stage_lock
 from .errors import DeployError, LockHeld
 from .host import q
-from .playbook import Reporter, RunResult, run_playbook
-
-NOTHING_TO_FINISH = (None, "", "abandon")
+from .engine import Reporter, RunResult, load_playbook, run_playbook
+from .errors import ConfigError
 
 
 @dataclass
@@ -37,11 +37,21 @@ def holders(ctx) -> list[Holder]:
     return out
 
 
-def pending_procedure(progress: dict | None) -> str | None:
-    """The procedure a run left unfinished, judging by its last recorded progress."""
+def pending_procedure(config, progress: dict | None) -> str | None:
+    """The procedure a run left unfinished, judging by its last recorded progress.
+
+    None when there is none, or when it declares `ends: refused` (it only
+    frees the lock of a run that changed nothing).
+    """
     progress = progress or {}
     proc = progress.get("procedure") or progress.get("on_failure")
-    return None if proc in NOTHING_TO_FINISH else proc
+    if not proc:
+        return None
+    try:
+        refused = load_playbook(proc, config).ends == "refused"
+    except ConfigError:
+        refused = False  # a procedure no longer there: report it as pending rather than drop it
+    return None if refused else proc
 
 
 def take_over(ctx, reporter: Reporter | None = None) -> RunResult | None:
@@ -59,9 +69,9 @@ def take_over(ctx, reporter: Reporter | None = None) -> RunResult | None:
         raise LockHeld(f"{h.host.name}: locked by {h.verdict.describe()}")
     if ctx.dry_run:
         primary = next((h for h in held if h.host is ctx.primary), None)
-        proc = pending_procedure(primary.holder.get("progress") if primary else None)
+        proc = pending_procedure(ctx.config, primary.holder.get("progress") if primary else None)
         ctx.journal.record("takeover_planned", holders=[h.holder.get("run_id") for h in held], procedure=proc)
-        ctx.state["dead_run"] = {"run_id": held[0].holder.get("run_id"), "procedure": proc,
+        ctx.state.dead_run = {"run_id": held[0].holder.get("run_id"), "procedure": proc,
                                  "why": held[0].verdict.why}
         return None
     info = ctx.holder_info()
@@ -78,12 +88,12 @@ def take_over(ctx, reporter: Reporter | None = None) -> RunResult | None:
                 continue
             if killed:
                 ctx.journal.record("killed_leftovers", host=host, run=rid, pids=killed)
-            host.run(f"rm -f {q(host.path('.deploykit', 'run', f'{rid}.pids'))}", check=False)
+            host.run(f"rm -f {q(layout.pid_file(host, rid))}", check=False)
     primary = next((h for h in held if h.host is ctx.primary), None)
     progress = (primary.holder.get("progress") if primary else None) or {}
-    proc = pending_procedure(progress)
+    proc = pending_procedure(ctx.config, progress)
     dead = primary or held[0]
-    ctx.state["dead_run"] = {"run_id": dead.holder.get("run_id"), "command": dead.holder.get("command"),
+    ctx.state.dead_run = {"run_id": dead.holder.get("run_id"), "command": dead.holder.get("command"),
                              "phase": progress.get("phase"), "procedure": proc, "why": dead.verdict.why}
     if proc is None:
         # it died before it changed anything: its lock is ours now, the command goes on
@@ -96,5 +106,5 @@ def take_over(ctx, reporter: Reporter | None = None) -> RunResult | None:
         result = run_playbook(ctx, proc, reporter, procedure=True)
     finally:
         ctx.in_procedure = False
-    result.data["finished_run"] = ctx.state["dead_run"]
+    result.data["finished_run"] = ctx.state.dead_run
     return result

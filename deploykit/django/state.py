@@ -7,6 +7,8 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import CommandError
 
+from .. import layout
+
 
 def deploy_root() -> Path:
     """settings.DEPLOYKIT_ROOT, else <deploy_to> derived from BASE_DIR (<deploy_to>/releases/<id>)."""
@@ -14,14 +16,14 @@ def deploy_root() -> Path:
     if root:
         return Path(root)
     base = Path(getattr(settings, "BASE_DIR", Path.cwd())).resolve()
-    if base.parent.name == "releases":
+    if base.parent.name == layout.RELEASES:
         return base.parent.parent
     raise CommandError("cannot find the deploy root: set DEPLOYKIT_ROOT in settings "
-                       "(the directory holding releases/, current and .deploykit/)")
+                       f"(the directory holding {layout.RELEASES}/, {layout.CURRENT} and {layout.STATE_DIR}/)")
 
 
 def registry() -> dict:
-    path = deploy_root() / ".deploykit" / "releases.json"
+    path = deploy_root() / layout.REGISTRY_FILE
     if not path.exists():
         raise CommandError(f"no release registry at {path}: nothing was released here with deploykit")
     return json.loads(path.read_text())

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import posixpath
 
-from .. import names
+from .. import layout, names
 from ..errors import HostCommandFailed
 from .base import Driver
 
@@ -20,8 +20,18 @@ class FilesDriver(Driver):
         return f"{'media' if self.kind == 'media' else 'path'}-{self.spec.name}"
 
     def root(self, host) -> str:
-        path = host.render(self.spec.path)
-        return path if posixpath.isabs(path) else host.path(path)
+        return layout.under_deploy_to(host, host.render(self.spec.path))
+
+    def exists(self, ctx, host) -> bool:
+        return host.exists(self.root(host))
+
+    def backup_bytes(self, ctx, host) -> int:
+        return host.helper("files", "dir_size", {"path": self.root(host)})["bytes"] if self.exists(ctx, host) else 0
+
+    def preflight(self, ctx, host, live):
+        if live and not self.exists(ctx, host):
+            return [f"{self.item_name}: {self.root(host)} does not exist"]
+        return []
 
     def backup(self, ctx, host, backup_dir):
         fname = f"{self.item_name}.tar"

@@ -15,7 +15,7 @@ from .. import names
 from ..errors import DeployError, HostCommandFailed
 from ..host import q
 from ..sqltext import ident, literal, set_database_setting
-from .base import Driver, prefixed
+from .base import BASIC, Driver, prefixed
 
 _CACHE: dict = {}
 ACL_PRIVS = {"C": "CREATE", "c": "CONNECT", "T": "TEMPORARY"}
@@ -74,13 +74,73 @@ def acl_statements(db: str, acl: list[str]) -> list[str]:
     return out
 
 
+def major(text: str) -> int:
+    """The major version in a version string ("pg_dump (PostgreSQL) 16.2" -> 16)."""
+    m = re.search(r"(\d+)(?:\.\d+)?", text or "")
+    return int(m.group(1)) if m else 0
+
+
 class PostgresDriver(Driver):
     kind = "databases"
     engine = "postgresql"
+    capabilities = BASIC | {"snapshot", "row_diff"}
+    tools = ("psql", "pg_dump", "pg_restore")
 
     @property
     def item_name(self) -> str:
         return f"db-{self.spec.alias}"
+
+    @property
+    def label(self) -> str:
+        return self.spec.name
+
+    # -- what the app's Django uses -------------------------------------------------
+    def django_uses_it(self, host, seen, resolved):
+        engine = seen.get("ENGINE") or ""
+        same = ("postgresql" in engine or "postgis" in engine) and seen.get("NAME") == self.spec.name
+        if same and self.spec.host:
+            same = (seen.get("HOST") or "") == self.spec.host
+        if same and self.spec.port:
+            same = int(seen.get("PORT") or 5432) == int(self.spec.port)
+        return same
+
+    def django_expected(self, host, resolved):
+        s = self.spec
+        where = f" on {s.host or 'local socket'}:{s.port or 'default port'}" if (s.host or s.port) else ""
+        return f"postgresql {s.name!r}{where}"
+
+    # -- read-only looks ---------------------------------------------------------
+    def backup_bytes(self, ctx, host) -> int:
+        """About half the database's size: a compressed directory dump."""
+        if not self.exists(ctx, host):
+            return 0
+        return int(self.value(ctx, host, f"SELECT pg_database_size({literal(self.spec.name)});") or 0) // 2
+
+    def preflight(self, ctx, host, live):
+        """The server answers the admin role, pg_dump is not older than it, the owner role and the database exist."""
+        try:
+            server = self.versions(ctx, host)
+        except DeployError as exc:
+            return [f"{self.spec.alias}: cannot reach PostgreSQL as {self.spec.admin_user}: {exc}"]
+        problems = []
+        if major(server["pg_dump"]) < server["server_num"] // 10000:
+            problems.append(f"{self.spec.alias}: {server['pg_dump'] or 'pg_dump'} is older than the server "
+                            f"({server['server']}): its dumps would fail")
+        if not self.role_exists(ctx, host, self.spec.owner):
+            problems.append(f"{self.spec.alias}: the owner role {self.spec.owner!r} does not exist")
+        if live and not self.exists(ctx, host):
+            problems.append(f"{self.spec.alias}: database {self.spec.name} does not exist while release "
+                            f"{live['id']} is live")
+        return problems
+
+    def restore_notes(self, ctx, host):
+        """The database's owner and the objects others own, journaled before its data is replaced."""
+        if not self.exists(ctx, host):
+            return []
+        rep = self.owner_report(ctx, host)
+        ctx.journal.record("owners", host=host, report=rep)
+        return [f"{rep['database']} owned by {rep['owner']} (expected {rep['expected']}), "
+                f"{len(rep['objects_not_owned'])} object(s) owned by others"]
 
     # -- plumbing ------------------------------------------------------------
     def conn_args(self) -> str:
@@ -98,7 +158,12 @@ class PostgresDriver(Driver):
         return {"host": self.spec.host, "port": self.spec.port, "user": self.spec.admin_user}
 
     def access(self, ctx, host, read_only: bool = False) -> dict:
-        kw = ctx.db_access(host, self.spec)
+        """Keyword arguments for host.run of a libpq tool: the password on stdin, never argv or a file."""
+        env = {"PGAPPNAME": f"deploykit {ctx.run_id}"[:63]}
+        if self.spec.passfile:
+            env["PGPASSFILE"] = host.render(self.spec.passfile)
+        password = self.spec.password()
+        kw = {"env": env, "secrets": {"PGPASSWORD": password} if password else None}
         if read_only:  # PostgreSQL itself refuses any write in these sessions
             kw["env"] = {**kw["env"], "PGOPTIONS": "-c default_transaction_read_only=on"}
         return kw
@@ -157,8 +222,7 @@ class PostgresDriver(Driver):
         key = f"pg_dump_compress:{host.name}"
         if key not in _CACHE:
             out = host.run("pg_dump --version", check=False, read_only=True).stdout
-            major = int(m.group(1)) if (m := re.search(r"(\d+)(?:\.\d+)?", out)) else 0
-            _CACHE[key] = "--compress=lz4" if major >= 16 else "--compress=1"
+            _CACHE[key] = "--compress=lz4" if major(out) >= 16 else "--compress=1"
         return _CACHE[key]
 
     def database_settings(self, ctx, host, name: str | None = None) -> dict:
@@ -196,7 +260,7 @@ class PostgresDriver(Driver):
         doc = host.helper("pgdump", "dump", {"conn": self.conn(), "dbname": self.spec.name, "dest": dest,
                                              "jobs": self.jobs(host), "compress": self.compression(host),
                                              "count_sql": COUNT_SQL},
-                          track=f"pg_dump {self.spec.name}", **ctx.db_access(host, self.spec))
+                          track=f"pg_dump {self.spec.name}", **self.access(ctx, host))
         if ctx.previous and ctx.previous.get("migrations") and self.spec.alias == "default" \
                 and not any(t.endswith(".django_migrations") for t in doc["counts"]):
             raise DeployError(f"{host.name}: database {self.spec.name} has no django_migrations table while release "
@@ -229,7 +293,7 @@ class PostgresDriver(Driver):
             "| grep -v -E '^[0-9]+; [0-9]+ [0-9]+ (EXTENSION - |COMMENT - EXTENSION )' > \"$list\" && "
             f"pg_restore {self.conn_args()} -j {self.jobs(host)} --no-owner --role={q(self.spec.owner)} "
             f"--exit-on-error -L \"$list\" -d {q(dbname)} {q(src)}; rc=$?; rm -f \"$list\"; exit $rc",
-            check=check, track=f"pg_restore {dbname}", **ctx.db_access(host, self.spec))
+            check=check, track=f"pg_restore {dbname}", **self.access(ctx, host))
 
     # -- derived databases ---------------------------------------------------------
     def derived(self, ctx, kind: str, label: str) -> str:
@@ -366,7 +430,7 @@ class PostgresDriver(Driver):
     # -- the rows a restore would lose -------------------------------------------
     def _diff(self, ctx, host, other: str) -> dict:
         return host.helper("pgrows", "diff", {"conn": self.conn(), "a": self.spec.name, "b": other},
-                           **ctx.db_access(host, self.spec))["tables"]
+                           **self.access(ctx, host))["tables"]
 
     def rows_lost_vs(self, ctx, host, snap: str) -> dict:
         """Rows live now that swapping the snapshot in would lose."""
@@ -405,6 +469,9 @@ class PostgresDriver(Driver):
                 return f"only {free >> 20} MB free for a {size >> 20} MB clone in {data_dir}"
         return None
 
+    def snapshot_name(self, ctx, release_id: str) -> str:
+        return self.derived(ctx, "snapshot", release_id)
+
     def snapshot(self, ctx, host, release_id: str) -> str:
         """Clone the (quiet) database into a snapshot; FILE_COPY on PostgreSQL 15+."""
         snap = self.claim(ctx, host, "snapshot", release_id, release=release_id)
@@ -428,6 +495,34 @@ class PostgresDriver(Driver):
 
     def snapshot_exists(self, ctx, host, snap: str) -> bool:
         return self.database_exists(ctx, host, snap)
+
+    def prune_derived(self, ctx, host, kept: set[str]) -> list[str]:
+        """Drop the databases derived from this one for releases not in `kept` (only names the registry lists).
+
+        Names the registry lists that no longer exist (swapped in as the live
+        name, or dropped) are forgotten first; a restore or scratch copy of
+        this very run is left to the run.
+        """
+        from ..releases import Registry
+
+        derived = {n: m for n, m in Registry.load(host).derived.items()
+                   if m.get("engine") == self.engine and m.get("alias") == self.spec.alias}
+        present = {r[0] for r in self.query(ctx, host, "SELECT datname FROM pg_database;")}
+        gone = [n for n, m in derived.items() if n not in present and m.get("run") != ctx.run_id]
+        if gone:
+            names.forget(ctx, *gone)
+        dropped = []
+        for name, meta in sorted(derived.items()):
+            if name in gone or meta.get("app") not in (None, ctx.config.app):
+                continue
+            if meta.get("kind") in ("snapshot", "aside"):
+                if meta.get("release") in kept:
+                    continue
+            elif meta.get("run") == ctx.run_id:
+                continue
+            self.drop(ctx, host, name)
+            dropped.append(name)
+        return dropped
 
     def drop(self, ctx, host, name: str, always: bool = False) -> None:
         """Drop a database deploykit derived; refuses any name the registry does not list."""

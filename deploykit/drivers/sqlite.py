@@ -3,21 +3,44 @@ from __future__ import annotations
 
 import posixpath
 
+from .. import layout
 from ..errors import DeployError, HostCommandFailed
-from .base import Driver
+from .base import BASIC, Driver
 
 
 class SQLiteDriver(Driver):
     kind = "databases"
     engine = "sqlite"
+    capabilities = BASIC | {"row_diff"}
 
     @property
     def item_name(self) -> str:
         return f"db-{self.spec.alias}"
 
     def path(self, host) -> str:
-        name = host.render(self.spec.name)
-        return name if posixpath.isabs(name) else host.path(name)
+        return layout.under_deploy_to(host, host.render(self.spec.name))
+
+    def django_paths(self, host):
+        return [self.path(host)]
+
+    def django_uses_it(self, host, seen, resolved):
+        expected = resolved.get(self.path(host), self.path(host))
+        return "sqlite" in (seen.get("ENGINE") or "") and seen.get("NAME") == expected
+
+    def django_expected(self, host, resolved):
+        return f"sqlite {resolved.get(self.path(host), self.path(host))!r}"
+
+    def exists(self, ctx, host) -> bool:
+        return host.exists(self.path(host))
+
+    def backup_bytes(self, ctx, host) -> int:
+        return host.helper("files", "dir_size", {"path": self.path(host)})["bytes"] if self.exists(ctx, host) else 0
+
+    def preflight(self, ctx, host, live):
+        if live and not self.exists(ctx, host):
+            return [f"{self.spec.alias}: the SQLite database {self.path(host)} does not exist while release "
+                    f"{live['id']} is live (relative names are relative to deploy_to)"]
+        return []
 
     def backup(self, ctx, host, backup_dir):
         src = self.path(host)

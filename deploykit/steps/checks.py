@@ -1,12 +1,13 @@
-"""The check stage: nothing here changes a host except taking the lock."""
+"""The check phase: nothing here changes a host except taking the lock."""
 from __future__ import annotations
 
+from ..drivers import tools_for
 from ..errors import DeployError
 from ..gitrepo import resolve
 from ..host import q
+from .. import layout
 from .. import lock as stage_lock
-from ..journal import STATE_DIR
-from ..playbook import Outcome, Step, register
+from .base import Outcome, Step, register
 from ..releases import new_release_id
 
 
@@ -53,8 +54,8 @@ class CheckTools(Step):
 
     def run(self, ctx, host):
         tools = ["tar"]
-        if host.is_primary and any(db.engine == "postgresql" for db in ctx.config.databases):
-            tools += ["psql", "pg_dump", "pg_restore"]
+        if host.is_primary:
+            tools += tools_for(ctx.config)
         res = host.run(" ; ".join(f"command -v {q(t)} >/dev/null || echo {q(t)}" for t in tools), check=False,
                        read_only=True)
         missing = res.stdout.split()
@@ -96,7 +97,7 @@ class AcquireLock(Step):
                 held.append(f"{h.name}: LOCKED by run {holder.get('run_id')} since {holder.get('since')}")
         if held:
             return "; ".join(held) + ": the real run would be refused or would first finish that run"
-        return f"would lock {', '.join(h.path(STATE_DIR, 'lock') for h in ctx.hosts)}"
+        return f"would lock {', '.join(layout.lock_file(h) for h in ctx.hosts)}"
 
     def run(self, ctx, host):
         info = ctx.holder_info()
@@ -128,16 +129,19 @@ class ReleaseLock(Step):
 
 @register
 class PrepareDirs(Step):
-    """Create releases/, shared/, backups/ (0700), failed/ and .deploykit/."""
+    """Create releases/, shared/, backups/ (0700), failed/ and .deploykit/ (the dirs of deploykit.layout)."""
 
     name = "prepare_dirs"
     scope = "all"
 
     def run(self, ctx, host):
         d = host.deploy_to
+        paths = [host.path(rel) for rel, _ in layout.DIRS]
+        private = [host.path(rel) for rel, private in layout.DIRS if private]
+        public = [p for p in paths if p not in private]
         res = host.run(
-            f"made=0; for p in releases shared failed {STATE_DIR} {STATE_DIR}/run; do [ -d {q(d)}/$p ] || made=1; done; "
-            f"[ -d {q(d)}/backups ] || made=1; "
-            f"mkdir -p {q(d)}/releases {q(d)}/shared {q(d)}/failed {q(d)}/{STATE_DIR}/run && "
-            f"mkdir -p -m 700 {q(d)}/backups && chmod 700 {q(d)}/backups && echo $made")
+            f"made=0; for p in {' '.join(q(p) for p in paths)}; do [ -d \"$p\" ] || made=1; done; "
+            f"mkdir -p {' '.join(q(p) for p in public)} && "
+            f"mkdir -p -m 700 {' '.join(q(p) for p in private)} && chmod 700 {' '.join(q(p) for p in private)} "
+            "&& echo $made")
         return Outcome(changed=res.stdout.strip() == "1", message=d)

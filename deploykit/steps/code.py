@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import posixpath
-from pathlib import Path
 
+from .. import layout
 from ..errors import DeployError
-from ..gitrepo import archive
 from ..host import q
-from ..playbook import Outcome, Step, register
-from ..pyenv import prune_envs, render_app
+from .base import Outcome, Step, register
+from ..pyenv import prune_envs
+from ..work.code import link_shared, move_aside, run_install, switch_current, upload_commit
 
 
 @register
@@ -28,50 +28,6 @@ class UploadCode(Step):
             raise DeployError(f"{host.name}: {dest} already exists", hint="each release id is new; remove the stray directory")
         size_kb = upload_commit(ctx, host, rev.commit, rev.tag, dest) // 1024
         return Outcome(changed=True, message=f"{rev.tag or rev.commit[:10]} -> {dest} ({size_kb} KB)")
-
-
-def commit_archive(ctx, commit: str) -> Path:
-    """`git archive` of a commit, made once per run whatever the number of hosts (removed when the run ends)."""
-    with ctx.lock:
-        path = ctx.temp_dir() / f"{commit}.tar"
-        if not path.exists():
-            archive(ctx.config.repo, commit, path)
-        return path
-
-
-def upload_commit(ctx, host, commit: str, tag: str | None, dest: str) -> int:
-    """Put the code of a commit into dest (with a REVISION file); return the archive's size."""
-    local = commit_archive(ctx, commit)
-    remote_tar = f"{dest}.tar"
-    part = f"{dest}.part"  # built beside, renamed into place: a release directory is never partial
-    host.put(local, remote_tar)
-    host.run(f"rm -rf {q(part)}")
-    host.helper("files", "extract", {"archive": remote_tar, "dest": part}, track="extract release")
-    host.run(f"rm -f {q(remote_tar)} && printf '%s\\n' {q(commit)} {q(tag or '')} > {q(part)}/REVISION && "
-             f"mv -T {q(part)} {q(dest)}")
-    return Path(local).stat().st_size
-
-
-def link_shared(ctx, host, dest: str) -> list[str]:
-    """Link shared paths from shared/ into a release directory."""
-    linked = []
-    for rel in ctx.config.shared:
-        shared = host.path("shared", rel)
-        target = posixpath.join(dest, rel)
-        if not host.exists(shared):
-            if posixpath.splitext(rel)[1] or posixpath.basename(rel).startswith("."):
-                raise DeployError(f"{host.name}: shared file {shared} does not exist",
-                                  hint="create it on the host (e.g. the app's settings) before releasing")
-            host.run(f"mkdir -p {q(shared)}")
-        host.run(f"mkdir -p {q(posixpath.dirname(target))} && rm -rf {q(target)} && ln -s {q(shared)} {q(target)}")
-        linked.append(rel)
-    return linked
-
-
-def run_install(ctx, host, dest: str) -> int:
-    for cmd in ctx.config.install:
-        host.run(render_app(ctx, host, cmd, dest), cwd=dest, track="install")
-    return len(ctx.config.install)
 
 
 @register
@@ -98,12 +54,6 @@ class Install(Step):
         return Outcome(changed=bool(count), message=f"{count} command(s)")
 
 
-def switch_current(host, target: str) -> str | None:
-    """Point `current` at target atomically; return what it pointed at before."""
-    doc = host.helper("files", "atomic_symlink", {"link": host.path("current"), "target": target})
-    return doc.get("previous")
-
-
 @register
 class SwitchCurrent(Step):
     """Point `current` at the new release (symlink + rename: atomic)."""
@@ -112,25 +62,13 @@ class SwitchCurrent(Step):
     scope = "app"
 
     def describe(self, ctx, host):
-        return f"would switch {host.path('current')} -> {ctx.release_dir(host)}"
+        return f"would switch {layout.current(host)} -> {ctx.release_dir(host)}"
 
     def run(self, ctx, host):
         previous = switch_current(host, ctx.release_dir(host))
-        ctx.state.setdefault("switched", {})[host.name] = previous
+        ctx.state.switched[host.name] = previous
         return Outcome(changed=True, message=f"current -> {ctx.release_id}",
                        diff=f"- {previous}\n+ {ctx.release_dir(host)}")
-
-
-def move_aside(ctx, host, release_id: str) -> str | None:
-    src = ctx.release_dir(host, release_id)
-    if not host.exists(src):
-        return None
-    dest = ctx.failed_dir(host, release_id)
-    if host.exists(posixpath.join(dest, "code")):
-        dest = f"{dest}-{ctx.run_id}"
-    host.run(f"mkdir -p {q(dest)}")
-    host.helper("files", "move", {"src": src, "dest": posixpath.join(dest, "code")})
-    return dest
 
 
 @register
@@ -173,13 +111,13 @@ class RestorePreviousCode(Step):
 
     def run(self, ctx, host):
         if not ctx.previous:
-            res = host.run(f"test -L {q(host.path('current'))} && rm -f {q(host.path('current'))} && echo removed",
+            res = host.run(f"test -L {q(layout.current(host))} && rm -f {q(layout.current(host))} && echo removed",
                            check=False)
             return Outcome(changed="removed" in res.stdout, message="no previous release: current removed")
         prev_dir = ctx.release_dir(host, ctx.previous["id"])
         note = ""
         if not host.exists(prev_dir):
-            tarball = posixpath.join(ctx.backup_dir(host), "code.tar.gz")
+            tarball = layout.code_archive(ctx.backup_dir(host))
             if not host.exists(tarball):
                 raise DeployError(f"{host.name}: {prev_dir} is gone and {tarball} is missing",
                                   hint="re-release the previous tag with 'invoke release --tag'")
@@ -210,23 +148,23 @@ class Prune(Step):
         keep_ids = {ctx.release_id}
         if ctx.previous:
             keep_ids.add(ctx.previous["id"])
-        current = host.realpath(host.path("current"))
+        current = host.realpath(layout.current(host))
         if current:
             keep_ids.add(posixpath.basename(current))
         removed = []
-        res = host.run(f"ls -1 {q(host.path('releases'))}", check=False, read_only=True)
+        res = host.run(f"ls -1 {q(layout.releases_dir(host))}", check=False, read_only=True)
         releases = sorted(x for x in res.stdout.split() if not x.endswith(".tar") and ".part" not in x)
         for rid in releases[:-ctx.config.keep_releases] if len(releases) > ctx.config.keep_releases else []:
             if rid not in keep_ids:
-                host.run(f"rm -rf {q(host.path('releases', rid))}")
+                host.run(f"rm -rf {q(layout.release_dir(host, rid))}")
                 removed.append(rid)
-        res = host.run(f"ls -1 {q(host.path('backups'))}", check=False, read_only=True)
+        res = host.run(f"ls -1 {q(layout.backups_dir(host))}", check=False, read_only=True)
         backups = sorted(res.stdout.split())
         keep_backups = {ctx.backup_id} | {r.get("backup_id") for r in [ctx.previous or {}]}
         extra = len(backups) - ctx.config.keep_backups
         for bid in backups[:extra] if extra > 0 else []:
             if bid not in keep_backups:
-                host.run(f"rm -rf {q(host.path('backups', bid))}")
+                host.run(f"rm -rf {q(layout.backup_dir(host, bid))}")
                 removed.append(f"backup {bid}")
         removed += [f"env {key}" for key in prune_envs(host)]  # those no release left here links to
         return Outcome(changed=bool(removed), message=", ".join(removed) or "nothing to prune")

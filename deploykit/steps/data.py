@@ -3,17 +3,16 @@ from __future__ import annotations
 
 import time
 
-from .. import names
-from ..backupset import MANIFEST, code_item, data_items, prepare_dir, require_verified, verify, write_manifest
-from ..drivers import driver_for_item, drivers_for
-from ..drivers.postgres import PostgresDriver
+from .. import layout
+from ..backupset import code_item, data_items, prepare_dir, require_verified, verify, write_manifest
+from ..drivers import capable, driver_for_item, drivers_for
 from ..errors import DeployError, Interrupted, NotConfirmed
 from ..host import q
-from ..playbook import Outcome, Step, register
+from .base import Outcome, Step, register
 
 
 def _items(ctx, host) -> list:
-    return ctx.state.setdefault("backup_items", {}).setdefault(host.name, [])
+    return ctx.state.backup_items.setdefault(host.name, [])
 
 
 def _mb(items) -> float:
@@ -28,7 +27,7 @@ class BackupCode(Step):
     scope = "app"
 
     def describe(self, ctx, host):
-        return f"would tar {host.path('current')} into {ctx.backup_dir(host)}/code.tar.gz"
+        return f"would tar {layout.current(host)} into {layout.code_archive(ctx.backup_dir(host))}"
 
     def run(self, ctx, host):
         prepare_dir(host, ctx.backup_dir(host))
@@ -89,31 +88,25 @@ class VerifyBackup(Step):
         if not ctx.backup_id:
             raise DeployError("no backup to restore from", hint="pick one with --backup ID from 'invoke backups'")
         manifest = require_verified(ctx, host, ctx.backup_dir(host))
-        ctx.state.setdefault("manifests", {})[host.name] = manifest
+        ctx.state.manifests[host.name] = manifest
         return Outcome(message=f"{ctx.backup_id}: {len(manifest['items'])} item(s) verified at {ctx.backup_dir(host)}")
 
 
 @register
 class CheckOwners(Step):
-    """Report each PostgreSQL database's owner before its data is replaced."""
+    """Report what each driver says about the live data before it is replaced (e.g. database owners)."""
 
     name = "check_owners"
     scope = "primary"
     read_only = True
 
     def run(self, ctx, host):
-        notes = []
-        for d in pg_drivers(ctx):
-            if d.exists(ctx, host):
-                rep = d.owner_report(ctx, host)
-                notes.append(f"{rep['database']} owned by {rep['owner']} (expected {rep['expected']}), "
-                             f"{len(rep['objects_not_owned'])} object(s) owned by others")
-                ctx.journal.record("owners", host=host, report=rep)
-        return Outcome(message="; ".join(notes) or "no PostgreSQL database")
+        notes = [n for d in drivers_for(ctx.config) for n in d.restore_notes(ctx, host)]
+        return Outcome(message="; ".join(notes) or "nothing to report")
 
 
 def _restore_state(ctx) -> dict:
-    return ctx.state.setdefault("restore", {"backup_id": ctx.backup_id, "label": ctx.run_id, "built": []})
+    return ctx.state.restore_state(ctx.backup_id, ctx.run_id)
 
 
 @register
@@ -128,7 +121,7 @@ class BuildRestore(Step):
                 "(new names), check owners and row counts, then swap them in by rename")
 
     def run(self, ctx, host):
-        manifest = ctx.state.get("manifests", {}).get(host.name) or require_verified(ctx, host, ctx.backup_dir(host))
+        manifest = ctx.state.manifests.get(host.name) or require_verified(ctx, host, ctx.backup_dir(host))
         state = _restore_state(ctx)
         done = {b.get("item") or f"db-{b.get('alias')}" for b in state["built"]}
         notes = []
@@ -137,7 +130,7 @@ class BuildRestore(Step):
                 continue
             driver = driver_for_item(ctx.config, item)
             start = time.monotonic()
-            snap = usable_snapshot(ctx, host, driver) if isinstance(driver, PostgresDriver) else None
+            snap = driver.usable_snapshot(ctx, host, ctx.state.snapshots)
             if snap:
                 built = driver.build_from_snapshot(ctx, host, snap, state["label"])
                 notes.append(f"{item['name']}: snapshot {snap} ready to swap in")
@@ -172,8 +165,7 @@ class SwapRestore(Step):
             notes.append(f"{driver.swap(ctx, host, built, state['label'])} ({time.monotonic() - start:.2f}s)")
             built["swapped"] = True
             ctx.record_progress()
-        ctx.state["snapshots"] = {a: s for a, s in (ctx.state.get("snapshots") or {}).items()
-                                  if not any(b.get("snapshot") and b["name"] == s for b in state["built"])}
+        ctx.state.drop_snapshots({b["name"] for b in state["built"] if b.get("snapshot")})
         return Outcome(changed=bool(notes), message="; ".join(notes) or "nothing left to swap")
 
 
@@ -186,7 +178,7 @@ class DiscardRestore(Step):
     continue_on_error = True
 
     def run(self, ctx, host):
-        state = ctx.state.get("restore") or {}
+        state = ctx.state.restore or {}
         notes = []
         for built in state.get("built", []):
             if built.get("swapped"):
@@ -197,53 +189,48 @@ class DiscardRestore(Step):
         return Outcome(changed=bool(notes), message="; ".join(notes) or "nothing was built")
 
 
-def pg_drivers(ctx) -> list[PostgresDriver]:
-    return [d for d in drivers_for(ctx.config) if isinstance(d, PostgresDriver)]
-
-
-def usable_snapshot(ctx, host, driver) -> str | None:
-    """The snapshot recovery can swap in for this database, if it still exists."""
-    snap = (ctx.state.get("snapshots") or {}).get(driver.spec.alias)
-    return snap if snap and driver.snapshot_exists(ctx, host, snap) else None
+def snapshotting(ctx) -> list:
+    return capable(ctx.config, "snapshot")
 
 
 @register
 class SnapshotDatabases(Step):
-    """Clone each PostgreSQL database (writers stopped) for an instant revert; else rely on the dump."""
+    """Snapshot each database whose driver can (writers stopped) for an instant revert; else rely on the dump."""
 
     name = "snapshot_databases"
     scope = "primary"
 
     def applies(self, ctx, host):
-        return ctx.config.snapshots and bool(pg_drivers(ctx))
+        return ctx.config.snapshots and bool(snapshotting(ctx))
 
     def describe(self, ctx, host):
-        return "would clone " + ", ".join(f"{d.spec.name} -> {d.derived(ctx, 'snapshot', ctx.release_id)}"
-                                          for d in pg_drivers(ctx))
+        return "would clone " + ", ".join(f"{d.label} -> {d.snapshot_name(ctx, ctx.release_id)}"
+                                          for d in snapshotting(ctx))
 
     def run(self, ctx, host):
-        notes, snaps = [], ctx.state.setdefault("snapshots", {})
-        for d in pg_drivers(ctx):
-            if d.spec.alias in snaps and d.snapshot_exists(ctx, host, snaps[d.spec.alias]):
-                notes.append(f"{d.spec.name} -> {snaps[d.spec.alias]} (taken already)")
+        notes, snaps = [], ctx.state.snapshots
+        for d in snapshotting(ctx):
+            key = d.snapshot_key()
+            if key in snaps and d.snapshot_exists(ctx, host, snaps[key]):
+                notes.append(f"{d.label} -> {snaps[key]} (taken already)")
                 continue
             if not d.exists(ctx, host):
-                notes.append(f"{d.spec.name}: does not exist yet")
+                notes.append(f"{d.label}: does not exist yet")
                 continue
             blocker = d.snapshot_blocker(ctx, host)
             if blocker:
-                notes.append(f"no snapshot of {d.spec.name}: {blocker}; recovery will restore the verified dump")
-                ctx.journal.record("snapshot_skipped", host=host, database=d.spec.name, reason=blocker)
+                notes.append(f"no snapshot of {d.label}: {blocker}; recovery will restore the verified dump")
+                ctx.journal.record("snapshot_skipped", host=host, database=d.label, reason=blocker)
                 continue
             try:
-                snaps[d.spec.alias] = d.snapshot(ctx, host, ctx.release_id)
+                ctx.state.add_snapshot(key, d.snapshot(ctx, host, ctx.release_id))
             except DeployError as exc:
                 if isinstance(exc, Interrupted):
                     raise
-                notes.append(f"no snapshot of {d.spec.name}: {exc}; recovery will restore the verified dump")
+                notes.append(f"no snapshot of {d.label}: {exc}; recovery will restore the verified dump")
                 continue
             ctx.record_progress()
-            notes.append(f"{d.spec.name} -> {snaps[d.spec.alias]}")
+            notes.append(f"{d.label} -> {snaps[key]}")
         return Outcome(changed=bool(snaps), message="; ".join(notes))
 
 
@@ -257,12 +244,12 @@ class DiscardSnapshots(Step):
 
     def run(self, ctx, host):
         dropped = []
-        for d in pg_drivers(ctx):
-            snap = (ctx.state.get("snapshots") or {}).get(d.spec.alias)
+        for d in snapshotting(ctx):
+            snap = ctx.state.snapshots.get(d.snapshot_key())
             if snap:
                 d.drop(ctx, host, snap)
                 dropped.append(snap)
-        ctx.state["snapshots"] = {}
+        ctx.state.drop_snapshots()
         return Outcome(changed=bool(dropped), message=", ".join(dropped) or "no snapshot taken")
 
 
@@ -275,32 +262,14 @@ class PruneSnapshots(Step):
     continue_on_error = True
 
     def applies(self, ctx, host):
-        return bool(pg_drivers(ctx))
+        return bool(snapshotting(ctx))
 
     def run(self, ctx, host):
         from ..releases import Registry
 
         registry = Registry.load(host)
         kept = {r["id"] for r in registry.releases[-ctx.config.keep_releases:]} | {ctx.release_id}
-        drivers = {d.spec.alias: d for d in pg_drivers(ctx)}
-        dropped = []
-        present = {r[0] for d in drivers.values() for r in d.query(ctx, host, "SELECT datname FROM pg_database;")}
-        gone = [n for n, m in registry.derived.items() if m.get("engine") == "postgresql" and n not in present
-                and m.get("run") != ctx.run_id]
-        if gone:  # swapped in (now the live name) or dropped: nothing left to prune under these names
-            names.forget(ctx, *gone)
-        for name, meta in sorted(registry.derived.items()):
-            d = drivers.get(meta.get("alias"))
-            if d is None or name in gone or meta.get("engine") != "postgresql" \
-                    or meta.get("app") not in (None, ctx.config.app):
-                continue
-            if meta.get("kind") in ("snapshot", "aside"):
-                if meta.get("release") in kept:
-                    continue
-            elif meta.get("run") == ctx.run_id:
-                continue  # a restore or scratch copy of this very run
-            d.drop(ctx, host, name)
-            dropped.append(name)
+        dropped = [name for d in snapshotting(ctx) for name in d.prune_derived(ctx, host, kept)]
         return Outcome(changed=bool(dropped), message=", ".join(dropped) or "nothing to drop")
 
 
@@ -316,7 +285,7 @@ class DiscardBackup(Step):
         if not ctx.backup_id:
             return Outcome(message="no backup was started")
         path = ctx.backup_dir(host)
-        manifest = host.read_json(f"{path}/{MANIFEST}")
+        manifest = host.read_json(layout.manifest(path))
         if manifest and manifest.get("complete"):
             return Outcome(message=f"{path} is complete: kept")
         if not host.exists(path):
@@ -336,7 +305,7 @@ class ConfirmRestore(Step):
         return f"would show what backup {ctx.backup_id} replaces and ask for confirmation"
 
     def run(self, ctx, host):
-        manifest = ctx.state.get("manifests", {}).get(ctx.primary.name) or {}
+        manifest = ctx.state.manifests.get(ctx.primary.name) or {}
         items = []
         for item in manifest.get("items", []):
             if item["kind"] == "code":

@@ -1,8 +1,9 @@
 """Django's own commands, run with the release's Python in the release directory."""
 from __future__ import annotations
 
-from ..djangoapp import migration_state, require_database_identity
-from ..playbook import Outcome, Step, register
+from ..djangoapp import require_database_identity
+from ..work.django import applied_message, migrate_in
+from .base import Outcome, Step, register
 
 
 @register
@@ -34,18 +35,8 @@ class Migrate(Step):
         return f"would run manage.py migrate in {ctx.release_dir(host)}"
 
     def run(self, ctx, host):
-        return migrate_in(ctx, host, ctx.release_dir(host))
-
-
-def migrate_in(ctx, host, release_dir: str, nothing: str = "no migrations to apply") -> Outcome:
-    """`manage.py migrate` with the code in release_dir; the state after is kept for the registry."""
-    before = migration_state(ctx, host, release_dir)["applied"]
-    ctx.manage(host, "migrate --noinput", release_dir=release_dir, track="migrate")
-    after = migration_state(ctx, host, release_dir)
-    ctx.state["migrations"] = after
-    applied = [f"{app}.{name}" for app, names in after["applied"].items()
-               for name in names if name not in before.get(app, [])]
-    return Outcome(changed=bool(applied), message=f"applied {len(applied)}: {', '.join(applied)}" if applied else nothing)
+        applied = migrate_in(ctx, host, ctx.release_dir(host))
+        return Outcome(changed=bool(applied), message=applied_message(applied))
 
 
 @register

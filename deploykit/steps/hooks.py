@@ -1,7 +1,8 @@
-"""User hooks from deploykit.yaml, run before/after any stage."""
+"""User hooks from deploykit.yaml, run before/after any phase."""
 from __future__ import annotations
 
-from ..playbook import Outcome, Step, register
+from .. import layout
+from .base import Outcome, Step, register
 from ..pyenv import render_app
 
 
@@ -17,6 +18,6 @@ class Hook(Step):
 
     def run(self, ctx, host):
         cwd = ctx.release_dir(host) if ctx.release_id and host.exists(ctx.release_dir(host)) else host.deploy_to
-        code = cwd if cwd != host.deploy_to else host.path("current")  # {python}: that release's environment
+        code = cwd if cwd != host.deploy_to else layout.current(host)  # {python}: that release's environment
         res = host.run(render_app(ctx, host, self.options["run"], code), cwd=cwd, timeout=self.options.get("timeout"))
         return Outcome(changed=True, message=f"{self.options.get('label')}: {res.stdout.strip()[-200:]}")

@@ -11,22 +11,14 @@ A failure is a refusal (exit 2) with nothing changed.
 from __future__ import annotations
 
 import os
-import re
 
+from .. import layout
 from ..djangoapp import check_database_identity
-from ..drivers import drivers_for
-from ..drivers.files import FilesDriver
-from ..drivers.postgres import PostgresDriver
-from ..drivers.sqlite import SQLiteDriver
+from ..drivers import capable, drivers_for
 from ..errors import DeployError, PreflightFailed
 from ..host import q
-from ..playbook import Outcome, Step, register
-from .health import check_health
-
-
-def _major(text: str) -> int:
-    m = re.search(r"(\d+)(?:\.\d+)?", text or "")
-    return int(m.group(1)) if m else 0
+from .base import Outcome, Step, register
+from ..work.health import check_health
 
 
 def check_processes(ctx, host) -> list[str]:
@@ -63,39 +55,16 @@ def check_processes(ctx, host) -> list[str]:
 
 
 def check_databases(ctx, host) -> list[str]:
-    """On the primary: each database exists while a release is live, its owner too, pg_dump is new enough."""
-    problems = []
+    """On the primary: what each driver's preflight finds (the item exists while a release is live, its tools)."""
     live = ctx.failed or ctx.previous  # a rollback's live release is the one it leaves
-    for d in drivers_for(ctx.config):
-        if isinstance(d, PostgresDriver):
-            try:
-                server = d.versions(ctx, host)
-            except DeployError as exc:
-                problems.append(f"{d.spec.alias}: cannot reach PostgreSQL as {d.spec.admin_user}: {exc}")
-                continue
-            if _major(server["pg_dump"]) < server["server_num"] // 10000:
-                problems.append(f"{d.spec.alias}: {server['pg_dump'] or 'pg_dump'} is older than the server "
-                                f"({server['server']}): its dumps would fail")
-            if not d.role_exists(ctx, host, d.spec.owner):
-                problems.append(f"{d.spec.alias}: the owner role {d.spec.owner!r} does not exist")
-            if live and not d.exists(ctx, host):
-                problems.append(f"{d.spec.alias}: database {d.spec.name} does not exist while release "
-                                f"{live['id']} is live")
-        elif isinstance(d, SQLiteDriver):
-            if live and not host.exists(d.path(host)):
-                problems.append(f"{d.spec.alias}: the SQLite database {d.path(host)} does not exist while release "
-                                f"{live['id']} is live (relative names are relative to deploy_to)")
-        elif isinstance(d, FilesDriver):
-            if live and not host.exists(d.root(host)):
-                problems.append(f"{d.item_name}: {d.root(host)} does not exist")
-    return problems
+    return [p for d in drivers_for(ctx.config) for p in d.preflight(ctx, host, live)]
 
 
 def check_django_databases(ctx, host) -> list[str]:
     """The live release's Django, run through its own manage.py, uses the databases configured here."""
     if not ctx.previous:
         return []
-    current = host.realpath(host.path("current"))
+    current = host.realpath(layout.current(host))
     if not current or not host.exists(os.path.join(current, "manage.py")):
         return []
     return check_database_identity(ctx, host, current)
@@ -103,25 +72,12 @@ def check_django_databases(ctx, host) -> list[str]:
 
 def check_space(ctx, host) -> list[str]:
     """Room under backups/ for a backup (media, plus about half the databases once compressed)."""
-    need = 0
-    for d in drivers_for(ctx.config):
-        if isinstance(d, PostgresDriver) and d.exists(ctx, host):
-            need += int(d.value(ctx, host, f"SELECT pg_database_size({_lit(d.spec.name)});") or 0) // 2
-        elif isinstance(d, FilesDriver) and host.exists(d.root(host)):
-            need += host.helper("files", "dir_size", {"path": d.root(host)})["bytes"]
-        elif isinstance(d, SQLiteDriver) and host.exists(d.path(host)):
-            need += host.helper("files", "dir_size", {"path": d.path(host)})["bytes"]
+    need = sum(d.backup_bytes(ctx, host) for d in drivers_for(ctx.config))
     free = host.helper("files", "disk_free", {"path": host.deploy_to})["free_bytes"]
     if free < need + (ctx.config.min_free_mb << 20):
         return [f"only {free >> 20} MB free under {host.deploy_to} for a backup of about {need >> 20} MB "
                 f"(+ min_free_mb {ctx.config.min_free_mb})"]
     return []
-
-
-def _lit(value: str) -> str:
-    from ..sqltext import literal
-
-    return literal(value)
 
 
 @register
@@ -145,11 +101,11 @@ class Preflight(Step):
                 problems += check_space(ctx, host)
         notes = []
         if not problems and host.is_primary and ctx.config.snapshots:
-            for d in drivers_for(ctx.config):  # no room (or no right) for a snapshot: the dump is the way back
-                if isinstance(d, PostgresDriver) and d.exists(ctx, host):
+            for d in capable(ctx.config, "snapshot"):  # no room (or no right) for one: the dump is the way back
+                if d.exists(ctx, host):
                     blocker = d.snapshot_blocker(ctx, host)
                     if blocker:
-                        notes.append(f"no snapshot of {d.spec.name} will be taken ({blocker}): a recovery "
+                        notes.append(f"no snapshot of {d.label} will be taken ({blocker}): a recovery "
                                      "would restore the verified dump")
         if not problems and ctx.previous and "app" in host.roles:
             try:

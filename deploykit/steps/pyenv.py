@@ -1,7 +1,7 @@
 """Each release's own Python environment (see deploykit/pyenv.py)."""
 from __future__ import annotations
 
-from ..playbook import Outcome, Step, register
+from .base import Outcome, Step, register
 from ..pyenv import VENVS, describe, ensure_env
 
 

@@ -1,21 +1,9 @@
 """Recording releases in `.deploykit/releases.json` on every app host."""
 from __future__ import annotations
 
-from ..playbook import Outcome, Step, register
-from ..pyenv import registry_fields
-from ..releases import Registry, registry_hosts
-
-
-def _entry(ctx) -> dict:
-    rev = ctx.revision
-    return {"id": ctx.release_id, "commit": rev.commit if rev else None, "tag": rev.tag if rev else None,
-            "tags": rev.tags if rev else [], "backup_id": ctx.backup_id,
-            "previous": ctx.previous["id"] if ctx.previous else None, "run_id": ctx.run_id, **registry_fields(ctx)}
-
-
-def save_registry(ctx, registry: Registry) -> None:
-    """Every app host (and the primary) keeps the same registry."""
-    registry.save(registry_hosts(ctx))
+from .base import Outcome, Step, register
+from ..releases import Registry
+from ..work.registry import release_entry, save_registry
 
 
 @register
@@ -27,10 +15,10 @@ class RecordRelease(Step):
 
     def run(self, ctx, host):
         registry = Registry.load(ctx.primary)
-        state = ctx.state.get("migrations") or {}
-        registry.add({**_entry(ctx), "migrations": state.get("applied", {}), "leaves": state.get("leaves", {}),
+        state = ctx.state.migrations or {}
+        registry.add({**release_entry(ctx), "migrations": state.get("applied", {}), "leaves": state.get("leaves", {}),
                       "replaced": state.get("replaced", {}), "unmatched": state.get("unmatched", {}),
-                      "snapshots": ctx.state.get("snapshots", {})})
+                      "snapshots": dict(ctx.state.snapshots)})
         registry.make_live(ctx.release_id)
         save_registry(ctx, registry)
         return Outcome(changed=True, message=f"{ctx.release_id} live")
@@ -48,7 +36,7 @@ class RecordFailed(Step):
         if not ctx.release_id:
             return Outcome(message="nothing to record")
         registry = Registry.load(ctx.primary)
-        registry.add({**_entry(ctx), "status": "failed", "error": ctx.failure.one_line() if ctx.failure else None})
+        registry.add({**release_entry(ctx), "status": "failed", "error": ctx.failure.one_line() if ctx.failure else None})
         save_registry(ctx, registry)
         return Outcome(changed=True, message=f"{ctx.release_id} failed")
 
@@ -62,9 +50,9 @@ class RecordRecovery(Step):
 
     def run(self, ctx, host):
         registry = Registry.load(ctx.primary)
-        status = self.options.get("status") or ctx.options.get("undo_status", "failed")
+        status = self.options.get("status") or "failed"
         if registry.get(ctx.release_id) is None:
-            registry.add(_entry(ctx))
+            registry.add(release_entry(ctx))
         registry.update(ctx.release_id, status=status,
                         error=ctx.failure.one_line() if ctx.failure else None, undone_by=ctx.run_id)
         if ctx.previous:

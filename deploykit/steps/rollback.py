@@ -9,46 +9,19 @@ from __future__ import annotations
 
 import posixpath
 
-from ..backupset import MANIFEST, list_backups, require_verified
+from .. import layout
+from ..backupset import require_verified
 from ..errors import DeployError
 from ..host import q
-from ..djangoapp import django_helper, migration_graph
-from ..planning import (applied_then, describe_target, forbidden_unapplies, graph_targets, unexplained_noop,
-                        unknown_target_state)
+from ..djangoapp import django_helper
+from ..planning import applied_then, describe_target, forbidden_unapplies, unexplained_noop
 from ..pyenv import describe as describe_env, ensure_recorded_env
-from ..playbook import Outcome, Step, register
+from .base import Outcome, Step, register
 from ..releases import Registry
-from .registry import save_registry
-from .code import link_shared, run_install, switch_current, upload_commit
-from ..drivers.postgres import PostgresDriver
-from .data import usable_snapshot
-from .django import migrate_in
-
-PENDING = "pending.json"
-
-
-def from_dir(ctx, host) -> str:
-    """The code of the release being rolled back from (it has the migration files)."""
-    return ctx.release_dir(host, ctx.failed["id"])
-
-
-def current_targets(ctx, host) -> tuple[dict, list]:
-    """The database's state read with the newer code's graph, and each app's target in that graph."""
-    graph = migration_graph(ctx, host, from_dir(ctx, host))
-    if unknown_target_state(graph, ctx.previous) and not ctx.options.get("with_data"):
-        raise DeployError(f"{_name(ctx.previous)} has no recorded migration state, the database has migrations: "
-                          f"a plan would unapply everything", hint="roll back with --with-data to restore its backup")
-    return graph, graph_targets(graph, ctx.previous)
-
-
-def _name(entry: dict) -> str:
-    return entry.get("tag") or entry["id"]
-
-
-def resuming(ctx, host) -> bool:
-    """This rollback finishes an interrupted one to the same target (its unapply may be done)."""
-    pending = host.read_json(ctx.state_path(host, PENDING))
-    return bool(pending and pending.get("to") == ctx.previous["id"])
+from ..work.registry import save_registry
+from ..work.code import link_shared, run_install, switch_current, upload_commit
+from ..work.django import applied_message, migrate_in
+from ..work.rollback import current_targets, data_backup_for, from_dir, name_of, resuming
 
 
 @register
@@ -70,17 +43,17 @@ class PlanRollback(Step):
         if not ctx.options.get("with_data"):
             forbidden = forbidden_unapplies(doc["steps"], state, ctx.previous)
             if forbidden:
-                raise DeployError(f"rolling back to {_name(ctx.previous)} would unapply migrations it had when it was live: "
+                raise DeployError(f"rolling back to {name_of(ctx.previous)} would unapply migrations it had when it was live: "
                                   f"{', '.join(forbidden)}",
                                   hint="roll back to a release in between first (its code has the migrations a squash "
                                        "replaced), or use --with-data to restore that release's backup")
             missing = unexplained_noop(doc["steps"], state, ctx.failed, ctx.previous)
             if missing and not resuming(ctx, host):
-                raise DeployError(f"nothing to unapply, yet {_name(ctx.failed)} recorded migrations {_name(ctx.previous)} "
+                raise DeployError(f"nothing to unapply, yet {name_of(ctx.failed)} recorded migrations {name_of(ctx.previous)} "
                                   f"did not have: {', '.join(missing)}; the database manage.py sees does not have them",
                                   hint="check which database the app uses on the primary (.env, DATABASE_URL, settings) "
                                        "against deploykit.yaml's databases:")
-        ctx.state["plan"] = {"targets": targets, "steps": doc["steps"], "irreversible": doc["irreversible"],
+        ctx.state.plan = {"targets": targets, "steps": doc["steps"], "irreversible": doc["irreversible"],
                              "from_state": state["applied"]}
         lines = []
         for app, name in targets:
@@ -96,7 +69,7 @@ class PlanRollback(Step):
                               f"{ctx.previous.get('tag') or ctx.previous['id']}: {'; '.join(doc['irreversible'])}",
                               hint="roll back with --with-data to restore that release's backup instead (rows written since are lost)")
         return Outcome(message="; ".join(lines) or f"no migration to unapply: the database has only migrations "
-                                                   f"{_name(ctx.previous)} had",
+                                                   f"{name_of(ctx.previous)} had",
                        diff="\n".join(sql))
 
 
@@ -139,7 +112,7 @@ class WritePending(Step):
     scope = "primary"
 
     def run(self, ctx, host):
-        host.write_json(ctx.state_path(host, PENDING), {
+        host.write_json(layout.pending_rollback(host), {
             "run_id": ctx.run_id, "command": ctx.command, "from": ctx.failed["id"], "to": ctx.previous["id"],
             "with_data": bool(ctx.options.get("with_data")), "backup_id": ctx.backup_id})
         return Outcome(changed=True, message=f"{ctx.failed['id']} -> {ctx.previous['id']}")
@@ -153,7 +126,7 @@ class ClearPending(Step):
     scope = "primary"
 
     def run(self, ctx, host):
-        host.run(f"rm -f {q(ctx.state_path(host, PENDING))}")
+        host.run(f"rm -f {q(layout.pending_rollback(host))}")
         return Outcome(changed=True, message="done")
 
 
@@ -168,7 +141,7 @@ class UnapplyMigrations(Step):
         return not ctx.options.get("with_data")
 
     def describe(self, ctx, host):
-        plan = ctx.state.get("plan") or {}
+        plan = ctx.state.plan or {}
         return "would migrate " + (", ".join(describe_target(a, n) for a, n in plan.get("targets", [])) or "nothing")
 
     def run(self, ctx, host):
@@ -189,7 +162,7 @@ class SwitchToTarget(Step):
     scope = "app"
 
     def describe(self, ctx, host):
-        return f"would switch {host.path('current')} -> {ctx.release_dir(host, ctx.previous['id'])}"
+        return f"would switch {layout.current(host)} -> {ctx.release_dir(host, ctx.previous['id'])}"
 
     def run(self, ctx, host):
         dest = ctx.release_dir(host, ctx.previous["id"])
@@ -205,7 +178,8 @@ class MigrateTarget(Step):
     scope = "primary"
 
     def run(self, ctx, host):
-        return migrate_in(ctx, host, ctx.release_dir(host, ctx.previous["id"]), "schema matches the target code")
+        applied = migrate_in(ctx, host, ctx.release_dir(host, ctx.previous["id"]))
+        return Outcome(changed=bool(applied), message=applied_message(applied, "schema matches the target code"))
 
 
 @register
@@ -225,15 +199,6 @@ class RecordRollback(Step):
         return Outcome(changed=True, message=f"{ctx.failed['id']} rolled-back; {ctx.previous['id']} live")
 
 
-def data_backup_for(ctx, host, release: dict) -> str | None:
-    """The newest verified-looking backup taken while `release` was live."""
-    for bid in reversed(list_backups(host)):
-        manifest = host.read_json(host.path("backups", bid, MANIFEST))
-        if manifest and manifest.get("complete") and manifest.get("release") == release["id"]:
-            return bid
-    return None
-
-
 @register
 class ChooseDataBackup(Step):
     """Find and verify the backup holding the target release's data."""
@@ -246,17 +211,17 @@ class ChooseDataBackup(Step):
         return bool(ctx.options.get("with_data"))
 
     def run(self, ctx, host):
-        bid = ctx.options.get("backup_id") or data_backup_for(ctx, host, ctx.previous)
+        bid = data_backup_for(ctx, host, ctx.previous)
         if not bid:
             raise DeployError(f"no backup taken while {ctx.previous.get('tag') or ctx.previous['id']} was live",
                               hint="restore an older backup with 'invoke restore --backup ID'")
         ctx.backup_id = bid
         manifest = require_verified(ctx, host, ctx.backup_dir(host))
-        ctx.state.setdefault("manifests", {})[host.name] = manifest
+        ctx.state.manifests[host.name] = manifest
         # the snapshot taken with that backup, if it is still there, makes the restore a rename
         successor = Registry.load(host).get(manifest.get("for_release") or "") or {}
-        ctx.state["snapshots"] = dict(successor.get("snapshots") or {}) if ctx.config.snapshots else {}
-        snaps = ", ".join(ctx.state["snapshots"].values())
+        ctx.state.use_snapshots_of(successor if ctx.config.snapshots else None)
+        snaps = ", ".join(ctx.state.snapshots.values())
         return Outcome(message=f"{bid} (taken {manifest.get('created')}) verified" + (f"; snapshot {snaps}" if snaps else ""))
 
 
@@ -276,16 +241,16 @@ class LossReport(Step):
     def run(self, ctx, host):
         from ..drivers import driver_for_item
 
-        manifest = ctx.state["manifests"][host.name]
+        manifest = ctx.state.manifests[host.name]
         report = {}
         for item in manifest["items"]:
             if item["kind"] != "databases":
                 continue
             driver = driver_for_item(ctx.config, item)
-            snap = usable_snapshot(ctx, host, driver) if isinstance(driver, PostgresDriver) else None
+            snap = driver.usable_snapshot(ctx, host, ctx.state.snapshots)
             report[item["name"]] = (driver.rows_lost_vs(ctx, host, snap) if snap
                                     else driver.rows_lost(ctx, host, ctx.backup_dir(host), item))
-        ctx.state["loss"] = report
+        ctx.state.loss = report
         lines = [f"{db}.{table}: {n} row(s)" for db, tables in report.items() for table, n in tables.items() if n]
         total = sum(n for tables in report.values() for n in tables.values())
         return Outcome(message=f"{total} row(s) written since the backup would be lost",

@@ -1,0 +1,109 @@
+"""Playbooks: procedures as data, an ordered list of named phases of steps.
+
+Phases are stable hook points: deploykit.yaml's `hooks.before` and
+`hooks.after` attach commands to them. A phase's `on_failure` names the
+procedure (another playbook) that runs when one of its steps fails; a phase
+marked `before_changes: true` runs before anything of the app changes, so a
+failure there is a refusal. A procedure declares how a run it handled ends
+(`ends: undone | finished | refused`) and what to tell the operator
+(`says:`): exit codes follow these declarations, never the names.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from .. import yamlload
+from ..errors import ConfigError
+
+BUILTIN_DIR = Path(__file__).resolve().parent.parent / "playbooks"
+SCOPES = ("app", "primary", "all", "controller")
+ENDS = ("undone", "finished", "refused")
+# the list of phases; "stages" is the old key, still read while config.py and user playbooks move over
+PHASES_KEYS = ("phases", "stages")
+
+
+@dataclass
+class StepCall:
+    step: str
+    scope: str | None
+    options: dict
+
+
+@dataclass
+class Phase:
+    name: str
+    steps: list[StepCall]
+    on_failure: str | None = None
+    before_changes: bool = False  # a failure here changed nothing of the app: a refusal (exit 2)
+
+
+@dataclass
+class Playbook:
+    name: str
+    description: str
+    phases: list[Phase]
+    path: Path
+    ends: str | None = None  # as a procedure: "undone" (the run is undone), "finished", "refused"
+    says: str = ""  # as a procedure that undoes a run: what the operator is told ({previous} is filled in)
+
+    @property
+    def stages(self) -> list[Phase]:
+        """The old name of `phases` (tests and config.py of before the rename read it)."""
+        return self.phases
+
+
+def _playbook_file(name: str, config) -> Path:
+    for base in ([config.playbooks_dir] if config.playbooks_dir else []) + [BUILTIN_DIR]:
+        path = base / f"{name}.yml"
+        if path.is_file():
+            return path
+    raise ConfigError(f"no playbook named {name!r}",
+                      hint=f"add {name}.yml to playbooks_dir or use one of the built-in playbooks")
+
+
+def load_playbook(name: str, config, _seen: tuple = ()) -> Playbook:
+    from ..steps import builtin
+
+    STEPS = builtin()  # the built-in steps register themselves on first use
+
+    path = _playbook_file(name, config)
+    try:
+        raw = yamlload.load(path.read_text())  # YAML 1.2 booleans, no duplicate keys
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: malformed YAML: {exc}".splitlines()[0], hint="fix the playbook's YAML") from None
+    key = next((k for k in PHASES_KEYS if isinstance(raw, dict) and k in raw), PHASES_KEYS[0])
+    if not isinstance(raw, dict) or not isinstance(raw.get(key), list):
+        raise ConfigError(f"{path}: a playbook needs a 'phases:' list", hint="see the built-in playbooks for the shape")
+    ends = raw.get("ends")
+    if ends is not None and ends not in ENDS:
+        raise ConfigError(f"{path}: ends: {ends!r} is not one of {', '.join(ENDS)}",
+                          hint="say how a run this procedure handled ends")
+    phases: list[Phase] = []
+    for i, ph in enumerate(raw[key]):
+        where = f"{path}: {key}[{i}]"
+        if isinstance(ph, dict) and "include" in ph:
+            if ph["include"] in _seen + (name,):
+                raise ConfigError(f"{where}: include loop through {ph['include']!r}", hint="remove the loop")
+            phases.extend(load_playbook(ph["include"], config, _seen + (name,)).phases)
+            continue
+        if not isinstance(ph, dict) or "name" not in ph or not isinstance(ph.get("steps"), list):
+            raise ConfigError(f"{where}: needs 'name:' and a 'steps:' list", hint="see the built-in playbooks")
+        calls = []
+        for j, s in enumerate(ph["steps"]):
+            if isinstance(s, str):
+                s = {"step": s}
+            step = s.get("step") if isinstance(s, dict) else None
+            if step not in STEPS:
+                raise ConfigError(f"{where}.steps[{j}]: unknown step {step!r}",
+                                  hint=f"use one of: {', '.join(sorted(STEPS))}")
+            scope = s.get("on")
+            if scope is not None and scope not in SCOPES:
+                raise ConfigError(f"{where}.steps[{j}].on: unknown scope {scope!r}",
+                                  hint=f"use one of {', '.join(SCOPES)}")
+            calls.append(StepCall(step, scope, s.get("with") or {}))
+        phases.append(Phase(ph["name"], calls, ph.get("on_failure", raw.get("on_failure")),
+                            bool(ph.get("before_changes", False))))
+    return Playbook(raw.get("name", name), raw.get("description", ""), phases, path, ends, raw.get("says") or "")

@@ -1,0 +1,17 @@
+"""Writing the release registry from a run: the entry a run makes, saved on every registry host."""
+from __future__ import annotations
+
+from ..pyenv import registry_fields
+from ..releases import Registry, registry_hosts
+
+
+def release_entry(ctx) -> dict:
+    rev = ctx.revision
+    return {"id": ctx.release_id, "commit": rev.commit if rev else None, "tag": rev.tag if rev else None,
+            "tags": rev.tags if rev else [], "backup_id": ctx.backup_id,
+            "previous": ctx.previous["id"] if ctx.previous else None, "run_id": ctx.run_id, **registry_fields(ctx)}
+
+
+def save_registry(ctx, registry: Registry) -> None:
+    """Every app host (and the primary) keeps the same registry."""
+    registry.save(registry_hosts(ctx))
