@@ -17,41 +17,15 @@ from ..djangoapp import check_database_identity
 from ..drivers import capable, drivers_for
 from ..errors import DeployError, PreflightFailed
 from ..host import q
+from ..processes import manager_for
 from .base import Outcome, Step, register
 from ..work.health import check_health
 
 
 def check_processes(ctx, host) -> list[str]:
-    """Each configured process is known to its manager, and the manager answers."""
-    problems = []
-    for proc in ctx.config.processes:
-        manager = getattr(proc, "manager", None) or ("supervisor" if "supervisorctl" in proc.status else
-                                                     "systemd" if proc.status.startswith("systemctl") else "commands")
-        if manager == "systemd":
-            unit = getattr(proc, "unit", None) or proc.status.split()[-1]
-            res = host.run(f"systemctl show -p LoadState --value {q(host.render(unit))}", check=False, read_only=True)
-            state = res.stdout.strip()
-            if not res.ok:
-                problems.append(f"{proc.name}: systemd does not answer on {host.name}: {res.tail(1)}")
-            elif state != "loaded":
-                problems.append(f"{proc.name}: systemd unit {host.render(unit)} is {state or 'unknown'} on {host.name}")
-            continue
-        res = host.run(host.render(proc.status), check=False, read_only=True)
-        out = (res.stdout + " " + res.stderr).lower()
-        if manager == "supervisor":
-            if "no such process" in out:
-                problems.append(f"{proc.name}: supervisor on {host.name} has no program named as configured "
-                                f"({host.render(proc.status)})")
-            elif any(w in out for w in ("refused", "no such file", "error", "unix://", "http://")) and \
-                    not any(w in out for w in ("running", "stopped", "starting", "exited", "fatal", "backoff")):
-                # the reason, not supervisorctl's "For help, use ... -h" footer that follows it
-                said = [line.strip() for line in (res.stderr + "\n" + res.stdout).splitlines()
-                        if line.strip() and not line.strip().startswith("For help")]
-                problems.append(f"{proc.name}: supervisor does not answer on {host.name}: "
-                                f"{' | '.join(said[-2:]) or res.tail(1)}")
-        elif not res.ok and proc.status != "true" and ctx.previous:
-            problems.append(f"{proc.name}: its status command failed on {host.name}: {res.tail(1)}")
-    return problems
+    """Each configured process is known to its manager, and the manager answers (each manager checks itself)."""
+    return [p for proc in ctx.config.processes
+            for p in manager_for(proc).check(host, live=bool(ctx.previous))]
 
 
 def check_databases(ctx, host) -> list[str]:
