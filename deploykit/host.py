@@ -392,6 +392,7 @@ class SSHHost(Host):
         except (OSError, socket.timeout, EOFError) as exc:
             reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
             raise HostUnreachable(f"host {self.name} ({where}) is unreachable: {reason}") from None
+        _no_delay(conn.client.get_transport())
         return conn
 
     def close(self):
@@ -481,6 +482,14 @@ class SSHHost(Host):
         except (OSError, EOFError) as exc:
             raise self._lost(exc) from None
         self.run(f"mv -f {q(tmp)} {q(remote)}")
+
+
+def _no_delay(transport) -> None:
+    """Send small SSH packets at once: with Nagle's algorithm on, each channel's
+    open/exec/close round trip waits for delayed ACKs (34-62 ms a channel)."""
+    sock = getattr(transport, "sock", None)
+    if isinstance(sock, socket.socket) and sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def make_host(spec: HostSpec, config: Config, *, run_id: str = "none", read_only: bool = False) -> Host:
