@@ -35,8 +35,8 @@ from pathlib import Path
 
 from .config import Config, HostSpec
 from .errors import DeployError, DryRunWrite, HostCommandFailed, HostKeyUnknown, HostUnreachable, Interrupted
+from .transport.bundle import REMOTE_DIR, helper_source
 
-REMOTE_DIR = Path(__file__).parent / "remote"
 STATE_DIR = ".deploykit"
 PID_MARK = "\x1edeploykit-pid "  # first stdout line of every command: its pid (= its process group)
 
@@ -233,7 +233,7 @@ class Host:
         if self.read_only and not read_only:
             raise DryRunWrite(f"{self.name}: refused helper {module} {action} during a dry-run",
                               hint="this is a bug in a step that claims to be read-only; please report it")
-        source = (REMOTE_DIR / f"{module}.py").read_text()
+        source = helper_source(module)
         name = f"deploykit-{module}.py"
         payload = f"{len(source)}\n{source}{json.dumps(args or {})}"
         # -I -S: a stdlib helper needs no site-packages (and starts in a third of the time); the
