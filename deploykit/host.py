@@ -246,6 +246,15 @@ class Host:
     def _start_agent(self) -> AgentClient:
         raise NotImplementedError
 
+    def _lost(self, exc) -> HostUnreachable:
+        """The agent's channel closed under a request: what runs on the host keeps running."""
+        with self._agent_lock:
+            agent, self._agent = self._agent, None
+        if agent is not None:
+            agent.close()
+        return HostUnreachable(f"host {self.name}: connection lost: {exc or type(exc).__name__}",
+                               hint="check the host, then run the same command again: it finishes what was left")
+
     def _exec_direct(self, script: str, stdin: str | None, timeout: float, token: str) -> CommandResult:
         raise NotImplementedError
 
