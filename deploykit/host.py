@@ -24,7 +24,6 @@ import os
 import posixpath
 import re
 import secrets as _secrets
-import select
 import shlex
 import socket
 import subprocess
@@ -620,31 +619,23 @@ class SSHHost(Host):
                 except OSError:
                     pass  # the command ended without reading all of it; its exit status tells
             chan.shutdown_write()
-            deadline = start + timeout
-            while True:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    chan.close()
-                    if token != "kill":
-                        try:
-                            self.kill_marked(f"DEPLOYKIT_CMD={token}", grace=2)
-                        except DeployError:
-                            pass
-                    return CommandResult(script, 124, _strip_mark(out.decode(errors="replace")),
-                                         f"timed out after {timeout}s", time.monotonic() - start)
-                select.select([chan], [], [], min(left, 0.5))
-                while chan.recv_ready():
-                    out += chan.recv(1 << 16)
-                while chan.recv_stderr_ready():
-                    err += chan.recv_stderr(1 << 16)
-                if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
-                    if chan.eof_received or chan.closed:
-                        break
+            # blocking reads, one thread per stream; the exit status is an event to wait for
+            readers = [threading.Thread(target=_drain, args=(chan.recv, out), daemon=True),
+                       threading.Thread(target=_drain, args=(chan.recv_stderr, err), daemon=True)]
+            for r in readers:
+                r.start()
+            if not chan.status_event.wait(max(0.0, start + timeout - time.monotonic())):
+                chan.close()
+                if token != "kill":
+                    try:
+                        self.kill_marked(f"DEPLOYKIT_CMD={token}", grace=2)
+                    except DeployError:
+                        pass
+                return CommandResult(script, 124, _strip_mark(bytes(out).decode(errors="replace")),
+                                     f"timed out after {timeout}s", time.monotonic() - start)
             status = chan.recv_exit_status()
-            while chan.recv_ready():
-                out += chan.recv(1 << 16)
-            while chan.recv_stderr_ready():
-                err += chan.recv_stderr(1 << 16)
+            for r in readers:
+                r.join()
             chan.close()
         except (OSError, EOFError, socket.timeout) as exc:
             raise self._lost(exc) from None
@@ -666,6 +657,18 @@ class SSHHost(Host):
         except (OSError, EOFError) as exc:
             raise self._lost(exc) from None
         self.run(f"mv -f {q(tmp)} {q(remote)}")
+
+
+def _drain(recv, into: bytearray) -> None:
+    """Read one stream of a channel to its end (blocking)."""
+    try:
+        while True:
+            data = recv(1 << 16)
+            if not data:
+                return
+            into += data
+    except Exception:  # the channel closed under us: what was read is kept
+        return
 
 
 def _no_delay(transport) -> None:

@@ -32,9 +32,9 @@ def local_host(tmp_path: Path, **kw):
     return make_host(cfg.stages["s"][0], cfg, run_id="run-t", **kw)
 
 
-def ssh_host(rig, tmp_path: Path, **kw):
+def ssh_host(rig, tmp_path: Path, python: str = sys.executable, **kw):
     h = rig.hosts[0]
-    raw = {"deploy_to": str(h.deploy_to), "python": sys.executable,
+    raw = {"deploy_to": str(h.deploy_to), "python": python,
            "ssh": {"known_hosts": str(rig.known_hosts), "identity": str(rig.client_key), "connect_timeout": 5},
            "stages": {"s": {"hosts": [f"{rig.user}@{h.address}:{h.port}"]}}}
     cfg = parse_config(raw, tmp_path / "deploykit.yaml")
@@ -278,5 +278,21 @@ def test_ssh_connection_dropped_between_commands_is_reopened_once(ssh_rig_factor
         time.sleep(0.5)
         with pytest.raises(HostUnreachable):
             host.run("echo never")
+    finally:
+        host.close()
+
+
+def test_a_host_whose_python_does_not_start_still_runs_commands(ssh_rig_factory, tmp_path):
+    """No agent there: a channel per command, with the same marks, timeouts and messages."""
+    rig = ssh_rig_factory(1)
+    host = ssh_host(rig, tmp_path, python="/nonexistent/python3")
+    try:
+        res = host.run("echo $DEPLOYKIT_RUN; echo e >&2; exit 5", check=False)
+        assert (res.exited, res.stdout, res.stderr) == (5, "run-t\n", "e\n") and host._agent is None
+        start = time.monotonic()
+        res = host.run("sleep 30", check=False, timeout=1)
+        assert res.exited == 124 and time.monotonic() - start < 15
+        with pytest.raises(Exception, match="gave no answer"):
+            host.helper("files", "read_json", {"path": "/nonexistent"})
     finally:
         host.close()
