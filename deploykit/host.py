@@ -303,7 +303,13 @@ class Host:
         with self._active_lock:
             tokens = list(self._active)
         killed = []
+        agent = self._agent
         for token in tokens:
+            if agent is not None:
+                try:
+                    agent.cancel(token)  # a forked helper carries its token in memory, not in /proc
+                except AgentLost:
+                    pass
             try:
                 killed += self.kill_marked(f"DEPLOYKIT_CMD={token}")
             except DeployError:
@@ -327,6 +333,14 @@ class Host:
         if self.read_only and not read_only:
             raise DryRunWrite(f"{self.name}: refused helper {module} {action} during a dry-run",
                               hint="this is a bug in a step that claims to be read-only; please report it")
+        if not (launcher or track or python or module in NEEDS_SITE):
+            # a stdlib helper with the host's Python: forked on the host, no interpreter started
+            doc = self._forked_helper(module, action, args or {}, env=env, secrets=secrets, cwd=cwd,
+                                      timeout=timeout, always=always)
+            if doc is not None:
+                if check and not doc.get("ok"):
+                    raise HostCommandFailed(f"{self.name}: {module} {action}: {doc.get('error')}")
+                return doc
         name = f"deploykit-{module}.py"
         # the source crosses the channel once per connection; the agent feeds it from its cache
         payload = [{"helper": module}, json.dumps(args or {})]
@@ -350,6 +364,44 @@ class Host:
                 hint=f"check that {python or self.python} runs on {self.name}")
         if check and not doc.get("ok"):
             raise HostCommandFailed(f"{self.name}: {module} {action}: {doc.get('error')}")
+        return doc
+
+    def _forked_helper(self, module, action, args, *, env, secrets, cwd, timeout, always) -> dict | None:
+        """Run a helper in a process forked by the host's agent; None when there is no agent."""
+        if self.cancelled.is_set() and not always:
+            raise Interrupted(f"{self.name}: interrupted before helper {module} {action}")
+        agent = self._agent_for_command()
+        if agent is None:
+            return None
+        token = _secrets.token_hex(8)
+        marks = {"DEPLOYKIT_RUN": self.run_id, "DEPLOYKIT_CMD": token}
+        for key, value in (secrets or {}).items():  # in the forked helper's memory: no argv, no /proc environ
+            marks[key] = "" if value is None else str(value)
+        marks.update({k: str(v) for k, v in (env or {}).items()})
+        with self._active_lock:
+            self._active[token] = f"helper {module} {action}"
+        try:
+            answer = agent.helper(module, action, args, env=marks, cwd=cwd,
+                                  timeout=timeout or self.config.command_timeout, token=token)
+        except AgentLost as exc:
+            raise self._lost(exc) from None
+        finally:
+            with self._active_lock:
+                self._active.pop(token, None)
+        if self.cancelled.is_set() and not always and answer["exited"] != 0:
+            raise Interrupted(f"{self.name}: interrupted: helper {module} {action} was stopped")
+        doc = None
+        for line in reversed(answer["stdout"].strip().splitlines()):
+            try:
+                doc = json.loads(line)
+                break
+            except json.JSONDecodeError:
+                continue
+        if not isinstance(doc, dict):
+            tail = " | ".join((answer["stderr"].strip() or answer["stdout"].strip()).splitlines()[-3:])
+            raise HostCommandFailed(
+                f"{self.name}: helper {module} {action} gave no answer (exit {answer['exited']}): {tail}",
+                hint=f"check that {self.python} runs on {self.name}")
         return doc
 
     # -- small conveniences -----------------------------------------------------

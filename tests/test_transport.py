@@ -176,7 +176,7 @@ def test_helper_source_crosses_the_channel_once(host):
     for _ in range(3):
         assert host.helper("files", "read_json", {"path": "/nonexistent/x.json"})["exists"] is False
     ops = [json.loads(line)["op"] for d in sent for line in d.decode().splitlines()]
-    assert ops == ["source", "run", "run", "run"]
+    assert ops == ["source", "helper", "helper", "helper"]  # forked on the host: no interpreter, no resend
     assert sum(len(d) for d in sent) < len(json.dumps(helper_source("files"))) + 3000  # once, not three times
 
 
@@ -296,3 +296,39 @@ def test_a_host_whose_python_does_not_start_still_runs_commands(ssh_rig_factory,
             host.helper("files", "read_json", {"path": "/nonexistent"})
     finally:
         host.close()
+
+
+def _silent_server():
+    """A TCP port that accepts and never answers: an http_check against it waits."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(16)
+    return srv
+
+
+def test_a_forked_helper_is_killed_at_its_timeout_and_by_cancel(host):
+    srv = _silent_server()
+    url = f"http://127.0.0.1:{srv.getsockname()[1]}/"
+    try:
+        start = time.monotonic()
+        with pytest.raises(Exception, match="gave no answer"):
+            host.helper("files", "http_check", {"url": url, "timeout": 60, "request_timeout": 60}, timeout=1)
+        assert time.monotonic() - start < 15
+        out = {}
+
+        def slow():
+            try:
+                out["doc"] = host.helper("files", "http_check", {"url": url, "timeout": 60, "request_timeout": 60})
+            except Exception as exc:
+                out["err"] = exc
+
+        t = threading.Thread(target=slow)
+        t.start()
+        time.sleep(1)
+        host.cancel()
+        t.join(20)
+        assert not t.is_alive() and "interrupted" in str(out.get("err"))
+        host.resume()
+        assert host.helper("files", "read_json", {"path": "/nonexistent"})["exists"] is False
+    finally:
+        srv.close()

@@ -10,7 +10,7 @@ import itertools
 import json
 import threading
 
-from .bundle import REMOTE_DIR
+from .bundle import REMOTE_DIR, helper_digest, helper_source
 
 # The agent's source travels on stdin after a length line; nothing is written on the host.
 BOOT = ("import sys;n=int(sys.stdin.buffer.readline());"
@@ -120,6 +120,18 @@ class AgentClient:
         # the agent kills the command at `timeout`; the margin covers that kill's grace period
         return self.request({"op": "run", "script": script, "stdin": stdin, "timeout": timeout, "token": token,
                              "env": env}, timeout=timeout + 60)
+
+    def helper(self, module: str, action: str, args: dict, *, env: dict, cwd: str | None, timeout: float,
+               token: str) -> dict:
+        """A stdlib helper forked on the host from the agent's zygote; the same answer as `run`."""
+        digest = self.ensure_source(helper_digest(module), helper_source(module))["source"]
+        return self.request({"op": "helper", "digest": digest, "name": f"deploykit-{module}.py", "action": action,
+                             "args": args, "env": env, "cwd": cwd, "timeout": timeout, "token": token},
+                            timeout=timeout + 60)
+
+    def cancel(self, token: str) -> None:
+        """Stop the forked helper of `token` (its children carry the token and are killed by it)."""
+        self._send({"op": "cancel", "token": token})
 
     def sync(self, timeout: float = 30) -> None:
         """Returns once the agent has handled every earlier request that has no answer."""
