@@ -173,7 +173,6 @@ def _worker(req, code, fds):
         sys.stderr = open(2, "w", closefd=False)
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
         os.environ.update(req.get("env") or {})  # the marks: children of the helper carry them
         if req.get("cwd"):
             os.chdir(req["cwd"])
