@@ -351,13 +351,7 @@ class Host:
         cmd = f"{base} {q(_BOOTSTRAP.format(name=name))} {q(action)}"
         result = self.run(cmd, env=env, secrets=secrets, check=False, stdin=payload, timeout=timeout,
                           read_only=read_only, track=track, always=always, cwd=cwd)
-        doc = None
-        for line in reversed(result.stdout.strip().splitlines()):
-            try:
-                doc = json.loads(line)
-                break
-            except json.JSONDecodeError:
-                continue
+        doc = _last_json(result.stdout)
         if not isinstance(doc, dict):
             raise HostCommandFailed(
                 f"{self.name}: helper {module} {action} gave no answer (exit {result.exited}): {result.tail()}",
@@ -390,13 +384,7 @@ class Host:
                 self._active.pop(token, None)
         if self.cancelled.is_set() and not always and answer["exited"] != 0:
             raise Interrupted(f"{self.name}: interrupted: helper {module} {action} was stopped")
-        doc = None
-        for line in reversed(answer["stdout"].strip().splitlines()):
-            try:
-                doc = json.loads(line)
-                break
-            except json.JSONDecodeError:
-                continue
+        doc = _last_json(answer["stdout"])
         if not isinstance(doc, dict):
             tail = " | ".join((answer["stderr"].strip() or answer["stdout"].strip()).splitlines()[-3:])
             raise HostCommandFailed(
@@ -649,16 +637,9 @@ class SSHHost(Host):
 
     def _exec_direct(self, script, stdin, timeout, token):
         start = time.monotonic()
+        transport = self._transport()
         try:
-            transport = self.conn.client.get_transport()
-            if transport is None or not transport.is_active():  # dropped since the last command: reconnect once
-                self.close()
-                transport = self.conn.client.get_transport()
-            if transport is None or not transport.is_active():
-                raise EOFError("the SSH transport is closed")
             chan = transport.open_session(timeout=self.config.connect_timeout)
-        except DeployError:
-            raise
         except Exception as exc:  # OSError, EOFError, paramiko.SSHException
             raise self._lost(exc) from None
         out, err = bytearray(), bytearray()
@@ -709,6 +690,16 @@ class SSHHost(Host):
         except (OSError, EOFError) as exc:
             raise self._lost(exc) from None
         self.run(f"mv -f {q(tmp)} {q(remote)}")
+
+
+def _last_json(out: str):
+    """A helper's answer: the last line of its output that is JSON (a library may print before it)."""
+    for line in reversed(out.strip().splitlines()):
+        try:
+            return json.loads(line)
+        except json.JSONDecodeError:
+            continue
+    return None
 
 
 def _drain(recv, into: bytearray) -> None:
