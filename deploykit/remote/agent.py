@@ -194,6 +194,17 @@ def _worker(req, code, fds):
             os._exit(status)
 
 
+def _warm(code):
+    """Import what a helper imports once, here: every worker forked later finds it loaded.
+
+    The helper's top level only imports and defines (its work is behind `__name__ == "__main__"`).
+    """
+    try:
+        exec(code, {"__name__": "__deploykit_warm__"})
+    except Exception:
+        pass
+
+
 def zygote(sock):
     """Single-threaded: forks a worker per helper request, reports pids and exit statuses."""
     wake_r, wake_w = os.pipe()
@@ -224,6 +235,7 @@ def zygote(sock):
         req = json.loads(data)
         if req.get("op") == "source":
             codes[req["digest"]] = compile(req["text"], req["name"], "exec")
+            _warm(codes[req["digest"]])
             continue
         try:
             pid = os.fork()
@@ -392,6 +404,7 @@ def serve(inp):
 
 
 if __name__ == "__main__":
+    sys.setswitchinterval(0.0005)  # answers hop between threads: do not hold each one for 5 ms
     ZYGOTE = Zygote()  # first, while this process has one thread
     OUT = sys.stdout.buffer
     sys.stdout = sys.stderr  # only answers reach the channel
