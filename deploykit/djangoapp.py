@@ -16,8 +16,9 @@ import json
 
 from .drivers import database_drivers
 from .errors import DeployError, DryRunWrite, HostCommandFailed
-from .host import READ_ONLY_ACTIONS, REMOTE_DIR, q
+from .host import READ_ONLY_ACTIONS, q
 from .pyenv import app_python
+from .transport.bundle import helper_source
 
 HELPER = "django_state"
 HELPER_NAME = f"deploykit-{HELPER}.py"  # in `ps`: api's pgrep and operators find a running helper by it
@@ -34,7 +35,7 @@ def manage_env(ctx) -> dict | None:
 def django_helper(ctx, host, release_dir: str, action: str, args: dict | None = None, *,
                   check: bool = True, timeout: float | None = None, track: str | None = None) -> dict:
     """Run django_state.py ACTION inside the app's manage.py in release_dir; its JSON answer."""
-    source = (REMOTE_DIR / f"{HELPER}.py").read_text()
+    source = helper_source(HELPER)
     payload = f"{len(source)}\n{source}{json.dumps({'project_dir': release_dir, **(args or {})})}"
     boot = _BOOTSTRAP.format(name=HELPER_NAME, action=action)
     cmd = f"{app_python(ctx.config, host, release_dir)} manage.py shell -v 0 -c {q(boot)}"

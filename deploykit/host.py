@@ -24,7 +24,6 @@ import os
 import posixpath
 import re
 import secrets as _secrets
-import select
 import shlex
 import socket
 import subprocess
@@ -35,8 +34,9 @@ from pathlib import Path
 
 from .config import Config, HostSpec
 from .errors import DeployError, DryRunWrite, HostCommandFailed, HostKeyUnknown, HostUnreachable, Interrupted
+from .transport.agent import BOOT, AgentClient, AgentLost, agent_payload
+from .transport.bundle import REMOTE_DIR, helper_digest, helper_source  # noqa: F401 (REMOTE_DIR: used by others)
 
-REMOTE_DIR = Path(__file__).parent / "remote"
 STATE_DIR = ".deploykit"
 PID_MARK = "\x1edeploykit-pid "  # first stdout line of every command: its pid (= its process group)
 
@@ -113,6 +113,9 @@ class Host:
         self._active: dict[str, str] = {}  # token -> command, running now
         self.tracked = False  # a long command of this run was listed in its pid file here
         self._active_lock = threading.Lock()
+        self._agent: AgentClient | None = None
+        self._agent_lock = threading.RLock()
+        self._no_agent = False  # the host's Python could not start the agent: a process per command
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}>"
@@ -135,7 +138,7 @@ class Host:
         """Open the connection now, so errors surface before any change."""
 
     def close(self) -> None:
-        pass
+        self._stop_agent()
 
     # -- commands ------------------------------------------------------------
     def run(self, command: str, *, cwd: str | None = None, env: dict | None = None, secrets: dict | None = None,
@@ -173,15 +176,16 @@ class Host:
             inner = (f"mkdir -p {q(posixpath.dirname(pid_file))} 2>/dev/null; "
                      f"echo \"$$ {token} {label}\" >> {q(pid_file)} 2>/dev/null; ") + inner
         inner += command
-        marks = f"DEPLOYKIT_RUN={q(self.run_id)} DEPLOYKIT_CMD={token}"
+        marks = {"DEPLOYKIT_RUN": self.run_id, "DEPLOYKIT_CMD": token}
         if track:
-            marks += f" DEPLOYKIT_TRACK={q(self.run_id)}"
-        script = f"exec env {marks} bash -c {q(_MARK_PREFIX + inner)}"
+            marks["DEPLOYKIT_TRACK"] = self.run_id
+        script = _MARK_PREFIX + inner
         with self._active_lock:
             self._active[token] = command
         try:
-            result = self._exec(script, stdin=feed + (stdin or "") if (feed or stdin) else None,
-                                timeout=timeout or self.config.command_timeout, token=token)
+            parts = [p for p in ([feed] + (list(stdin) if isinstance(stdin, list) else [stdin])) if p]
+            result = self._exec(script, stdin=parts, timeout=timeout or self.config.command_timeout, token=token,
+                                marks=marks)
         finally:
             with self._active_lock:
                 self._active.pop(token, None)
@@ -194,12 +198,102 @@ class Host:
                 hint="see the journal for the full output")
         return result
 
-    def _exec(self, script: str, stdin: str | None, timeout: float, token: str) -> CommandResult:
+    # -- the way to the host: one agent per host per run ------------------------
+    def _exec(self, script: str, stdin: list, timeout: float, token: str, marks: dict | None = None) -> CommandResult:
+        """Run `bash -c script` on the host with `marks` added to its environment.
+
+        stdin parts are text or {"helper": module} (that helper's source, length first).
+        """
+        start = time.monotonic()
+        stdin = [stdin] if isinstance(stdin, str) else (stdin or [])
+        agent = self._agent_for_command()
+        if agent is None:  # no agent on this host (its Python does not start): a process per command
+            if marks:
+                script = f"exec env {' '.join(f'{k}={q(v)}' for k, v in marks.items())} bash -c {q(script)}"
+            return self._exec_direct(script, self._stdin_text(stdin), timeout, token)
+        try:
+            parts = [agent.ensure_source(helper_digest(p["helper"]), helper_source(p["helper"]))
+                     if isinstance(p, dict) else p for p in stdin]
+            answer = agent.run(script, parts, timeout, token, marks or {})
+        except AgentLost as exc:
+            raise self._lost(exc) from None
+        return CommandResult(script, answer["exited"], _strip_mark(answer["stdout"]), answer["stderr"],
+                             time.monotonic() - start)
+
+    @staticmethod
+    def _stdin_text(parts: list) -> str | None:
+        text = "".join(f"{len(helper_source(p['helper']))}\n{helper_source(p['helper'])}" if isinstance(p, dict)
+                       else p for p in parts)
+        return text or None
+
+    def _agent_for_command(self) -> AgentClient | None:
+        """The running agent; started on first use; None when the host's Python cannot run it."""
+        with self._agent_lock:
+            if self._agent is not None and self._agent.lost:
+                self._agent_dropped()
+            if self._agent is None and not self._no_agent:
+                try:
+                    self._agent = self._start_agent()
+                except AgentLost:
+                    self._no_agent = True
+            return self._agent
+
+    def _agent_dropped(self) -> None:
+        """The agent's channel closed between commands."""
+        self._agent = None
+
+    def _start_agent(self) -> AgentClient:
         raise NotImplementedError
+
+    def _lost(self, exc) -> HostUnreachable:
+        """The agent's channel closed under a request: what runs on the host keeps running."""
+        with self._agent_lock:
+            agent, self._agent = self._agent, None
+        if agent is not None:
+            agent.close()
+        return HostUnreachable(f"host {self.name}: connection lost: {exc or type(exc).__name__}",
+                               hint="check the host, then run the same command again: it finishes what was left")
+
+    def _exec_direct(self, script: str, stdin: str | None, timeout: float, token: str) -> CommandResult:
+        raise NotImplementedError
+
+    def journal_append(self, path: str, line: str) -> None:
+        """Append one journal line on the host without waiting for it (in order; flushed by close)."""
+        if self.read_only:
+            raise DryRunWrite(f"{self.name}: refused to write the journal {path} during a dry-run")
+        agent = self._agent_for_command()
+        if agent is None:
+            self.run(f"mkdir -p -m 700 {q(posixpath.dirname(path))} && cat >> {q(path)}", stdin=line + "\n",
+                     always=True, timeout=60)
+            return
+        try:
+            agent.post({"op": "append", "path": path, "line": line})
+        except AgentLost as exc:
+            raise self._lost(exc) from None
+
+    def flush(self) -> None:
+        """Wait until the agent has written every journal line sent so far."""
+        agent = self._agent
+        if agent is not None and not agent.lost:
+            try:
+                agent.sync()
+            except AgentLost:
+                pass
+
+    def _stop_agent(self) -> None:
+        with self._agent_lock:
+            agent, self._agent = self._agent, None
+        if agent is not None:
+            if not agent.lost:
+                try:
+                    agent.sync()
+                except AgentLost:
+                    pass
+            agent.close()
 
     def kill_marked(self, marker: str, grace: float = 5) -> list[int]:
         """TERM (then KILL) every process of this host's user whose environment holds `marker`."""
-        res = self._exec(f"bash -c {q(_KILL)} dk-kill {q(marker)} {int(grace)}", stdin=None,
+        res = self._exec(f"exec bash -c {q(_KILL)} dk-kill {q(marker)} {int(grace)}", stdin=None,
                          timeout=grace + 30, token="kill")
         return [int(p) for p in res.stdout.split() if p.isdigit()]
 
@@ -209,7 +303,13 @@ class Host:
         with self._active_lock:
             tokens = list(self._active)
         killed = []
+        agent = self._agent
         for token in tokens:
+            if agent is not None:
+                try:
+                    agent.cancel(token)  # a forked helper carries its token in memory, not in /proc
+                except AgentLost:
+                    pass
             try:
                 killed += self.kill_marked(f"DEPLOYKIT_CMD={token}")
             except DeployError:
@@ -233,9 +333,17 @@ class Host:
         if self.read_only and not read_only:
             raise DryRunWrite(f"{self.name}: refused helper {module} {action} during a dry-run",
                               hint="this is a bug in a step that claims to be read-only; please report it")
-        source = (REMOTE_DIR / f"{module}.py").read_text()
+        if not (launcher or track or python or module in NEEDS_SITE):
+            # a stdlib helper with the host's Python: forked on the host, no interpreter started
+            doc = self._forked_helper(module, action, args or {}, env=env, secrets=secrets, cwd=cwd,
+                                      timeout=timeout, always=always)
+            if doc is not None:
+                if check and not doc.get("ok"):
+                    raise HostCommandFailed(f"{self.name}: {module} {action}: {doc.get('error')}")
+                return doc
         name = f"deploykit-{module}.py"
-        payload = f"{len(source)}\n{source}{json.dumps(args or {})}"
+        # the source crosses the channel once per connection; the agent feeds it from its cache
+        payload = [{"helper": module}, json.dumps(args or {})]
         # -I -S: a stdlib helper needs no site-packages (and starts in a third of the time); the
         # environment builder looks at the interpreter's own site-packages, so it keeps them
         flags = "" if module in NEEDS_SITE else " -I -S"
@@ -243,13 +351,7 @@ class Host:
         cmd = f"{base} {q(_BOOTSTRAP.format(name=name))} {q(action)}"
         result = self.run(cmd, env=env, secrets=secrets, check=False, stdin=payload, timeout=timeout,
                           read_only=read_only, track=track, always=always, cwd=cwd)
-        doc = None
-        for line in reversed(result.stdout.strip().splitlines()):
-            try:
-                doc = json.loads(line)
-                break
-            except json.JSONDecodeError:
-                continue
+        doc = _last_json(result.stdout)
         if not isinstance(doc, dict):
             raise HostCommandFailed(
                 f"{self.name}: helper {module} {action} gave no answer (exit {result.exited}): {result.tail()}",
@@ -291,6 +393,38 @@ class Host:
         with self._active_lock:
             self._active.pop(token, None)
 
+    def _forked_helper(self, module, action, args, *, env, secrets, cwd, timeout, always) -> dict | None:
+        """Run a helper in a process forked by the host's agent; None when there is no agent."""
+        if self.cancelled.is_set() and not always:
+            raise Interrupted(f"{self.name}: interrupted before helper {module} {action}")
+        agent = self._agent_for_command()
+        if agent is None:
+            return None
+        token = _secrets.token_hex(8)
+        marks = {"DEPLOYKIT_RUN": self.run_id, "DEPLOYKIT_CMD": token}
+        for key, value in (secrets or {}).items():  # in the forked helper's memory: no argv, no /proc environ
+            marks[key] = "" if value is None else str(value)
+        marks.update({k: str(v) for k, v in (env or {}).items()})
+        with self._active_lock:
+            self._active[token] = f"helper {module} {action}"
+        try:
+            answer = agent.helper(module, action, args, env=marks, cwd=cwd,
+                                  timeout=timeout or self.config.command_timeout, token=token)
+        except AgentLost as exc:
+            raise self._lost(exc) from None
+        finally:
+            with self._active_lock:
+                self._active.pop(token, None)
+        if self.cancelled.is_set() and not always and answer["exited"] != 0:
+            raise Interrupted(f"{self.name}: interrupted: helper {module} {action} was stopped")
+        doc = _last_json(answer["stdout"])
+        if not isinstance(doc, dict):
+            tail = " | ".join((answer["stderr"].strip() or answer["stdout"].strip()).splitlines()[-3:])
+            raise HostCommandFailed(
+                f"{self.name}: helper {module} {action} gave no answer (exit {answer['exited']}): {tail}",
+                hint=f"check that {self.python} runs on {self.name}")
+        return doc
+
     # -- small conveniences -----------------------------------------------------
     def exists(self, path: str) -> bool:
         return self.run(f"test -e {q(path)} -o -L {q(path)}", check=False, read_only=True).ok
@@ -331,9 +465,35 @@ def _strip_mark(out: str) -> str:
 
 
 class LocalHost(Host):
-    """`host: local`: the demo and single-box installs."""
+    """`host: local`: the demo and single-box installs. The same agent as over SSH, over a pipe."""
 
-    def _exec(self, script, stdin, timeout, token):
+    def _start_agent(self):
+        try:
+            # a new session: Ctrl-C in the operator's terminal reaches deploykit, not the agent's commands
+            proc = subprocess.Popen([self.python, "-I", "-S", "-c", BOOT], stdin=subprocess.PIPE,
+                                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True)
+        except OSError as exc:
+            raise AgentLost(str(exc)) from None
+        proc.stdin.write(agent_payload())
+        proc.stdin.flush()
+
+        def write(data):
+            proc.stdin.write(data)
+            proc.stdin.flush()
+
+        def close():
+            proc.stdin.close()  # the agent finishes what runs, then exits
+            proc.stdout.close()
+
+        agent = AgentClient(write, proc.stdout.readline, close, name=f"agent-{self.name}")
+        try:
+            agent.wait_ready(self.config.connect_timeout)
+        except AgentLost:
+            agent.close()
+            raise
+        return agent
+
+    def _exec_direct(self, script, stdin, timeout, token):
         start = time.monotonic()
         # a new session: Ctrl-C in the operator's terminal reaches deploykit, not the command
         proc = subprocess.Popen(["bash", "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -428,15 +588,21 @@ class SSHHost(Host):
         except (OSError, socket.timeout, EOFError) as exc:
             reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
             raise HostUnreachable(f"host {self.name} ({where}) is unreachable: {reason}") from None
+        _no_delay(conn.client.get_transport())
         return conn
 
     def close(self):
+        self._stop_agent()
         with self._connect_lock:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
 
     def _lost(self, exc) -> HostUnreachable:
+        with self._agent_lock:
+            agent, self._agent = self._agent, None
+        if agent is not None:
+            agent.close()
         with self._connect_lock:
             if self._conn is not None:
                 try:
@@ -447,8 +613,8 @@ class SSHHost(Host):
         return HostUnreachable(f"host {self.name}: connection lost: {exc or type(exc).__name__}",
                                hint="check the host, then run the same command again: it finishes what was left")
 
-    def _session(self):
-        """A new channel on the connection (reconnecting once if it dropped since the last command)."""
+    def _transport(self):
+        """The open SSH transport; reconnects once when it dropped since the last command."""
         try:
             transport = self.conn.client.get_transport()
             if transport is None or not transport.is_active():  # dropped since the last command: reconnect once
@@ -456,18 +622,73 @@ class SSHHost(Host):
                 transport = self.conn.client.get_transport()
             if transport is None or not transport.is_active():
                 raise EOFError("the SSH transport is closed")
-            return transport.open_session(timeout=self.config.connect_timeout)
         except DeployError:
             raise
+        except Exception as exc:  # OSError, EOFError, paramiko.SSHException
+            raise self._lost(exc) from None
+        return transport
+
+    def _session(self):
+        """A new channel of its own on the connection (bulk streams do not go through the agent)."""
+        transport = self._transport()
+        try:
+            return transport.open_session(timeout=self.config.connect_timeout)
         except Exception as exc:  # OSError, EOFError, paramiko.SSHException
             raise self._lost(exc) from None
 
     def _open_pipe(self, script, write):
         return _ChannelPipe(self, script, write)
 
-    def _exec(self, script, stdin, timeout, token):
+    def _start_agent(self):
+        transport = self._transport()
+        try:
+            chan = transport.open_session(timeout=self.config.connect_timeout)
+            chan.settimeout(None)
+            chan.set_combine_stderr(True)  # a shell's complaint (no such python) is read, and ignored, as a line
+            chan.exec_command(f"exec {q(self.python)} -I -S -c {q(BOOT)}")
+            chan.sendall(agent_payload())
+            reader = chan.makefile("rb")
+        except (OSError, EOFError, socket.timeout) as exc:
+            raise self._lost(exc) from None
+        except Exception as exc:
+            if type(exc).__module__.startswith("paramiko"):
+                raise self._lost(exc) from None
+            raise
+
+        def close():
+            try:
+                chan.shutdown_write()  # the agent finishes what runs, then exits
+            finally:
+                chan.close()
+
+        agent = AgentClient(chan.sendall, reader.readline, close, name=f"agent-{self.name}")
+        try:
+            agent.wait_ready(self.config.connect_timeout + 10)
+        except AgentLost:
+            agent.close()
+            transport_alive = transport.is_active()
+            if not transport_alive:
+                raise self._lost(EOFError("the SSH transport closed")) from None
+            raise
+        return agent
+
+    def _agent_dropped(self):
+        self._agent = None
+        conn = self._conn
+        transport = conn.client.get_transport() if conn is not None else None
+        if transport is not None and transport.is_active():
+            # the agent went away but the connection is fine (the agent was killed): say so rather than
+            # start a second one behind the back of commands that may still run
+            raise HostUnreachable(f"host {self.name}: connection lost: the deploykit agent stopped",
+                                  hint="check the host, then run the same command again: it finishes what was left")
+
+    def _exec_direct(self, script, stdin, timeout, token):
         start = time.monotonic()
-        chan = self._session()
+        transport = self._transport()
+        try:
+            chan = transport.open_session(timeout=self.config.connect_timeout)
+        except Exception as exc:  # OSError, EOFError, paramiko.SSHException
+            raise self._lost(exc) from None
         out, err = bytearray(), bytearray()
         try:
             chan.settimeout(None)
@@ -478,31 +699,23 @@ class SSHHost(Host):
                 except OSError:
                     pass  # the command ended without reading all of it; its exit status tells
             chan.shutdown_write()
-            deadline = start + timeout
-            while True:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    chan.close()
-                    if token != "kill":
-                        try:
-                            self.kill_marked(f"DEPLOYKIT_CMD={token}", grace=2)
-                        except DeployError:
-                            pass
-                    return CommandResult(script, 124, _strip_mark(out.decode(errors="replace")),
-                                         f"timed out after {timeout}s", time.monotonic() - start)
-                select.select([chan], [], [], min(left, 0.5))
-                while chan.recv_ready():
-                    out += chan.recv(1 << 16)
-                while chan.recv_stderr_ready():
-                    err += chan.recv_stderr(1 << 16)
-                if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
-                    if chan.eof_received or chan.closed:
-                        break
+            # blocking reads, one thread per stream; the exit status is an event to wait for
+            readers = [threading.Thread(target=_drain, args=(chan.recv, out), daemon=True),
+                       threading.Thread(target=_drain, args=(chan.recv_stderr, err), daemon=True)]
+            for r in readers:
+                r.start()
+            if not chan.status_event.wait(max(0.0, start + timeout - time.monotonic())):
+                chan.close()
+                if token != "kill":
+                    try:
+                        self.kill_marked(f"DEPLOYKIT_CMD={token}", grace=2)
+                    except DeployError:
+                        pass
+                return CommandResult(script, 124, _strip_mark(bytes(out).decode(errors="replace")),
+                                     f"timed out after {timeout}s", time.monotonic() - start)
             status = chan.recv_exit_status()
-            while chan.recv_ready():
-                out += chan.recv(1 << 16)
-            while chan.recv_stderr_ready():
-                err += chan.recv_stderr(1 << 16)
+            for r in readers:
+                r.join()
             chan.close()
         except (OSError, EOFError, socket.timeout) as exc:
             raise self._lost(exc) from None
@@ -651,6 +864,36 @@ class _ChannelPipe:
             self.chan.close()
         except Exception:
             pass
+
+
+def _last_json(out: str):
+    """A helper's answer: the last line of its output that is JSON (a library may print before it)."""
+    for line in reversed(out.strip().splitlines()):
+        try:
+            return json.loads(line)
+        except json.JSONDecodeError:
+            continue
+    return None
+
+
+def _drain(recv, into: bytearray) -> None:
+    """Read one stream of a channel to its end (blocking)."""
+    try:
+        while True:
+            data = recv(1 << 16)
+            if not data:
+                return
+            into += data
+    except Exception:  # the channel closed under us: what was read is kept
+        return
+
+
+def _no_delay(transport) -> None:
+    """Send small SSH packets at once: with Nagle's algorithm on, each channel's
+    open/exec/close round trip waits for delayed ACKs (34-62 ms a channel)."""
+    sock = getattr(transport, "sock", None)
+    if isinstance(sock, socket.socket) and sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def make_host(spec: HostSpec, config: Config, *, run_id: str = "none", read_only: bool = False) -> Host:

@@ -74,9 +74,8 @@ class Journal:
         for h in targets:
             if h.name in self.remote_hosts:
                 path = self.remote_path(h)
-                try:
-                    h.run(f"mkdir -p -m 700 {q(posixpath.dirname(path))} && cat >> {q(path)}", stdin=line + "\n",
-                          always=True, timeout=60)
+                try:  # sent to the host's agent without waiting: hosts do not pay one after another
+                    h.journal_append(path, line)
                 except Exception:  # a lost host must not hide the event itself
                     pass
         return entry

@@ -34,6 +34,8 @@ import os
 import re
 import sys
 
+from _common import serve
+
 
 def _setup(args):
     import django
@@ -240,19 +242,7 @@ ACTIONS = {"state": state, "graph": graph, "plan": plan, "migrate": migrate, "da
 
 
 def main():
-    try:
-        action = sys.argv[1] if len(sys.argv) > 1 else ""
-        if action not in ACTIONS:
-            raise ValueError("unknown action %r (known: %s)" % (action, ", ".join(sorted(ACTIONS))))
-        raw = sys.stdin.read()
-        args = json.loads(raw) if raw.strip() else {}
-        out = ACTIONS[action](args)
-    except Exception as exc:  # one JSON document, whatever happened
-        sys.stdout.write(json.dumps({"ok": False, "error": " ".join(("%s: %s" % (type(exc).__name__, exc)).split()),
-                                     "kind": type(exc).__name__}) + "\n")
-        sys.exit(1)
-    sys.stdout.write(json.dumps(out) + "\n")
-    sys.exit(0 if out.get("ok") else 1)
+    sys.exit(serve(ACTIONS, name="django_state.py", typed_errors=True))
 
 
 if __name__ == "__main__":

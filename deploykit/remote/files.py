@@ -46,28 +46,13 @@ import time
 # tarfile, gzip (archives), urllib/ssl/http.client (http_check), shutil,
 # datetime, traceback.
 
-CHUNK = 1024 * 1024
-PID = os.getpid()
+from _common import (CHUNK, BadArguments, HelperError, UnknownAction, UsageError,  # noqa: F401
+                     _arg, _atomic_write, _dry, _hash_stream, _fsync_dir, _makedirs, _path_arg, _remove_quietly,
+                     _tmp_name, serve)
 
 
 # --------------------------------------------------------------------------
 # errors
-
-
-class HelperError(Exception):
-    """Base of the errors this helper raises on purpose."""
-
-
-class UsageError(HelperError):
-    pass
-
-
-class BadArguments(HelperError):
-    pass
-
-
-class UnknownAction(HelperError):
-    pass
 
 
 class UnsafePath(HelperError):
@@ -102,32 +87,6 @@ class NotASymlink(HelperError):
 # argument helpers
 
 
-_MISSING = object()
-
-
-def _arg(args, name, default=_MISSING, kind=None):
-    if name not in args or args[name] is None:
-        if default is _MISSING:
-            raise BadArguments("missing argument %r" % name)
-        return default
-    value = args[name]
-    if kind is not None and not isinstance(value, kind):
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            return float(value)
-        names = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
-        raise BadArguments("argument %r must be %s, got %s" % (name, names, type(value).__name__))
-    return value
-
-
-def _path_arg(args, name, default=_MISSING):
-    value = _arg(args, name, default, str)
-    if value is None:
-        return None
-    if not value or "\x00" in value:
-        raise BadArguments("argument %r is not a usable path" % name)
-    return os.path.abspath(os.path.expanduser(value))
-
-
 def _mode_arg(args, name, default):
     value = args.get(name, default)
     if value is None:
@@ -148,79 +107,8 @@ def _mode_arg(args, name, default):
     return mode
 
 
-def _dry(args):
-    return bool(args.get("dry_run", False))
-
-
 # --------------------------------------------------------------------------
 # small filesystem primitives
-
-
-def _fsync_dir(path):
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _makedirs(path, mode=0o700):
-    """Create path and missing parents with exactly ``mode`` (umask ignored).
-
-    Existing directories are left as they are.
-    """
-    path = os.path.abspath(path)
-    if os.path.isdir(path):
-        return []
-    parent = os.path.dirname(path)
-    created = []
-    if parent != path:
-        created.extend(_makedirs(parent, mode))
-    try:
-        os.mkdir(path, mode)
-    except FileExistsError:
-        if not os.path.isdir(path):
-            raise
-        return created
-    os.chmod(path, mode)
-    created.append(path)
-    return created
-
-
-def _tmp_name(path):
-    return "%s.tmp-%d" % (path, PID)
-
-
-def _remove_quietly(path):
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
-
-
-def _atomic_write(path, data, mode=0o600, dir_mode=0o700):
-    """Write bytes to path atomically: tmp file, fsync, chmod, os.replace."""
-    parent = os.path.dirname(path)
-    _makedirs(parent, dir_mode)
-    tmp = _tmp_name(path)
-    _remove_quietly(tmp)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        _remove_quietly(tmp)
-        raise
-    _fsync_dir(parent)
 
 
 def _hash_file(path):
@@ -230,15 +118,7 @@ def _hash_file(path):
         st = os.fstat(f.fileno())
         if not stat.S_ISREG(st.st_mode):
             raise NotARegularFile("%s is not a regular file" % path)
-        h = hashlib.sha256()
-        size = 0
-        while True:
-            block = f.read(CHUNK)
-            if not block:
-                break
-            h.update(block)
-            size += len(block)
-    return h.hexdigest(), size
+        return _hash_stream(f)
 
 
 def _utc_now():
@@ -324,18 +204,14 @@ def act_sha256(args):
 
 
 def act_manifest(args):
-    root = _path_arg(args, "root") if "root" in args else _path_arg(args, "dir")
-    files, skipped, missing = _manifest(root)
-    out = {"files": files}
-    if missing:
-        out["missing"] = True
-    if skipped:
-        out["skipped"] = skipped
-    return out
+    return _manifest_answer(_path_arg(args, "root") if "root" in args else _path_arg(args, "dir"))
 
 
 def act_hash_tree(args):
-    root = _path_arg(args, "dir") if "dir" in args else _path_arg(args, "root")
+    return _manifest_answer(_path_arg(args, "dir") if "dir" in args else _path_arg(args, "root"))
+
+
+def _manifest_answer(root):
     files, skipped, missing = _manifest(root)
     out = {"files": files}
     if missing:
@@ -572,8 +448,6 @@ def _write_member(tar, member, path, root, atomic):
     if src is None:
         raise ArchiveIncomplete("no content for tar member %r" % member.name)
     nofollow = getattr(os, "O_NOFOLLOW", 0)
-    h = hashlib.sha256()
-    size = 0
     if atomic:
         out_path = _tmp_name(path)
         _remove_quietly(out_path)
@@ -586,13 +460,7 @@ def _write_member(tar, member, path, root, atomic):
     fd = os.open(out_path, flags, 0o600)
     try:
         with os.fdopen(fd, "wb") as f:
-            while True:
-                block = src.read(CHUNK)
-                if not block:
-                    break
-                f.write(block)
-                h.update(block)
-                size += len(block)
+            digest, size = _hash_stream(src, copy_to=f)
             if atomic:
                 f.flush()
                 os.fsync(f.fileno())
@@ -604,7 +472,7 @@ def _write_member(tar, member, path, root, atomic):
         if atomic:
             _remove_quietly(out_path)
         raise
-    return h.hexdigest(), size
+    return digest, size
 
 
 def _place_symlink(target, path, root):
@@ -704,13 +572,19 @@ def _check_manifest_arg(files):
     return clean
 
 
-def _move_aside(path, aside, rel):
-    import shutil
-
+def _aside_path(aside, rel):
+    """Where rel is kept under aside: a new path, its directory made."""
     dest = os.path.join(aside, *rel.split("/"))
     if os.path.lexists(dest):
         raise DestinationExists("aside path %s already exists" % dest)
     _makedirs(os.path.dirname(dest), 0o700)
+    return dest
+
+
+def _move_aside(path, aside, rel):
+    import shutil
+
+    dest = _aside_path(aside, rel)
     try:
         os.rename(path, dest)
     except OSError as e:
@@ -724,10 +598,7 @@ def _keep_copy(path, aside, rel):
     """Keep the current content of path under aside (hard link, else copy)."""
     import shutil
 
-    dest = os.path.join(aside, *rel.split("/"))
-    if os.path.lexists(dest):
-        raise DestinationExists("aside path %s already exists" % dest)
-    _makedirs(os.path.dirname(dest), 0o700)
+    dest = _aside_path(aside, rel)
     try:
         os.link(path, dest, follow_symlinks=False)
     except (OSError, NotImplementedError):
@@ -1485,62 +1356,9 @@ ACTIONS = {
 PUBLIC_UMASK_ACTIONS = {"extract", "mirror_restore", "build_tree"}
 
 
-def _one_line(text):
-    text = " ".join(str(text).split())
-    return text[:2000] if text else "error"
-
-
 def main(argv=None, stdin=None, stdout=None):
-    argv = sys.argv[1:] if argv is None else argv
-    stdin = sys.stdin if stdin is None else stdin
-    saved_stdout = sys.stdout
-    real_stdout = saved_stdout if stdout is None else stdout
-    # Nothing but the one JSON document may reach stdout: anything an action
-    # (or a library it calls) prints goes to stderr instead.
-    sys.stdout = sys.stderr
-    try:
-        try:
-            if len(argv) != 1:
-                raise UsageError("usage: %s ACTION < args.json (actions: %s)" % (
-                    os.path.basename(__file__), ", ".join(sorted(ACTIONS))))
-            action = argv[0]
-            fn = ACTIONS.get(action)
-            if fn is None:
-                raise UnknownAction("unknown action %r (known: %s)" % (action, ", ".join(sorted(ACTIONS))))
-            raw = stdin.read()
-            if not raw.strip():
-                args = {}
-            else:
-                try:
-                    args = json.loads(raw)
-                except ValueError as e:
-                    raise BadArguments("arguments on stdin are not valid JSON: %s" % e)
-            if not isinstance(args, dict):
-                raise BadArguments("arguments on stdin must be one JSON object")
-            if action not in PUBLIC_UMASK_ACTIONS:
-                os.umask(0o077)
-            result = fn(args)
-            out = {"ok": True, "changed": False}
-            out.update(result)
-            out["ok"] = True
-            code = 0
-        except (Exception, KeyboardInterrupt) as e:
-            import traceback
-
-            traceback.print_exc(file=sys.stderr)
-            out = {"ok": False, "error": _one_line(e), "kind": type(e).__name__}
-            code = 1
-        try:
-            text = json.dumps(out, default=str)
-        except (TypeError, ValueError) as e:
-            text = json.dumps({"ok": False, "error": _one_line("unserialisable result: %s" % e),
-                               "kind": type(e).__name__})
-            code = 1
-        real_stdout.write(text + "\n")
-        real_stdout.flush()
-        return code
-    finally:
-        sys.stdout = saved_stdout
+    return serve(ACTIONS, argv, stdin, stdout, name="files.py",
+                 private_umask=lambda action: action not in PUBLIC_UMASK_ACTIONS)
 
 
 if __name__ == "__main__":

@@ -18,19 +18,13 @@ import shutil
 import subprocess
 import sys
 
+from _common import _libpq_argv, serve
+
 END = "__deploykit_end__"
 SEP = "\x1f"
 
 
-def _conn_argv(conn):
-    argv = ["--no-password"]
-    if conn.get("host"):
-        argv += ["-h", str(conn["host"])]
-    if conn.get("port"):
-        argv += ["-p", str(conn["port"])]
-    if conn.get("user"):
-        argv += ["-U", str(conn["user"])]
-    return argv
+_conn_argv = _libpq_argv
 
 
 class Session(object):
@@ -92,19 +86,8 @@ ACTIONS = {"dump": dump}
 
 
 def main():
-    try:
-        action = sys.argv[1] if len(sys.argv) > 1 else ""
-        if action not in ACTIONS:
-            raise ValueError("unknown action %r (known: %s)" % (action, ", ".join(sorted(ACTIONS))))
-        raw = sys.stdin.read()
-        out = ACTIONS[action](json.loads(raw) if raw.strip() else {})
-    except Exception as exc:  # one JSON document, whatever happened
-        sys.stdout.write(json.dumps({"ok": False, "error": "%s: %s" % (type(exc).__name__, exc),
-                                     "kind": type(exc).__name__}) + "\n")
-        sys.exit(1)
-    sys.stdout.write(json.dumps(out) + "\n")
+    sys.exit(serve(ACTIONS, name="pgdump.py", typed_errors=True, private_umask=lambda action: True))
 
 
 if __name__ == "__main__":
-    os.umask(0o077)
     main()

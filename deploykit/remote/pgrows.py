@@ -11,15 +11,11 @@ import json
 import subprocess
 import sys
 
+from _common import _libpq_argv, serve
+
 
 def _psql(conn, db, sql):
-    argv = ["psql", "--no-password", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", db]
-    if conn.get("host"):
-        argv += ["-h", str(conn["host"])]
-    if conn.get("port"):
-        argv += ["-p", str(conn["port"])]
-    if conn.get("user"):
-        argv += ["-U", str(conn["user"])]
+    argv = ["psql"] + _libpq_argv(conn) + ["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", db]
     proc = subprocess.run(argv, input=sql, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError("psql on %s: %s" % (db, proc.stderr.strip().splitlines()[-1:]))
@@ -59,17 +55,7 @@ ACTIONS = {"diff": diff}
 
 
 def main():
-    try:
-        action = sys.argv[1] if len(sys.argv) > 1 else ""
-        if action not in ACTIONS:
-            raise ValueError("unknown action %r" % action)
-        raw = sys.stdin.read()
-        out = ACTIONS[action](json.loads(raw) if raw.strip() else {})
-    except Exception as exc:
-        sys.stdout.write(json.dumps({"ok": False, "error": "%s: %s" % (type(exc).__name__, exc),
-                                     "kind": type(exc).__name__}) + "\n")
-        sys.exit(1)
-    sys.stdout.write(json.dumps(out) + "\n")
+    sys.exit(serve(ACTIONS, name="pgrows.py", typed_errors=True))
 
 
 if __name__ == "__main__":

@@ -39,6 +39,8 @@ import subprocess
 import sys
 import time
 
+from _common import serve
+
 MARKER = ".deploykit-complete"
 BASE_PTH = "_deploykit_base_layer.pth"
 KEY_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -325,19 +327,7 @@ ACTIONS = {"probe": probe, "ensure": ensure, "prune": prune}
 
 
 def main():
-    try:
-        action = sys.argv[1] if len(sys.argv) > 1 else ""
-        if action not in ACTIONS:
-            raise ValueError("unknown action %r (known: %s)" % (action, ", ".join(sorted(ACTIONS))))
-        raw = sys.stdin.read()
-        args = json.loads(raw) if raw.strip() else {}
-        out = ACTIONS[action](args)
-    except Exception as exc:  # one JSON document, whatever happened
-        msg = " ".join(("%s: %s" % (type(exc).__name__, exc)).split())
-        sys.stdout.write(json.dumps({"ok": False, "error": msg, "kind": type(exc).__name__}) + "\n")
-        sys.exit(1)
-    sys.stdout.write(json.dumps(out) + "\n")
-    sys.exit(0)
+    sys.exit(serve(ACTIONS, name="pyenv.py", typed_errors=True))
 
 
 if __name__ == "__main__":

@@ -14,6 +14,8 @@ import json
 import os
 import sys
 
+from _common import serve
+
 
 def _environ(pid):
     try:
@@ -60,17 +62,7 @@ ACTIONS = {"tracked": tracked}
 
 
 def main():
-    try:
-        action = sys.argv[1] if len(sys.argv) > 1 else ""
-        if action not in ACTIONS:
-            raise ValueError("unknown action %r (known: %s)" % (action, ", ".join(sorted(ACTIONS))))
-        raw = sys.stdin.read()
-        out = ACTIONS[action](json.loads(raw) if raw.strip() else {})
-    except Exception as exc:  # one JSON document, whatever happened
-        sys.stdout.write(json.dumps({"ok": False, "error": "%s: %s" % (type(exc).__name__, exc),
-                                     "kind": type(exc).__name__}) + "\n")
-        sys.exit(1)
-    sys.stdout.write(json.dumps(out) + "\n")
+    sys.exit(serve(ACTIONS, name="runs.py", typed_errors=True))
 
 
 if __name__ == "__main__":

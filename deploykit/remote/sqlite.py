@@ -33,25 +33,10 @@ import sqlite3
 import stat
 import sys
 
-CHUNK = 1024 * 1024
-PID = os.getpid()
+from _common import (CHUNK, BadArguments, HelperError, UnknownAction, UsageError,  # noqa: F401
+                     _dry, _fsync_dir, _hash_stream, _makedirs, _path_arg, _remove_quietly, _tmp_name, serve)
+
 BUSY_TIMEOUT = 30.0
-
-
-class HelperError(Exception):
-    pass
-
-
-class UsageError(HelperError):
-    pass
-
-
-class BadArguments(HelperError):
-    pass
-
-
-class UnknownAction(HelperError):
-    pass
 
 
 class MissingDatabase(HelperError):
@@ -74,61 +59,6 @@ class CopyMismatch(HelperError):
 # helpers
 
 
-def _path_arg(args, name, required=True):
-    value = args.get(name)
-    if value is None:
-        if required:
-            raise BadArguments("missing argument %r" % name)
-        return None
-    if not isinstance(value, str) or not value or "\x00" in value:
-        raise BadArguments("argument %r is not a usable path" % name)
-    return os.path.abspath(os.path.expanduser(value))
-
-
-def _dry(args):
-    return bool(args.get("dry_run", False))
-
-
-def _tmp_name(path):
-    return "%s.tmp-%d" % (path, PID)
-
-
-def _remove_quietly(path):
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
-
-
-def _fsync_dir(path):
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _makedirs(path, mode=0o700):
-    path = os.path.abspath(path)
-    if os.path.isdir(path):
-        return
-    parent = os.path.dirname(path)
-    if parent != path:
-        _makedirs(parent, mode)
-    try:
-        os.mkdir(path, mode)
-    except FileExistsError:
-        if not os.path.isdir(path):
-            raise
-        return
-    os.chmod(path, mode)
-
-
 def _fsync_file(path):
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -138,16 +68,8 @@ def _fsync_file(path):
 
 
 def _sha256(path):
-    h = hashlib.sha256()
-    size = 0
     with open(path, "rb") as f:
-        while True:
-            block = f.read(CHUNK)
-            if not block:
-                break
-            h.update(block)
-            size += len(block)
-    return h.hexdigest(), size
+        return _hash_stream(f)
 
 
 def _require_db(path, what="database"):
@@ -264,7 +186,7 @@ def act_backup(args):
 def act_restore(args):
     src = _path_arg(args, "src")
     dest = _path_arg(args, "dest")
-    aside = _path_arg(args, "aside", required=False)
+    aside = _path_arg(args, "aside", None)
     _require_db(src, "backup")
     if src == dest:
         raise BadArguments("src and dest are the same file")
@@ -294,22 +216,14 @@ def act_restore(args):
     mode = stat.S_IMODE(os.stat(dest).st_mode) if dest_exists else 0o600
     tmp = _tmp_name(dest)
     _remove_quietly(tmp)
-    h = hashlib.sha256()
-    size = 0
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with open(src, "rb") as fin, os.fdopen(fd, "wb") as fout:
-            while True:
-                block = fin.read(CHUNK)
-                if not block:
-                    break
-                fout.write(block)
-                h.update(block)
-                size += len(block)
+            copied, size = _hash_stream(fin, copy_to=fout)
             fout.flush()
             os.fsync(fout.fileno())
         src_digest = _sha256(src)[0]
-        if h.hexdigest() != src_digest:
+        if copied != src_digest:
             raise CopyMismatch("copy of %s changed while it was read" % src)
         os.chmod(tmp, mode)
 
@@ -352,7 +266,7 @@ def act_restore(args):
     if kept_at is not None:
         _fsync_dir(os.path.dirname(aside))
     return {"changed": True, "path": dest, "previous_kept_at": kept_at, "size": size,
-            "sha256": h.hexdigest(), "tables": tables}
+            "sha256": copied, "tables": tables}
 
 
 def act_checksums(args):
@@ -438,58 +352,8 @@ ACTIONS = {
 }
 
 
-def _one_line(text):
-    text = " ".join(str(text).split())
-    return text[:2000] if text else "error"
-
-
 def main(argv=None, stdin=None, stdout=None):
-    argv = sys.argv[1:] if argv is None else argv
-    stdin = sys.stdin if stdin is None else stdin
-    saved_stdout = sys.stdout
-    real_stdout = saved_stdout if stdout is None else stdout
-    sys.stdout = sys.stderr  # only the one JSON document reaches stdout
-    try:
-        try:
-            if len(argv) != 1:
-                raise UsageError("usage: %s ACTION < args.json (actions: %s)" % (
-                    os.path.basename(__file__), ", ".join(sorted(ACTIONS))))
-            fn = ACTIONS.get(argv[0])
-            if fn is None:
-                raise UnknownAction("unknown action %r (known: %s)" % (argv[0], ", ".join(sorted(ACTIONS))))
-            raw = stdin.read()
-            if not raw.strip():
-                args = {}
-            else:
-                try:
-                    args = json.loads(raw)
-                except ValueError as e:
-                    raise BadArguments("arguments on stdin are not valid JSON: %s" % e)
-            if not isinstance(args, dict):
-                raise BadArguments("arguments on stdin must be one JSON object")
-            os.umask(0o077)
-            result = fn(args)
-            out = {"ok": True, "changed": False}
-            out.update(result)
-            out["ok"] = True
-            code = 0
-        except (Exception, KeyboardInterrupt) as e:
-            import traceback
-
-            traceback.print_exc(file=sys.stderr)
-            out = {"ok": False, "error": _one_line(e), "kind": type(e).__name__}
-            code = 1
-        try:
-            text = json.dumps(out, default=str)
-        except (TypeError, ValueError) as e:
-            text = json.dumps({"ok": False, "error": _one_line("unserialisable result: %s" % e),
-                               "kind": type(e).__name__})
-            code = 1
-        real_stdout.write(text + "\n")
-        real_stdout.flush()
-        return code
-    finally:
-        sys.stdout = saved_stdout
+    return serve(ACTIONS, argv, stdin, stdout, name="sqlite.py", private_umask=lambda action: True)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,234 @@
+"""What every remote helper shares: the protocol, argument checks, atomic writes.
+
+Standard library only, Python 3.9+. A helper imports it with one line,
+``from _common import (...)``: run as a file next to this one (tests, the
+demo) that import works; sent to a host, the controller puts this file's text
+in place of that line (deploykit.transport.bundle), so the host still gets one
+self-contained program and nothing of deploykit is installed there.
+
+Protocol: ``python helper.py ACTION < {"json": "arguments"}`` writes exactly
+one JSON line to stdout, ``{"ok": true, "changed": bool, ...}`` and exit 0, or
+``{"ok": false, "error": "one line", "kind": "ErrorClass"}`` and exit 1.
+Tracebacks go to stderr.
+"""
+
+import json
+import os
+import sys
+
+CHUNK = 1024 * 1024
+
+
+class HelperError(Exception):
+    """Base of the errors a helper raises on purpose."""
+
+
+class UsageError(HelperError):
+    pass
+
+
+class BadArguments(HelperError):
+    pass
+
+
+class UnknownAction(HelperError):
+    pass
+
+
+# --------------------------------------------------------------------------
+# arguments
+
+_MISSING = object()
+
+
+def _arg(args, name, default=_MISSING, kind=None):
+    if name not in args or args[name] is None:
+        if default is _MISSING:
+            raise BadArguments("missing argument %r" % name)
+        return default
+    value = args[name]
+    if kind is not None and not isinstance(value, kind):
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        names = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
+        raise BadArguments("argument %r must be %s, got %s" % (name, names, type(value).__name__))
+    return value
+
+
+def _path_arg(args, name, default=_MISSING):
+    value = _arg(args, name, default, str)
+    if value is None:
+        return None
+    if not value or "\x00" in value:
+        raise BadArguments("argument %r is not a usable path" % name)
+    return os.path.abspath(os.path.expanduser(value))
+
+
+def _dry(args):
+    return bool(args.get("dry_run", False))
+
+
+def _libpq_argv(conn):
+    """psql/pg_dump connection options from {host, port, user}; the password comes from the environment."""
+    argv = ["--no-password"]
+    if conn.get("host"):
+        argv += ["-h", str(conn["host"])]
+    if conn.get("port"):
+        argv += ["-p", str(conn["port"])]
+    if conn.get("user"):
+        argv += ["-U", str(conn["user"])]
+    return argv
+
+
+def _hash_stream(f, copy_to=None):
+    """(sha256 hex, size) of what is left to read in a binary file object, written to copy_to as it goes."""
+    import hashlib
+
+    h = hashlib.sha256()
+    size = 0
+    while True:
+        block = f.read(CHUNK)
+        if not block:
+            break
+        if copy_to is not None:
+            copy_to.write(block)
+        h.update(block)
+        size += len(block)
+    return h.hexdigest(), size
+
+
+# --------------------------------------------------------------------------
+# durable, atomic file system changes
+
+
+def _fsync_dir(path):
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _makedirs(path, mode=0o700):
+    """Create path and missing parents with exactly ``mode`` (umask ignored).
+
+    Existing directories are left as they are. Returns the directories created.
+    """
+    path = os.path.abspath(path)
+    if os.path.isdir(path):
+        return []
+    parent = os.path.dirname(path)
+    created = []
+    if parent != path:
+        created.extend(_makedirs(parent, mode))
+    try:
+        os.mkdir(path, mode)
+    except FileExistsError:
+        if not os.path.isdir(path):
+            raise
+        return created
+    os.chmod(path, mode)
+    created.append(path)
+    return created
+
+
+def _tmp_name(path):
+    # the pid of the process writing now (a helper may run forked from an agent)
+    return "%s.tmp-%d" % (path, os.getpid())
+
+
+def _remove_quietly(path):
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def _atomic_write(path, data, mode=0o600, dir_mode=0o700):
+    """Write bytes to path atomically: tmp file, fsync, chmod, os.replace, fsync of the directory."""
+    parent = os.path.dirname(path)
+    _makedirs(parent, dir_mode)
+    tmp = _tmp_name(path)
+    _remove_quietly(tmp)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        _remove_quietly(tmp)
+        raise
+    _fsync_dir(parent)
+
+
+# --------------------------------------------------------------------------
+# the protocol
+
+
+def _one_line(text):
+    text = " ".join(str(text).split())
+    return text[:2000] if text else "error"
+
+
+def serve(actions, argv=None, stdin=None, stdout=None, name="helper", private_umask=None, typed_errors=False):
+    """Run one action: read its JSON arguments, write one JSON answer line, return the exit code.
+
+    private_umask(action) -> True runs the action under umask 0o077; typed_errors
+    puts the error class in front of the message ("ValueError: ...").
+    """
+    argv = sys.argv[1:] if argv is None else argv
+    stdin = sys.stdin if stdin is None else stdin
+    saved_stdout = sys.stdout
+    real_stdout = saved_stdout if stdout is None else stdout
+    # Nothing but the one JSON document may reach stdout: anything an action
+    # (or a library it calls) prints goes to stderr instead.
+    sys.stdout = sys.stderr
+    try:
+        try:
+            if len(argv) != 1:
+                raise UsageError("usage: %s ACTION < args.json (actions: %s)" % (name, ", ".join(sorted(actions))))
+            action = argv[0]
+            fn = actions.get(action)
+            if fn is None:
+                raise UnknownAction("unknown action %r (known: %s)" % (action, ", ".join(sorted(actions))))
+            raw = stdin.read()
+            if not raw.strip():
+                args = {}
+            else:
+                try:
+                    args = json.loads(raw)
+                except ValueError as e:
+                    raise BadArguments("arguments on stdin are not valid JSON: %s" % e)
+            if not isinstance(args, dict):
+                raise BadArguments("arguments on stdin must be one JSON object")
+            if private_umask is not None and private_umask(action):
+                os.umask(0o077)
+            out = {"ok": True, "changed": False}
+            out.update(fn(args))
+            code = 0 if out["ok"] else 1
+        except (Exception, KeyboardInterrupt) as e:
+            import traceback
+
+            traceback.print_exc(file=sys.stderr)
+            message = "%s: %s" % (type(e).__name__, e) if typed_errors else e
+            out = {"ok": False, "error": _one_line(message), "kind": type(e).__name__}
+            code = 1
+        try:
+            text = json.dumps(out, default=str)
+        except (TypeError, ValueError) as e:
+            text = json.dumps({"ok": False, "error": _one_line("unserialisable result: %s" % e),
+                               "kind": type(e).__name__})
+            code = 1
+        real_stdout.write(text + "\n")
+        real_stdout.flush()
+        return code
+    finally:
+        sys.stdout = saved_stdout

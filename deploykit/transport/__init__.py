@@ -1,0 +1,1 @@
+"""The way to the hosts: shipping remote helpers and the per-host agent."""
