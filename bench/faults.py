@@ -2,7 +2,7 @@
 
 Starts its own stage (two sshd hosts, a PostgreSQL cluster, the sample
 project under supervisord), brings it to the golden state once, then runs
-every case of deploykit.testing.faults.all_cases() and prints the table
+every case of deploykit_testing.faults.all_cases() and prints the table
 (case, outcome, seconds). Exits non-zero if any case broke the promise.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from deploykit.testing.faults import all_cases, open_lab, table  # noqa: E402
+from deploykit_testing.faults import all_cases, open_lab, table  # noqa: E402
 
 
 def main() -> int:

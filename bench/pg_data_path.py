@@ -28,7 +28,7 @@ from deploykit.config import parse_config  # noqa: E402
 from deploykit.context import Context  # noqa: E402
 from deploykit.drivers.postgres import PostgresDriver  # noqa: E402
 from deploykit.sqltext import ident  # noqa: E402
-from deploykit.testing.postgres import PgCluster  # noqa: E402
+from deploykit_testing.postgres import PgCluster  # noqa: E402
 
 OWNER, OWNER_PW, DB = "bench_owner", "bench-owner-pw", "benchdb"
 

@@ -6,13 +6,13 @@ from types import SimpleNamespace
 
 def rig_modules() -> SimpleNamespace:
     """sshd hosts, PostgreSQL, supervisord, the sample repository, its wheelhouse and stage maker."""
-    from deploykit.demo.samplerepo import build_sample_repo
-    from deploykit.testing.ports import free_port
-    from deploykit.testing.postgres import PgCluster
-    from deploykit.testing.sshd import start_ssh_hosts
-    from deploykit.testing.stage import OWNER, OWNER_PASSWORD, make_stage
-    from deploykit.testing.supervisor import Supervisor, supervisor_command
-    from deploykit.testing.wheelhouse import build_wheelhouse
+    from deploykit_testing.samplerepo import build_sample_repo
+    from deploykit_testing.ports import free_port
+    from deploykit_testing.postgres import PgCluster
+    from deploykit_testing.sshd import start_ssh_hosts
+    from deploykit_testing.stage import OWNER, OWNER_PASSWORD, make_stage
+    from deploykit_testing.supervisor import Supervisor, supervisor_command
+    from deploykit_testing.wheelhouse import build_wheelhouse
 
     return SimpleNamespace(build_sample_repo=build_sample_repo, free_port=free_port, PgCluster=PgCluster,
                            start_ssh_hosts=start_ssh_hosts, OWNER=OWNER, OWNER_PASSWORD=OWNER_PASSWORD,

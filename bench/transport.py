@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from deploykit.config import parse_config  # noqa: E402
 from deploykit.host import make_host  # noqa: E402
-from deploykit.testing.sshd import start_ssh_hosts  # noqa: E402
+from deploykit_testing.sshd import start_ssh_hosts  # noqa: E402
 
 
 def percentile(values: list[float], p: float) -> float:

@@ -3,6 +3,9 @@
     from deploykit.tasks import ns
 
 or run them without a tasks.py through the `deploykit` console script.
+Operator tasks only: the demo and the test suite are the repository's own
+tasks (its tasks.py), so a user's `invoke --list` never offers a task that
+may run apt-get as root.
 Errors a user can fix are shown as one line with a hint; exit codes are
 chosen in one place (deploykit.ending). invoke's own `--dry` means
 `--dry-run` here.
@@ -216,22 +219,4 @@ def unlock(c, host=None, force=False, config=None):
                              f"{f.get('pid')}, held since {f.get('since')}: {f['why']}"))
 
 
-@task(auto_shortflags=False, help={"sandbox": "directory for the demo (default: ./.demo, recreated)", "keep": "leave the demo's processes running"})
-@user_errors
-def demo(c, sandbox=".demo", keep=False):
-    """Release v1.0 and v1.1 of the sample project locally, break v1.3, watch it recovered."""
-    from .demo.scenario import run_demo
-
-    if not run_demo(sandbox, keep=keep):
-        raise Exit("deploykit: demo: the final state is NOT what it was before the broken release", code=1)
-
-
-@task(auto_shortflags=False, help={"k": "only tests matching this expression", "x": "stop at the first failure"})
-def test(c, k=None, x=False):
-    """Run the test suite (real sshd hosts, PostgreSQL, the sample project)."""
-    from .testing.runner import run_tests
-
-    sys.exit(run_tests(k=k, exitfirst=x))
-
-
-ns = Collection(release, rollback, backup, restore, check, releases, backups, unlock, demo, test)
+ns = Collection(release, rollback, backup, restore, check, releases, backups, unlock)

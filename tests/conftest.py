@@ -1,1 +1,1 @@
-pytest_plugins = ["deploykit.testing.plugin"]
+pytest_plugins = ["deploykit_testing.plugin"]

@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 from psycopg import sql
 
-from deploykit.testing.stage import OWNER
+from deploykit_testing.stage import OWNER
 
 
 def registry(host) -> dict:

@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from deploykit import api
-from deploykit.testing.sshd import unused_address
+from deploykit_testing.sshd import unused_address
 
 
 @pytest.fixture

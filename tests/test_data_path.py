@@ -6,7 +6,7 @@ import subprocess
 import time
 
 from deploykit import api
-from deploykit.testing.stage import OWNER
+from deploykit_testing.stage import OWNER
 from tests.test_bad_input import assert_refused
 
 BULK = ("INSERT INTO library_author (name) SELECT 'bulk author ' || g FROM generate_series(1, 20) g; "
@@ -122,7 +122,7 @@ def test_no_createdb_privilege_means_no_snapshot_and_says_so(stage_factory, tmp_
     import yaml
 
     from deploykit.config import load_config
-    from deploykit.testing.stage import OWNER_PASSWORD
+    from deploykit_testing.stage import OWNER_PASSWORD
 
     st = stage_factory(1)
     assert api.release(st.config(), st.name, "v1.0").ok

@@ -1,5 +1,5 @@
 """`invoke demo` end to end: local host, SQLite, gunicorn under supervisord."""
-from deploykit.demo.scenario import run_demo
+from deploykit_demo.scenario import run_demo
 
 
 def test_demo_passes(tmp_path):

@@ -12,7 +12,7 @@ import re
 import uuid
 
 from deploykit import api
-from deploykit.testing.stage import OWNER, OWNER_PASSWORD
+from deploykit_testing.stage import OWNER, OWNER_PASSWORD
 
 
 def registry(host) -> dict[str, dict]:

@@ -17,7 +17,7 @@ from deploykit import lock as stage_lock
 from deploykit.config import load_config
 from deploykit.host import make_host
 from deploykit.names import derived_name
-from deploykit.testing.stage import OWNER
+from deploykit_testing.stage import OWNER
 
 from .edge_rig import (SecretWatch, cluster_state, controller_temp_dirs, db_settings, edit_config, marked_processes,
                        one_line, popen, registry, rename_database, retarget, run, run_ids, says_where,

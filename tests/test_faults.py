@@ -7,19 +7,19 @@ SSH connection; the same command is run again when the ending says so. The
 stage must then hold exactly the state before the run or the state of the
 completed run (rows, schema, owners, settings, media, the version served),
 serve on every host, and hold no lock, passfile, process or temp dir of the
-run. `invoke faults` runs the whole matrix (deploykit/testing/faults.py).
+run. `invoke faults` runs the whole matrix (deploykit_testing/faults.py).
 """
 from __future__ import annotations
 
 import pytest
 
-from deploykit.testing.faults import CI_CASES, FaultLab, table
-from deploykit.testing.stage import make_stage
+from deploykit_testing.faults import CI_CASES, FaultLab, table
+from deploykit_testing.stage import make_stage
 
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory, pg_cluster, sample_repo):
-    from deploykit.testing.sshd import start_ssh_hosts
+    from deploykit_testing.sshd import start_ssh_hosts
 
     base = tmp_path_factory.mktemp("faults")
     rig = start_ssh_hosts(base / "ssh", 2)

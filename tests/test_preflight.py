@@ -4,8 +4,8 @@ from __future__ import annotations
 import sqlite3
 
 from deploykit import api
-from deploykit.testing.ports import free_port
-from deploykit.testing.stage import OWNER
+from deploykit_testing.ports import free_port
+from deploykit_testing.stage import OWNER
 
 from .edge_rig import edit_config, one_line, run
 

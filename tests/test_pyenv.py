@@ -23,9 +23,9 @@ import pytest
 
 from deploykit import djangoapp
 from deploykit.config import parse_config
-from deploykit.demo.samplerepo import archive_tag, build_sample_repo
+from deploykit_testing.samplerepo import archive_tag, build_sample_repo
 from deploykit.host import make_host
-from deploykit.testing.wheelhouse import build_wheelhouse
+from deploykit_testing.wheelhouse import build_wheelhouse
 
 REMOTE = Path(__file__).resolve().parent.parent / "deploykit" / "remote"
 BASE_REQS = "Django>=4.2,<6\ngunicorn>=21\npsycopg[binary]>=3.1\n"

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from deploykit import api
-from deploykit.testing.stage import OWNER
+from deploykit_testing.stage import OWNER
 
 
 def registry(host) -> dict:

@@ -1,4 +1,4 @@
-"""Self-test of the test rig (deploykit.testing): real sshd, PostgreSQL, supervisord."""
+"""Self-test of the test rig (deploykit_testing): real sshd, PostgreSQL, supervisord."""
 
 from __future__ import annotations
 
@@ -14,12 +14,12 @@ import psycopg
 import pytest
 from fabric import Config, Connection
 
-from deploykit.testing import RigError
-from deploykit.testing.ports import free_port
-from deploykit.testing.postgres import PgCluster
-from deploykit.testing.sshd import check_login_allowed, unused_address
+from deploykit_testing import RigError
+from deploykit_testing.ports import free_port
+from deploykit_testing.postgres import PgCluster
+from deploykit_testing.sshd import check_login_allowed, unused_address
 
-pytest_plugins = ["deploykit.testing.plugin"]
+pytest_plugins = ["deploykit_testing.plugin"]
 
 
 

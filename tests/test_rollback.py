@@ -14,9 +14,9 @@ import git
 import pytest
 
 from deploykit import api
-from deploykit.demo.samplerepo import archive_tag
-from deploykit.testing._proc import command_lines
-from deploykit.testing.stage import OWNER, OWNER_PASSWORD
+from deploykit_testing.samplerepo import archive_tag
+from deploykit_testing._proc import command_lines
+from deploykit_testing.stage import OWNER, OWNER_PASSWORD
 from tests.test_bad_input import assert_refused
 
 

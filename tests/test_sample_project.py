@@ -25,7 +25,7 @@ from pathlib import Path
 import git
 import pytest
 
-from deploykit.demo.samplerepo import (
+from deploykit_testing.samplerepo import (
     APP_VERSIONS,
     BRANCHES,
     LAST_MIGRATIONS,
@@ -194,7 +194,7 @@ def test_build_refuses_a_non_empty_destination(tmp_path):
 
 def test_cli_builds_and_lists_tags(tmp_path):
     proc = subprocess.run(
-        [PY, "-m", "deploykit.demo.samplerepo", str(tmp_path / "cli")],
+        [PY, "-m", "deploykit_testing.samplerepo", str(tmp_path / "cli")],
         capture_output=True, text=True, timeout=60, cwd=Path(__file__).resolve().parent.parent,
     )
     assert proc.returncode == 0, proc.stderr
@@ -202,7 +202,7 @@ def test_cli_builds_and_lists_tags(tmp_path):
     for tag, line in zip(TAGS, lines):
         assert line.split()[0] == tag and len(line.split()[1]) == 40
     bad = subprocess.run(
-        [PY, "-m", "deploykit.demo.samplerepo", str(tmp_path / "cli")],
+        [PY, "-m", "deploykit_testing.samplerepo", str(tmp_path / "cli")],
         capture_output=True, text=True, timeout=60, cwd=Path(__file__).resolve().parent.parent,
     )
     assert bad.returncode == 1 and bad.stderr.startswith("error: ") and len(bad.stderr.splitlines()) == 1

@@ -17,8 +17,8 @@ import uuid
 import git
 
 from deploykit import api
-from deploykit.demo.samplerepo import archive_tag
-from deploykit.testing.stage import OWNER, OWNER_PASSWORD
+from deploykit_testing.samplerepo import archive_tag
+from deploykit_testing.stage import OWNER, OWNER_PASSWORD
 from tests.test_bad_input import assert_refused
 
 

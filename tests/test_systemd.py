@@ -1,4 +1,4 @@
-"""gunicorn as a unit of a real systemd (PID 1 of its own namespaces, see deploykit.testing.systemd).
+"""gunicorn as a unit of a real systemd (PID 1 of its own namespaces, see deploykit_testing.systemd).
 
 The sshd test host runs inside that systemd's namespaces, so deploykit's plain
 `systemctl` on the host reaches it as on a machine booted with systemd.
@@ -15,8 +15,8 @@ from deploykit.config import ProcessSpec, parse_config
 from deploykit.errors import DryRunWrite
 from deploykit.host import make_host
 from deploykit.processes import manager_for
-from deploykit.testing._proc import alive
-from deploykit.testing.systemd import SystemdMachine, systemd_factory  # noqa: F401 (fixture)
+from deploykit_testing._proc import alive
+from deploykit_testing.systemd import SystemdMachine, systemd_factory  # noqa: F401 (fixture)
 
 UNIT = "library-web.service"
 

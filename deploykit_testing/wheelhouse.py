@@ -14,7 +14,7 @@ it gets its own Python environment (``venv: {pip_args: [--no-index,
     three, whose files are gone) and adds ``0004_shelf_colour``.
 
 Wheels are deterministic (fixed timestamps, sorted entries): the same source
-gives the same bytes. ``python -m deploykit.testing.wheelhouse DEST``.
+gives the same bytes. ``python -m deploykit_testing.wheelhouse DEST``.
 """
 from __future__ import annotations
 
@@ -184,7 +184,7 @@ def build_wheelhouse(dest: str | Path) -> Path:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        print("usage: python -m deploykit.testing.wheelhouse DEST", file=sys.stderr)
+        print("usage: python -m deploykit_testing.wheelhouse DEST", file=sys.stderr)
         return 2
     for wheel in sorted(build_wheelhouse(args[0]).glob("*.whl")):
         print(wheel)

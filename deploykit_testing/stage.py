@@ -5,7 +5,7 @@ deploy root per host with `shared/.env`, a process manager whose `web`
 program runs gunicorn in `<deploy_to>/current` with the release's own Python
 environment (`current/.venv`), the app's database owned by its own role, and
 a deploykit.yaml naming all of it. Release environments are built offline
-from the test wheelhouse (deploykit.testing.wheelhouse) over the packages of
+from the test wheelhouse (deploykit_testing.wheelhouse) over the packages of
 the Python running the tests (`venv: {system_site_packages: true}`). Tests then call the
 library (`deploykit.api`) or the `deploykit` command and check real outcomes.
 """
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import yaml
 
-from ..config import load_config
+from deploykit.config import load_config
 from .ports import free_port
 from .supervisor import Supervisor, supervisor_command
 from .wheelhouse import build_wheelhouse

@@ -1,6 +1,6 @@
 """deploykit's test rig: real sshd hosts, a real PostgreSQL cluster, real supervisord.
 
-Use it as a pytest plugin (``pytest_plugins = ["deploykit.testing.plugin"]``)
+Use it as a pytest plugin (``pytest_plugins = ["deploykit_testing.plugin"]``)
 or directly through the classes below. Nothing here imports pytest.
 """
 

@@ -19,13 +19,13 @@ from pathlib import Path
 
 from rich.table import Table
 
-from .. import api
-from ..config import load_config
-from ..report import console, releases_table, step_line, timings_table
-from ..testing.ports import free_port
-from ..testing.supervisor import Supervisor
-from ..testing.wheelhouse import build_wheelhouse
-from .samplerepo import build_sample_repo
+from deploykit import api
+from deploykit.config import load_config
+from deploykit.report import console, releases_table, step_line, timings_table
+from deploykit_testing.ports import free_port
+from deploykit_testing.supervisor import Supervisor
+from deploykit_testing.wheelhouse import build_wheelhouse
+from deploykit_testing.samplerepo import build_sample_repo
 
 STAGE = "demo"
 
@@ -56,7 +56,7 @@ def write_config(project: Path, deploy_to: Path, supervisor_conf: str, port: int
 
 
 def sqlite_checksums(python: str, db: Path) -> dict:
-    from ..host import REMOTE_DIR
+    from deploykit.host import REMOTE_DIR
 
     out = subprocess.run([python, str(REMOTE_DIR / "sqlite.py"), "checksums"], input=json.dumps({"path": str(db)}),
                          capture_output=True, text=True, check=True)

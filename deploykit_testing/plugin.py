@@ -2,12 +2,12 @@
 
 Enable it in a conftest.py or test module::
 
-    pytest_plugins = ["deploykit.testing.plugin"]
+    pytest_plugins = ["deploykit_testing.plugin"]
 
 Fixtures:
 
 ``pg_cluster`` (session)
-    one :class:`~deploykit.testing.postgres.PgCluster` for the whole run.
+    one :class:`~deploykit_testing.postgres.PgCluster` for the whole run.
     Never skipped: missing PostgreSQL binaries fail the tests with the fix.
 ``pg_database_factory`` (function)
     ``make(prefix="app") -> PgDatabase(name, owner, password)``: a database
@@ -19,11 +19,11 @@ Fixtures:
 ``supervisor_factory`` (function)
     ``make(dir, programs) -> Supervisor``; shut down at teardown.
 ``wheelhouse`` (session)
-    a directory of the test wheels (:mod:`deploykit.testing.wheelhouse`),
+    a directory of the test wheels (:mod:`deploykit_testing.wheelhouse`),
     which the sample project's requirements pin.
 ``stage_factory`` (function)
     ``make(n=2, **make_stage kwargs) -> DeployedStage`` (see
-    :mod:`deploykit.testing.stage`).
+    :mod:`deploykit_testing.stage`).
 ``unique_name`` (function)
     ``unique_name(prefix="dk") -> "dk_1a2b3c4d"``: short, random, a valid
     unquoted SQL identifier and file name.
@@ -155,7 +155,7 @@ def supervisor_factory(tmp_path):
 @pytest.fixture(scope="session")
 def sample_repo(tmp_path_factory):
     """The sample library project as a git repository with tags v1.0 … v1.3-broken-*."""
-    from ..demo.samplerepo import build_sample_repo
+    from .samplerepo import build_sample_repo
 
     path = tmp_path_factory.mktemp("sample") / "library"
     build_sample_repo(path)

@@ -141,7 +141,7 @@ class Supervisor:
 
     def write_config(self) -> Path:
         lines = [
-            "; written by deploykit.testing.supervisor",
+            "; written by deploykit_testing.supervisor",
             "[unix_http_server]",
             f"file={_conf_value(self.socket)}",
             "chmod=0700",

@@ -242,7 +242,7 @@ class SSHTestHost:
     def write_config(self) -> Path:
         r = self.root
         conf = f"""\
-# deploykit test host {self.name}: written by deploykit.testing.sshd
+# deploykit test host {self.name}: written by deploykit_testing.sshd
 ListenAddress {self.address}:{self.port}
 HostKey {r / "ssh_host_ed25519_key"}
 PidFile {r / "sshd.pid"}

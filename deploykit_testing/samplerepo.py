@@ -1,6 +1,6 @@
 """Build the sample "library" Django project as a real git repository.
 
-The project is stored in ``deploykit/demo/sample/`` as a base tree (``base/``,
+The project is stored in ``deploykit_testing/sample/`` as a base tree (``base/``,
 tagged ``v1.0``) plus overlay directories. A tag's tree is its parent tag's
 tree with the tag's overlays (:data:`SOURCES`, by default the directory named
 like the tag) applied in order. An overlay holds the files it adds or
@@ -23,7 +23,7 @@ head of its own branch, forked from its parent tag::
 
 Each tag's ``requirements.txt`` pins ``dk-sample-extra`` (1.0 at v1.0, 1.1
 from v1.1, 1.3 in v1.3-broken-health), a wheel of the test wheelhouse
-(:mod:`deploykit.testing.wheelhouse`); ``/env/`` reports the version the
+(:mod:`deploykit_testing.wheelhouse`); ``/env/`` reports the version the
 serving environment has. ``v1.4-shelf`` adds the reusable app ``dk_shelf``
 1.0 (migrations 0001-0003); ``v1.5-squashed`` squashes the library's
 0001-0004 into ``0001_squashed_0004_book_isbn`` (the originals deleted), adds
@@ -33,7 +33,7 @@ squashes. The ``-dotenv`` tags load ``.env`` in ``manage.py`` and
 ``wsgi.py``; their settings read ``DATABASE_URL`` from the environment only
 (a Django helper that bypassed manage.py would see SQLite).
 
-Command line: ``python -m deploykit.demo.samplerepo DEST``.
+Command line: ``python -m deploykit_testing.samplerepo DEST``.
 """
 from __future__ import annotations
 
@@ -268,7 +268,7 @@ def archive_tag(repo: git.Repo, tag: str, dest: Path) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m deploykit.demo.samplerepo",
+        prog="python -m deploykit_testing.samplerepo",
         description="Build the sample Django project's git repository with its tags.",
     )
     parser.add_argument("dest", type=Path, help="a new or empty directory")

@@ -45,9 +45,11 @@ def ensure_system_packages() -> None:
     subprocess.run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing], check=True, env=env)
 
 
-def run_tests(k: str | None = None, exitfirst: bool = False, extra: list[str] | None = None) -> int:
+def run_tests(root: str | Path, k: str | None = None, exitfirst: bool = False,
+              extra: list[str] | None = None) -> int:
+    """Run the tests of the checkout at `root` (its tests/ directory), from that directory."""
     ensure_system_packages()
-    root = Path(__file__).resolve().parents[2]
+    root = Path(root).resolve()
     args = [sys.executable, "-m", "pytest", str(root / "tests")]
     try:  # the tests mostly wait on real services: two workers halve the wall time (a file stays on one worker)
         import xdist  # noqa: F401

@@ -474,7 +474,7 @@ class open_lab:
         self._own_pg = pg is None
 
     def __enter__(self) -> FaultLab:
-        from ..demo.samplerepo import build_sample_repo
+        from .samplerepo import build_sample_repo
         from .postgres import PgCluster
         from .sshd import start_ssh_hosts
         from .stage import make_stage
