@@ -35,14 +35,36 @@ def test(c, k=None, x=False):
     sys.exit(run_tests(ROOT, k=k, exitfirst=x))
 
 
-@task(auto_shortflags=False, help={"size_mb": "approximate dataset size in MB (default 1500)",
-                                   "json": "write the results to this JSON file"})
-def bench(c, size_mb=1500, json=None):
-    """Benchmark the PostgreSQL data path (dumps, restores, snapshots, revert, django-dbbackup)."""
-    args = [sys.executable, str(ROOT / "bench" / "pg_data_path.py"), "--size-mb", str(size_mb)]
-    if json:
-        args += ["--json", json]
-    sys.exit(subprocess.call(args))
+BENCHES = {
+    "transport": ["transport.py"],  # a no-op remote call: deploykit's agent against Fabric's Connection.run
+    "release": ["release.py"],      # release/rollback against Capistrano 3, one host against eight, overhead per step
+    "data": ["pg_data_path.py"],    # dumps, restores, snapshots, revert against pg_dump/pg_restore, django-dbbackup
+}
+
+
+@task(auto_shortflags=False, help={"only": "transport, release or data (default: all three, in that order)",
+                                   "size_mb": "dataset size in MB for the data path (default 1500)",
+                                   "rounds": "interleaved rounds of the release bench (default 5)",
+                                   "json": "directory for the JSON results (one file per bench)"})
+def bench(c, only=None, size_mb=1500, rounds=5, json=None):
+    """Benchmarks, each against its baseline measured in the same run: transport, release, data path."""
+    names = [only] if only else list(BENCHES)
+    unknown = [n for n in names if n not in BENCHES]
+    if unknown:
+        raise Exit(f"deploykit: error: no bench named {unknown[0]!r} (hint: one of {', '.join(BENCHES)})", code=2)
+    worst = 0
+    for name in names:
+        args = [sys.executable, str(ROOT / "bench" / BENCHES[name][0])]
+        if name == "data":
+            args += ["--size-mb", str(size_mb)]
+        if name == "release":
+            args += ["--rounds", str(rounds)]
+        if json:
+            Path(json).mkdir(parents=True, exist_ok=True)
+            args += ["--json", str(Path(json) / f"{name}.json")]
+        print(f"== bench {name}", flush=True)
+        worst = max(worst, subprocess.call(args))
+    sys.exit(worst)
 
 
 @task(auto_shortflags=False, help={"only": "run only the cases whose id contains this text (e.g. release@ or /sigkill)",
