@@ -34,9 +34,12 @@ WHERE = "<where>"  # the mapping that holds it ('health[0]', or 'the top level')
 
 @dataclass(frozen=True)
 class Label:
-    """How the key reference names a type ('text', 'number > 0', 'list of text')."""
+    """How the key reference names a type ('text', 'number > 0', 'list of text'); callable when it is computed."""
 
-    text: str
+    text: Any
+
+    def __str__(self) -> str:
+        return self.text() if callable(self.text) else self.text
 
 
 def problem(text: str, hint: str, at: tuple = ()) -> PydanticCustomError:
@@ -269,4 +272,4 @@ Roles = _typed(set, "list of roles", _roles)
 BackupOrder = _typed(list, "list of databases, media, paths", _backup_order)
 Vars = _typed(dict, "mapping of name to text or number", _var_values)
 KeepReleases = _typed(int, "whole number at least 2", _keep_releases)
-Engine = _typed(str, "engine name", _engine)
+Engine = _typed(str, lambda: "one of " + ", ".join(engine_names()), _engine)

@@ -134,7 +134,7 @@ class VenvSpec(Section):
 
     requirements: HostPath = key("requirements file, relative to the release directory",
                                  "requirements: requirements.txt", "requirements.txt")
-    system_site_packages: Flag = key("also see the packages of `python:` (even when that is a venv)",
+    system_site_packages: Flag = key("also see the packages of 'python:' (even when that is a venv)",
                                      "system_site_packages: false", False)
     pip_args: TextList(scalars=True) = key("extra arguments of pip install", "pip_args: [--no-index, --find-links, "
                                            "/srv/wheels]", default_factory=list)
@@ -201,7 +201,7 @@ class Supervisor(Section):
 
     program: Text | None = key("supervisor program name", "program: library-web", None,
                                default_text="the process name")
-    conf: HostPath | None = key("supervisord.conf for `supervisorctl -c`", "conf: /etc/supervisor/supervisord.conf",
+    conf: HostPath | None = key("supervisord.conf for 'supervisorctl -c'", "conf: /etc/supervisor/supervisord.conf",
                                 None, default_text="supervisorctl's own default")
     supervisorctl: Text = key("the supervisorctl command", "supervisorctl: sudo supervisorctl", "supervisorctl")
 
@@ -249,7 +249,7 @@ class Database(Section):
 
     shape: ClassVar = ("expected a mapping", "give engine, name and owner")
 
-    engine: Engine = key("the drivers' engine name: postgresql or sqlite", "engine: postgresql")
+    engine: Engine = key("the database engine: a driver of deploykit.drivers.ENGINES", "engine: postgresql")
     name: Text | None = key("the database name (SQLite: the file, as 'path:')", "name: library", None)
     path: HostPath | None = key("SQLite only: the database file on the host", "path: shared/db.sqlite3", None)
     owner: PgName | None = key("PostgreSQL: the role that owns every object after a restore", "owner: library", None)
