@@ -19,7 +19,8 @@ MINIMAL = {"deploy_to": "/srv/app", "stages": {"prod": ["deploy@10.0.0.5"]}}
 
 def test_defaults_of_a_minimal_document(tmp_path):
     doc = Document.model_validate(MINIMAL)
-    assert (doc.python, doc.repo, doc.keep_releases, doc.keep_backups, doc.min_free_mb) == ("python3", ".", 5, None, 100)
+    assert (doc.python, doc.repo, doc.keep_releases, doc.keep_backups, doc.min_free_mb) == (
+        "python3", ".", 5, None, 100)
     assert (doc.collectstatic, doc.snapshots, doc.backup_order) == (True, True, ["databases", "media", "paths"])
     assert doc.venv == VenvSpec() and (doc.venv.requirements, doc.venv.pip_args) == ("requirements.txt", [])
     assert (doc.lock.heartbeat, doc.lock.stale_after) == (10.0, 120.0)

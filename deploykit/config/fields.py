@@ -198,7 +198,8 @@ def names(data: dict, what: str, pattern: re.Pattern | None = None, example: str
     for key in data:
         if not isinstance(key, str) or not key.strip() or (pattern is not None and not pattern.match(key)):
             rule = f" ({example})" if example else ""
-            raise problem(f"{show(key)} is not a valid {what}{rule}", f"name each {what} with text{rule}", at=(str(key),))
+            raise problem(f"{show(key)} is not a valid {what}{rule}", f"name each {what} with text{rule}",
+                          at=(str(key),))
 
 
 def Number(minimum: float = 0.0, inclusive: bool = False) -> Any:
@@ -245,17 +246,9 @@ def TextList(scalars: bool = False) -> Any:
     return _typed(list, "list of text", check)
 
 
-def Kind(kind: type, label: str, what: str | None = None, pattern: re.Pattern | None = None,
-         example: str = "") -> Any:
-    """A container of the given kind before its items are validated; with `what`, its keys are names."""
-    from pydantic import BeforeValidator
-
-    def check(value: Any) -> Any:
-        of_kind(value, kind)
-        if what:
-            names(value, what, pattern, example)
-        return value
-    return BeforeValidator(check), Label(label)
+def check_of(annotated: Any):
+    """The validator function of one of these types, to run it again where a model decides (per engine)."""
+    return next(m.func for m in annotated.__metadata__ if hasattr(m, "func"))
 
 
 Text = _typed(str, "text", _text)

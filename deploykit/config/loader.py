@@ -7,6 +7,7 @@ anything connects to a host.
 from __future__ import annotations
 
 import os
+import posixpath
 import re
 from pathlib import Path
 from typing import Any
@@ -139,7 +140,7 @@ def _data_paths(path: Path, kind: str, entries: list[DataPath], found: list[Temp
         found.append(Template(f"{kind}[{i}].path", e.path, host_path=True))
         out.append(PathSpec(e.name or re.sub(r"[^A-Za-z0-9_.-]+", "-", e.path.strip("/")) or kind, e.path, kind))
     checks.unique(path, kind, [p.name for p in out], "backup")
-    norms = [os.path.normpath(p.path) for p in out]
+    norms = [posixpath.normpath(p.path) for p in out]
     if len(set(norms)) != len(norms):
         raise fail(path, kind, "the same path is listed twice", "list each directory once")
     return out

@@ -16,8 +16,8 @@ from pydantic_core import PydanticCustomError, PydanticUndefined
 
 from .fields import (
     BACKUP_KINDS, KEY, SAFE_NAME, WHERE, Address, AnyText, BackupOrder, Engine, EnvName, Flag, HostDir, HostPath,
-    KeepReleases, Label, LocalPath, ModulePath, Number, PgName, Roles, Text, TextList, Vars, Whole, names, of_kind,
-    problem, show, type_name,
+    KeepReleases, Label, LocalPath, ModulePath, Number, PgName, Roles, Text, TextList, Vars, Whole, check_of, names,
+    of_kind, problem, show, type_name,
 )
 
 
@@ -279,25 +279,13 @@ class Database(Section):
             if self.path is None:
                 if self.name is None:
                     raise _missing("name")
-                _again("name", HostPath_check, self.name)
+                _again("name", check_of(HostPath), self.name)
             return self
         for needed in ("name", "owner"):
             if getattr(self, needed) is None:
                 raise _missing(needed)
-        _again("name", _pg_check, self.name)
+        _again("name", check_of(PgName), self.name)
         return self
-
-
-def HostPath_check(value: str) -> str:  # noqa: N802  (the validator of HostPath, run again)
-    return _validator_of(HostPath)(value)
-
-
-def _pg_check(value: str) -> str:
-    return _validator_of(PgName)(value)
-
-
-def _validator_of(annotated) -> Any:
-    return next(m.func for m in annotated.__metadata__ if hasattr(m, "func"))
 
 
 class DataPath(Section):
@@ -410,7 +398,7 @@ class Hooks(Section):
 
 
 def _shared(value: Any) -> list[str]:
-    items = _validator_of(TextList())(value)
+    items = check_of(TextList())(value)
     seen = set()
     for i, item in enumerate(items):
         parts = item.split("/")
@@ -457,7 +445,8 @@ class Document(Section):
         "extra directories backed up after media", "paths: [{name: uploads, path: /var/lib/app/uploads}]",
         default_factory=list)
     backup_order: BackupOrder = key("the order of a backup (and the reverse of a restore)",
-                                    "backup_order: [databases, media, paths]", default_factory=lambda: list(BACKUP_KINDS))
+                                    "backup_order: [databases, media, paths]",
+                                    default_factory=lambda: list(BACKUP_KINDS))
     health: Listed(Health, "list of checks") = key(
         "checks after the switch; a failure recovers the previous release", "health: [{manage: check}]",
         default_factory=list)
