@@ -1,0 +1,164 @@
+"""The resolved settings the rest of deploykit receives: one spec per host, process, database, path, check.
+
+The loader builds them from a validated Document (models.py): defaults filled
+in, stage and host settings merged, short forms expanded. Nothing here reads
+YAML or the environment, except a database's password, read when it is used.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import UnknownStage
+from .models import LockSpec, VenvSpec
+
+# `{name}` is a template; `${NAME}` (shell) and `{{` / `}}` are left exactly as written.
+_TEMPLATE = re.compile(r"\$\{\w+\}|\{\{|\}\}|\{(\w+)\}")
+
+
+def template_names(text: str) -> list[str]:
+    """The `{names}` a host's render() would fill in text, in order."""
+    return [m[1] for m in _TEMPLATE.finditer(text) if m[1] is not None]
+
+
+@dataclass
+class HostSpec:
+    """One host of a stage, with everything that may differ per host."""
+
+    name: str
+    address: str  # "local" or "user@hostname:port"
+    user: str | None
+    hostname: str
+    port: int  # the SSH port (0 for local)
+    roles: set[str]
+    deploy_to: str
+    python: str
+    vars: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_local(self) -> bool:
+        return self.address == "local"
+
+    def template_vars(self) -> dict[str, Any]:
+        return {"deploy_to": self.deploy_to, "hostname": self.hostname,
+                "name": self.name, "python": self.python, "ssh_port": self.port,
+                **self.vars}
+
+    def render(self, text: str) -> str:
+        """Fill `{deploy_to}`, `{hostname}`, `{name}`, `{python}`, `{ssh_port}` and host vars into text.
+
+        A var overrides a built-in of the same name; `{port}` is not a built-in
+        (the SSH port is `{ssh_port}`), so a var `port` can hold the app's port.
+        `${NAME}` (shell) and `{{` / `}}` are not templates and stay as written;
+        an unknown `{name}` is left alone too (load_config rejects those in
+        every configured template, so none reaches a host).
+        """
+        values = self.template_vars()
+
+        def fill(m: re.Match) -> str:
+            return str(values[m[1]]) if m[1] is not None and m[1] in values else m[0]
+        return _TEMPLATE.sub(fill, text)
+
+
+@dataclass
+class ProcessSpec:
+    """A process the release restarts: shell commands for each verb (templates: render per host).
+
+    `manager` says how it is managed, for checks before a release: "supervisor"
+    (`program`, `conf` or None, `ctl` the supervisorctl command), "systemd"
+    (`unit`) or "commands" (only the four commands).
+    """
+
+    name: str
+    start: str
+    stop: str
+    restart: str
+    status: str
+    writes: bool = True  # stopped before a snapshot or restore
+    manager: str = "commands"  # "supervisor" | "systemd" | "commands"
+    program: str | None = None  # supervisor program name
+    conf: str | None = None  # supervisord.conf for `supervisorctl -c` (None: supervisorctl's default)
+    ctl: str | None = None  # the supervisorctl command
+    unit: str | None = None  # systemd unit
+
+
+@dataclass
+class DatabaseSpec:
+    """A Django database alias and how to reach it as an administrator."""
+
+    alias: str
+    engine: str
+    name: str  # database name, or the file path for sqlite
+    owner: str | None = None
+    host: str | None = None
+    port: int | None = None
+    admin_user: str | None = None
+    password_env: str | None = None  # controller env var holding the admin password
+    passfile: str | None = None  # an existing libpq passfile on the host
+    jobs: int | None = None
+
+    def password(self) -> str | None:
+        if self.password_env:
+            return os.environ.get(self.password_env)
+        return None
+
+
+@dataclass
+class PathSpec:
+    """A directory backed up with a per-file manifest (media or an extra path)."""
+
+    name: str
+    path: str  # absolute, or relative to deploy_to
+    kind: str  # "media" or "paths"
+
+
+@dataclass
+class HealthCheck:
+    kind: str  # "http", "manage" or "command"
+    url: str | None = None
+    expect_status: int = 200
+    contains: str | None = None
+    timeout: float = 30.0
+    command: str | None = None
+
+
+@dataclass
+class Config:
+    path: Path
+    project_dir: Path
+    app: str
+    repo: Path
+    deploy_to: str
+    python: str
+    settings_module: str | None
+    stages: dict[str, list[HostSpec]]
+    shared: list[str]
+    processes: list[ProcessSpec]
+    databases: list[DatabaseSpec]
+    data_paths: list[PathSpec]
+    backup_order: list[str]
+    health: list[HealthCheck]
+    keep_releases: int
+    keep_backups: int
+    hooks: dict[str, dict[str, list[dict]]]  # {before|after: {phase: [{run, on, timeout}]}}; timeout None: default
+    install: list[str]
+    collectstatic: bool
+    known_hosts: str
+    identity: str | None
+    connect_timeout: float
+    command_timeout: float
+    min_free_mb: int
+    snapshots: bool
+    playbooks_dir: Path | None
+    journal_dir: Path
+    venv: VenvSpec | None = None  # None: the app's shared interpreter (installs are not undone)
+    lock: LockSpec = field(default_factory=LockSpec)
+
+    def stage(self, name: str) -> list[HostSpec]:
+        if name not in self.stages:
+            known = ", ".join(sorted(self.stages)) or "none"
+            raise UnknownStage(f"unknown stage {name!r} in {self.path} (known: {known})")
+        return self.stages[name]
