@@ -155,7 +155,7 @@ def _venv(value: Any) -> Any:
 class Host(Section):
     """One host of a stage: its address, or a mapping with what differs on that host."""
 
-    shape: ClassVar = ("expected an address or a mapping", "write 'local' or 'user@hostname:port'")
+    shape: ClassVar = ("expected an address or a mapping", "write 'local' or 'user@host:port'")
 
     address: Address = key("'local', or user@hostname:port (port 22 when not given)",
                            "address: deploy@10.0.0.5:22")
