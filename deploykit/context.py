@@ -41,17 +41,23 @@ def sweep_dead_temp_dirs() -> list[str]:
 
 
 class Context:
+    """One run. `stage` is the stage it works on; `others` are further stages it reads from or copies to
+    (the source and target of a transfer or a refresh): their hosts are journaled, interrupted and
+    closed with the run's own."""
+
     def __init__(self, config: Config, stage: str, *, command: str, dry_run: bool = False,
-                 options: dict | None = None, run_id: str | None = None):
+                 options: dict | None = None, run_id: str | None = None, others: tuple[str, ...] = ()):
         self.config = config
         self.stage = stage
         self.command = command
         self.run_id = run_id or new_run_id(command)
         self.dry_run = dry_run
-        self.hosts: list[Host] = [make_host(spec, config, run_id=self.run_id, read_only=dry_run)
-                                  for spec in config.stage(stage)]
-        self.primary: Host = next(h for h in self.hosts if h.is_primary)
-        self.journal = Journal(self.run_id, config.journal_dir, self.hosts)
+        self.stages: dict[str, list[Host]] = {
+            name: [make_host(spec, config, run_id=self.run_id, read_only=dry_run) for spec in config.stage(name)]
+            for name in dict.fromkeys((stage, *others))}
+        self.hosts: list[Host] = self.stages[stage]
+        self.primary: Host = self.primary_of(stage)
+        self.journal = Journal(self.run_id, config.journal_dir, self.every_host)
         self.options = options or {}
         self.state = RunState()  # what steps hand on
         self.failure = None
@@ -77,6 +83,14 @@ class Context:
             sweep_dead_temp_dirs()
 
     # -- hosts -------------------------------------------------------------
+    @property
+    def every_host(self) -> list[Host]:
+        """The hosts of every stage of the run."""
+        return [h for hosts in self.stages.values() for h in hosts]
+
+    def primary_of(self, stage: str) -> Host:
+        return next(h for h in self.stages[stage] if h.is_primary)
+
     @property
     def app_hosts(self) -> list[Host]:
         return [h for h in self.hosts if "app" in h.roles]
@@ -129,7 +143,7 @@ class Context:
             self.lock_lost = host.name
             if host in self.locked:
                 self.locked.remove(host)
-        for h in self.hosts:
+        for h in self.every_host:
             h.cancelled.set()
 
     def record_progress(self, **fields) -> None:
@@ -169,13 +183,13 @@ class Context:
             if self.interrupted is None:
                 self.interrupted = signum
             self.journal.record("interrupted", signal=signum)
-            with ThreadPoolExecutor(max_workers=max(1, len(self.hosts))) as pool:
-                list(pool.map(lambda h: h.cancel(), self.hosts))
+            with ThreadPoolExecutor(max_workers=max(1, len(self.every_host))) as pool:
+                list(pool.map(lambda h: h.cancel(), self.every_host))
 
     def accept_commands(self) -> None:
         """The procedure for the point reached runs: hosts accept commands again."""
         with self._interrupting:
-            for h in self.hosts:
+            for h in self.every_host:
                 h.resume()
 
     # -- end of run -----------------------------------------------------------
@@ -193,7 +207,7 @@ class Context:
                 except Exception:
                     pass
         self.journal.record("run_end", locked=[h.name for h in self.locked])
-        for host in self.hosts:
+        for host in self.every_host:
             if host.tracked and host not in self.locked and not self.dry_run:
                 try:  # nothing of this run is left to look for
                     host.run(f"rm -f {q(host.pid_file)}", always=True, timeout=30)

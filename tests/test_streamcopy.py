@@ -107,3 +107,47 @@ def test_dry_run_target_refuses_before_writing(ssh_rig, tmp_path, backup_set):
         copy_tree(blue, str(backup_set), green, str(dest))
     assert not (ssh_rig[1].deploy_to / "incoming").exists()
     blue.close(), green.close()
+
+
+def test_a_run_holds_two_stages_and_an_interrupt_stops_the_copy_cleanly(ssh_rig, tmp_path):
+    """A Context over blue with green as a second stage: one journal, one interrupt for the hosts of both."""
+    import signal
+    import threading
+    import time
+
+    from deploykit.context import Context
+
+    cfg = two_stages(ssh_rig, tmp_path)
+    cfg.journal_dir = tmp_path / "journal"
+    big = ssh_rig[0].deploy_to / "big.dump"
+    big.write_bytes(os.urandom(1024 * 1024) * 400)  # 400 MB: still copying when the signal comes
+    dest = ssh_rig[1].deploy_to / "incoming" / "big.dump"
+    ctx = Context(cfg, "blue", command="transfer", others=("green",))
+    try:
+        assert [h.name for h in ctx.hosts] == ["host1"] and [h.name for h in ctx.stages["green"]] == ["host2"]
+        assert [h.name for h in ctx.every_host] == ["host1", "host2"]
+        blue, green = ctx.primary, ctx.primary_of("green")
+        outcome = []
+
+        def copy():
+            try:
+                outcome.append(copy_file(blue, str(big), green, str(dest)))
+            except DeployError as exc:
+                outcome.append(exc)
+
+        worker = threading.Thread(target=copy)
+        worker.start()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not any(p.name.startswith("big.dump.part-")
+                                                      for p in dest.parent.glob("*")):
+            time.sleep(0.05)
+        time.sleep(0.3)
+        ctx.interrupt(signal.SIGINT)
+        worker.join(120)
+        assert not worker.is_alive()
+        assert len(outcome) == 1 and isinstance(outcome[0], DeployError), outcome
+        assert list(dest.parent.iterdir()) == []  # nothing half-copied stays on the target
+        events = [line for line in ctx.journal.local_path.read_text().splitlines() if '"interrupted"' in line]
+        assert events
+    finally:
+        ctx.close()

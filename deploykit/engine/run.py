@@ -19,8 +19,8 @@ from .results import Reporter, RunResult
 
 class Run:
     def __init__(self, config, stage: str, *, command: str, dry_run: bool = False, options: dict | None = None,
-                 takeover: bool = True):
-        self.ctx = Context(config, stage, command=command, dry_run=dry_run, options=options)
+                 takeover: bool = True, others: tuple[str, ...] = ()):
+        self.ctx = Context(config, stage, command=command, dry_run=dry_run, options=options, others=others)
         self.takeover = takeover
         self.result: RunResult | None = None
 
