@@ -32,12 +32,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import layout
 from .config import Config, HostSpec
 from .errors import DeployError, DryRunWrite, HostCommandFailed, HostKeyUnknown, HostUnreachable, Interrupted
 from .transport.agent import BOOT, AgentClient, AgentLost, agent_payload
 from .transport.bundle import REMOTE_DIR, helper_digest, helper_source  # noqa: F401 (REMOTE_DIR: used by others)
 
-STATE_DIR = ".deploykit"
 PID_MARK = "\x1edeploykit-pid "  # first stdout line of every command: its pid (= its process group)
 
 # Helper actions that change nothing on the host: the only ones a dry-run may call.
@@ -132,7 +132,7 @@ class Host:
 
     @property
     def pid_file(self) -> str:
-        return self.path(STATE_DIR, "run", f"{self.run_id}.pids")
+        return layout.pid_file(self, self.run_id)
 
     def connect(self) -> None:
         """Open the connection now, so errors surface before any change."""

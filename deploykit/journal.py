@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import json
 import os
-import posixpath
 import threading
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .host import q
+from . import layout
 
 
-STATE_DIR = ".deploykit"
 _SECRET_WORDS = ("password", "secret", "token", "passwd")
 
 
@@ -55,7 +53,7 @@ class Journal:
         self._lock = threading.Lock()  # steps run on several hosts at once
 
     def remote_path(self, host) -> str:
-        return host.path(STATE_DIR, "journal", f"{self.run_id}.jsonl")
+        return layout.journal_file(host, self.run_id)
 
     def enable_remote(self, host) -> None:
         self.remote_hosts.add(host.name)

@@ -6,7 +6,7 @@ import yaml
 
 from deploykit.config import load_config
 from deploykit.errors import ConfigError, UnknownStage
-from deploykit.playbook import load_playbook
+from deploykit.engine.model import load_playbook
 
 BASE = {
     "deploy_to": "/srv/app",

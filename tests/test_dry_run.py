@@ -6,7 +6,7 @@ import sys
 
 from deploykit import api
 from deploykit.errors import DryRunWrite
-from deploykit.playbook import BUILTIN_DIR
+from deploykit.engine.model import BUILTIN_DIR
 
 from .edge_rig import cluster_state, edit_config, one_line, registry, retarget, run
 

@@ -1,7 +1,8 @@
 """The app's processes: stop, start, restart, each through its manager (deploykit.processes)."""
 from __future__ import annotations
 
-from ..playbook import Outcome, Step, register
+from .. import layout
+from .base import Outcome, Step, register
 from ..processes import manager_for
 
 
@@ -57,7 +58,7 @@ class StartProcesses(Step):
         return f"would start {', '.join(p.name for p in ctx.config.processes) or 'no process'}"
 
     def run(self, ctx, host):
-        if not host.exists(host.path("current")):  # a first release that never went live: nothing ran before
+        if not host.exists(layout.current(host)):  # a first release that never went live: nothing ran before
             return Outcome(message="no release on this host yet: nothing to start")
         done = _each(ctx, "start", host)
         return Outcome(changed=bool(done), message=", ".join(done) or "no process configured")
