@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from deploykit.config import parse_config  # noqa: E402
-from deploykit.context import Context  # noqa: E402
+from deploykit.engine.context import Context  # noqa: E402
 from deploykit.drivers.postgres import PostgresDriver  # noqa: E402
 from deploykit.sqltext import ident  # noqa: E402
 from deploykit_testing.postgres import PgCluster  # noqa: E402

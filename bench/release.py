@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 
 from deploykit import api  # noqa: E402
 from deploykit.config import load_config  # noqa: E402
-from deploykit.host import Host  # noqa: E402
+from deploykit.transport.host import Host  # noqa: E402
 
 from bench.testbed import rig_modules  # noqa: E402
 

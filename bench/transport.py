@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from deploykit.config import parse_config  # noqa: E402
-from deploykit.host import make_host  # noqa: E402
+from deploykit.transport.host import make_host  # noqa: E402
 from deploykit_testing.sshd import start_ssh_hosts  # noqa: E402
 
 

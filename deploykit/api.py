@@ -9,16 +9,17 @@ keeps what every host did.
 """
 from __future__ import annotations
 
-from . import layout, resume
-from . import lock as stage_lock
-from .backupset import list_backups, new_backup_id, verify
+from . import layout
+from .engine import takeover
+from .state import lock as stage_lock
+from .state.backups import list_backups, new_backup_id, verify
 from .config import Config
 from .errors import BackupInvalid, DeployError, LockHeld, NotConfirmed
 from .gitrepo import Revision, resolve
 from .planning import PlanError, find_target
 from .engine import Reporter, RunResult, run_playbook
 from .engine.run import Run
-from .releases import Registry, new_release_id
+from .state.releases import Registry, new_release_id
 
 
 def release(config: Config, stage: str, tag: str | None = None, *, dry_run: bool = False,
@@ -115,7 +116,7 @@ def restore(config: Config, stage: str, backup_id: str, *, confirm=None, dry_run
 def check(config: Config, stage: str, *, reporter: Reporter | None = None) -> RunResult:
     """Every read-only check a release makes before changing anything (deploykit check)."""
     def body(ctx) -> RunResult:
-        held = resume.holders(ctx)
+        held = takeover.holders(ctx)
         result = run_playbook(ctx, "check", reporter)
         result.data["holders"] = [{"host": h.host.name, **h.holder, "gone": h.verdict.gone, "why": h.verdict.why}
                                   for h in held]
@@ -183,8 +184,8 @@ def unlock(config: Config, stage: str, *, force: bool = False) -> list[dict]:
     rows = []
     with Run(config, stage, command="unlock") as run:
         ctx = run.ctx
-        for h in resume.holders(ctx):
-            proc = resume.pending_procedure(ctx.config, h.holder.get("progress")) if h.host is ctx.primary else None
+        for h in takeover.holders(ctx):
+            proc = takeover.pending_procedure(ctx.config, h.holder.get("progress")) if h.host is ctx.primary else None
             running = h.host.helper("runs", "tracked", {
                 "pid_file": layout.pid_file(h.host, h.holder.get("run_id"))})["running"]
             rows.append({"host": h.host.name, **h.holder, "gone": h.verdict.gone, "why": h.verdict.why,

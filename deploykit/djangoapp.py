@@ -16,7 +16,7 @@ import json
 
 from .drivers import database_drivers
 from .errors import DeployError, DryRunWrite, HostCommandFailed
-from .host import READ_ONLY_ACTIONS, q
+from .transport.host import READ_ONLY_ACTIONS, q
 from .pyenv import app_python
 from .transport.bundle import helper_source
 

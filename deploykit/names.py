@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 
-from .journal import utc_now
+from .state.journal import utc_now
 
 KINDS = {"snapshot": "s", "aside": "o", "restore": "r", "scratch": "c"}
 MAX_IDENTIFIER_BYTES = 63
@@ -24,7 +24,7 @@ def derived_name(kind: str, app: str, database: str, label: str) -> str:
 
 def record(ctx, name: str, kind: str, **meta) -> str:
     """Write `name` into the registry (on every registry host) before the object exists."""
-    from .releases import Registry, registry_hosts
+    from .state.releases import Registry, registry_hosts
 
     with ctx.lock:
         registry = Registry.load(ctx.primary)
@@ -39,7 +39,7 @@ def record(ctx, name: str, kind: str, **meta) -> str:
 
 def forget(ctx, *names: str) -> None:
     """The objects are gone (dropped, or renamed to the live name): drop them from the registry."""
-    from .releases import Registry, registry_hosts
+    from .state.releases import Registry, registry_hosts
 
     with ctx.lock:
         registry = Registry.load(ctx.primary)
@@ -50,7 +50,7 @@ def forget(ctx, *names: str) -> None:
 
 
 def recorded(ctx, kind: str | None = None, **match) -> dict[str, dict]:
-    from .releases import Registry
+    from .state.releases import Registry
 
     derived = Registry.load(ctx.primary).derived
     return {n: m for n, m in derived.items()

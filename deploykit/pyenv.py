@@ -25,7 +25,7 @@ import re
 
 from . import layout
 from .errors import DeployError
-from .host import q
+from .transport.host import q
 
 VENVS = layout.VENVS
 HELPER = "pyenv"

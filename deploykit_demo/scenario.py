@@ -56,7 +56,7 @@ def write_config(project: Path, deploy_to: Path, supervisor_conf: str, port: int
 
 
 def sqlite_checksums(python: str, db: Path) -> dict:
-    from deploykit.host import REMOTE_DIR
+    from deploykit.transport.host import REMOTE_DIR
 
     out = subprocess.run([python, str(REMOTE_DIR / "sqlite.py"), "checksums"], input=json.dumps({"path": str(db)}),
                          capture_output=True, text=True, check=True)

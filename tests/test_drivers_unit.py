@@ -18,7 +18,7 @@ from deploykit.drivers.files import FilesDriver
 from deploykit.drivers.postgres import PostgresDriver, major
 from deploykit.drivers.sqlite import SQLiteDriver
 from deploykit.errors import DeployError
-from deploykit.host import CommandResult
+from deploykit.transport.host import CommandResult
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent / "deploykit"
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from deploykit import api
 from deploykit import lock as stage_lock
 from deploykit.config import load_config
-from deploykit.host import make_host
+from deploykit.transport.host import make_host
 from deploykit.names import derived_name
 from deploykit_testing.stage import OWNER
 

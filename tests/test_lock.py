@@ -5,7 +5,7 @@ import threading
 import time
 
 from deploykit import api
-from deploykit.host import make_host
+from deploykit.transport.host import make_host
 
 
 def test_second_release_refused_while_locked_then_unlock(stage_factory):

@@ -12,7 +12,7 @@ import yaml
 
 from deploykit.config import ProcessSpec, load_config
 from deploykit.errors import DeployError, DryRunWrite
-from deploykit.host import CommandResult
+from deploykit.transport.host import CommandResult
 from deploykit.processes import MANAGERS, ProcessManager, manager_for
 from deploykit.steps import services
 

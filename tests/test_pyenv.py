@@ -24,7 +24,7 @@ import pytest
 from deploykit import djangoapp
 from deploykit.config import parse_config
 from deploykit_testing.samplerepo import archive_tag, build_sample_repo
-from deploykit.host import make_host
+from deploykit.transport.host import make_host
 from deploykit_testing.wheelhouse import build_wheelhouse
 
 REMOTE = Path(__file__).resolve().parent.parent / "deploykit" / "remote"

@@ -9,8 +9,8 @@ import pytest
 
 from deploykit.config import parse_config
 from deploykit.errors import DeployError, DryRunWrite
-from deploykit.host import Host, make_host
-from deploykit.streamcopy import CopyCorrupt, copy_file, copy_tree
+from deploykit.transport.host import Host, make_host
+from deploykit.transport.streamcopy import CopyCorrupt, copy_file, copy_tree
 
 
 def two_stages(rig, tmp_path):
@@ -115,7 +115,7 @@ def test_a_run_holds_two_stages_and_an_interrupt_stops_the_copy_cleanly(ssh_rig,
     import threading
     import time
 
-    from deploykit.context import Context
+    from deploykit.engine.context import Context
 
     cfg = two_stages(ssh_rig, tmp_path)
     cfg.journal_dir = tmp_path / "journal"

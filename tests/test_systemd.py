@@ -13,7 +13,7 @@ import yaml
 from deploykit import api
 from deploykit.config import ProcessSpec, parse_config
 from deploykit.errors import DryRunWrite
-from deploykit.host import make_host
+from deploykit.transport.host import make_host
 from deploykit.processes import manager_for
 from deploykit_testing._proc import alive
 from deploykit_testing.systemd import SystemdMachine, systemd_factory  # noqa: F401 (fixture)

@@ -20,7 +20,7 @@ import pytest
 
 from deploykit.config import parse_config
 from deploykit.errors import DryRunWrite, HostUnreachable
-from deploykit.host import make_host
+from deploykit.transport.host import make_host
 from deploykit.transport.agent import AgentClient, AgentLost
 from deploykit.transport.bundle import REMOTE_DIR, helper_source
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import yaml
 
-from .. import yamlload
+from . import yamlload
 from ..errors import ConfigError
 from .fields import show
 

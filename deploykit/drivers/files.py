@@ -80,6 +80,6 @@ class FilesDriver(Driver):
 
 
 def _q(value):
-    from ..host import q
+    from ..transport.host import q
 
     return q(value)

@@ -13,7 +13,7 @@ import re
 
 from .. import names
 from ..errors import DeployError, HostCommandFailed
-from ..host import q
+from ..transport.host import q
 from ..sqltext import ident, literal, set_database_setting
 from .base import BASIC, Driver, prefixed
 
@@ -503,7 +503,7 @@ class PostgresDriver(Driver):
         name, or dropped) are forgotten first; a restore or scratch copy of
         this very run is left to the run.
         """
-        from ..releases import Registry
+        from ..state.releases import Registry
 
         derived = {n: m for n, m in Registry.load(host).derived.items()
                    if m.get("engine") == self.engine and m.get("alias") == self.spec.alias}

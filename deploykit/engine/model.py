@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from .. import yamlload
+from ..config import yamlload
 from ..errors import ConfigError
 
 BUILTIN_DIR = Path(__file__).resolve().parent.parent / "playbooks"

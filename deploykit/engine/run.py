@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from typing import Callable
 
-from .. import interrupts, layout, resume
-from ..context import Context
+from . import signals, takeover
+from .. import layout
+from .context import Context
 from ..errors import DeployError, HardStop
-from ..releases import Registry
+from ..state.releases import Registry
 from .results import Reporter, RunResult
 
 
@@ -35,9 +36,9 @@ class Run:
     def play(self, body: Callable[[], RunResult], reporter: Reporter | None = None) -> RunResult:
         """Run `body()` with signals handled and a dead run finished first; return the summed-up result."""
         ctx = self.ctx
-        with interrupts.handled(ctx):
+        with signals.handled(ctx):
             try:
-                finished = resume.take_over(ctx, reporter) if self.takeover else None
+                finished = takeover.take_over(ctx, reporter) if self.takeover else None
                 self.result = finished if finished is not None else body()
             except HardStop:
                 self.result = RunResult(ctx.command, ctx.run_id, ok=False, dry_run=ctx.dry_run,

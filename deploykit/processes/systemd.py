@@ -6,7 +6,7 @@ Options read from the process spec: `unit`; `user` (true: `systemctl --user`);
 """
 from __future__ import annotations
 
-from ..host import q
+from ..transport.host import q
 from .base import ProcessManager
 
 _VERB = {"start": "start", "stop": "stop", "restart": "restart", "status": "is-active"}

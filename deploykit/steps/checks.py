@@ -4,11 +4,11 @@ from __future__ import annotations
 from ..drivers import tools_for
 from ..errors import DeployError
 from ..gitrepo import resolve
-from ..host import q
+from ..transport.host import q
 from .. import layout
-from .. import lock as stage_lock
+from ..state import lock as stage_lock
 from .base import Outcome, Step, register
-from ..releases import new_release_id
+from ..state.releases import new_release_id
 
 
 @register

@@ -5,7 +5,7 @@ import posixpath
 
 from .. import layout
 from ..errors import DeployError
-from ..host import q
+from ..transport.host import q
 from .base import Outcome, Step, register
 from ..pyenv import prune_envs
 from ..work.code import link_shared, move_aside, run_install, switch_current, upload_commit

@@ -4,10 +4,10 @@ from __future__ import annotations
 import time
 
 from .. import layout
-from ..backupset import code_item, data_items, prepare_dir, require_verified, verify, write_manifest
+from ..state.backups import code_item, data_items, prepare_dir, require_verified, verify, write_manifest
 from ..drivers import capable, driver_for_item, drivers_for
 from ..errors import DeployError, Interrupted, NotConfirmed
-from ..host import q
+from ..transport.host import q
 from .base import Outcome, Step, register
 
 
@@ -265,7 +265,7 @@ class PruneSnapshots(Step):
         return bool(snapshotting(ctx))
 
     def run(self, ctx, host):
-        from ..releases import Registry
+        from ..state.releases import Registry
 
         registry = Registry.load(host)
         kept = {r["id"] for r in registry.releases[-ctx.config.keep_releases:]} | {ctx.release_id}

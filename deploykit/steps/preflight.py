@@ -16,7 +16,7 @@ from .. import layout
 from ..djangoapp import check_database_identity
 from ..drivers import capable, drivers_for
 from ..errors import DeployError, PreflightFailed
-from ..host import q
+from ..transport.host import q
 from ..processes import manager_for
 from .base import Outcome, Step, register
 from ..work.health import check_health

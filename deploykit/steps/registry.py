@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from .base import Outcome, Step, register
-from ..releases import Registry
+from ..state.releases import Registry
 from ..work.registry import release_entry, save_registry
 
 

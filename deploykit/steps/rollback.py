@@ -10,14 +10,14 @@ from __future__ import annotations
 import posixpath
 
 from .. import layout
-from ..backupset import require_verified
+from ..state.backups import require_verified
 from ..errors import DeployError
-from ..host import q
+from ..transport.host import q
 from ..djangoapp import django_helper
 from ..planning import applied_then, describe_target, forbidden_unapplies, unexplained_noop
 from ..pyenv import describe as describe_env, ensure_recorded_env
 from .base import Outcome, Step, register
-from ..releases import Registry
+from ..state.releases import Registry
 from ..work.registry import save_registry
 from ..work.code import link_shared, run_install, switch_current, upload_commit
 from ..work.django import applied_message, migrate_in

@@ -10,7 +10,7 @@ from pathlib import Path
 from .. import layout
 from ..errors import DeployError
 from ..gitrepo import archive
-from ..host import q
+from ..transport.host import q
 from ..pyenv import render_app
 
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..pyenv import registry_fields
-from ..releases import Registry, registry_hosts
+from ..state.releases import Registry, registry_hosts
 
 
 def release_entry(ctx) -> dict:

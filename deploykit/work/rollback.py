@@ -3,7 +3,7 @@ whether a rerun finishes an interrupted rollback, and the backup taken while a r
 from __future__ import annotations
 
 from .. import layout
-from ..backupset import list_backups
+from ..state.backups import list_backups
 from ..djangoapp import migration_graph
 from ..errors import DeployError
 from ..planning import graph_targets, unknown_target_state

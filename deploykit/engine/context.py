@@ -9,13 +9,13 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from . import layout
-from . import lock as stage_lock
-from .config import Config
-from .engine.state import RunState
-from .host import Host, make_host, q
-from .journal import Journal, new_run_id
-from .pyenv import app_python
+from .. import layout
+from ..state import lock as stage_lock
+from ..config import Config
+from .state import RunState
+from ..transport.host import Host, make_host, q
+from ..state.journal import Journal, new_run_id
+from ..pyenv import app_python
 
 _TEMP = re.compile(r"^deploykit-\d{8}T\d{6}Z-[a-z_]+-(\d+)-")
 
@@ -164,7 +164,7 @@ class Context:
                 "state": self.state.export()}
 
     def import_state(self, doc: dict) -> None:
-        from .gitrepo import Revision
+        from ..gitrepo import Revision
 
         self.release_id = doc.get("release_id")
         self.backup_id = doc.get("backup_id")

@@ -24,8 +24,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import layout
-from .errors import LockHeld
+from .. import layout
+from ..errors import LockHeld
 
 LOCK_FILE = layout.LOCK_FILE
 

@@ -14,7 +14,7 @@ import sys
 import threading
 from contextlib import contextmanager
 
-from .errors import HardStop
+from ..errors import HardStop
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 

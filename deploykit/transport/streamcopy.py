@@ -19,7 +19,7 @@ import secrets
 import time
 from dataclasses import dataclass, field
 
-from .errors import DeployError
+from ..errors import DeployError
 from .host import Host, q
 
 CHUNK = 1 << 20

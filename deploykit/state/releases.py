@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 
-from . import layout
+from .. import layout
 from .journal import utc_now, utc_stamp
 
 REGISTRY_FILE = layout.REGISTRY_FILE

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import posixpath
 
-from . import layout
-from .drivers import driver_for_item, drivers_for
-from .errors import BackupInvalid
-from .host import q
+from .. import layout
+from ..drivers import driver_for_item, drivers_for
+from ..errors import BackupInvalid
+from ..transport.host import q
 from .journal import utc_now, utc_stamp
 
 MANIFEST = layout.MANIFEST

@@ -32,11 +32,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import layout
-from .config import Config, HostSpec
-from .errors import DeployError, DryRunWrite, HostCommandFailed, HostKeyUnknown, HostUnreachable, Interrupted
-from .transport.agent import BOOT, AgentClient, AgentLost, agent_payload
-from .transport.bundle import REMOTE_DIR, helper_digest, helper_source  # noqa: F401 (REMOTE_DIR: used by others)
+from .. import layout
+from ..config import Config, HostSpec
+from ..errors import DeployError, DryRunWrite, HostCommandFailed, HostKeyUnknown, HostUnreachable, Interrupted
+from .agent import BOOT, AgentClient, AgentLost, agent_payload
+from .bundle import REMOTE_DIR, helper_digest, helper_source  # noqa: F401 (REMOTE_DIR: used by others)
 
 PID_MARK = "\x1edeploykit-pid "  # first stdout line of every command: its pid (= its process group)
 

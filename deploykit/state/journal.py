@@ -12,7 +12,7 @@ import threading
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import layout
+from .. import layout
 
 
 _SECRET_WORDS = ("password", "secret", "token", "passwd")

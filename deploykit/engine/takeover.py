@@ -12,12 +12,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from . import layout
-from . import lock as stage_lock
-from .errors import DeployError, LockHeld
-from .host import q
-from .engine import Reporter, RunResult, load_playbook, run_playbook
-from .errors import ConfigError
+from .. import layout
+from ..state import lock as stage_lock
+from ..errors import DeployError, LockHeld
+from ..transport.host import q
+from . import Reporter, RunResult, load_playbook, run_playbook
+from ..errors import ConfigError
 
 
 @dataclass

@@ -1,0 +1,1 @@
+"""What deploykit keeps on the hosts about itself: the release registry, backup sets, the journal, the lock."""
