@@ -21,20 +21,20 @@ from rich.table import Table
 
 from . import api
 from .config import load_config
-from .ending import REFUSED, ending
+from .ending import REFUSED, ending, exit_code
 from .errors import DeployError
 from .report import backups_table, console, releases_table, step_line, timings_table
 
 
 def user_errors(fn):
-    """Catch DeployError once, at the top: one line, a hint, exit code 2."""
+    """Catch DeployError once, at the top: one line, a hint, the exit code of its class (2: refused)."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except DeployError as exc:
-            raise Exit(f"deploykit: error: {exc.one_line()}", code=REFUSED) from None
+            raise Exit(f"deploykit: error: {exc.one_line()}", code=exit_code(exc, REFUSED)) from None
     return wrapper
 
 
@@ -182,7 +182,7 @@ def check(c, host=None, config=None):
     for h in result.data.get("holders", []):
         console.print(escape(f"{h['host']}: locked by run {h.get('run_id')} ({h.get('command')}): {h['why']}"))
     if not result.ok:
-        raise Exit(f"deploykit: error: check of {host} failed at {result.failed_stage}: "
+        raise Exit(f"deploykit: error: check of {host} failed at {result.failed_phase}: "
                    f"{result.error.one_line() if result.error else 'failed'}", code=REFUSED)
     console.print(escape(f"deploykit: check of {host}: every check passed; nothing was changed"), style="green")
 

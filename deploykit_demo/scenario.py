@@ -132,7 +132,7 @@ def run_demo(sandbox: str | os.PathLike = ".demo", keep: bool = False) -> bool:
 
         console.rule("release v1.3-broken-health (its health check fails)")
         broken = api.release(cfg, STAGE, "v1.3-broken-health", reporter=step_line)
-        detected = not broken.ok and broken.failed_stage == "verify"
+        detected = not broken.ok and broken.failed_phase == "verify"
         console.print(f"failure detected: {detected} ({broken.error.one_line() if broken.error else 'no error!'})")
         console.print(f"recovered: {broken.recovered}")
 

@@ -72,14 +72,14 @@ def test_missing_file(tmp_path):
 def test_builtin_playbooks_load_and_user_playbooks_override(tmp_path):
     cfg = load_config(write(tmp_path, BASE))
     release = load_playbook("release", cfg)
-    assert [s.name for s in release.stages] == ["check", "backup", "upload", "snapshot", "migrate", "switch", "verify", "finish"]
-    assert {s.name: s.on_failure for s in release.stages}["verify"] == "recover"
+    assert [s.name for s in release.phases] == ["check", "backup", "upload", "snapshot", "migrate", "switch", "verify", "finish"]
+    assert {s.name: s.on_failure for s in release.phases}["verify"] == "recover"
     books = tmp_path / "books"
     books.mkdir()
     (books / "mine.yml").write_text("stages:\n  - name: first\n    steps: [connect]\n  - include: recover\n")
     cfg = load_config(write(tmp_path, {**BASE, "playbooks_dir": "books"}))
     mine = load_playbook("mine", cfg)
-    assert [s.name for s in mine.stages][:2] == ["first", "stop"] and "restore" in [s.name for s in mine.stages]
+    assert [s.name for s in mine.phases][:2] == ["first", "stop"] and "restore" in [s.name for s in mine.phases]
     (books / "release.yml").write_text("stages:\n  - name: only\n    steps: [connect, no_such_step]\n")
     cfg = load_config(write(tmp_path, {**BASE, "playbooks_dir": "books"}))
     with pytest.raises(ConfigError, match="unknown step 'no_such_step'"):

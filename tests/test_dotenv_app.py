@@ -80,7 +80,7 @@ def test_release_stops_when_the_app_would_use_another_database(stage_factory):
     result = api.release(cfg, st.name, "v1.2-dotenv")
 
     # the shared .env is the live release's too: the preflight sees it before anything is locked or uploaded
-    assert not result.ok and result.failed_stage == "check"
+    assert not result.ok and result.failed_phase == "check"
     line = result.error.one_line()
     assert f"the app uses postgresql '{other}' on {st.pg.host}:{st.pg.port}" in line, line
     assert f"deploykit.yaml says postgresql '{st.db}' on {st.pg.host}:{st.pg.port}" in line, line

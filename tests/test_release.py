@@ -98,7 +98,7 @@ def test_failed_release_is_recovered_exactly(stage_factory, broken, snapshots):
     result = api.release(cfg, st.name, broken)
 
     assert not result.ok and result.recovered, (result.error, result.recovery and result.recovery.error)
-    assert result.failed_stage == ("verify" if "health" in broken else "migrate")
+    assert result.failed_phase == ("verify" if "health" in broken else "migrate")
     after = st.snapshot()
     assert after["schema"] == before["schema"]
     assert after["rows"] == before["rows"]

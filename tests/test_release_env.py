@@ -52,7 +52,7 @@ def test_freeze_follows_recovery_and_rollback(stage_factory, capsys):
 
     broken = api.release(cfg, st.name, "v1.3-broken-health")  # pins dk-sample-extra 1.3; its health check fails
 
-    assert not broken.ok and broken.recovered and broken.failed_stage == "verify"
+    assert not broken.ok and broken.recovered and broken.failed_phase == "verify"
     failed = registry(st.primary)[-1]
     assert failed["status"] == "failed" and failed["env"]["host1"]["own_freeze"] == ["dk-sample-extra==1.3"]
     for h in st.hosts:

@@ -89,7 +89,7 @@ def test_release_restarts_the_unit_a_dry_run_does_not_and_a_failed_release_is_re
 
     broken = api.release(cfg, st.name, "v1.3-broken-health")
     assert not broken.ok and broken.recovered, (broken.error, broken.recovery and broken.recovery.error)
-    assert broken.failed_stage == "verify"
+    assert broken.failed_phase == "verify"
     back = started(machine)
     assert back[0] > 0 and back != v12  # restarted onto the release it came back to
     assert machine.show(UNIT, "ActiveState") == "active"

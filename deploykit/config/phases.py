@@ -12,7 +12,7 @@ BUILTIN_PLAYBOOKS = Path(__file__).resolve().parent.parent / "playbooks"
 
 
 def phases_in(base: Path) -> frozenset[str]:
-    """The stage names (phases) of the playbooks in a directory; a malformed playbook is refused now."""
+    """The phase names of the playbooks in a directory; a malformed playbook is refused now."""
     phases: set[str] = set()
     try:
         files = sorted(base.glob("*.yml"))
@@ -24,8 +24,8 @@ def phases_in(base: Path) -> frozenset[str]:
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{path}: cannot read this playbook: {exc}", hint="fix or remove the file") from None
         book = load_yaml(text, path, "the playbook's YAML")
-        stages = book.get("stages") if isinstance(book, dict) else None
-        for st in stages if isinstance(stages, list) else []:
+        listed = book.get("phases", book.get("stages")) if isinstance(book, dict) else None  # "stages": the old key
+        for st in listed if isinstance(listed, list) else []:
             if isinstance(st, dict) and isinstance(st.get("name"), str):
                 phases.add(st["name"])
     return frozenset(phases)

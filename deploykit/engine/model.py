@@ -21,7 +21,7 @@ from ..errors import ConfigError
 BUILTIN_DIR = Path(__file__).resolve().parent.parent / "playbooks"
 SCOPES = ("app", "primary", "all", "controller")
 ENDS = ("undone", "finished", "refused")
-# the list of phases; "stages" is the old key, still read while config.py and user playbooks move over
+# the list of phases; "stages" is the old key, still read in playbooks written before the rename
 PHASES_KEYS = ("phases", "stages")
 
 
@@ -48,11 +48,6 @@ class Playbook:
     path: Path
     ends: str | None = None  # as a procedure: "undone" (the run is undone), "finished", "refused"
     says: str = ""  # as a procedure that undoes a run: what the operator is told ({previous} is filled in)
-
-    @property
-    def stages(self) -> list[Phase]:
-        """The old name of `phases` (tests and config.py of before the rename read it)."""
-        return self.phases
 
 
 def _playbook_file(name: str, config) -> Path:

@@ -40,11 +40,6 @@ class RunResult:
     data: dict = field(default_factory=dict)
 
     @property
-    def failed_stage(self) -> str | None:
-        """The old name of `failed_phase` (tasks.py reads it)."""
-        return self.failed_phase
-
-    @property
     def recovered(self) -> bool:
         return self.recovery is not None and self.recovery.ok
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from .. import layout
+from ..drivers import capable
 from .base import Outcome, Step, register
 from ..processes import manager_for
 
@@ -39,7 +40,7 @@ class StopProcesses(Step):
 
     def applies(self, ctx, host):
         if self.options.get("for_snapshot"):  # only when there is a database to snapshot
-            return ctx.config.snapshots and any(db.engine == "postgresql" for db in ctx.config.databases)
+            return ctx.config.snapshots and bool(capable(ctx.config, "snapshot"))
         return True
 
     def run(self, ctx, host):
