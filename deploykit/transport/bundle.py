@@ -10,6 +10,7 @@ import ast
 import functools
 import hashlib
 import re
+import types
 from pathlib import Path
 
 REMOTE_DIR = Path(__file__).resolve().parent.parent / "remote"
@@ -37,3 +38,11 @@ def helper_source(module: str) -> str:
 def helper_digest(module: str) -> str:
     """A short content hash: the agent caches a helper's source under it."""
     return hashlib.sha256(helper_source(module).encode()).hexdigest()[:16]
+
+
+def load_helper(module: str) -> types.ModuleType:
+    """A helper as a module of this process (the deploykit.django app uses django_state's planning)."""
+    mod = types.ModuleType(f"deploykit_remote_{module}")
+    mod.__file__ = str(REMOTE_DIR / f"{module}.py")
+    exec(compile(helper_source(module), mod.__file__, "exec"), mod.__dict__)
+    return mod

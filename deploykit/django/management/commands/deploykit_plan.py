@@ -4,8 +4,11 @@ from django.db import connections
 
 from ....planning import (PlanError, find_target, forbidden_unapplies, graph_targets, unexplained_noop,
                           unknown_target_state)
-from ....remote.django_state import build_plan, read_graph
+from ....transport.bundle import load_helper
 from ...state import registry
+
+_django_state = load_helper("django_state")  # the helper the controller sends, bundled the same way
+build_plan, read_graph = _django_state.build_plan, _django_state.read_graph
 
 
 class Command(BaseCommand):
