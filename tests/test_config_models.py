@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from deploykit import yamlload
+from deploykit.config import yamlload
 from deploykit.config import Document, LockSpec, VenvSpec, load_config, parse_config, reference
 from deploykit.config.fields import engine_names
 from deploykit.config.models import Section

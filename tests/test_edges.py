@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from deploykit import api
-from deploykit import lock as stage_lock
+from deploykit.state import lock as stage_lock
 from deploykit.config import load_config
 from deploykit.transport.host import make_host
 from deploykit.names import derived_name
