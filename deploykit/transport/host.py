@@ -381,8 +381,7 @@ class Host:
         try:
             pipe = self._open_pipe(script, write)
         except BaseException:
-            with self._active_lock:
-                self._active.pop(token, None)
+            self._forget(token)
             raise
         return Stream(self, command, token, pipe, write)
 
