@@ -37,16 +37,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from deploykit import api  # noqa: E402
+from deploykit import api, djangoapp  # noqa: E402
 from deploykit.config import load_config  # noqa: E402
 from deploykit.transport.host import Host  # noqa: E402
 
 from bench.testbed import rig_modules  # noqa: E402
 
-WORK_MARKS = {
-    "migrate": ("manage.py migrate",),
-    "collectstatic": ("manage.py collectstatic",),
-    "check": ("manage.py check",),
+WORK_MARKS = {  # the text of a command, or "django ACTION" for a request to the run's Django session
+    "migrate": ("manage.py migrate", "django apply"),
+    "collectstatic": ("manage.py collectstatic", "django collectstatic"),
+    "check": ("manage.py check", "django check"),
     "restart": ("supervisorctl",),
     "health": ("http_check",),
 }
@@ -94,12 +94,13 @@ class CommandClock:
         return timed
 
     def install(self):
-        self._saved = (Host.run, Host.helper)
+        self._saved = (Host.run, Host.helper, djangoapp.ask)
         Host.run = self._wrap(Host.run, lambda a, k: str(a[0] if a else k.get("command", "")))
         Host.helper = self._wrap(Host.helper, lambda a, k: " ".join(str(x) for x in a[:2]))
+        djangoapp.ask = self._wrap(djangoapp.ask, lambda a, k: f"django {a[2]}")  # (ctx, host, dir, action, ...)
 
     def uninstall(self):
-        Host.run, Host.helper = self._saved
+        Host.run, Host.helper, djangoapp.ask = self._saved
 
     def reset(self):
         with self._lock:

@@ -6,54 +6,92 @@ DJANGO_SETTINGS_MODULE of deploykit's choosing: it runs inside
     cd RELEASE && RELEASE/.venv/bin/python manage.py shell -v 0 -c BOOTSTRAP
 
 so it sees what the app sees (manage.py may load a .env, choose the settings
-module, set DATABASE_URL...). BOOTSTRAP reads the helper's source and the
-JSON arguments from stdin (`shell` itself is not asked to read stdin: it
-polls it with a zero timeout). The answer is the last line of stdout.
+module, set DATABASE_URL...). BOOTSTRAP reads the helper's source from stdin (`shell` itself is not asked
+to read stdin: it polls it with a zero timeout), then answers requests, one
+JSON line each, until stdin ends: one Django start-up per release directory,
+host and run serves every question the run asks there (databases, migration
+state, plans, migrate, collectstatic).
 """
 from __future__ import annotations
 
 import json
+import time
 
 from .drivers import database_drivers
 from .errors import DeployError, DryRunWrite, HostCommandFailed
 from .transport.host import READ_ONLY_ACTIONS, q
 from .pyenv import app_python
 from .transport.bundle import helper_source
+from .transport.session import SessionEnded
 
 HELPER = "django_state"
 HELPER_NAME = f"deploykit-{HELPER}.py"  # in `ps`: api's pgrep and operators find a running helper by it
 
-# The trailing comment names the helper and action in the process list.
-_BOOTSTRAP = ("import sys;n=int(sys.stdin.readline());src=sys.stdin.read(n);sys.argv=[{name!r},{action!r}];"
-              "exec(compile(src,{name!r},'exec'),{{'__name__':'__main__'}}) # {name} {action}")
+# The trailing comment names the helper in the process list. The helper answers requests until
+# stdin ends: one Django start-up per release directory, host and run (see remote/_common.serve_session).
+_BOOTSTRAP = ("import sys;n=int(sys.stdin.readline());src=sys.stdin.read(n);sys.argv=[{name!r},'--session'];"
+              "exec(compile(src,{name!r},'exec'),{{'__name__':'__main__'}}) # {name} session")
+ANSWER = "\x1edeploykit-answer "  # remote/_common.py's mark of an answer line
 
 
 def manage_env(ctx) -> dict | None:
     return {"DJANGO_SETTINGS_MODULE": ctx.config.settings_module} if ctx.config.settings_module else None
 
 
+def _session(ctx, host, release_dir: str):
+    """The run's Django for release_dir on host: started on first use, kept until the host is closed."""
+    def start():
+        source = helper_source(HELPER)
+        env = dict(manage_env(ctx) or {})
+        if host.read_only:  # a dry-run: the helper itself refuses every action that writes
+            env["DEPLOYKIT_READ_ONLY"] = "1"
+        else:  # long work (migrate, unapply) is listed in the run's pid file as it starts
+            env["DEPLOYKIT_PID_FILE"] = host.pid_file
+        boot = _BOOTSTRAP.format(name=HELPER_NAME)
+        session = host.open_session(f"{app_python(ctx.config, host, release_dir)} manage.py shell -v 0 -c {q(boot)}",
+                                    cwd=release_dir, env=env or None, read_only=True,
+                                    track=None if host.read_only else "django")
+        session.send(f"{len(source)}\n{source}")
+        return session
+    return host.session(("django", release_dir), start)
+
+
+def ask(ctx, host, release_dir: str, action: str, args: dict, timeout: float) -> dict | None:
+    """One request to the session of release_dir; its answer (a session that ended is a failed command)."""
+    session = _session(ctx, host, release_dir)
+    deadline = time.monotonic() + timeout
+    with session.turn:
+        try:
+            session.send(json.dumps({"action": action, "args": args}) + "\n")
+            while True:
+                line = session.read_line(max(0.1, deadline - time.monotonic()))
+                if line.startswith(ANSWER):
+                    return json.loads(line[len(ANSWER):])
+                session.tail = (session.tail + [line])[-20:]
+        except SessionEnded as exc:
+            ended = session.close(timeout=5)
+            said = exc.one_line().split(": it ended: ", 1)[1] if ": it ended: " in exc.one_line() else ""
+            raise HostCommandFailed(
+                f"{host.name}: manage.py shell in {release_dir} gave no answer to {action} "
+                f"(exit {getattr(ended, 'exited', '?')}){': ' + said if said else ''}",
+                hint="run 'manage.py check' in that release on the host to see why") from None
+
+
 def django_helper(ctx, host, release_dir: str, action: str, args: dict | None = None, *,
                   check: bool = True, timeout: float | None = None, track: str | None = None) -> dict:
-    """Run django_state.py ACTION inside the app's manage.py in release_dir; its JSON answer."""
-    source = helper_source(HELPER)
-    payload = f"{len(source)}\n{source}{json.dumps({'project_dir': release_dir, **(args or {})})}"
-    boot = _BOOTSTRAP.format(name=HELPER_NAME, action=action)
-    cmd = f"{app_python(ctx.config, host, release_dir)} manage.py shell -v 0 -c {q(boot)}"
+    """Ask the app's Django in release_dir (django_state.py ACTION, inside its manage.py); the JSON answer.
+
+    track: a label; the session lists itself in the run's pid file under it while it does this work.
+    """
     read_only = action in READ_ONLY_ACTIONS.get(HELPER, ())
     if host.read_only and not read_only:
         raise DryRunWrite(f"{host.name}: refused django {action} during a dry-run",
                           hint="this is a bug in a step that claims to be read-only; please report it")
-    result = host.run(cmd, cwd=release_dir, env=manage_env(ctx), check=False, stdin=payload, timeout=timeout,
-                      read_only=read_only, track=track)
-    lines = result.stdout.strip().splitlines()
-    try:
-        doc = json.loads(lines[-1]) if lines else None
-    except json.JSONDecodeError:
-        doc = None
+    args = {"project_dir": release_dir, **(args or {}), **({"_track": track} if track else {})}
+    doc = ask(ctx, host, release_dir, action, args, timeout or ctx.config.command_timeout)
     if not isinstance(doc, dict):
-        raise HostCommandFailed(
-            f"{host.name}: manage.py shell in {release_dir} gave no answer to {action} (exit {result.exited}): "
-            f"{result.tail()}", hint="run 'manage.py check' in that release on the host to see why")
+        raise HostCommandFailed(f"{host.name}: manage.py shell in {release_dir} gave no answer to {action}",
+                                hint="run 'manage.py check' in that release on the host to see why")
     if check and not doc.get("ok"):
         raise HostCommandFailed(f"{host.name}: django {action} in {release_dir}: {doc.get('error')}")
     return doc

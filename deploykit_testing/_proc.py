@@ -118,6 +118,15 @@ def command_lines(under: str | os.PathLike | None = None) -> dict[int, str]:
     return out
 
 
+def process_name(pid: int) -> str:
+    """/proc/PID/comm: a deploykit session names itself after the action it is busy with ("dk migrate")."""
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
 def group_members(pgid: int) -> list[int]:
     """Live (non-zombie) processes of process group ``pgid``."""
     return [

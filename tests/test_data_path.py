@@ -142,3 +142,41 @@ def test_no_createdb_privilege_means_no_snapshot_and_says_so(stage_factory, tmp_
     assert not set(derived) & set(st.pg.databases()) - {n for n, m in derived.items() if m["kind"] == "snapshot"}
     manifest = json.loads((st.primary.deploy_to / "backups" / result.data["backup_id"] / "manifest.json").read_text())
     assert [i["name"] for i in manifest["items"]] == ["code", "db-default", "media-media"]
+
+
+def test_snapshot_budget_chooses_snapshot_or_dump_and_says_which(stage_factory, tmp_path):
+    """Writers stop only for clones that fit snapshot_budget (estimated from the last clone's speed)."""
+    import yaml
+
+    from deploykit.config import load_config
+
+    st = stage_factory(1)
+    assert api.release(st.config(), st.name, "v1.0").ok
+    result = api.release(st.config(), st.name, "v1.1")
+    assert result.ok, result.error
+    chose = next(r for r in result.records if r.step == "choose_snapshots")
+    assert "snapshot of db-" not in chose.message or "within snapshot_budget 2 s" in chose.message
+    assert "MB/s" in chose.message and "no snapshot" not in chose.message
+    assert any(r.step == "stop_processes" and r.phase == "snapshot" for r in result.records)
+    snap = next(r for r in result.records if r.step == "snapshot_databases")
+    assert " -> dk" in snap.message and " s" in snap.message
+    entries = json.loads((st.primary.deploy_to / ".deploykit" / "releases.json").read_text())["releases"]
+    speed = next(e for e in entries if e["id"] == result.data["release_id"])["clone_speed"]
+    assert speed["bytes"] > 0 and speed["seconds"] > 0
+
+    cfg = yaml.safe_load(st.config_path.read_text())
+    cfg["snapshot_budget"] = 0
+    path = tmp_path / "no-budget.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    tight = api.release(load_config(path), st.name, "v1.2")
+
+    assert tight.ok, tight.error
+    chose = next(r for r in tight.records if r.step == "choose_snapshots")
+    assert "over snapshot_budget 0 s (writers keep running)" in chose.message
+    assert "recovery would restore the verified dump" in chose.message
+    assert not any(r.step == "stop_processes" and r.phase == "snapshot" for r in tight.records)
+    derived = json.loads((st.primary.deploy_to / ".deploykit" / "releases.json").read_text())["derived"]
+    assert not [n for n, m in derived.items() if m["kind"] == "snapshot" and m["release"] == tight.data["release_id"]]
+    entries = json.loads((st.primary.deploy_to / ".deploykit" / "releases.json").read_text())["releases"]
+    assert next(e for e in entries if e["id"] == tight.data["release_id"])["clone_speed"] == speed  # carried over
+    assert st.get(st.primary, "/")[1]["version"] == "1.2"

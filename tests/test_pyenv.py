@@ -23,6 +23,7 @@ import pytest
 
 from deploykit import djangoapp
 from deploykit.config import parse_config
+from deploykit.errors import DryRunWrite
 from deploykit_testing.samplerepo import archive_tag, build_sample_repo
 from deploykit.transport.host import make_host
 from deploykit_testing.wheelhouse import build_wheelhouse
@@ -267,3 +268,39 @@ def test_migrate_refuses_to_unapply_what_the_target_had(dotenv_release):
     args["forbid"] = [["library", "0002_genre_book_genre"]]
     done = djangoapp.django_helper(ctx, host, str(rel), "migrate", args)
     assert done["unapplied"] == ["library.0004_book_isbn", "library.0003_default_genres"]
+
+
+def test_one_django_start_up_answers_a_run_and_a_dry_run_cannot_migrate(dotenv_release):
+    """Every question of a run to one release is answered by one Django (a session); a dry-run's refuses writes."""
+    root, rel = dotenv_release
+    ctx, host = local_ctx(root, {"default": {"engine": "sqlite", "path": "shared/app.sqlite3"}})
+    try:
+        djangoapp.django_databases(ctx, host, str(rel))
+        session = host._sessions[("django", str(rel))]
+        done = djangoapp.django_helper(ctx, host, str(rel), "apply")
+        assert "library.0004_book_isbn" in done["applied"] and done["state"]["applied"]["library"][-1] == "0004_book_isbn"
+        assert "Applying library.0004_book_isbn... OK" in done["output"]
+        out = djangoapp.django_helper(ctx, host, str(rel), "collectstatic")["output"]
+        assert "static files copied" in out
+        assert djangoapp.migration_state(ctx, host, str(rel))["applied"]["library"][-1] == "0004_book_isbn"
+        assert "no issues" in djangoapp.django_helper(ctx, host, str(rel), "check", {"args": ["--tag", "models"]})["output"]
+        bad = djangoapp.django_helper(ctx, host, str(rel), "check", {"args": ["--tag", "no-such-tag"]}, check=False)
+        assert not bad["ok"] and "no-such-tag" in bad["error"]
+        assert host._sessions == {("django", str(rel)): session} and session.alive
+    finally:
+        host.close()
+    assert not session.alive
+
+    ctx, dry = local_ctx(root, {"default": {"engine": "sqlite", "path": "shared/app.sqlite3"}})
+    dry.read_only = True
+    try:
+        with pytest.raises(DryRunWrite):
+            djangoapp.django_helper(ctx, dry, str(rel), "migrate", {"targets": [["library", "0001_initial"]]})
+        # past the controller's own check, the helper refuses too: a dry-run cannot write
+        answer = djangoapp.ask(ctx, dry, str(rel), "migrate", {"project_dir": str(rel),
+                                                              "targets": [["library", "0001_initial"]]}, 60)
+        assert answer["ok"] is False and "read-only" in answer["error"]
+        assert djangoapp.migration_state(ctx, dry, str(rel))["applied"]["library"][-1] == "0004_book_isbn"
+        assert not dry.tracked  # nothing written to the run's pid file either
+    finally:
+        dry.close()

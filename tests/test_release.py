@@ -147,3 +147,37 @@ def test_rollback_with_data_restores_previous_code_and_data(stage_factory):
     assert body["version"] == "1.0"
     statuses = [(r["tag"], r["status"]) for r in registry(st.primary)["releases"]]
     assert statuses == [("v1.0", "live"), ("v1.1", "rolled-back")]
+
+
+def test_recovery_through_a_snapshot_needs_no_dump(stage_factory, monkeypatch):
+    """A recovery that swaps a snapshot in does not read (nor verify) the database's dump: a damaged dump
+    does not stop it, and it does not spend the time hashing it (the media are still verified)."""
+    from deploykit.steps.django import Migrate
+
+    st = stage_factory(1, snapshots=True)
+    cfg = st.config()
+    for tag in ("v1.0", "v1.2"):
+        assert api.release(cfg, st.name, tag).ok
+    st.manage("seed_library", "--books", "4", "--with-covers")
+    before = st.snapshot()
+    damaged = []
+    migrate = Migrate.run
+
+    def damage_the_dump_then_migrate(self, ctx, host):
+        dump = st.primary.deploy_to / "backups" / ctx.backup_id / "db-default"
+        data = max((p for p in dump.iterdir() if p.name != "toc.dat"), key=lambda p: p.stat().st_size)
+        data.write_bytes(b"\0" * data.stat().st_size)
+        damaged.append(data)
+        return migrate(self, ctx, host)
+
+    monkeypatch.setattr(Migrate, "run", damage_the_dump_then_migrate)
+    result = api.release(cfg, st.name, "v1.3-broken-health")
+
+    assert damaged and not result.ok and result.recovered, (result.error, result.recovery and result.recovery.error)
+    verify = next(r for r in result.recovery.records if r.step == "verify_backup")
+    assert "db-default: a snapshot is swapped in, the dump is not read" in verify.message
+    assert "snapshot" in next(r for r in result.recovery.records if r.step == "build_restore").message
+    after = st.snapshot()
+    assert after["rows"] == before["rows"] and after["schema"] == before["schema"]
+    assert after["media"] == before["media"]
+    assert st.get(st.primary, "/")[1]["version"] == "1.2"

@@ -15,7 +15,7 @@ import pytest
 
 from deploykit import api
 from deploykit_testing.samplerepo import archive_tag
-from deploykit_testing._proc import command_lines
+from deploykit_testing._proc import command_lines, process_name
 from deploykit_testing.stage import OWNER, OWNER_PASSWORD
 from tests.test_bad_input import assert_refused
 
@@ -142,7 +142,7 @@ def test_killed_sshd_during_unapply_then_rerun_finishes(three_releases, tmp_path
     killed = False
     while worker.is_alive() and time.monotonic() < deadline and not killed:
         ps = command_lines(under=st.primary.deploy_to)  # this host's helper, not another worker's
-        if any("deploykit-django_state.py" in line and line.endswith(" migrate") for line in ps.values()):
+        if any("deploykit-django_state.py" in line and process_name(pid) == "dk migrate" for pid, line in ps.items()):
             st.primary.kill()
             killed = True
         time.sleep(0.01)

@@ -471,6 +471,10 @@ class Document(Section):
     min_free_mb: Whole(0) = key("free disk space (MB) a host needs before a release", "min_free_mb: 100", 100)
     snapshots: Flag = key("PostgreSQL template clones before migrating, for an instant revert", "snapshots: true",
                           True)
+    snapshot_budget: Number(0.0, inclusive=True) = key(
+        "seconds the writers may stay stopped for the snapshots, estimated from the size and the last clone's "
+        "speed; over it no snapshot is taken (writers keep running) and the verified dump is the way back",
+        "snapshot_budget: 2", 2.0)
     venv: Annotated[VenvSpec | None, BeforeValidator(_venv)] = key(
         "each release's own Python environment ('venv: false': the shared interpreter, installs not undone)",
         "venv: {requirements: requirements.txt}", default_factory=VenvSpec)

@@ -156,6 +156,7 @@ class Config:
     journal_dir: Path
     venv: VenvSpec | None = None  # None: the app's shared interpreter (installs are not undone)
     lock: LockSpec = field(default_factory=LockSpec)
+    snapshot_budget: float = 2.0  # seconds the writers may stay stopped for snapshots (work/snapshots.py)
 
     def stage(self, name: str) -> list[HostSpec]:
         if name not in self.stages:

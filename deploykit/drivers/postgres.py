@@ -12,10 +12,11 @@ import posixpath
 import re
 
 from .. import names
-from ..errors import DeployError, HostCommandFailed
+from ..errors import DeployError, DryRunWrite, HostCommandFailed, Interrupted
 from ..transport.host import q
 from ..sqltext import ident, literal, set_database_setting
 from .base import BASIC, Driver, prefixed
+from .psql import MAINTENANCE_DB, session_for
 
 _CACHE: dict = {}
 ACL_PRIVS = {"C": "CREATE", "c": "CONNECT", "T": "TEMPORARY"}
@@ -170,10 +171,27 @@ class PostgresDriver(Driver):
 
     def psql(self, ctx, host, sql: str, db: str = "postgres", check: bool = True, read_only: bool = False,
              track: str | None = None, always: bool = False):
-        """Run SQL (sent on stdin) with ON_ERROR_STOP; returns the command result."""
-        return host.run(f"psql {self.conn_args()} -X -q -A -t -F $'\\x1f' -v ON_ERROR_STOP=1 -d {q(db)}",
-                        stdin=sql, check=check, read_only=read_only, track=track, always=always,
-                        **self.access(ctx, host, read_only))
+        """Run SQL with ON_ERROR_STOP; returns the command result.
+
+        Through the run's psql session on the host (drivers/psql.py); a tracked
+        statement (long work a later run must be able to find), one that
+        must run after an interrupt, and a host that keeps no sessions (a
+        stand-in in unit tests) get a psql of their own, the SQL on stdin.
+        """
+        if track or always or not getattr(host, "keeps_sessions", False):
+            return host.run(f"psql {self.conn_args()} -X -q -A -t -F $'\\x1f' -v ON_ERROR_STOP=1 -d {q(db)}",
+                            stdin=sql, check=check, read_only=read_only, track=track, always=always,
+                            **self.access(ctx, host, read_only))
+        if host.read_only and not read_only:
+            raise DryRunWrite(f"{host.name}: refused SQL {sql[:100]!r} during a dry-run",
+                              hint="this is a bug in a step that claims to be read-only; please report it")
+        if host.cancelled.is_set():
+            raise Interrupted(f"{host.name}: interrupted before SQL {sql[:80]!r}")
+        command = f"psql {self.conn_args()} -X -q -A -t -F $'\\x1f' -v ON_ERROR_STOP=1 -d {MAINTENANCE_DB}"
+        key = ("psql", self.spec.host, self.spec.port, self.spec.admin_user, read_only)
+        result = session_for(host, key, command, self.access(ctx, host, read_only)).run(
+            sql, db, host.config.command_timeout)
+        return host.judge(result, check=check)
 
     def query(self, ctx, host, sql: str, db: str = "postgres") -> list[list[str]]:
         """Rows of a read-only query (columns split)."""
@@ -460,7 +478,7 @@ class PostgresDriver(Driver):
         user = literal(self.spec.admin_user or "")
         if self.value(ctx, host, f"SELECT rolsuper OR rolcreatedb FROM pg_roles WHERE rolname = {user};") != "t":
             return f"role {self.spec.admin_user} lacks the CREATEDB privilege"
-        size = int(self.value(ctx, host, f"SELECT pg_database_size({literal(self.spec.name)});") or 0)
+        size = self.snapshot_bytes(ctx, host)
         data_dir = self.psql(ctx, host, "SELECT current_setting('data_directory', true);", check=False,
                              read_only=True).stdout.strip()
         if data_dir and host.exists(data_dir):
@@ -468,6 +486,9 @@ class PostgresDriver(Driver):
             if free < size * 1.1 + (64 << 20):
                 return f"only {free >> 20} MB free for a {size >> 20} MB clone in {data_dir}"
         return None
+
+    def snapshot_bytes(self, ctx, host) -> int:
+        return int(self.value(ctx, host, f"SELECT pg_database_size({literal(self.spec.name)});") or 0)
 
     def snapshot_name(self, ctx, release_id: str) -> str:
         return self.derived(ctx, "snapshot", release_id)

@@ -20,10 +20,14 @@ class RunState:
     # for this run only
     backup_items: dict[str, list] = field(default_factory=dict)  # host -> manifest items taken so far
     manifests: dict[str, dict] = field(default_factory=dict)  # host -> verified manifest
+    unverified: dict[str, list] = field(default_factory=dict)  # host -> items not read (a snapshot replaces them)
     loss: dict | None = None  # rows a data rollback would lose, per database and table
     switched: dict[str, str | None] = field(default_factory=dict)  # host -> where current pointed before
     env: dict[str, dict] = field(default_factory=dict)  # host -> the release's Python environment record
     dead_run: dict | None = None  # a dead run whose lock this one took over
+    snapshot_plan: dict | None = None  # driver snapshot key -> None (take it) or why not (choose_snapshots)
+    snapshot_sizes: dict[str, int] = field(default_factory=dict)  # driver snapshot key -> bytes, when chosen
+    clone_speed: dict | None = None  # {"bytes", "seconds"} of this run's slowest clone (kept in the registry)
 
     RESUMABLE = ("snapshots", "migrations", "plan", "restore", "derived")
 

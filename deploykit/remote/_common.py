@@ -178,6 +178,85 @@ def _one_line(text):
     return text[:2000] if text else "error"
 
 
+ANSWER = "\x1edeploykit-answer "  # marks a session's answer line among whatever else reaches stdout
+
+
+def _set_name(name):
+    """What `ps -o comm` (/proc/PID/comm) shows for this process: the action a session is busy with."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(15, name.encode()[:15], 0, 0, 0)  # PR_SET_NAME (Linux)
+    except Exception:
+        pass
+
+
+def _listed(label):
+    """List this process in the run's pid file under `label` (migrate, unapply...) while it does that work,
+    as a tracked command is: whoever looks for the run's long commands on the host finds it."""
+    path = os.environ.get("DEPLOYKIT_PID_FILE")
+    if not label or not path:
+        return
+    try:
+        with open(path, "a") as fh:
+            fh.write("%d %s %s\n" % (os.getpid(), os.environ.get("DEPLOYKIT_CMD", "-"), label))
+    except OSError:
+        pass
+
+
+def serve_session(actions, read_only, after=None, stdin=None, stdout=None, typed_errors=False):
+    """Answer requests until stdin ends: one JSON line {"action", "args"} in, one ANSWER line out.
+
+    What a start-up costs (a Django set up, say) is paid once for many
+    requests. With DEPLOYKIT_READ_ONLY=1 in the environment (a dry-run) any
+    action outside `read_only` is refused here, whatever the controller asks.
+    `after()` runs after every request (close database connections: a
+    session must not hold one while the run renames or clones databases).
+    """
+    stdin = sys.stdin if stdin is None else stdin
+    real_stdout = sys.stdout if stdout is None else stdout
+    refuse_writes = os.environ.get("DEPLOYKIT_READ_ONLY") == "1"
+    for raw in iter(stdin.readline, ""):
+        if not raw.strip():
+            continue
+        saved, sys.stdout = sys.stdout, sys.stderr  # only answers reach stdout
+        try:
+            try:
+                req = json.loads(raw)
+                action, args = req.get("action"), req.get("args") or {}
+                fn = actions.get(action)
+                if fn is None:
+                    raise UnknownAction("unknown action %r (known: %s)" % (action, ", ".join(sorted(actions))))
+                if refuse_writes and action not in read_only:
+                    raise UsageError("refused %r: this session is read-only (a dry-run)" % action)
+                _listed(args.pop("_track", None))
+                out = {"ok": True, "changed": False}
+                _set_name("dk " + action)
+                out.update(fn(args))
+            except (Exception, KeyboardInterrupt) as e:
+                import traceback
+
+                traceback.print_exc(file=sys.stderr)
+                message = "%s: %s" % (type(e).__name__, e) if typed_errors else e
+                out = {"ok": False, "error": _one_line(message), "kind": type(e).__name__}
+            _set_name("dk idle")
+            if after is not None:
+                try:
+                    after()
+                except Exception:
+                    pass
+            try:
+                text = json.dumps(out, default=str)
+            except (TypeError, ValueError) as e:
+                text = json.dumps({"ok": False, "error": _one_line("unserialisable result: %s" % e),
+                                   "kind": type(e).__name__})
+        finally:
+            sys.stdout = saved
+        real_stdout.write(ANSWER + text + "\n")
+        real_stdout.flush()
+    return 0
+
+
 def serve(actions, argv=None, stdin=None, stdout=None, name="helper", private_umask=None, typed_errors=False):
     """Run one action: read its JSON arguments, write one JSON answer line, return the exit code.
 

@@ -10,7 +10,9 @@ so it runs after manage.py did whatever the app does (load a .env, pick the
 settings module) and after django.setup(): it sees the database the app
 sees. Run directly (`python django_state.py ACTION`, JSON on stdin) it sets
 Django up itself from project_dir. Either way it prints one JSON document as
-the last line of stdout. Uses Django's MigrationLoader, MigrationRecorder
+the last line of stdout. With the single argument --session it answers
+requests, one JSON line each, until stdin ends (one Django start-up for a
+run's every question: _common.serve_session). Uses Django's MigrationLoader, MigrationRecorder
 and MigrationExecutor, never the text output of manage.py.
 
 Actions (all take database?; run directly, also project_dir and settings?):
@@ -26,6 +28,10 @@ Actions (all take database?; run directly, also project_dir and settings?):
              replaces, irreversible: [op descriptions], sql: [...]}], irreversible: [...]}
   migrate   {targets, forbid?: [[app, name], ...]} -> {changed, unapplied: [...], applied: [...], state}
              refuses a plan unapplying a forbidden migration (or a squash replacing one)
+  apply     -> {applied: [app.name, ...], state, output}: `manage.py migrate --noinput`
+             (call_command, system checks included) with the state before and after
+  collectstatic -> {output}: `manage.py collectstatic --noinput`
+  check     {args: [...]} -> {output}: `manage.py check ARGS` (read-only)
   databases {resolve?: [path, ...]} -> {databases: {alias: {ENGINE, NAME, HOST, PORT, USER}},
              resolved: {path: realpath}}; a SQLite NAME is its absolute real path
 """
@@ -34,7 +40,7 @@ import os
 import re
 import sys
 
-from _common import serve
+from _common import serve, serve_session
 
 
 def _setup(args):
@@ -212,6 +218,48 @@ def migrate(args):
             "state": read_state(connection)}
 
 
+def _command(name, *argv, **options):
+    """Run a management command as `manage.py NAME ARGV` would (system checks included); its output."""
+    import io
+
+    from django.core.management import call_command
+
+    out = io.StringIO()
+    call_command(name, *argv, stdout=out, stderr=out, **options)
+    return out.getvalue()
+
+
+def apply(args):
+    """`manage.py migrate --noinput`, with the state before and after read in the same start-up."""
+    _setup(args)
+    connection = _connection(args)
+    before = read_state(connection)["applied"]
+    output = _command("migrate", interactive=False, skip_checks=False, database=connection.alias)
+    after = read_state(connection)
+    applied = ["%s.%s" % (app, name) for app, names in after["applied"].items()
+               for name in names if name not in before.get(app, [])]
+    return {"ok": True, "changed": bool(applied), "applied": applied, "state": after, "output": output}
+
+
+def collectstatic(args):
+    """`manage.py collectstatic --noinput` (into the release's STATIC_ROOT)."""
+    _setup(args)
+    output = _command("collectstatic", interactive=False, skip_checks=False)
+    return {"ok": True, "changed": True, "output": output}
+
+
+def check(args):
+    """`manage.py check ARGS`: Django's system checks (an error found is a failed action)."""
+    _setup(args)
+    return {"ok": True, "changed": False, "output": _command("check", *[str(a) for a in args.get("args", [])])}
+
+
+def _close_connections():
+    from django.db import connections
+
+    connections.close_all()
+
+
 def _sqlite_path(name):
     name = str(name)
     if not name or name == ":memory:" or name.startswith("file:"):
@@ -238,10 +286,14 @@ def databases(args):
     return {"ok": True, "changed": False, "databases": out, "resolved": resolved}
 
 
-ACTIONS = {"state": state, "graph": graph, "plan": plan, "migrate": migrate, "databases": databases}
+ACTIONS = {"state": state, "graph": graph, "plan": plan, "migrate": migrate, "databases": databases,
+           "apply": apply, "collectstatic": collectstatic, "check": check}
+READ_ONLY = {"state", "graph", "plan", "databases", "check"}
 
 
 def main():
+    if sys.argv[1:] == ["--session"]:  # many requests, one Django start-up (see _common.serve_session)
+        sys.exit(serve_session(ACTIONS, READ_ONLY, after=_close_connections, typed_errors=True))
     sys.exit(serve(ACTIONS, name="django_state.py", typed_errors=True))
 
 

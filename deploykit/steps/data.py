@@ -8,6 +8,7 @@ from ..state.backups import code_item, data_items, prepare_dir, require_verified
 from ..drivers import capable, driver_for_item, drivers_for
 from ..errors import DeployError, Interrupted, NotConfirmed
 from ..transport.host import q
+from ..work import snapshots
 from .base import Outcome, Step, register
 
 
@@ -87,9 +88,20 @@ class VerifyBackup(Step):
     def run(self, ctx, host):
         if not ctx.backup_id:
             raise DeployError("no backup to restore from", hint="pick one with --backup ID from 'invoke backups'")
-        manifest = require_verified(ctx, host, ctx.backup_dir(host))
+        skip = _from_snapshots(ctx, host)
+        manifest = require_verified(ctx, host, ctx.backup_dir(host), skip)
         ctx.state.manifests[host.name] = manifest
-        return Outcome(message=f"{ctx.backup_id}: {len(manifest['items'])} item(s) verified at {ctx.backup_dir(host)}")
+        ctx.state.unverified[host.name] = sorted(skip)
+        note = f" ({', '.join(sorted(skip))}: a snapshot is swapped in, the dump is not read)" if skip else ""
+        return Outcome(message=f"{ctx.backup_id}: {len(manifest['items']) - len(skip)} item(s) verified at "
+                               f"{ctx.backup_dir(host)}{note}")
+
+
+def _from_snapshots(ctx, host) -> set[str]:
+    """Items whose data comes back from a snapshot this run took (recovery): their dumps are not needed."""
+    if not ctx.state.snapshots or not host.is_primary:
+        return set()
+    return {d.item_name for d in snapshotting(ctx) if d.usable_snapshot(ctx, host, ctx.state.snapshots)}
 
 
 @register
@@ -135,6 +147,9 @@ class BuildRestore(Step):
                 built = driver.build_from_snapshot(ctx, host, snap, state["label"])
                 notes.append(f"{item['name']}: snapshot {snap} ready to swap in")
             else:
+                if item["name"] in ctx.state.unverified.get(host.name, ()):  # its snapshot went: check the dump now
+                    others = {i["name"] for i in manifest["items"] if i["name"] != item["name"]}
+                    require_verified(ctx, host, ctx.backup_dir(host), others)
                 built = driver.build(ctx, host, ctx.backup_dir(host), item, state["label"])
                 notes.append(f"{item['name']}: built beside as {built.get('name') or built.get('new') or '-'} "
                              f"and checked in {time.monotonic() - start:.2f}s")
@@ -194,8 +209,26 @@ def snapshotting(ctx) -> list:
 
 
 @register
+class ChooseSnapshots(Step):
+    """Decide, before the writers stop, which databases to snapshot: each clone must fit the snapshot budget."""
+
+    name = "choose_snapshots"
+    scope = "primary"
+    read_only = True
+
+    def applies(self, ctx, host):
+        return ctx.config.snapshots and bool(snapshotting(ctx))
+
+    def run(self, ctx, host):
+        plan, sizes, lines = snapshots.choose(ctx, host, snapshotting(ctx))
+        ctx.state.snapshot_plan, ctx.state.snapshot_sizes = plan, sizes
+        ctx.journal.record("snapshot_plan", host=host, plan=plan, sizes=sizes)
+        return Outcome(message="; ".join(lines))
+
+
+@register
 class SnapshotDatabases(Step):
-    """Snapshot each database whose driver can (writers stopped) for an instant revert; else rely on the dump."""
+    """Snapshot each database chosen (writers stopped) for an instant revert; else rely on the dump."""
 
     name = "snapshot_databases"
     scope = "primary"
@@ -208,20 +241,23 @@ class SnapshotDatabases(Step):
                                           for d in snapshotting(ctx))
 
     def run(self, ctx, host):
-        notes, snaps = [], ctx.state.snapshots
+        notes, snaps, plan = [], ctx.state.snapshots, ctx.state.snapshot_plan
         for d in snapshotting(ctx):
             key = d.snapshot_key()
             if key in snaps and d.snapshot_exists(ctx, host, snaps[key]):
                 notes.append(f"{d.label} -> {snaps[key]} (taken already)")
                 continue
-            if not d.exists(ctx, host):
-                notes.append(f"{d.label}: does not exist yet")
+            if plan is not None:  # choose_snapshots looked a moment ago, before the writers stopped
+                why = plan.get(key, "not chosen")
+            elif not d.exists(ctx, host):
+                why = "it does not exist yet"
+            else:
+                why = d.snapshot_blocker(ctx, host)
+            if why:
+                notes.append(f"no snapshot of {d.label}: {why}; recovery will restore the verified dump")
+                ctx.journal.record("snapshot_skipped", host=host, database=d.label, reason=why)
                 continue
-            blocker = d.snapshot_blocker(ctx, host)
-            if blocker:
-                notes.append(f"no snapshot of {d.label}: {blocker}; recovery will restore the verified dump")
-                ctx.journal.record("snapshot_skipped", host=host, database=d.label, reason=blocker)
-                continue
+            start = time.monotonic()
             try:
                 ctx.state.add_snapshot(key, d.snapshot(ctx, host, ctx.release_id))
             except DeployError as exc:
@@ -229,8 +265,10 @@ class SnapshotDatabases(Step):
                     raise
                 notes.append(f"no snapshot of {d.label}: {exc}; recovery will restore the verified dump")
                 continue
+            seconds = time.monotonic() - start
+            snapshots.measured(ctx, ctx.state.snapshot_sizes.get(key, 0), seconds)
             ctx.record_progress()
-            notes.append(f"{d.label} -> {snaps[key]}")
+            notes.append(f"{d.label} -> {snaps[key]} in {seconds:.2f} s")
         return Outcome(changed=bool(snaps), message="; ".join(notes))
 
 

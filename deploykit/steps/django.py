@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..djangoapp import require_database_identity
-from ..work.django import applied_message, migrate_in
+from ..work.django import applied_message, collectstatic, migrate_in
 from .base import Outcome, Step, register
 
 
@@ -50,6 +50,5 @@ class CollectStatic(Step):
         return ctx.config.collectstatic
 
     def run(self, ctx, host):
-        res = ctx.manage(host, "collectstatic --noinput", release_dir=ctx.release_dir(host))
-        return Outcome(changed=True, message=res.stdout.strip().splitlines()[-1] if res.stdout.strip() else "done")
+        return Outcome(changed=True, message=collectstatic(ctx, host, ctx.release_dir(host)))
 

@@ -20,7 +20,7 @@ from .base import Outcome, Step, register
 from ..state.releases import Registry
 from ..work.registry import save_registry
 from ..work.code import link_shared, run_install, switch_current, upload_commit
-from ..work.django import applied_message, migrate_in
+from ..work.django import applied_message, collectstatic, migrate_in
 from ..work.rollback import current_targets, data_backup_for, from_dir, name_of, resuming
 
 
@@ -100,7 +100,7 @@ class EnsureTargetCode(Step):
             env_note = f"; {describe_env(ensure_recorded_env(ctx, host, dest, ctx.previous))}"
         run_install(ctx, host, dest)
         if ctx.config.collectstatic:
-            ctx.manage(host, "collectstatic --noinput", release_dir=dest)
+            collectstatic(ctx, host, dest)
         return Outcome(changed=True, message=f"re-deployed {commit[:10]} into {dest}{env_note}")
 
 

@@ -39,8 +39,10 @@ class StopProcesses(Step):
         return f"would stop {', '.join(p.name for p in ctx.config.processes) or 'no process'}"
 
     def applies(self, ctx, host):
-        if self.options.get("for_snapshot"):  # only when there is a database to snapshot
-            return ctx.config.snapshots and bool(capable(ctx.config, "snapshot"))
+        if self.options.get("for_snapshot"):  # only when a database will be snapshot (choose_snapshots)
+            plan = ctx.state.snapshot_plan
+            return (ctx.config.snapshots and bool(capable(ctx.config, "snapshot"))
+                    and (plan is None or any(why is None for why in plan.values())))
         return True
 
     def run(self, ctx, host):

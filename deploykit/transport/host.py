@@ -37,6 +37,7 @@ from ..config import Config, HostSpec
 from ..errors import DeployError, DryRunWrite, HostCommandFailed, HostKeyUnknown, HostUnreachable, Interrupted
 from .agent import BOOT, AgentClient, AgentLost, agent_payload
 from .bundle import REMOTE_DIR, helper_digest, helper_source  # noqa: F401 (REMOTE_DIR: used by others)
+from .session import LineSession, Stream
 
 PID_MARK = "\x1edeploykit-pid "  # first stdout line of every command: its pid (= its process group)
 
@@ -46,7 +47,7 @@ READ_ONLY_ACTIONS = {
               "http_check", "read_json"},
     "sqlite": {"checksums", "rowdiff", "info"},
     "pgrows": {"diff", "counts"},
-    "django_state": {"state", "plan", "databases", "graph"},
+    "django_state": {"state", "plan", "databases", "graph", "check"},
     "pyenv": {"probe"},
     "runs": {"tracked"},
 }
@@ -100,6 +101,8 @@ echo $first
 class Host:
     """Base: what every step may do to a host. Subclasses provide `_exec`."""
 
+    keeps_sessions = True  # open_session/session: a command kept open for the run (drivers/psql.py)
+
     def __init__(self, spec: HostSpec, config: Config, *, run_id: str = "none", read_only: bool = False):
         self.spec = spec
         self.config = config
@@ -116,6 +119,7 @@ class Host:
         self._agent: AgentClient | None = None
         self._agent_lock = threading.RLock()
         self._no_agent = False  # the host's Python could not start the agent: a process per command
+        self._sessions: dict = {}  # key -> LineSession (a Django start-up, a psql) kept for the run
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}>"
@@ -138,6 +142,7 @@ class Host:
         """Open the connection now, so errors surface before any change."""
 
     def close(self) -> None:
+        self._close_sessions()
         self._stop_agent()
 
     # -- commands ------------------------------------------------------------
@@ -157,6 +162,33 @@ class Host:
         if self.cancelled.is_set() and not always:
             raise Interrupted(f"{self.name}: interrupted before {command[:80]!r}")
         token = _secrets.token_hex(8)
+        inner, feed, marks = self._prepare(command, token, cwd=cwd, env=env, secrets=secrets, track=track)
+        script = _MARK_PREFIX + inner
+        with self._active_lock:
+            self._active[token] = command
+        try:
+            parts = [p for p in ([feed] + (list(stdin) if isinstance(stdin, list) else [stdin])) if p]
+            result = self._exec(script, stdin=parts, timeout=timeout or self.config.command_timeout, token=token,
+                                marks=marks)
+        finally:
+            with self._active_lock:
+                self._active.pop(token, None)
+        result.command = command
+        return self.judge(result, check=check, always=always)
+
+    def judge(self, result: CommandResult, *, check: bool = True, always: bool = False) -> CommandResult:
+        """What a command's result means for the run: stopped by an interrupt, failed, or done."""
+        if self.cancelled.is_set() and not always and not result.ok:
+            raise Interrupted(f"{self.name}: interrupted: {result.command[:80]!r} was stopped")
+        if check and not result.ok:
+            raise HostCommandFailed(
+                f"{self.name}: command failed (exit {result.exited}): {result.command[:120]}: {result.tail()}",
+                hint="see the journal for the full output")
+        return result
+
+    def _prepare(self, command: str, token: str, *, cwd=None, env=None, secrets=None, track=None):
+        """The shell text around a command (secrets read from stdin, env, cwd, the pid-file line),
+        what to feed its stdin first, and the marks its environment carries."""
         inner = ""
         feed = ""
         for name, value in (secrets or {}).items():
@@ -169,34 +201,15 @@ class Host:
             inner += "export " + " ".join(f"{k}={q(v)}" for k, v in env.items()) + "; "
         if cwd:
             inner += f"cd {q(cwd)} || exit 1; "
+        marks = {"DEPLOYKIT_RUN": self.run_id, "DEPLOYKIT_CMD": token}
         if track:
             self.tracked = True
             pid_file = self.pid_file
             label = re.sub(r"[^\w.:-]+", "_", track)[:60]
             inner = (f"mkdir -p {q(posixpath.dirname(pid_file))} 2>/dev/null; "
                      f"echo \"$$ {token} {label}\" >> {q(pid_file)} 2>/dev/null; ") + inner
-        inner += command
-        marks = {"DEPLOYKIT_RUN": self.run_id, "DEPLOYKIT_CMD": token}
-        if track:
             marks["DEPLOYKIT_TRACK"] = self.run_id
-        script = _MARK_PREFIX + inner
-        with self._active_lock:
-            self._active[token] = command
-        try:
-            parts = [p for p in ([feed] + (list(stdin) if isinstance(stdin, list) else [stdin])) if p]
-            result = self._exec(script, stdin=parts, timeout=timeout or self.config.command_timeout, token=token,
-                                marks=marks)
-        finally:
-            with self._active_lock:
-                self._active.pop(token, None)
-        result.command = command
-        if self.cancelled.is_set() and not always and not result.ok:
-            raise Interrupted(f"{self.name}: interrupted: {command[:80]!r} was stopped")
-        if check and not result.ok:
-            raise HostCommandFailed(
-                f"{self.name}: command failed (exit {result.exited}): {command[:120]}: {result.tail()}",
-                hint="see the journal for the full output")
-        return result
+        return inner + command, feed, marks
 
     # -- the way to the host: one agent per host per run ------------------------
     def _exec(self, script: str, stdin: list, timeout: float, token: str, marks: dict | None = None) -> CommandResult:
@@ -385,8 +398,58 @@ class Host:
             raise
         return Stream(self, command, token, pipe, write)
 
-    def _open_pipe(self, script: str, write: bool):
+    def _open_pipe(self, script: str, write: bool, duplex: bool = False):
         raise NotImplementedError
+
+    def open_session(self, command: str, *, cwd: str | None = None, env: dict | None = None,
+                     secrets: dict | None = None, read_only: bool = False, track: str | None = None) -> LineSession:
+        """Start COMMAND for a conversation in lines: requests on its stdin, answers on its stdout.
+
+        What would otherwise start a process per request (a Django start-up,
+        a psql) starts once per run. Marked, tracked and refused in a dry-run
+        like a command; killed by an interrupt like one; closed with the host.
+        """
+        if self.read_only and not read_only:
+            raise DryRunWrite(f"{self.name}: refused to start {command[:100]!r} during a dry-run",
+                              hint="this is a bug in a step that claims to be read-only; please report it")
+        if self.cancelled.is_set():
+            raise Interrupted(f"{self.name}: interrupted before {command[:80]!r}")
+        token = _secrets.token_hex(8)
+        inner, feed, marks = self._prepare(command, token, cwd=cwd, env=env, secrets=secrets, track=track)
+        script = f"exec env {' '.join(f'{k}={q(v)}' for k, v in marks.items())} bash -c {q(inner)}"
+        with self._active_lock:
+            self._active[token] = command
+        try:
+            pipe = self._open_pipe(script, True, duplex=True)
+        except BaseException:
+            self._forget(token)
+            raise
+        session = LineSession(self, command, token, pipe)
+        if feed:
+            session.send(feed)
+        return session
+
+    def session(self, key, start) -> LineSession:
+        """The run's live session under KEY on this host, started by `start()` when there is none (or it ended)."""
+        with self._active_lock:
+            found = self._sessions.get(key)
+        if found is not None and found.alive:
+            return found
+        if found is not None:
+            found.abort()
+        made = start()
+        with self._active_lock:
+            self._sessions[key] = made
+        return made
+
+    def _close_sessions(self) -> None:
+        with self._active_lock:
+            sessions, self._sessions = list(self._sessions.values()), {}
+        for session in sessions:
+            try:
+                session.close(timeout=10)
+            except Exception:
+                session.abort()
 
     def _forget(self, token: str) -> None:
         with self._active_lock:
@@ -511,8 +574,8 @@ class LocalHost(Host):
                                  time.monotonic() - start)
         return CommandResult(script, proc.returncode, _strip_mark(out), err, time.monotonic() - start)
 
-    def _open_pipe(self, script, write):
-        return _LocalPipe(script, write)
+    def _open_pipe(self, script, write, duplex=False):
+        return _LocalPipe(script, write, duplex)
 
     def put(self, local, remote, mode=0o600):
         self._refuse_put(remote)
@@ -591,6 +654,7 @@ class SSHHost(Host):
         return conn
 
     def close(self):
+        self._close_sessions()
         self._stop_agent()
         with self._connect_lock:
             if self._conn is not None:
@@ -635,8 +699,8 @@ class SSHHost(Host):
         except Exception as exc:  # OSError, EOFError, paramiko.SSHException
             raise self._lost(exc) from None
 
-    def _open_pipe(self, script, write):
-        return _ChannelPipe(self, script, write)
+    def _open_pipe(self, script, write, duplex=False):
+        return _ChannelPipe(self, script, write)  # a channel is both ways: stdin stays open while write=True
 
     def _start_agent(self):
         transport = self._transport()
@@ -738,42 +802,11 @@ class SSHHost(Host):
         self.run(f"mv -f {q(tmp)} {q(remote)}")
 
 
-class Stream:
-    """A command on a host whose stdin or stdout is a byte stream; `close()` gives its exit status."""
-
-    def __init__(self, host: Host, command: str, token: str, pipe, write: bool):
-        self.host, self.command, self.token, self.pipe, self.write_side = host, command, token, pipe, write
-
-    def read(self, size: int = 1 << 20) -> bytes:
-        return self.pipe.read(size)
-
-    def write(self, data: bytes) -> None:
-        self.pipe.write(data)
-
-    def close(self) -> CommandResult:
-        """Wait for the command; its exit status and stderr (the stream side is closed first)."""
-        try:
-            return self.pipe.finish(self.command)
-        finally:
-            self.host._forget(self.token)
-
-    def abort(self) -> None:
-        """Stop the command and all it started (by its recorded token)."""
-        try:
-            self.pipe.abandon()
-        finally:
-            try:
-                self.host.kill_marked(f"DEPLOYKIT_CMD={self.token}", grace=2)
-            except DeployError:
-                pass
-            self.host._forget(self.token)
-
-
 class _LocalPipe:
-    def __init__(self, script: str, write: bool):
+    def __init__(self, script: str, write: bool, duplex: bool = False):
         self.start = time.monotonic()
         self.proc = subprocess.Popen(["bash", "-c", script], stdin=subprocess.PIPE if write else subprocess.DEVNULL,
-                                     stdout=subprocess.DEVNULL if write else subprocess.PIPE,
+                                     stdout=subprocess.DEVNULL if write and not duplex else subprocess.PIPE,
                                      stderr=subprocess.PIPE, start_new_session=True)
         self.write_side = write
         self.err = bytearray()
@@ -789,6 +822,7 @@ class _LocalPipe:
 
     def write(self, data):
         self.proc.stdin.write(data)
+        self.proc.stdin.flush()
 
     def finish(self, command):
         if self.write_side:

@@ -1,18 +1,25 @@
-"""Django work several steps share: migrate with a given release's code, keeping the state after for the registry."""
+"""Django work several steps share: migrate and collectstatic with a given release's code."""
 from __future__ import annotations
 
-from ..djangoapp import migration_state
+from ..djangoapp import django_helper
 
 
 def migrate_in(ctx, host, release_dir: str) -> list[str]:
-    """`manage.py migrate` with the code in release_dir; return what it applied (the state after is kept)."""
-    before = migration_state(ctx, host, release_dir)["applied"]
-    ctx.manage(host, "migrate --noinput", release_dir=release_dir, track="migrate")
-    after = migration_state(ctx, host, release_dir)
-    ctx.state.migrations = after
-    applied = [f"{app}.{name}" for app, names in after["applied"].items()
-               for name in names if name not in before.get(app, [])]
-    return applied
+    """`manage.py migrate` with the code in release_dir; return what it applied (the state after is kept).
+
+    The state before and after is read by the same Django that migrates (one start-up).
+    """
+    doc = django_helper(ctx, host, release_dir, "apply", track="migrate")
+    ctx.journal.record("django_output", host=host, command="migrate", text=doc.get("output", "")[-4000:])
+    ctx.state.migrations = doc["state"]
+    return doc["applied"]
+
+
+def collectstatic(ctx, host, release_dir: str) -> str:
+    """`manage.py collectstatic --noinput` in release_dir; its last line of output."""
+    doc = django_helper(ctx, host, release_dir, "collectstatic")
+    out = doc.get("output", "").strip()
+    return out.splitlines()[-1] if out else "done"
 
 
 def applied_message(applied: list[str], nothing: str = "no migrations to apply") -> str:

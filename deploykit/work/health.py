@@ -1,7 +1,10 @@
 """Health checks of a host (HTTP, manage.py commands, custom commands): the release's verify and preflight share them."""
 from __future__ import annotations
 
+import shlex
+
 from .. import layout
+from ..djangoapp import django_helper
 from ..errors import DeployError
 from ..pyenv import render_app
 
@@ -10,6 +13,8 @@ def check_health(ctx, host, read_only: bool = False) -> list[str]:
     """Run the configured health checks on a host; raise DeployError on the first that fails.
 
     read_only: for preflight; custom commands are skipped (they may change things).
+    `manage: check ...` is answered by the release's Django session (one start-up per
+    release and run); other manage.py commands start a process of their own.
     """
     notes = []
     for check in ctx.config.health:
@@ -23,6 +28,14 @@ def check_health(ctx, host, read_only: bool = False) -> list[str]:
                                   f"{(doc.get('body') or doc.get('error') or '')[:120]!r}",
                                   hint="see the app's logs on that host")
             notes.append(f"{url} {doc.get('status')}")
+        elif check.kind == "manage" and check.command.split()[:1] == ["check"]:
+            # Django's system checks, by the live release's own Django (the run's session: no start-up of its own)
+            live = host.realpath(layout.current(host)) or layout.current(host)
+            doc = django_helper(ctx, host, live, "check", {"args": shlex.split(check.command)[1:]}, check=False,
+                                timeout=check.timeout)
+            if not doc.get("ok"):
+                raise DeployError(f"{host.name}: manage.py {check.command} failed: {doc.get('error')}")
+            notes.append(f"manage.py {check.command} ok")
         elif check.kind == "manage":
             res = ctx.manage(host, check.command, check=False, timeout=check.timeout, read_only=read_only)
             if not res.ok:
