@@ -307,6 +307,28 @@ def test_process_specs_say_how_each_process_is_managed(tmp_path):
         "commands", "./bin/beat stop && ./bin/beat start", "true", None)
 
 
+def test_a_systemd_process_may_name_its_manager_and_systemctl(tmp_path):
+    """systemd: UNIT, or {unit, user, systemctl}: what tests/test_systemd.py drives through processes/."""
+    from deploykit.processes import manager_for
+
+    data = {**BASE, "processes": [
+        {"name": "web", "systemd": {"unit": "app-web.service", "user": True,
+                                    "systemctl": "env XDG_RUNTIME_DIR=/run/user/1000 systemctl"}},
+        {"name": "worker", "systemd": {"unit": "app-worker.service"}}]}
+    web, worker = load_config(write(tmp_path, data)).processes
+    assert (web.manager, web.unit, web.user) == ("systemd", "app-web.service", True)
+    assert web.restart == "env XDG_RUNTIME_DIR=/run/user/1000 systemctl --user restart app-web.service"
+    assert manager_for(web).command("restart") == web.restart
+    assert manager_for(web).command("status") == web.status
+    assert (worker.user, worker.status) == (False, "systemctl is-active app-worker.service")
+    for bad, words in (({"user": True}, ["processes[0].systemd", "unit"]),
+                       ({"unit": "a.service", "usr": True}, ["systemd.usr", "unknown key"]),
+                       ({"unit": "a.service", "user": "yes"}, ["user", "expected bool"])):
+        with pytest.raises(ConfigError) as err:
+            load_config(write(tmp_path, {**BASE, "processes": [{"name": "web", "systemd": bad}]}))
+        assert all(w in str(err.value) for w in words), str(err.value)
+
+
 def test_templates_ssh_port_vars_and_shell_syntax(tmp_path):
     data = yaml.safe_load(yaml.safe_dump(BASE))
     data["stages"]["prod"]["vars"] = {"port": 8000}

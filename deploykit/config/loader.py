@@ -111,10 +111,13 @@ def _process(i: int, p: Process, found: list[Template]) -> ProcessSpec:
                            f"{base} status {program}", p.writes, manager="supervisor", program=program, conf=conf,
                            ctl=ctl)
     if p.systemd is not None:
-        found.append(Template(f"{where}systemd", p.systemd, one_word=True))
-        unit = p.systemd
-        return ProcessSpec(p.name, f"systemctl start {unit}", f"systemctl stop {unit}", f"systemctl restart {unit}",
-                           f"systemctl is-active {unit}", p.writes, manager="systemd", unit=unit)
+        sd = p.systemd
+        found += [Template(f"{where}systemd.unit", sd.unit, one_word=True),
+                  Template(f"{where}systemd.systemctl", sd.systemctl)]
+        ctl = f"{sd.systemctl} --user" if sd.user else sd.systemctl
+        return ProcessSpec(p.name, f"{ctl} start {sd.unit}", f"{ctl} stop {sd.unit}", f"{ctl} restart {sd.unit}",
+                           f"{ctl} is-active {sd.unit}", p.writes, manager="systemd", unit=sd.unit, user=sd.user,
+                           systemctl=sd.systemctl)
     for verb in ("start", "stop", "restart", "status"):
         if getattr(p, verb) is not None:
             found.append(Template(f"{where}{verb}", getattr(p, verb)))

@@ -206,6 +206,22 @@ class Supervisor(Section):
     supervisorctl: Text = key("the supervisorctl command", "supervisorctl: sudo supervisorctl", "supervisorctl")
 
 
+class SystemdUnit(Section):
+    """A process run as a systemd unit."""
+
+    shape: ClassVar = ("expected a unit name or a mapping",
+                       "write 'systemd: app-web.service' or 'systemd: {unit: app-web.service, user: true}'")
+
+    unit: Text = key("the unit", "unit: library-web.service")
+    user: Flag = key("the user's own manager ('systemctl --user')", "user: true", False)
+    systemctl: Text = key("the systemctl command", "systemctl: sudo systemctl", "systemctl")
+
+
+def _unit(value: Any) -> Any:
+    """systemd: UNIT, or a mapping {unit, user, systemctl}."""
+    return {"unit": value} if isinstance(value, str) else value
+
+
 class Process(Section):
     """A process the release restarts: by supervisor, by systemd or by four commands."""
 
@@ -213,7 +229,9 @@ class Process(Section):
 
     name: Text = key("the process's name", "name: web")
     supervisor: Supervisor | None = key("managed by supervisord", "supervisor: {program: library-web}", None)
-    systemd: Text | None = key("managed by systemd: the unit", "systemd: library-worker.service", None)
+    systemd: Annotated[SystemdUnit | None, BeforeValidator(_unit)] = key(
+        "managed by systemd: the unit ('systemd: library-worker.service'), or a mapping: unit, user (true: "
+        "'systemctl --user'), systemctl (the command)", "systemd: {unit: library-worker.service, user: true}", None)
     start: Text | None = key("command that starts it", "start: ./bin/beat start", None)
     stop: Text | None = key("command that stops it", "stop: ./bin/beat stop", None)
     restart: Text | None = key("command that restarts it", "restart: ./bin/beat restart", None,

@@ -69,7 +69,7 @@ class ProcessSpec:
 
     `manager` says how it is managed, for checks before a release: "supervisor"
     (`program`, `conf` or None, `ctl` the supervisorctl command), "systemd"
-    (`unit`) or "commands" (only the four commands).
+    (`unit`, `user`, `systemctl`) or "commands" (only the four commands).
     """
 
     name: str
@@ -83,6 +83,8 @@ class ProcessSpec:
     conf: str | None = None  # supervisord.conf for `supervisorctl -c` (None: supervisorctl's default)
     ctl: str | None = None  # the supervisorctl command
     unit: str | None = None  # systemd unit
+    user: bool = False  # systemd: the user's own manager (systemctl --user)
+    systemctl: str | None = None  # systemd: the systemctl command (default: systemctl)
 
 
 @dataclass
