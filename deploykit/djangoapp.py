@@ -32,6 +32,7 @@ HELPER_NAME = f"deploykit-{HELPER}.py"  # in `ps`: api's pgrep and operators fin
 _BOOTSTRAP = ("import sys;n=int(sys.stdin.readline());src=sys.stdin.read(n);sys.argv=[{name!r},'--session'];"
               "exec(compile(src,{name!r},'exec'),{{'__name__':'__main__'}}) # {name} session")
 ANSWER = "\x1edeploykit-answer "  # remote/_common.py's mark of an answer line
+STARTED = "\x1edeploykit-started"  # ... and of "the request was read"
 
 
 def manage_env(ctx) -> dict | None:
@@ -57,18 +58,32 @@ def _session(ctx, host, release_dir: str):
 
 
 def ask(ctx, host, release_dir: str, action: str, args: dict, timeout: float) -> dict | None:
-    """One request to the session of release_dir; its answer (a session that ended is a failed command)."""
+    """One request to the session of release_dir; its answer (a session that ended is a failed command).
+
+    A session that had answered before and is found ended before it read
+    the request (killed with the leftovers of an interrupted run, say) is
+    started again once: the helper says when it has read a request, so
+    nothing is ever done twice.
+    """
     session = _session(ctx, host, release_dir)
     deadline = time.monotonic() + timeout
+    started = False
     with session.turn:
         try:
             session.send(json.dumps({"action": action, "args": args}) + "\n")
             while True:
                 line = session.read_line(max(0.1, deadline - time.monotonic()))
                 if line.startswith(ANSWER):
+                    session.served += 1
                     return json.loads(line[len(ANSWER):])
-                session.tail = (session.tail + [line])[-20:]
+                if line == STARTED:
+                    started = True
+                else:
+                    session.tail = (session.tail + [line])[-20:]
         except SessionEnded as exc:
+            if session.served and not started:
+                session.close(timeout=5)
+                return ask(ctx, host, release_dir, action, args, timeout)
             ended = session.close(timeout=5)
             said = exc.one_line().split(": it ended: ", 1)[1] if ": it ended: " in exc.one_line() else ""
             raise HostCommandFailed(

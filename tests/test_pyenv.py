@@ -287,6 +287,10 @@ def test_one_django_start_up_answers_a_run_and_a_dry_run_cannot_migrate(dotenv_r
         bad = djangoapp.django_helper(ctx, host, str(rel), "check", {"args": ["--tag", "no-such-tag"]}, check=False)
         assert not bad["ok"] and "no-such-tag" in bad["error"]
         assert host._sessions == {("django", str(rel)): session} and session.alive
+        # killed while idle (an interrupt's leftovers): the next question goes to a new Django, once
+        host.kill_marked(f"DEPLOYKIT_CMD={session.token}", grace=2)
+        done = djangoapp.django_helper(ctx, host, str(rel), "apply")
+        assert done["applied"] == [] and host._sessions[("django", str(rel))] is not session
     finally:
         host.close()
     assert not session.alive

@@ -153,8 +153,10 @@ def test_serve_session_answers_each_line_and_refuses_writes_when_read_only(monke
     c.serve_session(actions, {"get"}, after=lambda: closed.append(1), stdin=io.StringIO(requests), stdout=out,
                     typed_errors=True)
     lines = out.getvalue().split("\n")[:-1]  # (str.splitlines would also split at the mark's \x1e)
-    assert len(lines) == 4 and all(line.startswith(c.ANSWER) for line in lines)
-    answers = [json.loads(line[len(c.ANSWER):]) for line in lines]
+    # each request that will be acted on is acknowledged first (a request is never sent twice)
+    assert [line if line == c.STARTED else line[:len(c.ANSWER)] for line in lines] == \
+        [c.STARTED, c.ANSWER] * 3 + [c.ANSWER]
+    answers = [json.loads(line[len(c.ANSWER):]) for line in lines if line.startswith(c.ANSWER)]
     assert answers[0] == {"ok": True, "changed": False, "got": 1}
     assert answers[1] == {"ok": True, "changed": True, "put": 2}
     assert answers[2]["ok"] is False and answers[2]["error"].startswith("ZeroDivisionError")
@@ -164,9 +166,11 @@ def test_serve_session_answers_each_line_and_refuses_writes_when_read_only(monke
     monkeypatch.setenv("DEPLOYKIT_READ_ONLY", "1")
     out = io.StringIO()
     c.serve_session(actions, {"get"}, stdin=io.StringIO(requests), stdout=out)
-    answers = [json.loads(line[len(c.ANSWER):]) for line in out.getvalue().split("\n")[:-1]]
+    lines = out.getvalue().split("\n")[:-1]
+    answers = [json.loads(line[len(c.ANSWER):]) for line in lines if line.startswith(c.ANSWER)]
     assert answers[0]["ok"] is True
     assert answers[1]["ok"] is False and "read-only" in answers[1]["error"]
+    assert lines[:3] == [c.STARTED, lines[1], lines[2]] and lines[2].startswith(c.ANSWER)  # put: refused unread
 
 
 # -- PostgreSQL through one psql per host and run (drivers/psql.py) ------------------------------------
@@ -243,3 +247,33 @@ def test_read_only_sql_is_refused_by_the_server_and_a_dry_run_sends_no_write(pg_
     finally:
         dry.close()
     assert cluster.execute(db.name, "SELECT count(*) FROM pg_tables WHERE tablename = 't'") == [(0,)]
+
+
+def test_a_dropped_connection_is_noticed_before_the_script_runs_and_the_script_runs_once(pg_on_host):
+    """Backends terminated while the session waited (the faults' "drop"): the next statement goes to a new
+    session, exactly once."""
+    d, host, db, cluster = pg_on_host
+    ctx = _Ctx()
+    d.psql(ctx, host, "CREATE TABLE hits (n int);", db=db.name)
+    before = d.psql(ctx, host, "SELECT pg_backend_pid();").stdout.strip()
+    cluster.execute("postgres", "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                "WHERE application_name = %s", (f"deploykit {ctx.run_id}",))
+    d.psql(ctx, host, "INSERT INTO hits VALUES (1);", db=db.name)
+    assert d.psql(ctx, host, "SELECT pg_backend_pid();").stdout.strip() != before
+    assert d.value(ctx, host, "SELECT count(*) FROM hits;", db=db.name) == "1"
+    assert cluster.execute(db.name, "SELECT count(*) FROM hits") == [(1,)]
+
+
+def test_a_killed_idle_session_is_replaced_without_sending_anything_twice(host):
+    """The leftovers of an interrupt are killed; the procedure that follows asks a new session."""
+    session = host.session("echo", lambda: host.open_session(echo_command()))
+    session.send("a\n")
+    pid = int(answer(session)[0])
+    host.kill_marked(f"DEPLOYKIT_CMD={session.token}", grace=2)
+    deadline = time.monotonic() + 10
+    while session.alive and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not session.alive and not alive(pid)
+    again = host.session("echo", lambda: host.open_session(echo_command()))
+    again.send("b\n")
+    assert answer(again)[1] == "b"

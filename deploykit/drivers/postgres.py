@@ -16,7 +16,7 @@ from ..errors import DeployError, DryRunWrite, HostCommandFailed, Interrupted
 from ..transport.host import q
 from ..sqltext import ident, literal, set_database_setting
 from .base import BASIC, Driver, prefixed
-from .psql import MAINTENANCE_DB, session_for
+from .psql import MAINTENANCE_DB, run_sql
 
 _CACHE: dict = {}
 ACL_PRIVS = {"C": "CREATE", "c": "CONNECT", "T": "TEMPORARY"}
@@ -189,8 +189,7 @@ class PostgresDriver(Driver):
             raise Interrupted(f"{host.name}: interrupted before SQL {sql[:80]!r}")
         command = f"psql {self.conn_args()} -X -q -A -t -F $'\\x1f' -v ON_ERROR_STOP=1 -d {MAINTENANCE_DB}"
         key = ("psql", self.spec.host, self.spec.port, self.spec.admin_user, read_only)
-        result = session_for(host, key, command, self.access(ctx, host, read_only)).run(
-            sql, db, host.config.command_timeout)
+        result = run_sql(host, key, command, self.access(ctx, host, read_only), sql, db)
         return host.judge(result, check=check)
 
     def query(self, ctx, host, sql: str, db: str = "postgres") -> list[list[str]]:

@@ -43,10 +43,13 @@ class PsqlSession:
         self.session.abort()
 
     def run(self, sql: str, db: str, timeout: float) -> CommandResult:
+        """SQL as `psql -v ON_ERROR_STOP=1` runs it; the result a psql of its own would give."""
         session = self.session
         start = time.monotonic()
         text = sql.rstrip()
-        script = ""
+        # After the first answer, a no-op goes first: a connection that died while the session waited
+        # (a server restart, terminated backends) fails it, and the script itself is known not to have run.
+        script = f"DO $$BEGIN END$$;\n\\echo {self.mark}-ping\n" if session.served else ""
         if db != self.db:
             script += f"\\connect {_meta_quote(db)}\n"
         script += text + "\n"
@@ -59,19 +62,26 @@ class PsqlSession:
             try:
                 session.send(script)
                 deadline = start + timeout
+                started = not session.served
                 while True:
                     line = session.read_line(max(0.1, deadline - time.monotonic()))
                     if line == self.mark:
                         break
+                    if line == f"{self.mark}-ping":
+                        started = True
+                        continue
                     out.append(line)
             except SessionEnded:
                 ended = session.close(timeout=5)
+                if not started:
+                    raise  # the session had gone before the script began: run_sql asks a new one
                 err = ended.stderr if isinstance(ended, CommandResult) else ""
                 if not err:
                     err = bytes(getattr(session.pipe, "err", b"")[seen:]).decode(errors="replace")
                 return CommandResult(self.command, getattr(ended, "exited", None) or 2,
                                      "\n".join(out), err, time.monotonic() - start)
         self.db = MAINTENANCE_DB
+        session.served += 1
         return CommandResult(self.command, 0, "\n".join(out) + ("\n" if out else ""), "", time.monotonic() - start)
 
 
@@ -84,3 +94,12 @@ def session_for(host, key, command: str, access: dict) -> PsqlSession:
     """The run's psql on `host` under `key` (server, role, read-only or not), started on first use."""
     return host.session(key, lambda: PsqlSession(
         host.open_session(command, env=access.get("env"), secrets=access.get("secrets"), read_only=True), command))
+
+
+def run_sql(host, key, command: str, access: dict, sql: str, db: str) -> CommandResult:
+    """SQL through the run's session; sent once more, to a new session, when the one it was sent to had
+    gone before the script began (its connection was dropped, or it was killed with an interrupt's leftovers)."""
+    try:
+        return session_for(host, key, command, access).run(sql, db, host.config.command_timeout)
+    except SessionEnded:
+        return session_for(host, key, command, access).run(sql, db, host.config.command_timeout)

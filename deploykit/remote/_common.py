@@ -179,6 +179,7 @@ def _one_line(text):
 
 
 ANSWER = "\x1edeploykit-answer "  # marks a session's answer line among whatever else reaches stdout
+STARTED = "\x1edeploykit-started"  # a session read a request and is about to act on it
 
 
 def _set_name(name):
@@ -230,6 +231,8 @@ def serve_session(actions, read_only, after=None, stdin=None, stdout=None, typed
                 if refuse_writes and action not in read_only:
                     raise UsageError("refused %r: this session is read-only (a dry-run)" % action)
                 _listed(args.pop("_track", None))
+                real_stdout.write(STARTED + "\n")  # the request was read: the controller never sends it twice
+                real_stdout.flush()
                 out = {"ok": True, "changed": False}
                 _set_name("dk " + action)
                 out.update(fn(args))

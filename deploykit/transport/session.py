@@ -68,6 +68,7 @@ class LineSession(Stream):
         self._send_lock = threading.Lock()
         self.turn = threading.Lock()  # held by whoever is between a request and its answer
         self.tail: list[str] = []  # the last lines that were not answers: what a failing command said
+        self.served = 0  # answers given: a session that served before and then ended was stopped from outside
         threading.Thread(target=self._read, daemon=True, name=f"session-{host.name}").start()
 
     @property
