@@ -39,11 +39,12 @@ BENCHES = {
     "transport": ["transport.py"],  # a no-op remote call: deploykit's agent against Fabric's Connection.run
     "release": ["release.py"],      # release/rollback against Capistrano 3, one host against eight, overhead per step
     "data": ["pg_data_path.py"],    # dumps, restores, snapshots, revert against pg_dump/pg_restore, django-dbbackup
+    "downtime": ["downtime.py"],    # release and recovery downtime at --size-mb, per snapshot_budget
 }
 
 
-@task(auto_shortflags=False, help={"only": "transport, release or data (default: all three, in that order)",
-                                   "size_mb": "dataset size in MB for the data path (default 1500)",
+@task(auto_shortflags=False, help={"only": "transport, release, data or downtime (default: all, in that order)",
+                                   "size_mb": "dataset size in MB for the data path and downtime benches (default 1500)",
                                    "rounds": "interleaved rounds of the release bench (default 5)",
                                    "json": "directory for the JSON results (one file per bench)"})
 def bench(c, only=None, size_mb=1500, rounds=5, json=None):
@@ -55,7 +56,7 @@ def bench(c, only=None, size_mb=1500, rounds=5, json=None):
     worst = 0
     for name in names:
         args = [sys.executable, str(ROOT / "bench" / BENCHES[name][0])]
-        if name == "data":
+        if name in ("data", "downtime"):
             args += ["--size-mb", str(size_mb)]
         if name == "release":
             args += ["--rounds", str(rounds)]

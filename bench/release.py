@@ -47,7 +47,7 @@ WORK_MARKS = {  # the text of a command, or "django ACTION" for a request to the
     "migrate": ("manage.py migrate", "django apply"),
     "collectstatic": ("manage.py collectstatic", "django collectstatic"),
     "check": ("manage.py check", "django check"),
-    "restart": ("supervisorctl",),
+    "restart": ("supervisorctl", "supervisor start", "supervisor stop", "supervisor restart", "supervisor status"),
     "health": ("http_check",),
 }
 
@@ -240,14 +240,30 @@ class Capistrano:
 
 
 # -- deploykit -----------------------------------------------------------------------------------------------
+def busy_cpu_seconds() -> float:
+    """CPU seconds this machine has spent busy (all cores), from /proc/stat."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_seconds() -> float:
+    """CPU seconds of this controller process (all its threads)."""
+    t = os.times()
+    return t.user + t.system
+
+
 def dk_run(clock: CommandClock, config, stage: str, what: str) -> dict:
     clock.reset()
     start = time.monotonic()
+    busy0, own0 = busy_cpu_seconds(), own_cpu_seconds()
     if what == "release":
         result = api.release(config, stage, "v1.1")
     else:
         result = api.rollback(config, stage, to_tag="v1.0")
     wall = time.monotonic() - start
+    busy, own = busy_cpu_seconds() - busy0, own_cpu_seconds() - own0
     if not result.ok:
         raise RuntimeError(f"deploykit {what} on {stage} failed: {result.error}")
     work, by_kind = clock.work_seconds()
@@ -255,8 +271,9 @@ def dk_run(clock: CommandClock, config, stage: str, what: str) -> dict:
     for rec in result.records:  # steps on several hosts run in parallel: the slowest host counts
         key = f"{rec.playbook}/{rec.step}"
         steps[key] = max(steps.get(key, 0.0), rec.seconds)
+    # the hosts' CPU: everything the machine did meanwhile but this controller (an upper bound on a shared box)
     return {"wall": wall, "work": work, "overhead": wall - work, "work_by_kind": by_kind,
-            "host_calls": clock.calls, "steps": steps}
+            "host_calls": clock.calls, "steps": steps, "cpu_controller": own, "cpu_hosts": max(0.0, busy - own)}
 
 
 def startup_seconds(n: int = 5) -> float:
@@ -267,6 +284,11 @@ def startup_seconds(n: int = 5) -> float:
         subprocess.run([sys.executable, "-c", "import deploykit.cli"], check=True)
         times.append(time.monotonic() - start)
     return statistics.median(times)
+
+
+def s_wall(summary, what) -> float:
+    """deploykit's 1-host wall time without the program's start-up (what the n-host floor compares with)."""
+    return summary[what]["deploykit_1"] - summary["startup"]
 
 
 def med(rows, tool, what, field="wall"):
@@ -356,6 +378,19 @@ def main(argv=None) -> int:
         print(f"{what:10} {s['deploykit_1']:11.2f}s {s['capistrano']:10.2f}s {s['ratio_vs_cap']:6.2f}× "
               f"{goals[what][1]:5.1f}× {s[f'deploykit_{n}']:11.2f}s {s[f'ratio_{n}_vs_1']:5.2f}× "
               f"{s['overhead_1']:10.2f}s {s[f'overhead_{n}']:10.2f}s")
+    cores = os.cpu_count() or 1
+    print(f"\nCPU (all cores, busy time from /proc/stat; the hosts = everything but this controller):")
+    for what in ("release", "rollback"):
+        host1 = med(rows, "deploykit-1", what, "cpu_hosts")
+        hostn = med(rows, f"deploykit-{n}", what, "cpu_hosts")
+        ctl1 = med(rows, "deploykit-1", what, "cpu_controller")
+        ctln = med(rows, f"deploykit-{n}", what, "cpu_controller")
+        floor = (hostn + ctln) / cores
+        summary[what].update({"cpu_hosts_1": host1, f"cpu_hosts_{n}": hostn, "cpu_controller_1": ctl1,
+                              f"cpu_controller_{n}": ctln, f"cpu_floor_{n}": floor})
+        print(f"  {what:9} 1 host: hosts {host1:.2f} s + controller {ctl1:.2f} s; {n} hosts: hosts {hostn:.2f} s + "
+              f"controller {ctln:.2f} s -> on {cores} cores at least {floor:.2f} s = "
+              f"{floor / s_wall(summary, what):.2f}x the 1-host wall, before any waiting")
     print("\nrelease, one host: median seconds per step (the slowest host), and the work inside")
     steps: dict[str, list[float]] = {}
     for row in rows:

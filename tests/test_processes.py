@@ -20,9 +20,19 @@ from deploykit.steps import services
 class FakeHost:
     """Records commands; `answers` maps a command's start to (exit, stdout) (default: exit 0, no output)."""
 
-    def __init__(self, answers=None, read_only=False, name="web1"):
+    def __init__(self, answers=None, read_only=False, name="web1", socket=None):
         self.answers, self.read_only, self.name = answers or {}, read_only, name
         self.ran: list[tuple[str, bool]] = []
+        self.socket = socket  # verb -> supervisord's answer over its socket; None: the socket is not reached
+        self.asked: list[tuple[str, str, dict]] = []
+
+    def helper(self, module, action, args=None, *, check=True, **_):
+        if self.read_only and action != "status":
+            raise DryRunWrite(f"{self.name}: refused helper {module} {action} during a dry-run")
+        self.asked.append((module, action, args))
+        if self.socket is None:
+            return {"ok": True, "reachable": False, "why": "no such file"}
+        return {"ok": True, "reachable": True, **self.socket.get(action, {})}
 
     def render(self, text):
         return text.replace("{name}", self.name)
@@ -170,6 +180,36 @@ def test_the_steps_go_through_the_managers_and_skip_readers_when_asked():
     host = FakeHost()
     assert services._each(ctx, "stop", host, writers_only=True) == ["web", "web"]
     assert host.commands() == ["supervisorctl -c /etc/sv.conf stop web", "systemctl stop app.service"]
+
+
+def test_supervisor_is_asked_over_its_socket_first_and_its_command_only_when_unreached():
+    host = FakeHost({"supervisorctl -c /etc/sv.conf restart": (0, "web: started")})
+    assert manager_for(sup()).restart(host) == "web"
+    assert host.asked == [("supervisor", "restart", {"conf": "/etc/sv.conf", "program": "web"})]
+    assert host.commands() == ["supervisorctl -c /etc/sv.conf restart web"]
+    reached = FakeHost(socket={"restart": {"state": "RUNNING"}, "status": {"state": "STOPPED"}})
+    assert manager_for(sup()).restart(reached) == "web" and reached.commands() == []
+    assert manager_for(sup()).running(reached) is False and reached.commands() == []
+
+
+def test_over_the_socket_the_verbs_keep_their_rules():
+    def faulted(verb, fault):
+        return FakeHost(socket={verb: {"ok": False, "fault": fault, "error": f"web: ERROR ({fault})"}})
+    assert manager_for(sup()).start(faulted("start", "ALREADY_STARTED")) == "web (already running)"
+    assert manager_for(sup()).stop(faulted("stop", "NOT_RUNNING")) == "web (was not running)"
+    with pytest.raises(DeployError, match="web1: start web failed: web: ERROR \\(SPAWN_ERROR\\)"):
+        manager_for(sup()).start(faulted("start", "SPAWN_ERROR"))
+    found = manager_for(sup()).check(faulted("status", "BAD_NAME"), live=True)
+    assert len(found) == 1 and "has no program named as configured" in found[0]
+
+
+@pytest.mark.parametrize("ctl", ["sudo supervisorctl", "/opt/bin/my-wrapper", "supervisorctl --extra"])
+def test_a_wrapped_supervisorctl_is_always_run_as_configured(ctl):
+    host = FakeHost(socket={"restart": {"state": "RUNNING"}})
+    spec = sup()
+    spec.ctl = ctl
+    manager_for(spec).restart(host)
+    assert host.asked == [] and host.commands() == [f"{ctl} -c /etc/sv.conf restart web"]
 
 
 # what preflight finds, per manager: the same messages as steps/preflight.check_processes

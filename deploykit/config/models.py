@@ -201,9 +201,13 @@ class Supervisor(Section):
 
     program: Text | None = key("supervisor program name", "program: library-web", None,
                                default_text="the process name")
-    conf: HostPath | None = key("supervisord.conf for 'supervisorctl -c'", "conf: /etc/supervisor/supervisord.conf",
-                                None, default_text="supervisorctl's own default")
-    supervisorctl: Text = key("the supervisorctl command", "supervisorctl: sudo supervisorctl", "supervisorctl")
+    conf: HostPath | None = key("supervisord.conf: deploykit asks supervisord over the socket it names (as "
+                                "supervisorctl does, without starting it); also 'supervisorctl -c'",
+                                "conf: /etc/supervisor/supervisord.conf",
+                                None, default_text="supervisorctl's own default (then supervisorctl is always run)")
+    supervisorctl: Text = key("the supervisorctl command: run when the socket cannot be reached, and always when "
+                              "it is more than a plain supervisorctl (sudo, a wrapper)",
+                              "supervisorctl: sudo supervisorctl", "supervisorctl")
 
 
 class SystemdUnit(Section):

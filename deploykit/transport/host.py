@@ -50,6 +50,7 @@ READ_ONLY_ACTIONS = {
     "django_state": {"state", "plan", "databases", "graph", "check"},
     "pyenv": {"probe"},
     "runs": {"tracked"},
+    "supervisor": {"status"},
 }
 
 
