@@ -241,11 +241,14 @@ class Capistrano:
 
 # -- deploykit -----------------------------------------------------------------------------------------------
 def busy_cpu_seconds() -> float:
-    """CPU seconds this machine has spent busy (all cores), from /proc/stat."""
+    """CPU seconds this machine's cores have run work (all cores), from /proc/stat.
+
+    user + nice + system + irq + softirq: not idle, not iowait, and not steal
+    (time the hypervisor gave to another guest, which this shared machine has).
+    """
     with open("/proc/stat") as f:
-        fields = [int(x) for x in f.readline().split()[1:]]
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
-    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+        user, nice, system, _idle, _iowait, irq, softirq = (int(x) for x in f.readline().split()[1:8])
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
 
 
 def own_cpu_seconds() -> float:

@@ -57,6 +57,18 @@ def _session(ctx, host, release_dir: str):
     return host.session(("django", release_dir), start)
 
 
+def warm_up(ctx, host, release_dir: str) -> None:
+    """Start release_dir's Django now, so its start-up overlaps the work before the first question.
+
+    Nothing is asked: a Django that fails to start says so to the first real
+    question, as it would have without this.
+    """
+    try:
+        _session(ctx, host, release_dir)
+    except (SessionEnded, HostCommandFailed):
+        pass
+
+
 def ask(ctx, host, release_dir: str, action: str, args: dict, timeout: float) -> dict | None:
     """One request to the session of release_dir; its answer (a session that ended is a failed command).
 

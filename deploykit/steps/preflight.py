@@ -13,13 +13,13 @@ from __future__ import annotations
 import os
 
 from .. import layout
-from ..djangoapp import check_database_identity
+from ..djangoapp import check_database_identity, warm_up
 from ..drivers import capable, drivers_for
 from ..errors import DeployError, PreflightFailed
 from ..transport.host import q
 from ..processes import manager_for
 from .base import Outcome, Step, register
-from ..work.health import check_health
+from ..work.health import asks_django, check_health
 
 
 def check_processes(ctx, host) -> list[str]:
@@ -34,14 +34,19 @@ def check_databases(ctx, host) -> list[str]:
     return [p for d in drivers_for(ctx.config) for p in d.preflight(ctx, host, live)]
 
 
-def check_django_databases(ctx, host) -> list[str]:
-    """The live release's Django, run through its own manage.py, uses the databases configured here."""
+def live_release_dir(ctx, host) -> str | None:
+    """The live release's directory on host, when a release is live there and has a manage.py."""
     if not ctx.previous:
-        return []
+        return None
     current = host.realpath(layout.current(host))
     if not current or not host.exists(os.path.join(current, "manage.py")):
-        return []
-    return check_database_identity(ctx, host, current)
+        return None
+    return current
+
+
+def check_django_databases(ctx, host, live_dir: str | None) -> list[str]:
+    """The live release's Django, run through its own manage.py, uses the databases configured here."""
+    return check_database_identity(ctx, host, live_dir) if live_dir else []
 
 
 def check_space(ctx, host) -> list[str]:
@@ -63,6 +68,10 @@ class Preflight(Step):
     read_only = True
 
     def run(self, ctx, host):
+        asked = host.is_primary or ("app" in host.roles and any(asks_django(c) for c in ctx.config.health))
+        live_dir = live_release_dir(ctx, host) if asked else None
+        if live_dir:  # the live Django boots while processes, databases and disk are looked at
+            warm_up(ctx, host, live_dir)
         problems = []
         if ctx.config.identity and not os.path.exists(ctx.config.identity):
             problems.append(f"the SSH identity file {ctx.config.identity} does not exist on this controller")
@@ -71,7 +80,7 @@ class Preflight(Step):
         if host.is_primary:
             problems += check_databases(ctx, host)
             if not problems:
-                problems += check_django_databases(ctx, host)
+                problems += check_django_databases(ctx, host, live_dir)
                 problems += check_space(ctx, host)
         notes = []
         if not problems and host.is_primary and ctx.config.snapshots:
@@ -83,7 +92,7 @@ class Preflight(Step):
                                      "would restore the verified dump")
         if not problems and ctx.previous and "app" in host.roles:
             try:
-                notes = check_health(ctx, host, read_only=True)
+                notes += check_health(ctx, host, read_only=True)
             except DeployError as exc:
                 problems.append(f"the live release {ctx.previous['id']} fails its health check, so a new one "
                                 f"could not be verified either: {exc.one_line()}")

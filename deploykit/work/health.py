@@ -9,6 +9,11 @@ from ..errors import DeployError
 from ..pyenv import render_app
 
 
+def asks_django(check) -> bool:
+    """A `manage: check` health check: answered by the run's Django session of the live release."""
+    return check.kind == "manage" and check.command.split()[:1] == ["check"]
+
+
 def check_health(ctx, host, read_only: bool = False) -> list[str]:
     """Run the configured health checks on a host; raise DeployError on the first that fails.
 
@@ -28,7 +33,7 @@ def check_health(ctx, host, read_only: bool = False) -> list[str]:
                                   f"{(doc.get('body') or doc.get('error') or '')[:120]!r}",
                                   hint="see the app's logs on that host")
             notes.append(f"{url} {doc.get('status')}")
-        elif check.kind == "manage" and check.command.split()[:1] == ["check"]:
+        elif asks_django(check):
             # Django's system checks, by the live release's own Django (the run's session: no start-up of its own)
             live = host.realpath(layout.current(host)) or layout.current(host)
             doc = django_helper(ctx, host, live, "check", {"args": shlex.split(check.command)[1:]}, check=False,
