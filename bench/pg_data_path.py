@@ -157,7 +157,7 @@ class Bench:
             self.host.write_json(f"{backup_dir}/manifest.json", {"id": "b1", "complete": True, "items": [item]})
             assert files
         self.time("dk_backup", dk_backup)
-        verify = self.host.helper("files", "verify_backup", {"dir": backup_dir})
+        verify = self.host.helper("archives", "verify_backup", {"dir": backup_dir})
         assert verify["verified"], verify
         def dk_restore():  # built beside, checked (owners, row counts), swapped in by rename
             built = self.driver.build(self.ctx, self.host, backup_dir, item, "bench-restore")

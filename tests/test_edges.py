@@ -268,7 +268,7 @@ def write_lock(st, cfg, run_id: str, **holder) -> None:
     host = make_host(cfg.stage(st.name)[0], cfg)
     try:
         info = {**stage_lock.holder_info(run_id, "release", st.name), **holder}
-        doc = host.helper("files", "lock_acquire", {"path": str(st.primary.deploy_to / ".deploykit" / "lock"),
+        doc = host.helper("locks", "lock_acquire", {"path": str(st.primary.deploy_to / ".deploykit" / "lock"),
                                                     "info": info})
         assert doc["acquired"], doc
     finally:

@@ -32,7 +32,7 @@ def test_second_release_refused_while_locked_then_unlock(stage_factory):
 
     # a lock of a run on another controller that still beats: it cannot be proven gone
     host = make_host(cfg.stage(st.name)[0], cfg)
-    host.helper("files", "lock_acquire", {"path": str(lock), "info": {"run_id": "crashed-run", "command": "release",
+    host.helper("locks", "lock_acquire", {"path": str(lock), "info": {"run_id": "crashed-run", "command": "release",
                                                                       "user": "ops", "controller": "laptop"}})
     host.close()
     refused = st.cli("release", "--host", st.name, "--tag", "v1.2")

@@ -52,6 +52,18 @@ def files(action, args=None, **kw):
     return call("files.py", action, args, **kw)
 
 
+def archives(action, args=None, **kw):
+    return call("archives.py", action, args, **kw)
+
+
+def locks(action, args=None, **kw):
+    return call("locks.py", action, args, **kw)
+
+
+def httpcheck(action, args=None, **kw):
+    return call("httpcheck.py", action, args, **kw)
+
+
 def sq(action, args=None, **kw):
     return call("sqlite.py", action, args, **kw)
 
@@ -120,7 +132,7 @@ def test_sha256_manifest_and_dir_size(tmp_path):
 def test_archive(tmp_path, compress):
     root = make_tree(tmp_path / "media")
     dest = tmp_path / "backups" / "b1" / ("media.tar.gz" if compress else "media.tar")
-    doc = files("archive", {"root": str(root), "dest": str(dest), "compress": compress})
+    doc = archives("archive", {"root": str(root), "dest": str(dest), "compress": compress})
     assert doc["changed"] is True
     data = dest.read_bytes()
     assert doc["sha256"] == sha(data) and doc["size"] == len(data)
@@ -136,17 +148,17 @@ def test_archive(tmp_path, compress):
     if compress:
         assert data[:2] == b"\x1f\x8b"
 
-    empty = files("archive", {"root": str(tmp_path / "none"), "dest": str(tmp_path / "e.tar")})
+    empty = archives("archive", {"root": str(tmp_path / "none"), "dest": str(tmp_path / "e.tar")})
     assert empty["missing"] is True and empty["files"] == {}
     with tarfile.open(tmp_path / "e.tar") as tar:
         assert tar.getnames() == []
 
-    dry = files("archive", {"root": str(root), "dest": str(tmp_path / "dry.tar"), "dry_run": True})
+    dry = archives("archive", {"root": str(root), "dest": str(tmp_path / "dry.tar"), "dry_run": True})
     assert dry["changed"] is True and not (tmp_path / "dry.tar").exists()
 
 
 def _snapshot(root, tmp_path, name="snap.tar"):
-    doc = files("archive", {"root": str(root), "dest": str(tmp_path / name)})
+    doc = archives("archive", {"root": str(root), "dest": str(tmp_path / name)})
     return tmp_path / name, doc["files"]
 
 
@@ -164,11 +176,11 @@ def test_mirror_restore(tmp_path):
     aside = tmp_path / "aside" / "run1"
     args = {"root": str(root), "archive": str(archive), "files": manifest, "aside": str(aside)}
 
-    dry = files("mirror_restore", dict(args, dry_run=True))
+    dry = archives("mirror_restore", dict(args, dry_run=True))
     assert dry["changed"] is True and dry["moved_aside"] == ["new.txt", "uploads/2024/x.jpg"]
     assert (root / "new.txt").exists() and not aside.exists()
 
-    doc = files("mirror_restore", args)
+    doc = archives("mirror_restore", args)
     assert doc["changed"] is True
     assert doc["moved_aside"] == ["new.txt", "uploads/2024/x.jpg"]
     assert doc["restored"] == ["a.txt", "b/c.txt", "b/link"]
@@ -188,13 +200,13 @@ def test_mirror_restore(tmp_path):
     assert (root / "empty").is_dir() and (root / "uploads" / "2024").is_dir()  # dirs left alone
     assert not list(root.rglob("*.tmp-*"))
 
-    again = files("mirror_restore", dict(args, aside=str(tmp_path / "aside" / "run2")))
+    again = archives("mirror_restore", dict(args, aside=str(tmp_path / "aside" / "run2")))
     assert again["changed"] is False and again["unchanged"] == 4
     assert not (tmp_path / "aside" / "run2").exists()
 
     # into a missing root
     fresh = tmp_path / "fresh"
-    doc = files("mirror_restore", dict(args, root=str(fresh), aside=str(tmp_path / "aside" / "run3")))
+    doc = archives("mirror_restore", dict(args, root=str(fresh), aside=str(tmp_path / "aside" / "run3")))
     assert doc["restored"] == sorted(manifest)
     assert files("manifest", {"root": str(fresh)})["files"] == manifest
 
@@ -204,7 +216,7 @@ def test_mirror_restore_archive_lacking_a_file(tmp_path):
     archive, manifest = _snapshot(root, tmp_path)
     manifest = dict(manifest, **{"ghost.txt": {"size": 3, "sha256": sha(b"boo")}})
     (root / "new.txt").write_bytes(b"x")
-    doc = files("mirror_restore", {"root": str(root), "archive": str(archive), "files": manifest,
+    doc = archives("mirror_restore", {"root": str(root), "archive": str(archive), "files": manifest,
                                    "aside": str(tmp_path / "aside")}, ok=False)
     assert doc["kind"] == "ArchiveIncomplete"
     assert (root / "new.txt").exists() and not (tmp_path / "aside").exists()  # nothing changed
@@ -236,15 +248,15 @@ def test_traversal_members_refused(tmp_path, name):
     root = tmp_path / "work" / "root"
     root.mkdir(parents=True)
     manifest = {"ok.txt": {"size": 2, "sha256": sha(b"ok")}}
-    doc = files("mirror_restore", {"root": str(root), "archive": str(archive), "files": manifest,
+    doc = archives("mirror_restore", {"root": str(root), "archive": str(archive), "files": manifest,
                                    "aside": str(tmp_path / "aside")}, ok=False)
     assert doc["kind"] == "UnsafePath"
-    doc = files("extract", {"archive": str(archive), "dest": str(root / "x")}, ok=False)
+    doc = archives("extract", {"archive": str(archive), "dest": str(root / "x")}, ok=False)
     assert doc["kind"] == "UnsafePath"
     assert not (tmp_path / "work" / "evil.txt").exists() and not (tmp_path / "evil.txt").exists()
     assert not os.path.exists("/tmp/deploykit-evil.txt")
     assert list(root.iterdir()) == []  # refused before anything was written
-    bad = files("mirror_restore", {"root": str(root), "archive": str(tmp_path / "evil.tar"),
+    bad = archives("mirror_restore", {"root": str(root), "archive": str(tmp_path / "evil.tar"),
                                    "files": {"../x": {"size": 1, "sha256": "0"}}, "aside": str(tmp_path / "a")},
                 ok=False)
     assert bad["kind"] == "UnsafePath"
@@ -254,18 +266,18 @@ def test_extract_and_symlink_escape(tmp_path):
     root = make_tree(tmp_path / "src")
     (root / "b" / "c.txt").chmod(0o640)
     archive = tmp_path / "code.tar.gz"
-    files("archive", {"root": str(root), "dest": str(archive), "compress": True})
+    archives("archive", {"root": str(root), "dest": str(archive), "compress": True})
     dest = tmp_path / "releases" / "r1"
-    doc = files("extract", {"archive": str(archive), "dest": str(dest)})
+    doc = archives("extract", {"archive": str(archive), "dest": str(dest)})
     assert doc["count"] == 6
     assert files("manifest", {"root": str(dest)})["files"] == files("manifest", {"root": str(root)})["files"]
     assert mode(dest / "b" / "c.txt") == 0o640
 
     evil = _evil_tar(tmp_path / "escape.tar", "lnk", linkname="/etc", then="lnk/evil.txt")
-    doc = files("extract", {"archive": str(evil), "dest": str(tmp_path / "x")}, ok=False)
+    doc = archives("extract", {"archive": str(evil), "dest": str(tmp_path / "x")}, ok=False)
     assert doc["kind"] == "UnsafePath" and not (tmp_path / "x").exists()
     evil = _evil_tar(tmp_path / "escape2.tar", "lnk", linkname="../../..", then="lnk/evil.txt")
-    assert files("extract", {"archive": str(evil), "dest": str(tmp_path / "x")}, ok=False)["kind"] == "UnsafePath"
+    assert archives("extract", {"archive": str(evil), "dest": str(tmp_path / "x")}, ok=False)["kind"] == "UnsafePath"
 
 
 # --------------------------------------------------------------------------
@@ -278,7 +290,7 @@ def _backup_dir(tmp_path, complete=True):
     (bdir / "db-default" / "toc.dat").write_bytes(b"table of contents")
     (bdir / "db-default" / "3001.dat.gz").write_bytes(os.urandom(5000))
     media = make_tree(tmp_path / "media")
-    arch = files("archive", {"root": str(media), "dest": str(bdir / "media.tar")})
+    arch = archives("archive", {"root": str(media), "dest": str(bdir / "media.tar")})
     db_files = {"db-default/" + k: v for k, v in files("hash_tree", {"dir": str(bdir / "db-default")})["files"].items()}
     manifest = {
         "id": "20240101T000000Z",
@@ -294,7 +306,7 @@ def _backup_dir(tmp_path, complete=True):
 
 def test_verify_backup(tmp_path):
     bdir = _backup_dir(tmp_path)
-    good = files("verify_backup", {"dir": str(bdir)})
+    good = archives("verify_backup", {"dir": str(bdir)})
     assert good["verified"] is True and good["problems"] == []
     total = sum(p.stat().st_size for p in bdir.rglob("*") if p.is_file() and p.name != "manifest.json")
     assert good["bytes"] == total and good["files"] == 3
@@ -304,19 +316,19 @@ def test_verify_backup(tmp_path):
     data[3] ^= 1
     toc.write_bytes(bytes(data))
     (bdir / "media.tar").unlink()
-    bad = files("verify_backup", {"dir": str(bdir)})
+    bad = archives("verify_backup", {"dir": str(bdir)})
     assert bad["ok"] is True and bad["verified"] is False
     assert bad["problems"] == ["db-default/toc.dat: sha256 mismatch", "media.tar: missing"]
 
     (bdir / "manifest.json").unlink()
-    nom = files("verify_backup", {"dir": str(bdir)})
+    nom = archives("verify_backup", {"dir": str(bdir)})
     assert nom["verified"] is False and nom["problems"] == ["manifest.json: missing"]
 
     (bdir / "manifest.json").write_text("{truncated")
-    assert "does not parse" in files("verify_backup", {"dir": str(bdir)})["problems"][0]
+    assert "does not parse" in archives("verify_backup", {"dir": str(bdir)})["problems"][0]
 
     inc = _backup_dir(tmp_path / "other", complete=False)
-    doc = files("verify_backup", {"dir": str(inc)})
+    doc = archives("verify_backup", {"dir": str(inc)})
     assert doc["verified"] is False and doc["problems"] == ["manifest.json: backup not complete"]
 
 
@@ -326,31 +338,31 @@ def test_verify_backup(tmp_path):
 
 def test_locks(tmp_path):
     lock = tmp_path / "app" / ".deploykit" / "lock"
-    first = files("lock_acquire", {"path": str(lock), "info": {"run_id": "run-1", "user": "ann", "pid": 1}})
+    first = locks("lock_acquire", {"path": str(lock), "info": {"run_id": "run-1", "user": "ann", "pid": 1}})
     assert first["acquired"] is True and first["changed"] is True
     assert mode(lock) == 0o600 and mode(lock.parent) == 0o700
     on_disk = json.loads(lock.read_text())
     assert on_disk["run_id"] == "run-1" and on_disk["since"].endswith("Z")
 
-    second = files("lock_acquire", {"path": str(lock), "info": {"run_id": "run-2"}})
+    second = locks("lock_acquire", {"path": str(lock), "info": {"run_id": "run-2"}})
     assert second["acquired"] is False and second["changed"] is False
     assert second["holder"]["run_id"] == "run-1" and second["holder"]["user"] == "ann"
 
-    read = files("lock_read", {"path": str(lock)})
+    read = locks("lock_read", {"path": str(lock)})
     assert read["held"] is True and read["holder"]["run_id"] == "run-1"
 
-    wrong = files("lock_release", {"path": str(lock), "run_id": "run-2"})
+    wrong = locks("lock_release", {"path": str(lock), "run_id": "run-2"})
     assert wrong["released"] is False and wrong["holder"]["run_id"] == "run-1" and lock.exists()
-    dry = files("lock_release", {"path": str(lock), "run_id": "x", "force": True, "dry_run": True})
+    dry = locks("lock_release", {"path": str(lock), "run_id": "x", "force": True, "dry_run": True})
     assert dry["released"] is True and lock.exists()
-    forced = files("lock_release", {"path": str(lock), "run_id": "run-2", "force": True})
+    forced = locks("lock_release", {"path": str(lock), "run_id": "run-2", "force": True})
     assert forced["released"] is True and not lock.exists()
-    assert files("lock_read", {"path": str(lock)}) == {"ok": True, "changed": False, "held": False, "holder": None}
+    assert locks("lock_read", {"path": str(lock)}) == {"ok": True, "changed": False, "held": False, "holder": None}
 
-    files("lock_acquire", {"path": str(lock), "info": {"run_id": "run-3"}})
-    assert files("lock_release", {"path": str(lock), "run_id": "run-3"})["released"] is True
+    locks("lock_acquire", {"path": str(lock), "info": {"run_id": "run-3"}})
+    assert locks("lock_release", {"path": str(lock), "run_id": "run-3"})["released"] is True
     lock.write_text("garbage")
-    assert files("lock_acquire", {"path": str(lock), "info": {}})["holder"] == {"raw": "garbage"}
+    assert locks("lock_acquire", {"path": str(lock), "info": {}})["holder"] == {"raw": "garbage"}
     assert not list(lock.parent.glob("*.tmp-*"))
 
 
@@ -434,18 +446,18 @@ def http_url():
 
 
 def test_http_check(http_url):
-    doc = files("http_check", {"url": http_url + "/ok", "contains": "healthy", "timeout": 5})
+    doc = httpcheck("http_check", {"url": http_url + "/ok", "contains": "healthy", "timeout": 5})
     assert doc["healthy"] is True and doc["status"] == 200 and doc["attempts"] == 1
     assert doc["body"] == "hello, I am healthy"
 
-    doc = files("http_check", {"url": http_url + "/flaky", "timeout": 5, "interval": 0.05})
+    doc = httpcheck("http_check", {"url": http_url + "/flaky", "timeout": 5, "interval": 0.05})
     assert doc["healthy"] is True and doc["attempts"] == 3 and doc["body"] == "up now"
 
-    doc = files("http_check", {"url": http_url + "/boom", "timeout": 0.4, "interval": 0.1})
+    doc = httpcheck("http_check", {"url": http_url + "/boom", "timeout": 0.4, "interval": 0.1})
     assert doc["ok"] is True and doc["healthy"] is False and doc["status"] == 500
     assert doc["attempts"] >= 2 and doc["seconds"] < 3
 
-    doc = files("http_check", {"url": http_url + "/ok", "contains": "nope", "timeout": 0.2, "interval": 0.1})
+    doc = httpcheck("http_check", {"url": http_url + "/ok", "contains": "nope", "timeout": 0.2, "interval": 0.1})
     assert doc["healthy"] is False and doc["status"] == 200
 
 
@@ -455,7 +467,7 @@ def test_http_check_connection_refused():
     port = s.getsockname()[1]
     s.close()
     t0 = time.monotonic()
-    doc = files("http_check", {"url": "http://127.0.0.1:%d/" % port, "timeout": 0.5, "interval": 0.1})
+    doc = httpcheck("http_check", {"url": "http://127.0.0.1:%d/" % port, "timeout": 0.5, "interval": 0.1})
     assert doc["healthy"] is False and doc["status"] is None and doc["attempts"] >= 2
     assert "error" in doc and time.monotonic() - t0 < 5
 
@@ -623,7 +635,7 @@ def test_mirror_restore_type_changes(tmp_path):
     (root / "d.bin").unlink()
     (root / "d.bin").symlink_to("/etc/hostname")  # a symlink where a file belongs
     aside = tmp_path / "aside"
-    doc = files("mirror_restore", {"root": str(root), "archive": str(archive), "files": manifest,
+    doc = archives("mirror_restore", {"root": str(root), "archive": str(archive), "files": manifest,
                                    "aside": str(aside)})
     assert doc["moved_aside"] == ["a.txt", "a.txt/inner", "b"]
     assert doc["restored"] == sorted(manifest)

@@ -240,10 +240,19 @@ def test_bundled_helpers_are_self_contained(tmp_path):
         module = path.stem
         source = helper_source(module)
         assert "from _common import" not in source
+        assert "from _tree import" not in source  # every shared module of remote/ is inlined, _tree.py too
         proc = subprocess.run([sys.executable, "-I", "-S", "-c", source, "no_such_action"], input="{}",
                               capture_output=True, text=True, cwd=tmp_path, timeout=60)
         doc = json.loads(proc.stdout.strip().splitlines()[-1])
         assert proc.returncode == 1 and doc["ok"] is False and doc["kind"] == "UnknownAction", (module, proc.stderr)
+
+
+def test_every_read_only_action_is_an_action_of_its_helper():
+    from deploykit.transport.bundle import load_helper
+    from deploykit.transport.host import READ_ONLY_ACTIONS
+
+    for module, actions in READ_ONLY_ACTIONS.items():
+        assert set(actions) <= set(load_helper(module).ACTIONS), module
 
 
 # -- over real SSH ---------------------------------------------------------------------------------
@@ -312,13 +321,13 @@ def test_a_forked_helper_is_killed_at_its_timeout_and_by_cancel(host):
     try:
         start = time.monotonic()
         with pytest.raises(Exception, match="gave no answer"):
-            host.helper("files", "http_check", {"url": url, "timeout": 60, "request_timeout": 60}, timeout=1)
+            host.helper("httpcheck", "http_check", {"url": url, "timeout": 60, "request_timeout": 60}, timeout=1)
         assert time.monotonic() - start < 15
         out = {}
 
         def slow():
             try:
-                out["doc"] = host.helper("files", "http_check", {"url": url, "timeout": 60, "request_timeout": 60})
+                out["doc"] = host.helper("httpcheck", "http_check", {"url": url, "timeout": 60, "request_timeout": 60})
             except Exception as exc:
                 out["err"] = exc
 

@@ -35,7 +35,7 @@ class FilesDriver(Driver):
 
     def backup(self, ctx, host, backup_dir):
         fname = f"{self.item_name}.tar"
-        doc = host.helper("files", "archive", {"root": self.root(host), "dest": posixpath.join(backup_dir, fname)},
+        doc = host.helper("archives", "archive", {"root": self.root(host), "dest": posixpath.join(backup_dir, fname)},
                           track=f"archive {self.item_name}")
         return {"name": self.item_name, "kind": self.kind, "engine": self.engine, "root": self.root(host),
                 "files": {fname: {"size": doc["size"], "sha256": doc["sha256"]}},
@@ -48,7 +48,7 @@ class FilesDriver(Driver):
         names.record(ctx, dest, "restore", engine=self.engine, item=self.item_name, label=label)
         fname = next(iter(item["files"]))
         try:
-            doc = host.helper("files", "build_tree", {"archive": posixpath.join(backup_dir, fname), "live": root,
+            doc = host.helper("archives", "build_tree", {"archive": posixpath.join(backup_dir, fname), "live": root,
                                                       "dest": dest, "files": item["tree"]},
                               track=f"build {self.item_name}")
         except Exception as exc:
@@ -65,7 +65,7 @@ class FilesDriver(Driver):
 
     def swap(self, ctx, host, built, label):
         aside = posixpath.join(ctx.failed_dir(host), f"{self.item_name}.replaced-{built.get('label') or label}")
-        doc = host.helper("files", "swap_tree", {"root": built["root"], "new": built["new"], "aside": aside})
+        doc = host.helper("archives", "swap_tree", {"root": built["root"], "new": built["new"], "aside": aside})
         names.forget(ctx, built["new"])
         if doc.get("already"):
             return f"{self.item_name}: already swapped in (the replaced files are in {doc.get('aside')})"

@@ -30,7 +30,7 @@ def code_item(ctx, host, backup_dir: str) -> dict | None:
     current = host.realpath(layout.current(host))
     if not current or not host.exists(current):
         return None
-    doc = host.helper("files", "archive", {"root": current, "dest": layout.code_archive(backup_dir),
+    doc = host.helper("archives", "archive", {"root": current, "dest": layout.code_archive(backup_dir),
                                            "compress": True})
     return {"name": "code", "kind": "code", "engine": "tar", "release_dir": current,
             "release_id": posixpath.basename(current),
@@ -50,7 +50,7 @@ def write_manifest(ctx, host, backup_dir: str, backup_id: str, items: list[dict]
 
 def verify(ctx, host, backup_dir: str, skip=()) -> tuple[bool, list[str], dict | None]:
     """(verified, problems, manifest) for one host's part of a backup; items in `skip` are not read."""
-    doc = host.helper("files", "verify_backup", {"dir": backup_dir, "skip": sorted(skip)})
+    doc = host.helper("archives", "verify_backup", {"dir": backup_dir, "skip": sorted(skip)})
     problems = list(doc.get("problems", []))
     manifest = host.read_json(layout.manifest(backup_dir)) if doc.get("verified") else None
     if manifest:

@@ -132,12 +132,12 @@ def _journal_ended(journal_dir: Path, run_id: str) -> bool:
 
 def read_lock(host) -> tuple[dict | None, float | None]:
     """(holder, the host's clock now) of a host's lock."""
-    doc = host.helper("files", "lock_read", {"path": lock_path(host)}, always=True)
+    doc = host.helper("locks", "lock_read", {"path": lock_path(host)}, always=True)
     return (doc.get("holder") if doc.get("held") else None), doc.get("now")
 
 
 def acquire(host, info: dict) -> None:
-    doc = host.helper("files", "lock_acquire", {"path": lock_path(host), "info": info})
+    doc = host.helper("locks", "lock_acquire", {"path": lock_path(host), "info": info})
     if not doc.get("acquired"):
         holder = doc.get("holder") or {}
         raise LockHeld(f"{host.name}: locked by run {holder.get('run_id', '?')} ({holder.get('command', '?')}) "
@@ -145,7 +145,7 @@ def acquire(host, info: dict) -> None:
 
 
 def take_over(host, expected_run_id: str, info: dict) -> dict:
-    doc = host.helper("files", "lock_takeover", {"path": lock_path(host), "expected": expected_run_id, "info": info})
+    doc = host.helper("locks", "lock_takeover", {"path": lock_path(host), "expected": expected_run_id, "info": info})
     if not doc.get("acquired"):
         holder = doc.get("holder") or {}
         raise LockHeld(f"{host.name}: the lock was taken by run {holder.get('run_id', '?')} in the meantime")
@@ -154,13 +154,13 @@ def take_over(host, expected_run_id: str, info: dict) -> dict:
 
 def heartbeat(host, run_id: str, fields: dict | None = None) -> bool:
     """Refresh our heartbeat (and store `fields`); False when the lock is no longer ours."""
-    doc = host.helper("files", "lock_heartbeat", {"path": lock_path(host), "run_id": run_id, "fields": fields or {}},
+    doc = host.helper("locks", "lock_heartbeat", {"path": lock_path(host), "run_id": run_id, "fields": fields or {}},
                       always=True)
     return bool(doc.get("ours"))
 
 
 def release(host, run_id: str, force: bool = False) -> dict:
-    return host.helper("files", "lock_release", {"path": lock_path(host), "run_id": run_id, "force": force},
+    return host.helper("locks", "lock_release", {"path": lock_path(host), "run_id": run_id, "force": force},
                        always=True)
 
 

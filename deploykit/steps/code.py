@@ -123,7 +123,7 @@ class RestorePreviousCode(Step):
                                   hint="re-release the previous tag with 'invoke release --tag'")
             part = f"{prev_dir}.part-{ctx.run_id}"  # built beside, renamed into place: never a partial release
             host.run(f"rm -rf {q(part)}")
-            host.helper("files", "extract", {"archive": tarball, "dest": part, "links_within": host.deploy_to},
+            host.helper("archives", "extract", {"archive": tarball, "dest": part, "links_within": host.deploy_to},
                         track="extract release")
             host.run(f"mv -T {q(part)} {q(prev_dir)}")
             if ctx.config.venv is not None:  # its environment may have been pruned since

@@ -1,8 +1,9 @@
 """One self-contained program per remote helper, built at send time.
 
 Helpers under deploykit/remote/ share their protocol and file primitives
-through `from _common import (...)`; a host has no deploykit installed, so
-the text of remote/_common.py replaces that import before the helper is sent.
+through `from _common import (...)` (and the file helpers their tree walks
+through `from _tree import (...)`); a host has no deploykit installed, so the
+text of each shared module replaces its import before the helper is sent.
 """
 from __future__ import annotations
 
@@ -14,24 +15,36 @@ import types
 from pathlib import Path
 
 REMOTE_DIR = Path(__file__).resolve().parent.parent / "remote"
-_IMPORT = re.compile(r"^from _common import (\([^)]*\)|[^\n]*)[^\n]*\n", re.M)
+# `from _common import (...)` / `from _tree import (...)`: a shared module of remote/, inlined
+_IMPORT = re.compile(r"^from (_[a-z]+) import (\([^)]*\)|[^\n]*)[^\n]*\n", re.M)
 
 
 @functools.lru_cache(maxsize=None)
-def _common_body() -> str:
-    text = (REMOTE_DIR / "_common.py").read_text()
+def _shared_body(name: str) -> str:
+    """remote/<name>.py without its docstring (it speaks of the file, not of the program it lands in)."""
+    text = (REMOTE_DIR / f"{name}.py").read_text()
     doc = ast.get_docstring(ast.parse(text), clean=False)
-    if doc is not None:  # the module docstring speaks of the file, not of the program it lands in
+    if doc is not None:
         text = text.split('"""', 2)[2].lstrip("\n")
-    return "# ---- bundled from deploykit/remote/_common.py ----\n" + text + "# ---- end of _common ----\n"
+    return text
+
+
+def _inline(text: str, done: set) -> str:
+    """Each shared module's text in place of its first import (its own imports inlined first), once."""
+    def body(m):
+        name = m.group(1)
+        if name in done:
+            return ""
+        done.add(name)
+        return (f"# ---- bundled from deploykit/remote/{name}.py ----\n" + _inline(_shared_body(name), done)
+                + f"# ---- end of {name} ----\n")
+    return _IMPORT.sub(body, text)
 
 
 @functools.lru_cache(maxsize=None)
 def helper_source(module: str) -> str:
-    """The source of remote/<module>.py with _common inlined: what the host runs."""
-    text = (REMOTE_DIR / f"{module}.py").read_text()
-    bundled, n = _IMPORT.subn(lambda m: _common_body(), text, count=1)
-    return bundled
+    """The source of remote/<module>.py with _common (and _tree) inlined: what the host runs."""
+    return _inline((REMOTE_DIR / f"{module}.py").read_text(), set())
 
 
 @functools.lru_cache(maxsize=None)

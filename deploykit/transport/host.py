@@ -43,10 +43,12 @@ PID_MARK = "\x1edeploykit-pid "  # first stdout line of every command: its pid (
 
 # Helper actions that change nothing on the host: the only ones a dry-run may call.
 READ_ONLY_ACTIONS = {
-    "files": {"sha256", "manifest", "hash_tree", "dir_size", "disk_free", "verify_backup", "lock_read",
-              "http_check", "read_json"},
+    "files": {"sha256", "manifest", "hash_tree", "dir_size", "disk_free", "read_json"},
+    "archives": {"verify_backup"},
+    "locks": {"lock_read"},
+    "httpcheck": {"http_check"},
     "sqlite": {"checksums", "rowdiff", "info"},
-    "pgrows": {"diff", "counts"},
+    "pgrows": {"diff"},
     "django_state": {"state", "plan", "databases", "graph", "check"},
     "pyenv": {"probe"},
     "runs": {"tracked"},

@@ -30,7 +30,7 @@ def upload_commit(ctx, host, commit: str, tag: str | None, dest: str) -> int:
     part = f"{dest}.part"  # built beside, renamed into place: a release directory is never partial
     host.put(local, remote_tar)
     host.run(f"rm -rf {q(part)}")
-    host.helper("files", "extract", {"archive": remote_tar, "dest": part}, track="extract release")
+    host.helper("archives", "extract", {"archive": remote_tar, "dest": part}, track="extract release")
     host.run(f"rm -f {q(remote_tar)} && printf '%s\\n' {q(commit)} {q(tag or '')} > {q(part)}/REVISION && "
              f"mv -T {q(part)} {q(dest)}")
     return Path(local).stat().st_size

@@ -25,7 +25,7 @@ def check_health(ctx, host, read_only: bool = False) -> list[str]:
     for check in ctx.config.health:
         if check.kind == "http":
             url = host.render(check.url)
-            doc = host.helper("files", "http_check", {"url": url, "expect_status": check.expect_status,
+            doc = host.helper("httpcheck", "http_check", {"url": url, "expect_status": check.expect_status,
                                                       "contains": check.contains, "timeout": check.timeout},
                               timeout=check.timeout + 30)
             if not doc.get("healthy"):
