@@ -1,7 +1,7 @@
 """Whether to snapshot: the writers stay stopped for the whole clone, so a clone over the budget is not taken.
 
 A template clone costs about its size over the copy speed. The speed is the
-one measured by this stage's last snapshot (kept in the release registry);
+one measured by this stage's newest snapshot (kept in the release registry);
 until there is one, or when the last clone was too small to tell (under
 64 MB its time is mostly fixed costs), DEFAULT_SPEED is assumed. Clones are
 taken one after the other, so they are chosen in order while the sum stays
@@ -10,13 +10,26 @@ taken while the app serves.
 """
 from __future__ import annotations
 
+from ..state.releases import Registry
+
 DEFAULT_SPEED = 300 << 20  # bytes/s: PostgreSQL's FILE_COPY clone on a local SSD (about 5 s at 1.5 GB)
 SMALL_CLONE = 64 << 20
 
 
-def clone_speed(ctx) -> tuple[float, str]:
+def last_clone(ctx, host) -> dict:
+    """{"bytes", "seconds"} of this stage's newest measured clone (by release id, whatever is live now).
+
+    After a rollback the live release can be older than the last snapshot
+    taken; the newest measurement still tells the disk's speed best.
+    """
+    entries = [e for e in Registry.load(host).releases if e.get("clone_speed")] if host is not None else []
+    newest = max(entries, key=lambda e: e["id"]) if entries else (ctx.previous or {})
+    return newest.get("clone_speed") or {}
+
+
+def clone_speed(ctx, host=None) -> tuple[float, str]:
     """Bytes per second a clone is expected to copy, and where that figure comes from."""
-    last = (ctx.previous or {}).get("clone_speed") or {}
+    last = last_clone(ctx, host)
     size, seconds = last.get("bytes") or 0, last.get("seconds") or 0
     if size > 0 and seconds > 0:
         measured = size / seconds
@@ -28,7 +41,7 @@ def clone_speed(ctx) -> tuple[float, str]:
 
 def choose(ctx, host, drivers) -> tuple[dict, dict, list[str]]:
     """key -> None (take it) or why not; key -> bytes; one line per database for the output."""
-    speed, source = clone_speed(ctx)
+    speed, source = clone_speed(ctx, host)
     budget = ctx.config.snapshot_budget
     plan, sizes, lines, spent = {}, {}, [], 0.0
     for d in drivers:
