@@ -382,7 +382,7 @@ def main(argv=None) -> int:
               f"{goals[what][1]:5.1f}× {s[f'deploykit_{n}']:11.2f}s {s[f'ratio_{n}_vs_1']:5.2f}× "
               f"{s['overhead_1']:10.2f}s {s[f'overhead_{n}']:10.2f}s")
     cores = os.cpu_count() or 1
-    print(f"\nCPU (all cores, busy time from /proc/stat; the hosts = everything but this controller):")
+    print("\nCPU (all cores, busy time from /proc/stat; the hosts = everything but this controller):")
     for what in ("release", "rollback"):
         host1 = med(rows, "deploykit-1", what, "cpu_hosts")
         hostn = med(rows, f"deploykit-{n}", what, "cpu_hosts")

@@ -16,7 +16,6 @@ from .. import layout
 from ..djangoapp import check_database_identity, warm_up
 from ..drivers import capable, drivers_for
 from ..errors import DeployError, PreflightFailed
-from ..transport.host import q
 from ..processes import manager_for
 from .base import Outcome, Step, register
 from ..work.health import asks_django, check_health

@@ -13,7 +13,7 @@ from .. import layout
 from ..state.backups import require_verified
 from ..errors import DeployError
 from ..transport.host import q
-from ..djangoapp import django_helper
+from ..djangoapp import django_helper, warm_up
 from ..planning import applied_then, describe_target, forbidden_unapplies, unexplained_noop
 from ..pyenv import describe as describe_env, ensure_recorded_env
 from .base import Outcome, Step, register
@@ -85,6 +85,12 @@ class EnsureTargetCode(Step):
                 "(re-deploying from git, rebuilding from the recorded freeze, what was pruned)")
 
     def run(self, ctx, host):
+        outcome = self._ensure(ctx, host)
+        if host.is_primary:  # migrate_target asks it: it boots while the processes stop and the unapply runs
+            warm_up(ctx, host, ctx.release_dir(host, ctx.previous["id"]))
+        return outcome
+
+    def _ensure(self, ctx, host):
         dest = ctx.release_dir(host, ctx.previous["id"])
         if host.exists(posixpath.join(dest, "manage.py")):
             if ctx.config.venv is None:
