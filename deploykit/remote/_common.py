@@ -149,6 +149,18 @@ def _remove_quietly(path):
         pass
 
 
+def _symlink_replace(target, path):
+    """Point path at target in one step: a symlink made beside it (NAME.tmp-<pid>) is renamed over it."""
+    tmp = _tmp_name(path)
+    _remove_quietly(tmp)
+    os.symlink(target, tmp)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        _remove_quietly(tmp)
+        raise
+
+
 def _atomic_write(path, data, mode=0o600, dir_mode=0o700):
     """Write bytes to path atomically: tmp file, fsync, chmod, os.replace, fsync of the directory."""
     parent = os.path.dirname(path)

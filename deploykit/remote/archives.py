@@ -16,7 +16,7 @@ import stat
 import sys
 
 from _common import (BadArguments, _arg, _dry, _fsync_dir, _hash_stream, _makedirs, _path_arg,
-                     _remove_quietly, _tmp_name, serve)
+                     _remove_quietly, _symlink_replace, _tmp_name, serve)
 from _tree import (ArchiveIncomplete, DestinationExists, UnsafePath, UnsupportedMember, VerificationFailed,
                    _hash_file, _manifest, _safe_relpath, _walk, _within)
 
@@ -230,14 +230,7 @@ def _place_symlink(target, path, root):
         raise UnsafePath("writing %s would leave %s through a symlink; refused" % (path, root))
     if os.path.isdir(path) and not os.path.islink(path):
         raise IsADirectoryError("%s is a directory; cannot replace it with a symlink" % path)
-    tmp = _tmp_name(path)
-    _remove_quietly(tmp)
-    os.symlink(target, tmp)
-    try:
-        os.replace(tmp, path)
-    except BaseException:
-        _remove_quietly(tmp)
-        raise
+    _symlink_replace(target, path)
 
 
 def _ensure_dir_under(root, rel_dir, dir_members):

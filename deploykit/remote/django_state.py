@@ -35,7 +35,6 @@ Actions (all take database?; run directly, also project_dir and settings?):
   databases {resolve?: [path, ...]} -> {databases: {alias: {ENGINE, NAME, HOST, PORT, USER}},
              resolved: {path: realpath}}; a SQLite NAME is its absolute real path
 """
-import json
 import os
 import re
 import sys

@@ -12,8 +12,8 @@ import os
 import stat
 import sys
 
-from _common import (BadArguments, _arg, _atomic_write, _dry, _fsync_dir, _makedirs, _path_arg,
-                     _remove_quietly, _tmp_name, serve)
+from _common import (BadArguments, _arg, _atomic_write, _dry, _fsync_dir, _makedirs, _path_arg, _symlink_replace,
+                     serve)
 from _tree import (DestinationExists, NotASymlink, _hash_file, _manifest, _mode_arg, _walk)
 
 
@@ -90,15 +90,7 @@ def act_atomic_symlink(args):
     parent = os.path.dirname(link)
     if not os.path.isdir(parent):
         os.makedirs(parent)
-    tmp = _tmp_name(link)
-    if os.path.lexists(tmp):
-        os.unlink(tmp)
-    os.symlink(target, tmp)
-    try:
-        os.replace(tmp, link)
-    except BaseException:
-        _remove_quietly(tmp)
-        raise
+    _symlink_replace(target, link)
     _fsync_dir(parent)
     return {"changed": True, "previous": previous}
 

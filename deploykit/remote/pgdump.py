@@ -12,8 +12,6 @@ checked against them before it replaces anything.
                              "jobs", "compress", "count_sql"}
       -> {"ok": true, "counts": {"schema.table": rows}, "snapshot": id}
 """
-import json
-import os
 import shutil
 import subprocess
 import sys

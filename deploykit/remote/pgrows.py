@@ -7,7 +7,6 @@ the rows a restore of b over a would lose (inserted or changed since b).
 Rows are compared as md5 of their text form, as multisets.
 """
 import collections
-import json
 import subprocess
 import sys
 

@@ -10,7 +10,6 @@ process of someone else that happens to have the same name, never does.
     python runs.py tracked < {"pid_file": PATH}
       -> {"ok": true, "running": [{"pid", "token", "label", "cmdline"}]}
 """
-import json
 import os
 import sys
 
