@@ -203,6 +203,14 @@ def test_over_the_socket_the_verbs_keep_their_rules():
     assert len(found) == 1 and "has no program named as configured" in found[0]
 
 
+def test_a_group_is_left_to_supervisorctl_which_expands_it():
+    host = FakeHost(socket={"restart": {"state": "RUNNING"}})
+    spec = sup()
+    spec.program = "workers:*"
+    manager_for(spec).restart(host)
+    assert host.asked == [] and host.commands() == ["supervisorctl -c /etc/sv.conf restart workers:*"]
+
+
 @pytest.mark.parametrize("ctl", ["sudo supervisorctl", "/opt/bin/my-wrapper", "supervisorctl --extra"])
 def test_a_wrapped_supervisorctl_is_always_run_as_configured(ctl):
     host = FakeHost(socket={"restart": {"state": "RUNNING"}})

@@ -45,7 +45,10 @@ class Supervisor(ProcessManager):
             return None
         if not (program and conf and len(words) == 1 and posixpath.basename(words[0]) == "supervisorctl"):
             return None
-        return {"conf": host.render(conf), "program": host.render(program)}
+        program = host.render(program)
+        if ":" in program:  # a group or `group:*`: supervisorctl expands it (several processes, several answers)
+            return None
+        return {"conf": host.render(conf), "program": program}
 
     def _ask(self, host, verb: str) -> dict | None:
         """supervisord's answer to VERB, or None when the socket could not be reached (nothing asked)."""
