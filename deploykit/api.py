@@ -11,10 +11,9 @@ from __future__ import annotations
 
 from . import layout
 from .engine import takeover
-from .state import lock as stage_lock
 from .state.backups import list_backups, new_backup_id, verify
 from .config import Config
-from .errors import BackupInvalid, DeployError, LockHeld, NotConfirmed
+from .errors import BackupInvalid, DeployError, NotConfirmed
 from .gitrepo import Revision, resolve
 from .planning import PlanError, find_target
 from .engine import Reporter, RunResult, run_playbook
@@ -174,38 +173,17 @@ def list_backup_sets(config: Config, stage: str) -> list[dict]:
         return rows
 
 
-def unlock(config: Config, stage: str, *, force: bool = False) -> list[dict]:
+def unlock(config: Config, stage: str, *, force: bool = False, dry_run: bool = False,
+           reporter: Reporter | None = None) -> list[dict]:
     """Free the stage lock of a run that is provably gone and left nothing to finish.
 
     A live holder, a dead one whose recovery (or abort, or finish) is pending,
     or one whose long commands still run on a host is refused unless `force`:
     the next mutating command on the stage finishes a dead run's work itself.
+    Returns one row per lock found (what `inspect_lock` saw, `forced` when freed by force).
     """
-    rows = []
-    with Run(config, stage, command="unlock") as run:
-        ctx = run.ctx
-        for h in takeover.holders(ctx):
-            proc = takeover.pending_procedure(ctx.config, h.holder.get("progress")) if h.host is ctx.primary else None
-            running = h.host.helper("runs", "tracked", {
-                "pid_file": layout.pid_file(h.host, h.holder.get("run_id"))})["running"]
-            rows.append({"host": h.host.name, **h.holder, "gone": h.verdict.gone, "why": h.verdict.why,
-                         "pending": proc, "running": running, "describe": h.verdict.describe()})
-        problems = []
-        for r in rows:
-            if not r["gone"]:
-                problems.append(f"{r['host']}: {r['describe']}")
-            if r["pending"]:
-                problems.append(f"{r['host']}: run {r.get('run_id')} ({r.get('command')}) stopped at "
-                                f"{(r.get('progress') or {}).get('phase')} with its {r['pending']} not done: any "
-                                f"command on the stage (e.g. 'deploykit {r.get('command')} --host {stage}') finishes it")
-            for p in r["running"]:
-                problems.append(f"{r['host']}: pid {p['pid']} ({p['label']}) of run {r.get('run_id')} still runs")
-        if problems and not force:
-            raise LockHeld("; ".join(problems), hint="freeing the lock now could lose data; "
-                                                    "--force frees it anyway")
-        for r in rows:
-            stage_lock.release(ctx.host(r["host"]), r.get("run_id", ""), force=True)
-            ctx.journal.record("unlock", host=ctx.host(r["host"]), holder={k: r.get(k) for k in (
-                "run_id", "command", "user", "controller", "pid", "since")}, forced=bool(problems))
-            r["forced"] = bool(problems)
-        return rows
+    with Run(config, stage, command="unlock", dry_run=dry_run, options={"force": force}, takeover=False) as run:
+        result = run.play(lambda: run_playbook(run.ctx, "unlock", reporter), reporter)
+        if not result.ok:
+            raise result.error
+        return run.ctx.state.lock_holders

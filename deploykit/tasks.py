@@ -205,18 +205,23 @@ def backups(c, host=None, config=None):
 
 
 @task(auto_shortflags=False, help={"host": HOST_HELP, "config": CONFIG_HELP,
-                                   "force": "free the lock even of a live run, or of a dead one with work left"})
+                                   "force": "free the lock even of a live run, or of a dead one with work left",
+                                   "dry_run": "show the holders and what would be freed; nothing is changed"})
 @user_errors
-def unlock(c, host=None, force=False, config=None):
+def unlock(c, host=None, force=False, dry_run=False, config=None):
     """Show who holds the stage lock; free it only when that run is provably gone and left nothing to finish."""
     cfg = _config(config, host)
-    freed = api.unlock(cfg, host, force=force)
-    if not freed:
+    dry = _dry(c, dry_run)
+    found = api.unlock(cfg, host, force=force, dry_run=dry)
+    if not found:
         console.print(escape(f"stage {host}: no lock held"))
-    for f in freed:
-        console.print(escape(f"{f['host']}: freed{' (FORCED)' if f.get('forced') else ''} lock of run "
-                             f"{f.get('run_id')} ({f.get('command')}) by {f.get('user')}@{f.get('controller')} pid "
-                             f"{f.get('pid')}, held since {f.get('since')}: {f['why']}"))
+    for f in found:
+        verb = "would free" if dry else "freed"
+        console.print(escape(f"{f['host']}: {verb}{' (FORCED)' if f.get('forced') or (dry and force) else ''} lock "
+                             f"of run {f.get('run_id')} ({f.get('command')}) by {f.get('user')}@{f.get('controller')} "
+                             f"pid {f.get('pid')}, held since {f.get('since')}: {f['why']}"))
+    if dry:
+        console.print(escape(f"dry run of unlock on {host}: nothing was changed"), style="cyan")
 
 
 ns = Collection(release, rollback, backup, restore, check, releases, backups, unlock)

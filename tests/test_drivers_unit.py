@@ -62,6 +62,7 @@ class FakeHost:
         self.commands = commands or {}
         self.runs: list[dict] = []
         self.calls: list[tuple] = []
+        self.facts: dict = {}
 
     def render(self, text):
         return text
@@ -85,6 +86,11 @@ class FakeHost:
     def helper(self, module, action, args=None, **kw):
         self.calls.append((module, action, args, kw))
         return self.helpers[(module, action)](args)
+
+    def fact(self, key, read):  # Host.fact: read once per run
+        if key not in self.facts:
+            self.facts[key] = read()
+        return self.facts[key]
 
 
 class FakeJournal:

@@ -52,6 +52,7 @@ def test_every_dry_run_changes_nothing(stage_factory, tmp_path):
         ["rollback", "--host", st.name, "--to-tag", "v1.0", "--with-data", "--yes"],
         ["backup", "--host", st.name],
         ["restore", "--host", st.name, "--backup", backup_id],
+        ["unlock", "--host", st.name, "--force"],
     ]
     for argv in commands:
         cp = run(st, *argv, "--dry-run")

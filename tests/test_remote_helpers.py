@@ -26,11 +26,16 @@ REMOTE = Path(__file__).resolve().parent.parent / "deploykit" / "remote"
 PY = os.environ.get("DEPLOYKIT_HELPER_PYTHON") or sys.executable
 
 
-def call(helper, action, args=None, raw=None, ok=True, argv=None):
-    """Run a helper; return the parsed JSON document. Checks the protocol."""
+def call(helper, action, args=None, raw=None, ok=True, argv=None, read_only=False):
+    """Run a helper; return the parsed JSON document. Checks the protocol.
+
+    read_only=True runs it as a dry-run's Host does (DEPLOYKIT_READ_ONLY=1).
+    """
     stdin = raw if raw is not None else json.dumps(args if args is not None else {})
     cmd = [PY, str(REMOTE / helper)] + (argv if argv is not None else [action])
-    proc = subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=60)
+    env = dict(os.environ, DEPLOYKIT_READ_ONLY="1") if read_only else {
+        k: v for k, v in os.environ.items() if k != "DEPLOYKIT_READ_ONLY"}
+    proc = subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=60, env=env)
     lines = proc.stdout.splitlines()
     assert len(lines) == 1, "expected one JSON line on stdout, got: %r (stderr %s)" % (proc.stdout, proc.stderr)
     doc = json.loads(lines[0])
@@ -153,8 +158,8 @@ def test_archive(tmp_path, compress):
     with tarfile.open(tmp_path / "e.tar") as tar:
         assert tar.getnames() == []
 
-    dry = archives("archive", {"root": str(root), "dest": str(tmp_path / "dry.tar"), "dry_run": True})
-    assert dry["changed"] is True and not (tmp_path / "dry.tar").exists()
+    dry = archives("archive", {"root": str(root), "dest": str(tmp_path / "dry.tar")}, read_only=True, ok=False)
+    assert dry["kind"] == "ReadOnlyRefused" and not (tmp_path / "dry.tar").exists()
 
 
 def _snapshot(root, tmp_path, name="snap.tar"):
@@ -176,9 +181,9 @@ def test_mirror_restore(tmp_path):
     aside = tmp_path / "aside" / "run1"
     args = {"root": str(root), "archive": str(archive), "files": manifest, "aside": str(aside)}
 
-    dry = archives("mirror_restore", dict(args, dry_run=True))
-    assert dry["changed"] is True and dry["moved_aside"] == ["new.txt", "uploads/2024/x.jpg"]
-    assert (root / "new.txt").exists() and not aside.exists()
+    dry = archives("mirror_restore", args, read_only=True, ok=False)
+    assert dry["kind"] == "ReadOnlyRefused"
+    assert (root / "new.txt").exists() and (root / "a.txt").read_bytes() == b"ALPHA changed\n" and not aside.exists()
 
     doc = archives("mirror_restore", args)
     assert doc["changed"] is True
@@ -353,8 +358,9 @@ def test_locks(tmp_path):
 
     wrong = locks("lock_release", {"path": str(lock), "run_id": "run-2"})
     assert wrong["released"] is False and wrong["holder"]["run_id"] == "run-1" and lock.exists()
-    dry = locks("lock_release", {"path": str(lock), "run_id": "x", "force": True, "dry_run": True})
-    assert dry["released"] is True and lock.exists()
+    dry = locks("lock_release", {"path": str(lock), "run_id": "x", "force": True}, read_only=True, ok=False)
+    assert dry["kind"] == "ReadOnlyRefused" and lock.exists()
+    assert locks("lock_read", {"path": str(lock)}, read_only=True)["holder"]["run_id"] == "run-1"
     forced = locks("lock_release", {"path": str(lock), "run_id": "run-2", "force": True})
     assert forced["released"] is True and not lock.exists()
     assert locks("lock_read", {"path": str(lock)}) == {"ok": True, "changed": False, "held": False, "holder": None}
@@ -373,8 +379,9 @@ def test_locks(tmp_path):
 def test_small_file_actions(tmp_path):
     target = tmp_path / "state" / "releases.json"
     assert files("read_json", {"path": str(target)}) == {"ok": True, "changed": False, "exists": False, "data": None}
-    assert files("write_json", {"path": str(target), "data": {"a": [1]}, "dry_run": True})["changed"] is True
-    assert not target.exists()
+    assert files("write_json", {"path": str(target), "data": {"a": [1]}}, read_only=True, ok=False)["kind"] \
+        == "ReadOnlyRefused"
+    assert not target.exists() and not target.parent.exists()
     assert files("write_json", {"path": str(target), "data": {"a": [1]}})["changed"] is True
     assert mode(target) == 0o600 and mode(target.parent) == 0o700
     assert files("write_json", {"path": str(target), "data": {"a": [1]}})["changed"] is False
@@ -395,8 +402,8 @@ def test_small_file_actions(tmp_path):
     src = tmp_path / "releases" / "r1"
     src.mkdir(parents=True)
     dest = tmp_path / "failed" / "r1"
-    assert files("move", {"src": str(src), "dest": str(dest), "dry_run": True})["changed"] is True
-    assert src.exists()
+    assert files("move", {"src": str(src), "dest": str(dest)}, read_only=True, ok=False)["kind"] == "ReadOnlyRefused"
+    assert src.exists() and not dest.exists()
     files("move", {"src": str(src), "dest": str(dest)})
     assert dest.is_dir() and not src.exists()
     src.mkdir()
@@ -588,8 +595,8 @@ def test_sqlite_restore(tmp_path):
     w.start()
     aside = tmp_path / "aside" / "db.sqlite3.before-restore"
     try:
-        dry = sq("restore", {"src": str(backup), "dest": str(db), "aside": str(aside), "dry_run": True})
-        assert dry["changed"] is True and not aside.exists()
+        dry = sq("restore", {"src": str(backup), "dest": str(db), "aside": str(aside)}, read_only=True, ok=False)
+        assert dry["kind"] == "ReadOnlyRefused" and not aside.exists()
         doc = sq("restore", {"src": str(backup), "dest": str(db), "aside": str(aside)})
     finally:
         stop.set()

@@ -255,6 +255,25 @@ def test_every_read_only_action_is_an_action_of_its_helper():
         assert set(actions) <= set(load_helper(module).ACTIONS), module
 
 
+def test_a_read_only_helper_refuses_every_changing_action_on_the_host(tmp_path):
+    """The second wall of a dry-run: on the host, DEPLOYKIT_READ_ONLY=1 refuses every action not in the
+    helper's READ_ONLY before its arguments are read, whatever the controller asks."""
+    from deploykit.transport.bundle import helper_modules, helper_source, load_helper, read_only_actions
+
+    env = dict(os.environ, DEPLOYKIT_READ_ONLY="1")
+    refused = 0
+    for module in helper_modules():
+        changing = set(load_helper(module).ACTIONS) - read_only_actions(module)
+        for action in sorted(changing):
+            proc = subprocess.run([sys.executable, "-I", "-S", "-c", helper_source(module), action],
+                                  input='{"path": "%s"}' % (tmp_path / "x"), capture_output=True, text=True,
+                                  cwd=tmp_path, timeout=60, env=env)
+            doc = json.loads(proc.stdout.strip().splitlines()[-1])
+            assert proc.returncode == 1 and doc["kind"] == "ReadOnlyRefused", (module, action, doc)
+            refused += 1
+    assert refused >= 25 and list(tmp_path.iterdir()) == []
+
+
 # -- over real SSH ---------------------------------------------------------------------------------
 
 def test_ssh_host_uses_one_channel_and_no_delay(ssh_rig_factory, tmp_path):

@@ -18,7 +18,6 @@ from ..sqltext import ident, literal, set_database_setting
 from .base import BASIC, Driver, prefixed
 from .psql import MAINTENANCE_DB, run_sql
 
-_CACHE: dict = {}
 ACL_PRIVS = {"C": "CREATE", "c": "CONNECT", "T": "TEMPORARY"}
 SEP = "\x1f"
 
@@ -229,18 +228,24 @@ class PostgresDriver(Driver):
         return {r[0]: int(r[1]) for r in self.query(ctx, host, COUNT_SQL, db=db)}
 
     def versions(self, ctx, host) -> dict:
-        server = self.value(ctx, host, "SHOW server_version_num;")
-        dump = host.run("pg_dump --version", check=False, read_only=True).stdout.strip()
-        return {"server": self.value(ctx, host, "SHOW server_version;"),
-                "server_num": int(server) if server.isdigit() else 0, "pg_dump": dump}
+        """The server's version and the host's pg_dump, read once per run (preflight, backup, snapshot ask)."""
+        s = self.spec
+
+        def read():
+            num = self.value(ctx, host, "SHOW server_version_num;")
+            return {"server": self.value(ctx, host, "SHOW server_version;"),
+                    "server_num": int(num) if num.isdigit() else 0, "pg_dump": self.pg_dump(host)}
+        return host.fact(("postgres server", s.host, s.port, s.admin_user), read)
+
+    @staticmethod
+    def pg_dump(host) -> str:
+        """`pg_dump --version` on the host (read once per run)."""
+        return host.fact("pg_dump --version", lambda: host.run("pg_dump --version", check=False,
+                                                              read_only=True).stdout.strip())
 
     def compression(self, host) -> str:
         """The fastest compression this pg_dump offers: lz4 (16+), else gzip level 1."""
-        key = f"pg_dump_compress:{host.name}"
-        if key not in _CACHE:
-            out = host.run("pg_dump --version", check=False, read_only=True).stdout
-            _CACHE[key] = "--compress=lz4" if major(out) >= 16 else "--compress=1"
-        return _CACHE[key]
+        return "--compress=lz4" if major(self.pg_dump(host)) >= 16 else "--compress=1"
 
     def database_settings(self, ctx, host, name: str | None = None) -> dict:
         """What a plain CREATE DATABASE would lose: settings, grants, extensions, encoding and locale."""

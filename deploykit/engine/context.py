@@ -98,6 +98,13 @@ class Context:
     def host(self, name: str) -> Host:
         return next(h for h in self.hosts if h.name == name)
 
+    def foreign_locks(self) -> list[tuple]:
+        """Other runs' locks on the stage's hosts, judged (engine.takeover): (holder, its unfinished procedure)."""
+        from .takeover import holders, pending_procedure  # takeover runs playbooks: imported when asked
+
+        return [(h, pending_procedure(self.config, h.holder.get("progress")) if h.host is self.primary else None)
+                for h in holders(self)]
+
     # -- layout -------------------------------------------------------------
     def release_dir(self, host: Host, release_id: str | None = None) -> str:
         return layout.release_dir(host, release_id or self.release_id)

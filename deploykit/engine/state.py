@@ -28,6 +28,7 @@ class RunState:
     snapshot_plan: dict | None = None  # driver snapshot key -> None (take it) or why not (choose_snapshots)
     snapshot_sizes: dict[str, int] = field(default_factory=dict)  # driver snapshot key -> bytes, when chosen
     clone_speed: dict | None = None  # {"bytes", "seconds"} of this run's slowest clone (kept in the registry)
+    lock_holders: list[dict] = field(default_factory=list)  # unlock: other runs' locks found (inspect_lock)
 
     RESUMABLE = ("snapshots", "migrations", "plan", "restore", "derived")
 

@@ -35,6 +35,16 @@ class UnknownAction(HelperError):
     pass
 
 
+class ReadOnlyRefused(HelperError):
+    """A changing action asked of a helper that runs read-only (DEPLOYKIT_READ_ONLY=1: a dry-run)."""
+
+
+def _refuse_if_read_only(action, read_only):
+    """A dry-run is refused here too, on the host, whatever the controller asks: nothing is written."""
+    if os.environ.get("DEPLOYKIT_READ_ONLY") == "1" and action not in read_only:
+        raise ReadOnlyRefused("refused %r: this helper runs read-only (a dry-run)" % action)
+
+
 # --------------------------------------------------------------------------
 # arguments
 
@@ -62,10 +72,6 @@ def _path_arg(args, name, default=_MISSING):
     if not value or "\x00" in value:
         raise BadArguments("argument %r is not a usable path" % name)
     return os.path.abspath(os.path.expanduser(value))
-
-
-def _dry(args):
-    return bool(args.get("dry_run", False))
 
 
 def _libpq_argv(conn):
@@ -228,7 +234,6 @@ def serve_session(actions, read_only, after=None, stdin=None, stdout=None, typed
     """
     stdin = sys.stdin if stdin is None else stdin
     real_stdout = sys.stdout if stdout is None else stdout
-    refuse_writes = os.environ.get("DEPLOYKIT_READ_ONLY") == "1"
     for raw in iter(stdin.readline, ""):
         if not raw.strip():
             continue
@@ -240,8 +245,7 @@ def serve_session(actions, read_only, after=None, stdin=None, stdout=None, typed
                 fn = actions.get(action)
                 if fn is None:
                     raise UnknownAction("unknown action %r (known: %s)" % (action, ", ".join(sorted(actions))))
-                if refuse_writes and action not in read_only:
-                    raise UsageError("refused %r: this session is read-only (a dry-run)" % action)
+                _refuse_if_read_only(action, read_only)
                 _listed(args.pop("_track", None))
                 real_stdout.write(STARTED + "\n")  # the request was read: the controller never sends it twice
                 real_stdout.flush()
@@ -272,11 +276,13 @@ def serve_session(actions, read_only, after=None, stdin=None, stdout=None, typed
     return 0
 
 
-def serve(actions, argv=None, stdin=None, stdout=None, name="helper", private_umask=None, typed_errors=False):
+def serve(actions, argv=None, stdin=None, stdout=None, name="helper", private_umask=None, typed_errors=False,
+          read_only=()):
     """Run one action: read its JSON arguments, write one JSON answer line, return the exit code.
 
     private_umask(action) -> True runs the action under umask 0o077; typed_errors
-    puts the error class in front of the message ("ValueError: ...").
+    puts the error class in front of the message ("ValueError: ...");
+    `read_only` names the actions a dry-run (DEPLOYKIT_READ_ONLY=1) may run.
     """
     argv = sys.argv[1:] if argv is None else argv
     stdin = sys.stdin if stdin is None else stdin
@@ -293,6 +299,7 @@ def serve(actions, argv=None, stdin=None, stdout=None, name="helper", private_um
             fn = actions.get(action)
             if fn is None:
                 raise UnknownAction("unknown action %r (known: %s)" % (action, ", ".join(sorted(actions))))
+            _refuse_if_read_only(action, read_only)
             raw = stdin.read()
             if not raw.strip():
                 args = {}

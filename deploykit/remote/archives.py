@@ -15,7 +15,7 @@ import posixpath
 import stat
 import sys
 
-from _common import (BadArguments, _arg, _dry, _fsync_dir, _hash_stream, _makedirs, _path_arg,
+from _common import (BadArguments, _arg, _fsync_dir, _hash_stream, _makedirs, _path_arg,
                      _remove_quietly, _symlink_replace, _tmp_name, serve)
 from _tree import (ArchiveIncomplete, DestinationExists, UnsafePath, UnsupportedMember, VerificationFailed,
                    _hash_file, _manifest, _safe_relpath, _walk, _within)
@@ -87,8 +87,6 @@ def act_archive(args):
     missing = not os.path.lexists(root)
     if not missing and not os.path.isdir(root):
         raise NotADirectoryError("%s is not a directory" % root)
-    if _dry(args):
-        return {"changed": True, "dry_run": True, "would_write": dest, "missing": missing}
 
     parent = os.path.dirname(dest)
     _makedirs(parent, 0o700)
@@ -266,8 +264,6 @@ def act_extract(args):
     links_within = args.get("links_within")
     with tarfile.open(archive, "r:*") as tar:
         members = _check_members(tar, strict_links, links_within)
-        if _dry(args):
-            return {"changed": True, "dry_run": True, "count": len(members)}
         if not os.path.isdir(dest):
             os.makedirs(dest)
         dir_members = {n: m for n, m in members.items() if m.isdir()}
@@ -360,7 +356,6 @@ def act_mirror_restore(args):
     wanted = _check_manifest_arg(_arg(args, "files", kind=dict))
     keep_replaced = bool(args.get("keep_replaced", True))
     rehash_all = bool(args.get("rehash_all", False))
-    dry = _dry(args)
     if _within(aside, root):
         raise BadArguments("aside %s must not lie inside %s" % (aside, root))
     if os.path.lexists(root) and not os.path.isdir(root):
@@ -420,18 +415,7 @@ def act_mirror_restore(args):
                 raise ArchiveIncomplete(
                     "archive member %r has size %d, manifest says %d" % (rel, m.size, entry["size"])
                 )
-        replaced = [rel for rel in restore if rel in current]
         moved_aside = sorted(extra + dirs_in_way)
-        if dry:
-            return {
-                "changed": bool(moved_aside or restore),
-                "dry_run": True,
-                "moved_aside": moved_aside,
-                "restored": sorted(restore),
-                "replaced_kept": sorted(replaced) if keep_replaced else [],
-                "unchanged": len(unchanged),
-            }
-
         if not os.path.isdir(root):
             os.makedirs(root)
         # 2. move aside what the manifest does not know (and dirs in the way)
@@ -734,10 +718,11 @@ ACTIONS = {
 # These recreate an application tree with the modes recorded in the tar;
 # everything else runs under a private umask.
 PUBLIC_UMASK_ACTIONS = {"extract", "mirror_restore", "build_tree"}
+READ_ONLY = {"verify_backup"}  # what a dry-run may call
 
 
 def main(argv=None, stdin=None, stdout=None):
-    return serve(ACTIONS, argv, stdin, stdout, name="archives.py",
+    return serve(ACTIONS, argv, stdin, stdout, name="archives.py", read_only=READ_ONLY,
                  private_umask=lambda action: action not in PUBLIC_UMASK_ACTIONS)
 
 

@@ -293,7 +293,7 @@ READ_ONLY = {"state", "graph", "plan", "databases", "check"}
 def main():
     if sys.argv[1:] == ["--session"]:  # many requests, one Django start-up (see _common.serve_session)
         sys.exit(serve_session(ACTIONS, READ_ONLY, after=_close_connections, typed_errors=True))
-    sys.exit(serve(ACTIONS, name="django_state.py", typed_errors=True))
+    sys.exit(serve(ACTIONS, name="django_state.py", read_only=READ_ONLY, typed_errors=True))
 
 
 if __name__ == "__main__":

@@ -100,13 +100,16 @@ def act_http_check(args):
     return out
 
 
+READ_ONLY = {"http_check"}  # what a dry-run may call
+
 ACTIONS = {
     "http_check": act_http_check,
 }
 
 
 def main(argv=None, stdin=None, stdout=None):
-    return serve(ACTIONS, argv, stdin, stdout, name="httpcheck.py", private_umask=lambda action: True)
+    return serve(ACTIONS, argv, stdin, stdout, name="httpcheck.py", read_only=READ_ONLY,
+                 private_umask=lambda action: True)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import os
 import sys
 import time
 
-from _common import (_arg, _atomic_write, _dry, _fsync_dir, _makedirs, _path_arg, serve)
+from _common import (_arg, _atomic_write, _fsync_dir, _makedirs, _path_arg, serve)
 
 
 def _utc_now():
@@ -63,9 +63,6 @@ def _write_lock(path, data):
 def act_lock_acquire(args):
     path = _path_arg(args, "path")
     info = _arg(args, "info", {}, dict)
-    if _dry(args):
-        holder = _read_lock(path)
-        return {"changed": holder is None, "dry_run": True, "acquired": holder is None, "holder": holder}
     data = dict(info)
     data["since"] = _utc_now()
     data.setdefault("heartbeat", time.time())
@@ -126,8 +123,6 @@ def act_lock_release(args):
                 "holder": holder,
                 "reason": "lock held by run %r, not %r" % (holder.get("run_id"), run_id),
             }
-        if _dry(args):
-            return {"released": True, "changed": True, "dry_run": True, "holder": holder}
         try:
             os.unlink(path)
         except FileNotFoundError:
@@ -144,6 +139,8 @@ def act_lock_read(args):
     return {"held": True, "holder": holder, "now": time.time()}
 
 
+READ_ONLY = {"lock_read"}  # what a dry-run may call
+
 ACTIONS = {
     "lock_acquire": act_lock_acquire,
     "lock_takeover": act_lock_takeover,
@@ -154,7 +151,8 @@ ACTIONS = {
 
 
 def main(argv=None, stdin=None, stdout=None):
-    return serve(ACTIONS, argv, stdin, stdout, name="locks.py", private_umask=lambda action: True)
+    return serve(ACTIONS, argv, stdin, stdout, name="locks.py", read_only=READ_ONLY,
+                 private_umask=lambda action: True)
 
 
 if __name__ == "__main__":

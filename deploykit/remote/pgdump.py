@@ -80,11 +80,13 @@ def dump(args):
     return {"ok": True, "changed": True, "counts": counts, "snapshot": snapshot}
 
 
+READ_ONLY = set()  # what a dry-run may call
 ACTIONS = {"dump": dump}
 
 
 def main():
-    sys.exit(serve(ACTIONS, name="pgdump.py", typed_errors=True, private_umask=lambda action: True))
+    sys.exit(serve(ACTIONS, name="pgdump.py", read_only=READ_ONLY, typed_errors=True,
+                   private_umask=lambda action: True))
 
 
 if __name__ == "__main__":

@@ -50,11 +50,12 @@ def diff(args):
     return {"ok": True, "changed": False, "tables": tables}
 
 
+READ_ONLY = {"diff"}  # what a dry-run may call
 ACTIONS = {"diff": diff}
 
 
 def main():
-    sys.exit(serve(ACTIONS, name="pgrows.py", typed_errors=True))
+    sys.exit(serve(ACTIONS, name="pgrows.py", read_only=READ_ONLY, typed_errors=True))
 
 
 if __name__ == "__main__":

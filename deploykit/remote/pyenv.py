@@ -323,11 +323,12 @@ def prune(args):
     return {"ok": True, "changed": bool(removed), "removed": removed, "kept": kept}
 
 
+READ_ONLY = {"probe"}  # what a dry-run may call
 ACTIONS = {"probe": probe, "ensure": ensure, "prune": prune}
 
 
 def main():
-    sys.exit(serve(ACTIONS, name="pyenv.py", typed_errors=True))
+    sys.exit(serve(ACTIONS, name="pyenv.py", read_only=READ_ONLY, typed_errors=True))
 
 
 if __name__ == "__main__":

@@ -57,11 +57,12 @@ def tracked(args):
     return {"ok": True, "changed": False, "running": running, "pid_file": True}
 
 
+READ_ONLY = {"tracked"}  # what a dry-run may call
 ACTIONS = {"tracked": tracked}
 
 
 def main():
-    sys.exit(serve(ACTIONS, name="runs.py", typed_errors=True))
+    sys.exit(serve(ACTIONS, name="runs.py", read_only=READ_ONLY, typed_errors=True))
 
 
 if __name__ == "__main__":

@@ -9,8 +9,8 @@ Same protocol as files.py::
 One JSON object of arguments on stdin; exactly one JSON document on stdout;
 exit 0 with ``{"ok": true, "changed": bool, ...}`` or exit 1 with
 ``{"ok": false, "error": "one line", "kind": "ErrorClassName"}``.
-Tracebacks go to stderr. Actions that change something accept
-``"dry_run": true``. Everything runs under umask 0o077: backups are 0600 in
+Tracebacks go to stderr. With DEPLOYKIT_READ_ONLY=1 (a dry-run) only the
+actions in READ_ONLY run. Everything runs under umask 0o077: backups are 0600 in
 0700 directories.
 
 Actions:
@@ -34,7 +34,7 @@ import stat
 import sys
 
 from _common import (CHUNK, BadArguments, HelperError, UnknownAction, UsageError,  # noqa: F401
-                     _dry, _fsync_dir, _hash_stream, _makedirs, _path_arg, _remove_quietly, _tmp_name, serve)
+                     _fsync_dir, _hash_stream, _makedirs, _path_arg, _remove_quietly, _tmp_name, serve)
 
 BUSY_TIMEOUT = 30.0
 
@@ -145,8 +145,6 @@ def act_backup(args):
     _require_db(src)
     if os.path.abspath(src) == os.path.abspath(dest):
         raise BadArguments("src and dest are the same file")
-    if _dry(args):
-        return {"changed": True, "dry_run": True, "would_write": dest, "src_size": os.path.getsize(src)}
     parent = os.path.dirname(dest)
     _makedirs(parent, 0o700)
     tmp = _tmp_name(dest)
@@ -206,10 +204,6 @@ def act_restore(args):
         for suffix in ("", "-wal", "-journal"):
             if os.path.lexists(aside + suffix):
                 raise DestinationExists("aside path %s already exists" % (aside + suffix))
-    if _dry(args):
-        return {"changed": True, "dry_run": True, "previous_kept_at": aside if dest_exists else None,
-                "tables": tables}
-
     parent = os.path.dirname(dest)
     if not os.path.isdir(parent):
         os.makedirs(parent)
@@ -343,6 +337,8 @@ def act_info(args):
     return {"exists": True, "size": os.path.getsize(path), "tables": tables, "journal_mode": journal}
 
 
+READ_ONLY = {"checksums", "rowdiff", "info"}  # what a dry-run may call
+
 ACTIONS = {
     "rowdiff": act_rowdiff,
     "backup": act_backup,
@@ -353,7 +349,8 @@ ACTIONS = {
 
 
 def main(argv=None, stdin=None, stdout=None):
-    return serve(ACTIONS, argv, stdin, stdout, name="sqlite.py", private_umask=lambda action: True)
+    return serve(ACTIONS, argv, stdin, stdout, name="sqlite.py", read_only=READ_ONLY,
+                 private_umask=lambda action: True)
 
 
 if __name__ == "__main__":

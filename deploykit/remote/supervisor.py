@@ -179,11 +179,12 @@ def restart(server, program):
     return _start(server, program)
 
 
+READ_ONLY = {"status"}  # what a dry-run may call
 ACTIONS = {"status": status, "start": start, "stop": stop, "restart": restart}
 
 
 def main():
-    sys.exit(serve(ACTIONS, name="supervisor.py"))
+    sys.exit(serve(ACTIONS, name="supervisor.py", read_only=READ_ONLY))
 
 
 if __name__ == "__main__":

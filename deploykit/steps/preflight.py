@@ -14,6 +14,7 @@ import os
 
 from .. import layout
 from ..djangoapp import check_database_identity, warm_up
+from ..work.rollback import from_dir
 from ..drivers import capable, drivers_for
 from ..errors import DeployError, PreflightFailed
 from ..processes import manager_for
@@ -110,6 +111,8 @@ class PreflightData(Step):
     read_only = True
 
     def run(self, ctx, host):
+        if ctx.failed:  # a rollback asks the live release's Django for its plan next: it boots meanwhile
+            warm_up(ctx, host, from_dir(ctx, host))
         problems = check_databases(ctx, host)
         if problems:
             raise PreflightFailed(f"{host.name}: {'; '.join(problems)}",

@@ -17,6 +17,8 @@ from pathlib import Path
 REMOTE_DIR = Path(__file__).resolve().parent.parent / "remote"
 # `from _common import (...)` / `from _tree import (...)`: a shared module of remote/, inlined
 _IMPORT = re.compile(r"^from (_[a-z]+) import (\([^)]*\)|[^\n]*)[^\n]*\n", re.M)
+# `READ_ONLY = {...}` in a helper: the actions it lets a dry-run call
+_READ_ONLY = re.compile(r"^READ_ONLY = (\{[^}\n]*\}|set\(\))", re.M)
 
 
 @functools.lru_cache(maxsize=None)
@@ -59,3 +61,21 @@ def load_helper(module: str) -> types.ModuleType:
     mod.__file__ = str(REMOTE_DIR / f"{module}.py")
     exec(compile(helper_source(module), mod.__file__, "exec"), mod.__dict__)
     return mod
+
+
+def helper_modules() -> tuple[str, ...]:
+    """The helpers of remote/ (not the shared modules, not the agent, which is no helper)."""
+    return tuple(sorted(p.stem for p in REMOTE_DIR.glob("*.py") if not p.stem.startswith("_") and p.stem != "agent"))
+
+
+@functools.lru_cache(maxsize=None)
+def read_only_actions(module: str) -> frozenset[str]:
+    """The actions remote/<module>.py declares read-only (its READ_ONLY).
+
+    One list for both ends: a dry-run Host refuses the others before sending,
+    and the helper refuses them again on the host (DEPLOYKIT_READ_ONLY=1).
+    """
+    m = _READ_ONLY.search((REMOTE_DIR / f"{module}.py").read_text())
+    if m is None:
+        raise ValueError(f"remote/{module}.py declares no READ_ONLY set")
+    return frozenset(ast.literal_eval(m.group(1)))

@@ -36,24 +36,14 @@ from .. import layout
 from ..config import Config, HostSpec
 from ..errors import DeployError, DryRunWrite, HostCommandFailed, HostKeyUnknown, HostUnreachable, Interrupted
 from .agent import BOOT, AgentClient, AgentLost, agent_payload
-from .bundle import REMOTE_DIR, helper_digest, helper_source  # noqa: F401 (REMOTE_DIR: used by others)
+from .bundle import (REMOTE_DIR, helper_digest, helper_modules, helper_source,  # noqa: F401 (REMOTE_DIR: used by others)
+                     read_only_actions)
 from .session import LineSession, Stream
 
 PID_MARK = "\x1edeploykit-pid "  # first stdout line of every command: its pid (= its process group)
 
-# Helper actions that change nothing on the host: the only ones a dry-run may call.
-READ_ONLY_ACTIONS = {
-    "files": {"sha256", "manifest", "hash_tree", "dir_size", "disk_free", "read_json"},
-    "archives": {"verify_backup"},
-    "locks": {"lock_read"},
-    "httpcheck": {"http_check"},
-    "sqlite": {"checksums", "rowdiff", "info"},
-    "pgrows": {"diff"},
-    "django_state": {"state", "plan", "databases", "graph", "check"},
-    "pyenv": {"probe"},
-    "runs": {"tracked"},
-    "supervisor": {"status"},
-}
+# Helper actions that change nothing on the host: the only ones a dry-run may call (each helper's READ_ONLY).
+READ_ONLY_ACTIONS = {module: read_only_actions(module) for module in helper_modules()}
 
 
 NEEDS_SITE = {"pyenv"}
@@ -123,6 +113,7 @@ class Host:
         self._agent_lock = threading.RLock()
         self._no_agent = False  # the host's Python could not start the agent: a process per command
         self._sessions: dict = {}  # key -> LineSession (a Django start-up, a psql) kept for the run
+        self._facts: dict = {}  # key -> what fact() read once for the run (a tool's version)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}>"
@@ -349,6 +340,8 @@ class Host:
         if self.read_only and not read_only:
             raise DryRunWrite(f"{self.name}: refused helper {module} {action} during a dry-run",
                               hint="this is a bug in a step that claims to be read-only; please report it")
+        if self.read_only:  # and the helper refuses it again on the host
+            env = {**(env or {}), "DEPLOYKIT_READ_ONLY": "1"}
         if not (launcher or track or python or module in NEEDS_SITE):
             # a stdlib helper with the host's Python: forked on the host, no interpreter started
             doc = self._forked_helper(module, action, args or {}, env=env, secrets=secrets, cwd=cwd,
@@ -431,6 +424,18 @@ class Host:
         if feed:
             session.send(feed)
         return session
+
+    def fact(self, key, read):
+        """A fact of this host that cannot change during a run (a tool's version): `read()` once, then kept.
+
+        A read that fails raises and is not kept: the next asker tries again.
+        """
+        with self._active_lock:
+            if key in self._facts:
+                return self._facts[key]
+        value = read()
+        with self._active_lock:
+            return self._facts.setdefault(key, value)
 
     def session(self, key, start) -> LineSession:
         """The run's live session under KEY on this host, started by `start()` when there is none (or it ended)."""
