@@ -229,6 +229,113 @@ def test_a_run_finished_for_a_dead_one_is_ok_only_when_its_procedure_finishes_th
     assert E.ending(result, "ship", "ship").code == E.FAILED
 
 
+GATE = threading.Event()
+CANCELLED = threading.Event()
+
+
+class Wait(Step):
+    """Waits for Open (in another phase): it can only pass when both phases run at the same time."""
+
+    name = "t_wait"
+    scope = "controller"
+
+    def run(self, ctx, host):
+        if not GATE.wait(10):
+            raise DeployError("the other phase never ran meanwhile")
+        LOG.append("waited")
+
+
+class Open(Step):
+    name = "t_open"
+    scope = "controller"
+
+    def run(self, ctx, host):
+        LOG.append("open")
+        GATE.set()
+
+
+class Slow(Step):
+    """A long command: it ends when the hosts are cancelled (as a killed remote command would)."""
+
+    name = "t_slow"
+    scope = "controller"
+
+    def run(self, ctx, host):
+        GATE.set()  # it runs: the failing phase may go on
+        if not CANCELLED.wait(10):
+            raise AssertionError("nobody stopped this command")
+        raise DeployError("killed")
+
+
+OVERLAP = """
+name: ship
+phases:
+  - name: a
+    on_failure: put_back
+    runs_with: b
+    steps: [{first}]
+  - name: b
+    on_failure: put_back
+    steps: [{second}, {{step: t_say, with: {{say: after}}}}]
+  - name: c
+    steps: [{{step: t_say, with: {{say: last}}}}]
+"""
+
+
+def overlap_ctx(tmp_path, first, second):
+    GATE.clear()
+    CANCELLED.clear()
+    book(tmp_path, "ship", OVERLAP.format(first=first, second=second))
+    book(tmp_path, "put_back", PROCEDURES["put_back"])
+    ctx = make_ctx(tmp_path)
+    ctx.every_host = ctx.hosts
+    ctx.hosts[0].cancel = lambda: (LOG.append("cancel"), CANCELLED.set())
+    return ctx
+
+
+def test_phases_joined_by_runs_with_run_at_the_same_time(tmp_path, monkeypatch):
+    for cls in (Wait, Open, Slow):
+        monkeypatch.setitem(STEPS, cls.name, cls)
+    ctx = overlap_ctx(tmp_path, "t_wait", "t_open")
+    result = run_playbook(ctx, "ship")
+    assert result.ok, result.error
+    assert LOG.index("open") < LOG.index("waited") and LOG[-1] == "last"
+    # one progress record for the pair (one procedure applies to both), then the next phase
+    assert [(p["phase"], p["on_failure"]) for p in ctx.progress] == [("a+b", "put_back"), ("c", None)]
+    assert [f["phase"] for e, f in ctx.journal.events if e == "phase"][-1] == "c"
+    # a dry-run describes them one after the other
+    LOG.clear()
+    dry = overlap_ctx(tmp_path, "t_wait", "t_open")
+    dry.dry_run = True
+    result = run_playbook(dry, "ship")
+    assert result.ok and LOG == [] and [r.step for r in result.records] == ["t_wait", "t_open", "t_say", "t_say"]
+
+
+def test_the_first_failure_of_overlapping_phases_stops_the_other_and_undoes_both_once(tmp_path, monkeypatch):
+    for cls in (Wait, Open, Slow):
+        monkeypatch.setitem(STEPS, cls.name, cls)
+    ctx = overlap_ctx(tmp_path, "t_wait, t_fail", "t_slow")
+    result = run_playbook(ctx, "ship")
+    assert not result.ok and result.failed_phase == "a" and str(result.error) == "it broke"
+    assert "cancel" in LOG and "after" not in LOG and "last" not in LOG  # b stopped before its next step
+    assert LOG.count("put back") == 1 and LOG.index("cancel") < LOG.index("accept") < LOG.index("put back")
+    assert {r.step: r.status for r in result.records if r.phase in ("a", "b")} == {
+        "t_wait": "ok", "t_fail": "failed", "t_slow": "failed"}
+
+
+@pytest.mark.parametrize("text, match", [
+    ("  - name: a\n    runs_with: c\n    steps: [t_look]\n  - name: b\n    steps: [t_look]\n",
+     "runs_with: 'c' is not the next phase"),
+    ("  - name: a\n    runs_with: b\n    steps: [t_look]\n", "runs_with: 'b' is not the next phase"),
+    ("  - name: a\n    runs_with: b\n    on_failure: x\n    steps: [t_look]\n  - name: b\n    steps: [t_look]\n",
+     "fail differently"),
+])
+def test_runs_with_must_name_the_next_phase_that_fails_the_same_way(tmp_path, text, match):
+    book(tmp_path, "bad", "name: bad\nphases:\n" + text)
+    with pytest.raises(ConfigError, match=match):
+        load_playbook("bad", SimpleNamespace(playbooks_dir=tmp_path))
+
+
 def test_playbook_declarations_are_checked_and_the_old_key_still_reads(tmp_path):
     book(tmp_path, "bad", "name: bad\nends: maybe\nphases: []\n")
     with pytest.raises(ConfigError, match="ends: 'maybe' is not one of"):

@@ -77,6 +77,7 @@ class Context:
         self.lock_lost: str | None = None
         self.lock = threading.RLock()  # for state that steps running on several hosts share
         self._interrupting = threading.Lock()  # an interrupt finishes killing before a procedure starts
+        self._progress_lock = threading.RLock()
         self._tmp: Path | None = None
         self._heartbeat = stage_lock.Heartbeat(self, config.lock.heartbeat)
         if not dry_run:
@@ -155,13 +156,14 @@ class Context:
 
     def record_progress(self, **fields) -> None:
         """Keep in the primary's lock what a run finishing this one needs (phase, procedure, ids)."""
-        self.progress.update(fields)
-        self.progress["context"] = self.export_state()
-        if self.primary in self.locked and not self.dry_run:
-            try:
-                stage_lock.heartbeat(self.primary, self.run_id, {"progress": self.progress})
-            except Exception:  # an unreachable primary: the step about to run will say so
-                pass
+        with self._progress_lock:  # phases running at the same time record in turn
+            self.progress.update(fields)
+            self.progress["context"] = self.export_state()
+            if self.primary in self.locked and not self.dry_run:
+                try:
+                    stage_lock.heartbeat(self.primary, self.run_id, {"progress": self.progress})
+                except Exception:  # an unreachable primary: the step about to run will say so
+                    pass
 
     def export_state(self) -> dict:
         rev = self.revision

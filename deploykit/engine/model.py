@@ -4,7 +4,10 @@ Phases are stable hook points: deploykit.yaml's `hooks.before` and
 `hooks.after` attach commands to them. A phase's `on_failure` names the
 procedure (another playbook) that runs when one of its steps fails; a phase
 marked `before_changes: true` runs before anything of the app changes, so a
-failure there is a refusal. A procedure declares how a run it handled ends
+failure there is a refusal. A phase with `runs_with: NEXT` runs at the same
+time as the phase after it (the upload builds beside while the backup reads
+the live state): both must have the same on_failure, and the first failure
+in either stops the other. A procedure declares how a run it handled ends
 (`ends: undone | finished | refused`) and what to tell the operator
 (`says:`): exit codes follow these declarations, never the names.
 """
@@ -38,6 +41,20 @@ class Phase:
     steps: list[StepCall]
     on_failure: str | None = None
     before_changes: bool = False  # a failure here changed nothing of the app: a refusal (exit 2)
+    runs_with: str | None = None  # the next phase, run at the same time as this one
+
+
+def overlapping(phases: list[Phase]) -> list[list[Phase]]:
+    """The phases in run order, those joined by runs_with in one group (a group runs at the same time)."""
+    groups: list[list[Phase]] = []
+    joined = False
+    for ph in phases:
+        if joined:
+            groups[-1].append(ph)
+        else:
+            groups.append([ph])
+        joined = ph.runs_with is not None
+    return groups
 
 
 @dataclass
@@ -100,5 +117,21 @@ def load_playbook(name: str, config, _seen: tuple = ()) -> Playbook:
                                   hint=f"use one of {', '.join(SCOPES)}")
             calls.append(StepCall(step, scope, s.get("with") or {}))
         phases.append(Phase(ph["name"], calls, ph.get("on_failure", raw.get("on_failure")),
-                            bool(ph.get("before_changes", False))))
+                            bool(ph.get("before_changes", False)), ph.get("runs_with")))
+    _check_overlaps(path, phases)
     return Playbook(raw.get("name", name), raw.get("description", ""), phases, path, ends, raw.get("says") or "")
+
+
+def _check_overlaps(path: Path, phases: list[Phase]) -> None:
+    """runs_with names the next phase, which fails the same way (one procedure undoes both)."""
+    for i, ph in enumerate(phases):
+        if ph.runs_with is None:
+            continue
+        nxt = phases[i + 1] if i + 1 < len(phases) else None
+        if nxt is None or nxt.name != ph.runs_with:
+            raise ConfigError(f"{path}: phase {ph.name!r}: runs_with: {ph.runs_with!r} is not the next phase",
+                              hint=f"name the phase right after {ph.name!r}, or remove runs_with")
+        if (nxt.on_failure, nxt.before_changes) != (ph.on_failure, ph.before_changes):
+            raise ConfigError(f"{path}: phases {ph.name!r} and {nxt.name!r} run at the same time but fail "
+                              "differently (on_failure, before_changes)",
+                              hint="give both the same on_failure and before_changes, or remove runs_with")

@@ -6,13 +6,14 @@ which procedure applies there, so that whoever finishes a run that died
 """
 from __future__ import annotations
 
+import threading
 import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
 
 from ..errors import DeployError, DryRunWrite, Interrupted, LockLost
 from ..steps.base import STEPS, Outcome, Step
-from .model import Phase, StepCall, load_playbook
+from .model import Phase, StepCall, load_playbook, overlapping
 from .results import Reporter, RunResult, StepRecord
 
 
@@ -24,30 +25,77 @@ def run_playbook(ctx, name: str, reporter: Reporter | None = None, *, procedure:
     book = load_playbook(name, ctx.config)
     result = RunResult(book.name, ctx.run_id, dry_run=ctx.dry_run, ends=book.ends, says=book.says)
     ctx.journal.record("playbook_start", playbook=book.name, dry_run=ctx.dry_run)
-    for phase in book.phases:
+    for group in overlapping(book.phases):
+        lead = group[0]  # phases that run at the same time fail the same way (model._check_overlaps)
+        where = "+".join(ph.name for ph in group)
         if not ctx.dry_run:
             if procedure:
-                ctx.record_progress(procedure=book.name, phase=phase.name)
+                ctx.record_progress(procedure=book.name, phase=where)
             else:
-                ctx.record_progress(playbook=book.name, phase=phase.name, on_failure=phase.on_failure,
-                                    procedure=None)
-        ctx.journal.record("phase", playbook=book.name, phase=phase.name)
+                ctx.record_progress(playbook=book.name, phase=where, on_failure=lead.on_failure, procedure=None)
         try:
-            _run_phase(ctx, book.name, phase, result, reporter)
+            if len(group) == 1 or ctx.dry_run:  # a dry-run describes them in order
+                for phase in group:
+                    ctx.journal.record("phase", playbook=book.name, phase=phase.name)
+                    lead = phase
+                    _run_phase(ctx, book.name, phase, result, reporter)
+            else:
+                _run_together(ctx, book.name, group, result, reporter)
+        except _PhaseFailed as failed:
+            _failed(ctx, book.name, failed.phase, failed.error, result, reporter, procedure)
+            return result
         except DeployError as exc:
-            _failed(ctx, book.name, phase, exc, result, reporter, procedure)
+            _failed(ctx, book.name, lead, exc, result, reporter, procedure)
             return result
     ctx.journal.record("playbook_done", playbook=book.name)
     return result
 
 
-def _run_phase(ctx, book: str, phase: Phase, result: RunResult, reporter) -> None:
+class _PhaseFailed(Exception):
+    def __init__(self, phase: Phase, error: DeployError):
+        super().__init__(error.one_line())
+        self.phase, self.error = phase, error
+
+
+def _run_together(ctx, book: str, group: list[Phase], result: RunResult, reporter) -> None:
+    """Phases joined by runs_with, each in its own thread; the first to fail stops the others' commands.
+
+    Stopping is the interrupt's own mechanism: every host refuses new commands
+    and kills the running ones, until the on_failure procedure accepts
+    commands again. The failure reported is the first one, not the stops it caused.
+    """
+    first: list[tuple[Phase, DeployError]] = []
+    guard = threading.Lock()
+    stop = threading.Event()
+
+    def branch(phase: Phase) -> None:
+        ctx.journal.record("phase", playbook=book, phase=phase.name)
+        try:
+            _run_phase(ctx, book, phase, result, reporter, stop)
+        except DeployError as exc:
+            with guard:
+                first.append((phase, exc))
+                if stop.is_set():
+                    return
+                stop.set()
+            for host in ctx.every_host:
+                host.cancel()
+
+    with ThreadPoolExecutor(max_workers=len(group)) as pool:
+        for future in [pool.submit(branch, phase) for phase in group]:
+            future.result()
+    if first:
+        raise _PhaseFailed(*first[0])
+
+
+def _run_phase(ctx, book: str, phase: Phase, result: RunResult, reporter, stop=None) -> None:
+    """`stop`: set when a phase running at the same time failed; this one stops before its next step."""
     _run_hooks(ctx, "before", phase.name, book, result, reporter)
     for call in phase.steps:
-        _check_interrupt(ctx)
+        _check_interrupt(ctx, stop)
         _run_step(ctx, book, phase.name, call, result, reporter)
     _run_hooks(ctx, "after", phase.name, book, result, reporter)
-    _check_interrupt(ctx)
+    _check_interrupt(ctx, stop)
 
 
 def _failed(ctx, book: str, phase: Phase, exc: DeployError, result: RunResult, reporter, procedure: bool) -> None:
@@ -71,11 +119,13 @@ def _failed(ctx, book: str, phase: Phase, exc: DeployError, result: RunResult, r
             ctx.in_procedure = False
 
 
-def _check_interrupt(ctx) -> None:
+def _check_interrupt(ctx, stop=None) -> None:
     if ctx.lock_lost:
         raise LockLost(f"the lock of {ctx.lock_lost} was taken over by another run")
     if ctx.interrupted is not None and not ctx.in_procedure:
         raise Interrupted(f"interrupted by signal {ctx.interrupted}")
+    if stop is not None and stop.is_set():
+        raise DeployError("stopped: a phase running at the same time failed")
 
 
 def _stop_leftovers(ctx) -> None:

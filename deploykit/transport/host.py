@@ -114,6 +114,7 @@ class Host:
         self._no_agent = False  # the host's Python could not start the agent: a process per command
         self._sessions: dict = {}  # key -> LineSession (a Django start-up, a psql) kept for the run
         self._facts: dict = {}  # key -> what fact() read once for the run (a tool's version)
+        self._starting = threading.Lock()  # held while a session is looked up or started
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}>"
@@ -439,16 +440,17 @@ class Host:
 
     def session(self, key, start) -> LineSession:
         """The run's live session under KEY on this host, started by `start()` when there is none (or it ended)."""
-        with self._active_lock:
-            found = self._sessions.get(key)
-        if found is not None and found.alive:
-            return found
-        if found is not None:
-            found.abort()
-        made = start()
-        with self._active_lock:
-            self._sessions[key] = made
-        return made
+        with self._starting:  # two steps running at the same time start one session, not two
+            with self._active_lock:
+                found = self._sessions.get(key)
+            if found is not None and found.alive:
+                return found
+            if found is not None:
+                found.abort()
+            made = start()
+            with self._active_lock:
+                self._sessions[key] = made
+            return made
 
     def _close_sessions(self) -> None:
         with self._active_lock:
