@@ -15,9 +15,9 @@ deploykit runs in-process through `deploykit.api` so that every command it
 sends to a host can be timed: its own overhead is the wall time minus the time
 spent inside the work itself (migrate, collectstatic, check, the process
 restart and the HTTP health check, as a union of intervals across hosts). The
-`deploykit` program's own start-up (importing it) is measured separately and
-added to deploykit's wall time in the ratios, since `cap` is timed as a whole
-command. Prints one JSON line per run, then medians and ratios.
+`deploykit` program's own start-up (importing it and every module a run
+loads) is measured separately and added to deploykit's wall time in the
+ratios, since `cap` is timed as a whole command. Prints one JSON line per run, then medians and ratios.
 """
 from __future__ import annotations
 
@@ -280,11 +280,19 @@ def dk_run(clock: CommandClock, config, stage: str, what: str) -> dict:
 
 
 def startup_seconds(n: int = 5) -> float:
-    """Median time to start the `deploykit` program (import of its tasks), paid once per command."""
+    """Median time to start the `deploykit` program and import what its run imports, paid once per command.
+
+    The runs here happen in this process, where every module is loaded once
+    for all of them; a `deploykit release` of its own imports them all again:
+    the program (its tasks), and every deploykit module a run loaded here,
+    with what they import (Fabric, paramiko, pydantic, GitPython, psycopg).
+    """
+    used = sorted(m for m in sys.modules if m == "deploykit" or m.startswith("deploykit."))
+    script = "import deploykit.cli, fabric\n" + "".join(f"import {m}\n" for m in used)
     times = []
     for _ in range(n):
         start = time.monotonic()
-        subprocess.run([sys.executable, "-c", "import deploykit.cli"], check=True)
+        subprocess.run([sys.executable, "-c", script], check=True)
         times.append(time.monotonic() - start)
     return statistics.median(times)
 
