@@ -18,8 +18,8 @@ import json
 import time
 
 from .drivers import database_drivers
-from .errors import DeployError, DryRunWrite, HostCommandFailed
-from .transport.host import READ_ONLY_ACTIONS, q
+from .errors import DeployError, HostCommandFailed
+from .transport.host import q
 from .pyenv import app_python
 from .transport.bundle import helper_source
 from .transport.session import SessionEnded
@@ -110,10 +110,7 @@ def django_helper(ctx, host, release_dir: str, action: str, args: dict | None = 
 
     track: a label; the session lists itself in the run's pid file under it while it does this work.
     """
-    read_only = action in READ_ONLY_ACTIONS.get(HELPER, ())
-    if host.read_only and not read_only:
-        raise DryRunWrite(f"{host.name}: refused django {action} during a dry-run",
-                          hint="this is a bug in a step that claims to be read-only; please report it")
+    host.allows(HELPER, action)  # a dry-run Host refuses a changing action before it is sent
     args = {"project_dir": release_dir, **(args or {}), **({"_track": track} if track else {})}
     doc = ask(ctx, host, release_dir, action, args, timeout or ctx.config.command_timeout)
     if not isinstance(doc, dict):

@@ -74,10 +74,10 @@ def _run_together(ctx, book: str, group: list[Phase], result: RunResult, reporte
             _run_phase(ctx, book, phase, result, reporter, stop)
         except DeployError as exc:
             with guard:
-                first.append((phase, exc))
                 if stop.is_set():
-                    return
+                    return  # a stop the first failure caused
                 stop.set()
+                first.append((phase, exc))
             for host in ctx.every_host:
                 host.cancel()
 

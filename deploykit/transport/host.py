@@ -328,6 +328,14 @@ class Host:
         """Accept commands again (the procedure after an interrupt runs)."""
         self.cancelled.clear()
 
+    def allows(self, module: str, action: str) -> bool:
+        """Whether helper `module`'s `action` is read-only; on a dry-run Host any other is refused here."""
+        read_only = action in READ_ONLY_ACTIONS.get(module, ())
+        if self.read_only and not read_only:
+            raise DryRunWrite(f"{self.name}: refused helper {module} {action} during a dry-run",
+                              hint="this is a bug in a step that claims to be read-only; please report it")
+        return read_only
+
     def helper(self, module: str, action: str, args: dict | None = None, *,
                env: dict | None = None, secrets: dict | None = None, check: bool = True,
                timeout: float | None = None, track: str | None = None, always: bool = False,
@@ -337,10 +345,7 @@ class Host:
         `launcher` replaces `python -c` (e.g. `python manage.py shell -c`), so a
         helper can run inside the app's own environment.
         """
-        read_only = action in READ_ONLY_ACTIONS.get(module, ())
-        if self.read_only and not read_only:
-            raise DryRunWrite(f"{self.name}: refused helper {module} {action} during a dry-run",
-                              hint="this is a bug in a step that claims to be read-only; please report it")
+        read_only = self.allows(module, action)
         if self.read_only:  # and the helper refuses it again on the host
             env = {**(env or {}), "DEPLOYKIT_READ_ONLY": "1"}
         if not (launcher or track or python or module in NEEDS_SITE):
