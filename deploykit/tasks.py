@@ -23,18 +23,35 @@ from . import api
 from .config import load_config
 from .ending import REFUSED, ending, exit_code
 from .errors import DeployError
-from .report import backups_table, console, releases_table, step_line, timings_table
+from .display import Display, current, run_result_doc
+from .report import backups_table, releases_table, timings_table
 
 
 def user_errors(fn):
-    """Catch DeployError once, at the top: one line, a hint, the exit code of its class (2: refused)."""
+    """The frame of every operator task: `--stage` as another name of `--host`, the display (`--json` or
+    not), and DeployError caught once, at the top: one line, a hint, the exit code of its class (2: refused).
+
+    With --json a refusal is still one result object on stdout (the line for people goes to stderr).
+    """
 
     @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except DeployError as exc:
-            raise Exit(f"deploykit: error: {exc.one_line()}", code=exit_code(exc, REFUSED)) from None
+    def wrapper(c, *args, **kwargs):
+        host, stage = kwargs.get("host"), kwargs.pop("stage", None)
+        if host and stage and host != stage:
+            raise Exit(f"deploykit: error: --host {host} and --stage {stage} disagree (hint: they are the same "
+                       "option: give one)", code=REFUSED)
+        if "host" in kwargs:
+            kwargs["host"] = host or stage
+        with Display(json_mode=bool(kwargs.pop("json", False))) as out:
+            try:
+                return fn(c, *args, **kwargs)
+            except DeployError as exc:
+                text = f"deploykit: error: {exc.one_line()}"
+                code = exit_code(exc, REFUSED)
+                if out.result_doc is None:
+                    out.result({"command": fn.__name__, "ok": False, "code": code, "line": text,
+                                "error": exc.one_line()})
+                raise Exit(text, code=code) from None
     return wrapper
 
 
@@ -48,10 +65,12 @@ def _dry(c, dry_run: bool) -> bool:
 
 def _finish(result, what: str, command: str) -> None:
     end = ending(result, what, command)
+    out = current()
+    out.result(run_result_doc(result, end))
     if result.recovery is not None or (not result.ok and not result.dry_run):
-        console.print(timings_table(result))
+        out.print(timings_table(result))
     if end.code == 0:
-        console.print(escape(end.text()), style="green" if not result.dry_run else "cyan")
+        out.print(escape(end.text()), style="green" if not result.dry_run else "cyan")
         return
     raise Exit(end.text(), code=end.code)
 
@@ -59,7 +78,8 @@ def _finish(result, what: str, command: str) -> None:
 def _config(path, stage):
     cfg = load_config(path)
     if not stage:
-        raise DeployError("no stage given", hint=f"pass --host STAGE, one of: {', '.join(sorted(cfg.stages))}")
+        raise DeployError("no stage given", hint=f"pass --stage STAGE (or --host STAGE), one of: "
+                                                 f"{', '.join(sorted(cfg.stages))}")
     cfg.stage(stage)  # an unknown stage is refused before anything else
     return cfg
 
@@ -67,22 +87,29 @@ def _config(path, stage):
 def _ask(question: str, yes: bool) -> bool:
     if yes:
         return True
-    if not sys.stdin.isatty():
+    if not sys.stdin.isatty() or current().json_mode:
         return False
+    current().pause()
     return input(f"{question} type yes: ").strip() == "yes"
 
 
-HOST_HELP = "stage to act on (a key of 'stages:' in deploykit.yaml)"
+HOST_HELP = "stage to act on (a key of 'stages:' in deploykit.yaml); --stage is the same option"
+STAGE_HELP = "the same as --host: the stage to act on"
+JSON_HELP = "print one JSON object per event on stdout, the result last (for scripts)"
+
+
+def _help(**extra) -> dict:
+    return {"host": HOST_HELP, "stage": STAGE_HELP, "json": JSON_HELP, "config": CONFIG_HELP, **extra}
 CONFIG_HELP = "path of deploykit.yaml (default: $DEPLOYKIT_CONFIG or ./deploykit.yaml)"
 
 
-@task(auto_shortflags=False, help={"host": HOST_HELP, "tag": "git tag to release (default: the newest tag)",
-            "dry_run": "say what each step would do; nothing on any host can be changed", "config": CONFIG_HELP})
+@task(auto_shortflags=False, help=_help(tag="git tag to release (default: the newest tag)",
+                                       dry_run="say what each step would do; nothing on any host can be changed"))
 @user_errors
-def release(c, host=None, tag=None, dry_run=False, config=None):
+def release(c, host=None, tag=None, dry_run=False, config=None, stage=None, json=False):
     """Back up, release a git tag, verify it; on failure put code, data and media back."""
     cfg = _config(config, host)
-    result = api.release(cfg, host, tag, dry_run=_dry(c, dry_run), reporter=step_line)
+    result = api.release(cfg, host, tag, dry_run=_dry(c, dry_run), reporter=current().step)
     _finish(result, f"release {result.data.get('release_id')}", "release")
 
 
@@ -99,22 +126,22 @@ def _confirm_loss(yes: bool):
                 if n:
                     table.add_row(escape(db), escape(name), str(n))
                     total += n
-        console.print(table if total else "no row was written since that backup")
+        current().print(table if total else "no row was written since that backup")
         return _ask(f"restore the backup and lose {total} row(s)?", yes)
     return confirm
 
 
-@task(auto_shortflags=False, help={
-    "host": HOST_HELP, "to_tag": "roll back to the release of this git tag",
-    "to_commit": "roll back to the release of this commit (a unique prefix is enough)",
-    "to_release": "roll back to this release id (see 'invoke releases')",
-    "with_data": "restore the target release's backup (needed across irreversible migrations; rows written since are lost)",
-    "yes": "confirm the data loss of --with-data without asking (scripts)",
-    "dry_run": "print the plan: per app from -> to, the backward SQL, the code switch; change nothing",
-    "config": CONFIG_HELP})
+@task(auto_shortflags=False, help=_help(
+    to_tag="roll back to the release of this git tag",
+    to_commit="roll back to the release of this commit (a unique prefix is enough)",
+    to_release="roll back to this release id (see 'invoke releases')",
+    with_data="restore the target release's backup (needed across irreversible migrations; rows written since "
+              "are lost)",
+    yes="confirm the data loss of --with-data without asking (scripts)",
+    dry_run="print the plan: per app from -> to, the backward SQL, the code switch; change nothing"))
 @user_errors
 def rollback(c, host=None, to_tag=None, to_commit=None, to_release=None, with_data=False, yes=False,
-             dry_run=False, config=None):
+             dry_run=False, config=None, stage=None, json=False):
     """Go back to an earlier release: migrations unapplied with the newer code, code switched, rows kept.
 
     Without --to-tag/--to-commit/--to-release: the release before the live one.
@@ -125,24 +152,25 @@ def rollback(c, host=None, to_tag=None, to_commit=None, to_release=None, with_da
         raise DeployError("give only one of --to-tag, --to-commit, --to-release", hint="pick the one you mean")
     result = api.rollback(cfg, host, to_tag=to_tag, to_commit=to_commit, to_release=to_release,
                           with_data=with_data, confirm=_confirm_loss(yes), dry_run=_dry(c, dry_run),
-                          reporter=step_line)
+                          reporter=current().step)
     plan = result.data.get("plan")
     if result.dry_run and plan:
-        console.print(escape(f"plan: {result.data.get('release_id')} -> {result.data.get('target')}"))
+        out = current()
+        out.line(f"plan: {result.data.get('release_id')} -> {result.data.get('target')}")
         for step in plan["steps"]:
-            console.print(escape(f"  {'unapply' if step['backwards'] else 'apply'} {step['app']}.{step['name']}"
-                                 + (f"  IRREVERSIBLE: {'; '.join(step['irreversible'])}" if step["irreversible"] else "")))
+            out.line(f"  {'unapply' if step['backwards'] else 'apply'} {step['app']}.{step['name']}"
+                     + (f"  IRREVERSIBLE: {'; '.join(step['irreversible'])}" if step["irreversible"] else ""))
             for line in step.get("sql", []):
-                console.print(escape(f"      {line}"), style="dim")
+                out.line(f"      {line}", style="dim")
     _finish(result, f"rollback to {result.data.get('target')}", "rollback")
 
 
-@task(auto_shortflags=False, help={"host": HOST_HELP, "dry_run": "say what would be backed up", "config": CONFIG_HELP})
+@task(auto_shortflags=False, help=_help(dry_run="say what would be backed up"))
 @user_errors
-def backup(c, host=None, dry_run=False, config=None):
+def backup(c, host=None, dry_run=False, config=None, stage=None, json=False):
     """Take a verified backup set (code, databases, media, paths) now."""
     cfg = _config(config, host)
-    result = api.backup(cfg, host, dry_run=_dry(c, dry_run), reporter=step_line)
+    result = api.backup(cfg, host, dry_run=_dry(c, dry_run), reporter=current().step)
     _finish(result, f"backup {result.data.get('backup_id')}", "backup")
 
 
@@ -153,75 +181,88 @@ def _confirm_restore(yes: bool):
             table.add_column(col)
         for row in summary["items"]:
             table.add_row(escape(row["name"]), escape(row["replaces"]), escape(row["size"]))
-        console.print(table)
-        console.print(escape(f"live release: {summary.get('live') or 'none'}; the replaced data is kept aside"))
+        current().print(table)
+        current().line(f"live release: {summary.get('live') or 'none'}; the replaced data is kept aside")
         return _ask("replace the live data with this backup?", yes)
     return confirm
 
 
-@task(auto_shortflags=False, help={"host": HOST_HELP, "backup": "backup id (see 'invoke backups')",
-            "yes": "replace the live data without asking (scripts)",
-            "dry_run": "say what would be restored", "config": CONFIG_HELP})
+@task(auto_shortflags=False, help=_help(backup="backup id (see 'invoke backups')",
+                                       yes="replace the live data without asking (scripts)",
+                                       dry_run="say what would be restored"))
 @user_errors
-def restore(c, host=None, backup=None, yes=False, dry_run=False, config=None):
+def restore(c, host=None, backup=None, yes=False, dry_run=False, config=None, stage=None, json=False):
     """Restore a backup's databases and files (built beside, then swapped in); refuses one that does not verify."""
     cfg = _config(config, host)
     if not backup:
         raise DeployError("no backup given", hint="pass --backup ID, one of those listed by 'invoke backups'")
     result = api.restore(cfg, host, backup, confirm=_confirm_restore(yes), dry_run=_dry(c, dry_run),
-                         reporter=step_line)
+                         reporter=current().step)
     _finish(result, f"restore of {backup}", "restore")
 
 
-@task(auto_shortflags=False, help={"host": HOST_HELP, "config": CONFIG_HELP})
+@task(auto_shortflags=False, help=_help())
 @user_errors
-def check(c, host=None, config=None):
+def check(c, host=None, config=None, stage=None, json=False):
     """Every check a release makes before it changes anything: config, hosts, tools, processes, databases, health."""
     cfg = _config(config, host)
-    result = api.check(cfg, host, reporter=step_line)
+    out = current()
+    result = api.check(cfg, host, reporter=out.step)
     for h in result.data.get("holders", []):
-        console.print(escape(f"{h['host']}: locked by run {h.get('run_id')} ({h.get('command')}): {h['why']}"))
+        out.line(f"{h['host']}: locked by run {h.get('run_id')} ({h.get('command')}): {h['why']}")
     if not result.ok:
-        raise Exit(f"deploykit: error: check of {host} failed at {result.failed_phase}: "
-                   f"{result.error.one_line() if result.error else 'failed'}", code=REFUSED)
-    console.print(escape(f"deploykit: check of {host}: every check passed; nothing was changed"), style="green")
+        text = (f"deploykit: error: check of {host} failed at {result.failed_phase}: "
+                f"{result.error.one_line() if result.error else 'failed'}")
+        out.result({"command": "check", "ok": False, "code": REFUSED, "line": text, "run": result.run_id,
+                    "failed_phase": result.failed_phase, "holders": result.data.get("holders", [])})
+        raise Exit(text, code=REFUSED)
+    text = f"deploykit: check of {host}: every check passed; nothing was changed"
+    out.result({"command": "check", "ok": True, "code": 0, "line": text, "run": result.run_id,
+                "holders": result.data.get("holders", [])})
+    out.line(text, style="green")
 
 
-@task(auto_shortflags=False, help={"host": HOST_HELP, "config": CONFIG_HELP})
+@task(auto_shortflags=False, help=_help())
 @user_errors
-def releases(c, host=None, config=None):
+def releases(c, host=None, config=None, stage=None, json=False):
     """List the releases recorded on the stage: commit, tags, status, migrations, backup."""
     cfg = _config(config, host)
     rows = api.list_releases(cfg, host)
-    console.print(releases_table(rows, {r["backup_id"]: r["backup_bytes"] for r in rows if r.get("backup_bytes")}))
+    out = current()
+    out.result({"command": "releases", "ok": True, "code": 0, "stage": host, "releases": rows})
+    out.print(releases_table(rows, {r["backup_id"]: r["backup_bytes"] for r in rows if r.get("backup_bytes")}))
 
 
-@task(auto_shortflags=False, help={"host": HOST_HELP, "config": CONFIG_HELP})
+@task(auto_shortflags=False, help=_help())
 @user_errors
-def backups(c, host=None, config=None):
+def backups(c, host=None, config=None, stage=None, json=False):
     """List the backups on the stage's primary host with sizes and verification state."""
     cfg = _config(config, host)
-    console.print(backups_table(api.list_backup_sets(cfg, host)))
+    rows = api.list_backup_sets(cfg, host)
+    out = current()
+    out.result({"command": "backups", "ok": True, "code": 0, "stage": host, "backups": rows})
+    out.print(backups_table(rows))
 
 
-@task(auto_shortflags=False, help={"host": HOST_HELP, "config": CONFIG_HELP,
-                                   "force": "free the lock even of a live run, or of a dead one with work left",
-                                   "dry_run": "show the holders and what would be freed; nothing is changed"})
+@task(auto_shortflags=False, help=_help(force="free the lock even of a live run, or of a dead one with work left",
+                                       dry_run="show the holders and what would be freed; nothing is changed"))
 @user_errors
-def unlock(c, host=None, force=False, dry_run=False, config=None):
+def unlock(c, host=None, force=False, dry_run=False, config=None, stage=None, json=False):
     """Show who holds the stage lock; free it only when that run is provably gone and left nothing to finish."""
     cfg = _config(config, host)
     dry = _dry(c, dry_run)
     found = api.unlock(cfg, host, force=force, dry_run=dry)
+    out = current()
+    out.result({"command": "unlock", "ok": True, "code": 0, "stage": host, "dry_run": dry, "locks": found})
     if not found:
-        console.print(escape(f"stage {host}: no lock held"))
+        out.line(f"stage {host}: no lock held")
     for f in found:
         verb = "would free" if dry else "freed"
-        console.print(escape(f"{f['host']}: {verb}{' (FORCED)' if f.get('forced') or (dry and force) else ''} lock "
-                             f"of run {f.get('run_id')} ({f.get('command')}) by {f.get('user')}@{f.get('controller')} "
-                             f"pid {f.get('pid')}, held since {f.get('since')}: {f['why']}"))
+        out.line(f"{f['host']}: {verb}{' (FORCED)' if f.get('forced') or (dry and force) else ''} lock "
+                 f"of run {f.get('run_id')} ({f.get('command')}) by {f.get('user')}@{f.get('controller')} "
+                 f"pid {f.get('pid')}, held since {f.get('since')}: {f['why']}")
     if dry:
-        console.print(escape(f"dry run of unlock on {host}: nothing was changed"), style="cyan")
+        out.line(f"dry run of unlock on {host}: nothing was changed", style="cyan")
 
 
 ns = Collection(release, rollback, backup, restore, check, releases, backups, unlock)

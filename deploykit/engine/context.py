@@ -78,6 +78,7 @@ class Context:
         self.lock = threading.RLock()  # for state that steps running on several hosts share
         self._interrupting = threading.Lock()  # an interrupt finishes killing before a procedure starts
         self._progress_lock = threading.RLock()
+        self._doing = threading.local()  # the step each thread runs: what its progress events belong to
         self._tmp: Path | None = None
         self._heartbeat = stage_lock.Heartbeat(self, config.lock.heartbeat)
         if not dry_run:
@@ -153,6 +154,21 @@ class Context:
                 self.locked.remove(host)
         for h in self.every_host:
             h.cancelled.set()
+
+    def doing(self, playbook: str | None, phase: str | None = None, step: str | None = None) -> None:
+        """The step this thread runs now (the runner says so; None when it ends)."""
+        self._doing.step = (playbook, phase, step) if playbook else None
+
+    def progress(self, host: Host | None, text: str, **fields) -> None:
+        """Tell the operator how a long step is getting on (a health attempt, a migrate line, bytes sent).
+
+        Journaled like every event, so `--json`, the live display and the
+        report see it; the step it belongs to is the one this thread runs.
+        """
+        current = getattr(self._doing, "step", None)
+        if current:
+            fields = {"playbook": current[0], "phase": current[1], "step": current[2], **fields}
+        self.journal.record("progress", host=host, text=text, **fields)
 
     def record_progress(self, **fields) -> None:
         """Keep in the primary's lock what a run finishing this one needs (phase, procedure, ids)."""

@@ -180,6 +180,8 @@ def _on_host(ctx, book: str, phase: str, step: Step, host) -> tuple[StepRecord, 
 
     if ctx.dry_run and not step.read_only:
         return StepRecord(book, phase, step.name, hname, "planned", 0.0, step.describe(ctx, host)), None
+    ctx.journal.record("step_start", host=host, playbook=book, phase=phase, step=step.name)
+    ctx.doing(book, phase, step.name)
     try:
         outcome = step.run(ctx, host) or Outcome()
     except DryRunWrite as exc:
@@ -193,6 +195,8 @@ def _on_host(ctx, book: str, phase: str, step: Step, host) -> tuple[StepRecord, 
         ctx.journal.record("traceback", host=host, step=step.name, text=traceback.format_exc())
         err = DeployError(f"{hname}: step {step.name} failed: {msg}", hint="see the journal for the traceback")
         return record("failed", msg), err
+    finally:
+        ctx.doing(None)
     return record("changed" if outcome.changed else "ok", outcome.message, outcome.diff), None
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -40,6 +42,23 @@ def scrub(value):
     return value
 
 
+_WATCHERS: list = []  # callables given every event of every run of this process, as it is recorded
+_WATCHERS_LOCK = threading.Lock()
+
+
+@contextmanager
+def watching(fn):
+    """Give `fn(entry)` every journal event while the block runs: live progress and `--json` read the
+    run as it happens from the same events the journal keeps (one source, nothing reported twice)."""
+    with _WATCHERS_LOCK:
+        _WATCHERS.append(fn)
+    try:
+        yield fn
+    finally:
+        with _WATCHERS_LOCK:
+            _WATCHERS.remove(fn)
+
+
 class Journal:
     """Append-only record of one run; every event is one JSON line."""
 
@@ -59,7 +78,7 @@ class Journal:
         self.remote_hosts.add(host.name)
 
     def record(self, event: str, host=None, **fields) -> dict:
-        entry = {"at": utc_now(), "run": self.run_id, "event": event}
+        entry = {"at": utc_now(), "t": round(time.time(), 3), "run": self.run_id, "event": event}
         if host is not None:
             entry["host"] = host.name
         entry.update(scrub(fields))
@@ -68,6 +87,11 @@ class Journal:
             self.events.append(entry)
             with open(self.local_path, "a") as fh:
                 fh.write(line + "\n")
+            for watcher in list(_WATCHERS):  # in the journal's order; a failing display never stops the run
+                try:
+                    watcher(entry)
+                except Exception:
+                    pass
         targets = [host] if host is not None else self.hosts
         for h in targets:
             if h.name in self.remote_hosts:
