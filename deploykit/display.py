@@ -39,16 +39,6 @@ def current() -> "Display":
     return _current.get() or Display()
 
 
-def size_text(n: int | float | None) -> str:
-    if n is None:
-        return "?"
-    for unit in ("B", "KB", "MB", "GB"):
-        if abs(n) < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GB"
-
-
 class Display:
     """One command's output. Use as a context manager around the command; `step` is the run's reporter."""
 
@@ -166,13 +156,13 @@ class Display:
             self.stream.flush()
 
 
-def run_result_doc(result, end) -> dict:
+def run_result_doc(result, end, command: str) -> dict:
     """A RunResult and its Ending as the `--json` result object."""
     def records(run):
         return [{"playbook": r.playbook, "phase": r.phase, "step": r.step, "host": r.host, "status": r.status,
                  "seconds": round(r.seconds, 3), "message": r.message} for r in run.records]
 
-    doc = {"command": result.playbook, "run": result.run_id, "ok": end.code == 0, "code": end.code,
+    doc = {"command": command, "playbook": result.playbook, "run": result.run_id, "ok": end.code == 0, "code": end.code,
            "line": end.text(), "dry_run": result.dry_run, "failed_phase": result.failed_phase,
            "error": result.error.one_line() if result.error is not None else None,
            "steps": records(result), "data": result.data}

@@ -33,6 +33,7 @@ _BOOTSTRAP = ("import sys;n=int(sys.stdin.readline());src=sys.stdin.read(n);sys.
               "exec(compile(src,{name!r},'exec'),{{'__name__':'__main__'}}) # {name} session")
 ANSWER = "\x1edeploykit-answer "  # remote/_common.py's mark of an answer line
 STARTED = "\x1edeploykit-started"  # ... and of "the request was read"
+PROGRESS = "\x1edeploykit-progress "  # ... and of a line of what the action is doing
 
 
 def manage_env(ctx) -> dict | None:
@@ -69,7 +70,7 @@ def warm_up(ctx, host, release_dir: str) -> None:
         pass
 
 
-def ask(ctx, host, release_dir: str, action: str, args: dict, timeout: float) -> dict | None:
+def ask(ctx, host, release_dir: str, action: str, args: dict, timeout: float, progress=None) -> dict | None:
     """One request to the session of release_dir; its answer (a session that ended is a failed command).
 
     A session that had answered before and is found ended before it read
@@ -90,12 +91,15 @@ def ask(ctx, host, release_dir: str, action: str, args: dict, timeout: float) ->
                     return json.loads(line[len(ANSWER):])
                 if line == STARTED:
                     started = True
+                elif line.startswith(PROGRESS):
+                    if progress is not None:
+                        progress(json.loads(line[len(PROGRESS):]).get("text", ""))
                 else:
                     session.tail = (session.tail + [line])[-20:]
         except SessionEnded as exc:
             if session.served and not started:
                 session.close(timeout=5)
-                return ask(ctx, host, release_dir, action, args, timeout)
+                return ask(ctx, host, release_dir, action, args, timeout, progress)
             ended = session.close(timeout=5)
             said = exc.one_line().split(": it ended: ", 1)[1] if ": it ended: " in exc.one_line() else ""
             raise HostCommandFailed(
@@ -105,14 +109,16 @@ def ask(ctx, host, release_dir: str, action: str, args: dict, timeout: float) ->
 
 
 def django_helper(ctx, host, release_dir: str, action: str, args: dict | None = None, *,
-                  check: bool = True, timeout: float | None = None, track: str | None = None) -> dict:
+                  check: bool = True, timeout: float | None = None, track: str | None = None,
+                  progress=None) -> dict:
     """Ask the app's Django in release_dir (django_state.py ACTION, inside its manage.py); the JSON answer.
 
     track: a label; the session lists itself in the run's pid file under it while it does this work.
+    progress(text): told each line of output as the action writes it (migrate's "Applying ...").
     """
     host.allows(HELPER, action)  # a dry-run Host refuses a changing action before it is sent
     args = {"project_dir": release_dir, **(args or {}), **({"_track": track} if track else {})}
-    doc = ask(ctx, host, release_dir, action, args, timeout or ctx.config.command_timeout)
+    doc = ask(ctx, host, release_dir, action, args, timeout or ctx.config.command_timeout, progress)
     if not isinstance(doc, dict):
         raise HostCommandFailed(f"{host.name}: manage.py shell in {release_dir} gave no answer to {action}",
                                 hint="run 'manage.py check' in that release on the host to see why")

@@ -66,7 +66,7 @@ def _dry(c, dry_run: bool) -> bool:
 def _finish(result, what: str, command: str) -> None:
     end = ending(result, what, command)
     out = current()
-    out.result(run_result_doc(result, end))
+    out.result(run_result_doc(result, end, command))
     if result.recovery is not None or (not result.ok and not result.dry_run):
         out.print(timings_table(result))
     if end.code == 0:

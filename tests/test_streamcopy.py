@@ -47,12 +47,16 @@ def backup_set(ssh_rig):
 def test_tree_arrives_whole_and_checked(ssh_rig, tmp_path, backup_set):
     blue, green = hosts(two_stages(ssh_rig, tmp_path))
     dest = ssh_rig[1].deploy_to / "incoming" / "b1"
-    result = copy_tree(blue, str(backup_set), green, str(dest))
+    told = []
+    result = copy_tree(blue, str(backup_set), green, str(dest), progress=lambda sent, total: told.append((sent, total)))
 
     assert {k: v[0] for k, v in tree(dest).items()} == {k: v[0] for k, v in tree(backup_set).items()}
     assert all(mode == "0o600" for _, mode in tree(dest).values())
     assert result.bytes == 5 * 1024 * 1024 + 17 + len('{"items": []}\n')
     assert sorted(f.rel for f in result.files) == ["db/default.dump", "empty", "manifest.json"]
+    # the bytes were told as they went, ending at the whole tree's size
+    assert told[-1] == (result.bytes, result.bytes) and len(told) > 2
+    assert [s for s, _ in told] == sorted(s for s, _ in told)
     assert [p.name for p in dest.parent.iterdir()] == ["b1"]  # no .part left beside it
     # a second copy never replaces a directory that exists
     with pytest.raises(DeployError, match="exists already"):

@@ -6,6 +6,7 @@ import re
 import shutil
 import tempfile
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from .state import RunState
 from ..transport.host import Host, make_host, q
 from ..state.journal import Journal, new_run_id
 from ..pyenv import app_python
+from ..textsize import size_text
 
 _TEMP = re.compile(r"^deploykit-\d{8}T\d{6}Z-[a-z_]+-(\d+)-")
 
@@ -69,7 +71,7 @@ class Context:
         self.failed: dict | None = None  # registry entry of the release being undone
         self.backup_id: str | None = None
         self.confirm = None  # callable(summary: dict) -> bool, for steps that ask the operator
-        self.progress: dict = {}
+        self.resume_point: dict = {}  # where the run is, kept in the lock (its "progress" field) for a takeover
         self.interrupted: int | None = None  # the signal that interrupted the run
         self.hard_stopped: int | None = None  # a second signal: stopped at once
         self.in_procedure = False  # an on_failure procedure (abort, recover, finish) is running
@@ -170,14 +172,30 @@ class Context:
             fields = {"playbook": current[0], "phase": current[1], "step": current[2], **fields}
         self.journal.record("progress", host=host, text=text, **fields)
 
+    def bytes_progress(self, host: Host | None, what: str, every: float = 0.5):
+        """A `progress(sent, total)` callback for uploads and copies: a progress event at most every `every`
+        seconds, and always the last one (done)."""
+        last = [0.0]
+
+        def progress(sent: int, total: int | None = None) -> None:
+            done = total is not None and sent >= total
+            now = time.monotonic()
+            if not done and now - last[0] < every:
+                return
+            last[0] = now
+            of = f" of {size_text(total)}" if total else ""
+            self.progress(host, f"{what}: {size_text(sent)}{of}", kind="bytes", what=what, bytes=sent,
+                          total=total, done=done)
+        return progress
+
     def record_progress(self, **fields) -> None:
         """Keep in the primary's lock what a run finishing this one needs (phase, procedure, ids)."""
         with self._progress_lock:  # phases running at the same time record in turn
-            self.progress.update(fields)
-            self.progress["context"] = self.export_state()
+            self.resume_point.update(fields)
+            self.resume_point["context"] = self.export_state()
             if self.primary in self.locked and not self.dry_run:
                 try:
-                    stage_lock.heartbeat(self.primary, self.run_id, {"progress": self.progress})
+                    stage_lock.heartbeat(self.primary, self.run_id, {"progress": self.resume_point})
                 except Exception:  # an unreachable primary: the step about to run will say so
                     pass
 
@@ -227,7 +245,7 @@ class Context:
                 try:
                     fields = {"ended": True}
                     if host is self.primary:
-                        fields["progress"] = self.progress
+                        fields["progress"] = self.resume_point
                     stage_lock.heartbeat(host, self.run_id, fields)
                 except Exception:
                     pass

@@ -198,6 +198,18 @@ def _one_line(text):
 
 ANSWER = "\x1edeploykit-answer "  # marks a session's answer line among whatever else reaches stdout
 STARTED = "\x1edeploykit-started"  # a session read a request and is about to act on it
+PROGRESS = "\x1edeploykit-progress "  # a line of what the action is doing, while it does it (migrate's output)
+
+_progress_out = []  # the session's real stdout while an action runs: where progress lines go
+
+
+def progress(text):
+    """Tell the controller, now, what the running action is doing (one line; a no-op outside a session)."""
+    if not _progress_out:
+        return
+    out = _progress_out[-1]
+    out.write(PROGRESS + json.dumps({"text": str(text)[:500]}) + "\n")
+    out.flush()
 
 
 def _set_name(name):
@@ -251,7 +263,11 @@ def serve_session(actions, read_only, after=None, stdin=None, stdout=None, typed
                 real_stdout.flush()
                 out = {"ok": True, "changed": False}
                 _set_name("dk " + action)
-                out.update(fn(args))
+                _progress_out.append(real_stdout)
+                try:
+                    out.update(fn(args))
+                finally:
+                    _progress_out.pop()
             except (Exception, KeyboardInterrupt) as e:
                 import traceback
 

@@ -39,7 +39,7 @@ import os
 import re
 import sys
 
-from _common import serve, serve_session
+from _common import progress, serve, serve_session
 
 
 def _setup(args):
@@ -209,7 +209,15 @@ def migrate(args):
     if bad:
         return {"ok": False, "kind": "ForbiddenError",
                 "error": "the plan would unapply migrations the target release had: " + ", ".join(bad)}
-    executor = MigrationExecutor(connection)
+    def told(action, migration=None, fake=False):
+        """Each migration as it starts and ends (the executor's own callback), for the operator."""
+        verb = {"apply_start": "Applying", "unapply_start": "Unapplying"}.get(action)
+        if verb and migration is not None:
+            progress("%s %s.%s..." % (verb, migration.app_label, migration.name))
+        elif action in ("apply_success", "unapply_success") and migration is not None:
+            progress("%s.%s OK" % (migration.app_label, migration.name))
+
+    executor = MigrationExecutor(connection, progress_callback=told)
     executor.migrate(targets, plan=executor.migration_plan(targets))
     return {"ok": True, "changed": bool(steps),
             "unapplied": ["%s.%s" % (s["app"], s["name"]) for s in steps if s["backwards"]],
@@ -223,7 +231,25 @@ def _command(name, *argv, **options):
 
     from django.core.management import call_command
 
-    out = io.StringIO()
+    class Told(io.StringIO):
+        """Keeps the whole output and tells each line as it is written (a migration's "Applying ..."
+        at its flush, before it runs: the operator sees which one a long migrate is in)."""
+
+        pending = ""
+
+        def write(self, text):
+            self.pending += text
+            *lines, self.pending = self.pending.split("\n")
+            for line in lines:
+                if line.strip():
+                    progress(line.rstrip())
+            return super().write(text)
+
+        def flush(self):
+            if self.pending.strip():
+                progress(self.pending.rstrip())
+
+    out = Told()
     call_command(name, *argv, stdout=out, stderr=out, **options)
     return out.getvalue()
 

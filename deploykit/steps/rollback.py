@@ -156,7 +156,8 @@ class UnapplyMigrations(Step):
             return Outcome(message="nothing left to unapply")
         forbid = sorted(list(k) for k in applied_then(state, ctx.previous))  # the helper refuses to touch these
         doc = django_helper(ctx, host, from_dir(ctx, host), "migrate",
-                            {"targets": [list(t) for t in targets], "forbid": forbid}, track="unapply")
+                            {"targets": [list(t) for t in targets], "forbid": forbid}, track="unapply",
+                            progress=lambda line: ctx.progress(host, line, kind="output", command="unapply"))
         return Outcome(changed=True, message=f"unapplied {len(doc['unapplied'])}: {', '.join(doc['unapplied'])}")
 
 

@@ -521,7 +521,8 @@ class Host:
         res = self.run(f"ls -1A {q(path)} 2>/dev/null", check=False, read_only=True)
         return sorted(x for x in res.stdout.splitlines() if x.strip())
 
-    def put(self, local: str | Path, remote: str, mode: int = 0o600) -> None:
+    def put(self, local: str | Path, remote: str, mode: int = 0o600, progress=None) -> None:
+        """Upload a file (written beside, renamed into place); `progress(sent, total)` as bytes go."""
         raise NotImplementedError
 
     def _refuse_put(self, remote: str) -> None:
@@ -592,14 +593,18 @@ class LocalHost(Host):
     def _open_pipe(self, script, write, duplex=False):
         return _LocalPipe(script, write, duplex)
 
-    def put(self, local, remote, mode=0o600):
+    def put(self, local, remote, mode=0o600, progress=None):
         self._refuse_put(remote)
         self.run(f"mkdir -p {q(posixpath.dirname(remote))}")
         tmp = f"{remote}.part"
+        total, sent = os.path.getsize(local), 0
         with open(local, "rb") as src, open(tmp, "wb") as dst:
             os.chmod(tmp, mode)
             while chunk := src.read(1 << 20):
                 dst.write(chunk)
+                sent += len(chunk)
+                if progress:
+                    progress(sent, total)
         os.replace(tmp, remote)
 
 
@@ -804,13 +809,13 @@ class SSHHost(Host):
         return CommandResult(script, status, _strip_mark(out.decode(errors="replace")),
                              err.decode(errors="replace"), time.monotonic() - start)
 
-    def put(self, local, remote, mode=0o600):
+    def put(self, local, remote, mode=0o600, progress=None):
         self._refuse_put(remote)
         self.run(f"mkdir -p {q(posixpath.dirname(remote))}")
         tmp = f"{remote}.part"
         try:
             sftp = self.conn.sftp()
-            sftp.put(str(local), tmp)
+            sftp.put(str(local), tmp, callback=progress)
             sftp.chmod(tmp, mode)
         except (OSError, EOFError) as exc:
             raise self._lost(exc) from None

@@ -57,8 +57,8 @@ def _part(path: str) -> str:
     return f"{path}.part-{secrets.token_hex(4)}"
 
 
-def _relay(src: Host, src_path: str, dst: Host, dst_part: str) -> tuple[int, str]:
-    """Stream one file; return (bytes, sha256 of the bytes relayed)."""
+def _relay(src: Host, src_path: str, dst: Host, dst_part: str, progress=None) -> tuple[int, str]:
+    """Stream one file; return (bytes, sha256 of the bytes relayed). `progress(n)`: n more bytes relayed."""
     reader = src.open_stream(f"cat -- {q(src_path)}", write=False, read_only=True)
     try:
         writer = dst.open_stream(f"umask 077 && cat > {q(dst_part)}", write=True)
@@ -71,6 +71,8 @@ def _relay(src: Host, src_path: str, dst: Host, dst_part: str) -> tuple[int, str
             digest.update(chunk)
             size += len(chunk)
             writer.write(chunk)
+            if progress:
+                progress(len(chunk))
     except BrokenPipeError:  # the writing command ended early (a full disk, say): its exit status says why
         reader.abort()
         got = writer.close()
@@ -89,11 +91,11 @@ def _relay(src: Host, src_path: str, dst: Host, dst_part: str) -> tuple[int, str
     return size, digest.hexdigest()
 
 
-def _checked(src: Host, src_path: str, dst: Host, dst_part: str, rel: str) -> CopiedFile:
+def _checked(src: Host, src_path: str, dst: Host, dst_part: str, rel: str, progress=None) -> CopiedFile:
     """Copy one file to dst_part and prove it arrived whole; raise CopyCorrupt otherwise."""
     start = time.monotonic()
     before = src.helper("files", "sha256", {"path": src_path})
-    size, relayed = _relay(src, src_path, dst, dst_part)
+    size, relayed = _relay(src, src_path, dst, dst_part, progress)
     arrived = dst.helper("files", "sha256", {"path": dst_part})
     if not (before["sha256"] == relayed == arrived["sha256"]) or before["size"] != size or arrived["size"] != size:
         raise CopyCorrupt(f"{rel}: sha256 on {src.name} {before['sha256'][:12]} ({before['size']} bytes), relayed "
@@ -101,13 +103,29 @@ def _checked(src: Host, src_path: str, dst: Host, dst_part: str, rel: str) -> Co
     return CopiedFile(rel, size, relayed, time.monotonic() - start)
 
 
-def copy_file(src: Host, src_path: str, dst: Host, dst_path: str, *, mode: int = 0o600) -> CopyResult:
-    """Copy one file; the destination is replaced by rename only once the copy is checked."""
+class _Sent:
+    """Bytes relayed so far, told to `progress(sent, total)` (ctx.bytes_progress throttles it)."""
+
+    def __init__(self, progress, total: int | None):
+        self.progress, self.total, self.sent = progress, total, 0
+
+    def __call__(self, n: int) -> None:
+        self.sent += n
+        if self.progress:
+            self.progress(self.sent, self.total)
+
+
+def copy_file(src: Host, src_path: str, dst: Host, dst_path: str, *, mode: int = 0o600,
+              progress=None) -> CopyResult:
+    """Copy one file; the destination is replaced by rename only once the copy is checked.
+
+    `progress(sent, total)` is told the bytes relayed as they go (total unknown: None).
+    """
     start = time.monotonic()
     part = _part(dst_path)
     dst.run(f"mkdir -p -m 700 {q(posixpath.dirname(dst_path))}")
     try:
-        copied = _checked(src, src_path, dst, part, posixpath.basename(dst_path))
+        copied = _checked(src, src_path, dst, part, posixpath.basename(dst_path), _Sent(progress, None))
         dst.run(f"chmod {mode:o} {q(part)} && mv -f -- {q(part)} {q(dst_path)}")
     except BaseException:
         dst.run(f"rm -f -- {q(part)}", check=False, always=True, timeout=60)
@@ -115,11 +133,12 @@ def copy_file(src: Host, src_path: str, dst: Host, dst_path: str, *, mode: int =
     return CopyResult(src.name, dst.name, [copied], time.monotonic() - start)
 
 
-def copy_tree(src: Host, src_dir: str, dst: Host, dst_dir: str) -> CopyResult:
+def copy_tree(src: Host, src_dir: str, dst: Host, dst_dir: str, *, progress=None) -> CopyResult:
     """Copy every file of a directory (a backup set, say) to a new directory on another host.
 
     Refuses to replace an existing dst_dir. Symbolic links and special files
-    are refused: a backup set holds regular files only.
+    are refused: a backup set holds regular files only. `progress(sent, total)`
+    is told the bytes relayed of the whole tree.
     """
     start = time.monotonic()
     listing = src.helper("files", "manifest", {"root": src_dir})
@@ -133,12 +152,13 @@ def copy_tree(src: Host, src_dir: str, dst: Host, dst_dir: str) -> CopyResult:
         raise DeployError(f"{dst.name}: {dst_dir} exists already", hint="copy into a new directory")
     part = _part(dst_dir.rstrip("/"))
     result = CopyResult(src.name, dst.name)
+    sent = _Sent(progress, sum(meta.get("size", 0) for meta in listing["files"].values()))
     try:
         dst.run(f"mkdir -p -m 700 {q(part)}")
         for rel in sorted(listing["files"]):
             target = posixpath.join(part, rel)
             dst.run(f"mkdir -p -m 700 {q(posixpath.dirname(target))}")
-            copied = _checked(src, posixpath.join(src_dir, rel), dst, target, rel)
+            copied = _checked(src, posixpath.join(src_dir, rel), dst, target, rel, sent)
             if copied.sha256 != listing["files"][rel]["sha256"]:
                 raise CopyCorrupt(f"{rel} changed on {src.name} while the directory was being copied")
             result.files.append(copied)

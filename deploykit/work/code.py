@@ -28,7 +28,7 @@ def upload_commit(ctx, host, commit: str, tag: str | None, dest: str) -> int:
     local = commit_archive(ctx, commit)
     remote_tar = f"{dest}.tar"
     part = f"{dest}.part"  # built beside, renamed into place: a release directory is never partial
-    host.put(local, remote_tar)
+    host.put(local, remote_tar, progress=ctx.bytes_progress(host, "upload"))
     host.run(f"rm -rf {q(part)}")
     host.helper("archives", "extract", {"archive": remote_tar, "dest": part}, track="extract release")
     host.run(f"rm -f {q(remote_tar)} && printf '%s\\n' {q(commit)} {q(tag or '')} > {q(part)}/REVISION && "

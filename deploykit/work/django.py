@@ -9,7 +9,8 @@ def migrate_in(ctx, host, release_dir: str) -> list[str]:
 
     The state before and after is read by the same Django that migrates (one start-up).
     """
-    doc = django_helper(ctx, host, release_dir, "apply", track="migrate")
+    doc = django_helper(ctx, host, release_dir, "apply", track="migrate",
+                        progress=lambda line: ctx.progress(host, line.strip(), kind="output", command="migrate"))
     ctx.journal.record("django_output", host=host, command="migrate", text=doc.get("output", "")[-4000:])
     ctx.state.migrations = doc["state"]
     return doc["applied"]
@@ -17,7 +18,8 @@ def migrate_in(ctx, host, release_dir: str) -> list[str]:
 
 def collectstatic(ctx, host, release_dir: str) -> str:
     """`manage.py collectstatic --noinput` in release_dir; its last line of output."""
-    doc = django_helper(ctx, host, release_dir, "collectstatic")
+    doc = django_helper(ctx, host, release_dir, "collectstatic",
+                        progress=lambda line: ctx.progress(host, line.strip(), kind="output", command="collectstatic"))
     out = doc.get("output", "").strip()
     return out.splitlines()[-1] if out else "done"
 
