@@ -112,7 +112,7 @@ class Display:
             if now - self._said_bytes.get(key, 0.0) < BYTES_EVERY:
                 return
             self._said_bytes[key] = now
-        elapsed = (entry.get("t") or time.time()) - started
+        elapsed = max(0.0, (entry.get("t") or time.time()) - started)
         console.print(Text(f"      {host:<12} {entry.get('step') or '':<22} {elapsed:6.1f}s  {text}", style="dim"))
 
     def _refresh(self) -> None:
@@ -125,12 +125,14 @@ class Display:
                 self._live = Live(self._render(), console=console, refresh_per_second=4, transient=True,
                                   get_renderable=self._render)
                 self._live.start()
+            else:  # now, not at the next tick: a line printed next must not bring back a finished step
+                self._live.refresh()
 
     def _render(self) -> Text:
         now = time.time()
         out = Text()
         for host, doing in sorted(self.active.items()):
-            out.append(f"  … {host:<12} {doing.get('step') or '':<22} {now - (doing.get('t') or now):6.1f}s  ",
+            out.append(f"  … {host:<12} {doing.get('step') or '':<22} {max(0.0, now - (doing.get('t') or now)):6.1f}s  ",
                        style="cyan")
             out.append(f"{doing.get('text') or ''}\n", style="dim")
         return out
