@@ -30,6 +30,7 @@ from .report import console, step_line
 from .state.journal import watching
 
 BYTES_EVERY = 2.0  # seconds between two plain lines about the bytes of one step
+QUIET_EVERY = 10.0  # plain lines: a step that said nothing for this long gets a line with its elapsed time
 
 _current: contextvars.ContextVar["Display | None"] = contextvars.ContextVar("deploykit_display", default=None)
 
@@ -52,6 +53,7 @@ class Display:
         self._live: Live | None = None
         self._stack: ExitStack | None = None
         self._token = None
+        self._ended = threading.Event()
         self.result_doc: dict | None = None
 
     # -- lifetime ----------------------------------------------------------------
@@ -59,9 +61,12 @@ class Display:
         self._stack = ExitStack()
         self._stack.enter_context(watching(self.event))
         self._token = _current.set(self)
+        if not self.tty and not self.json_mode:
+            threading.Thread(target=self._tick, daemon=True, name="display-ticker").start()
         return self
 
     def __exit__(self, *exc) -> None:
+        self._ended.set()
         self.pause()
         _current.reset(self._token)
         self._stack.close()
@@ -102,6 +107,7 @@ class Display:
         with self._lock:
             doing = self.active.setdefault(host, {"step": entry.get("step"), "t": entry.get("t") or time.time()})
             doing["text"] = text
+            doing["said"] = time.time()
             started = doing.get("t") or time.time()
         if self.tty:
             self._refresh()
@@ -114,6 +120,19 @@ class Display:
             self._said_bytes[key] = now
         elapsed = max(0.0, (entry.get("t") or time.time()) - started)
         console.print(Text(f"      {host:<12} {entry.get('step') or '':<22} {elapsed:6.1f}s  {text}", style="dim"))
+
+    def _tick(self) -> None:
+        """Plain lines: a long step that reports nothing still says, now and then, that it runs and for how long."""
+        while not self._ended.wait(1.0):
+            now = time.time()
+            with self._lock:
+                quiet = [(host, dict(doing)) for host, doing in self.active.items()
+                         if now - max(doing.get("said") or 0.0, doing.get("t") or now) >= QUIET_EVERY]
+                for host, _ in quiet:
+                    self.active[host]["said"] = now
+            for host, doing in sorted(quiet):
+                console.print(Text(f"      {host:<12} {doing.get('step') or '':<22} {now - doing['t']:6.1f}s  "
+                                   "still running", style="dim"))
 
     def _refresh(self) -> None:
         if not self.tty:

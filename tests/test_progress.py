@@ -108,3 +108,24 @@ def test_json_display_prints_every_event_and_the_result_last(tmp_path):
     assert [d["event"] for d in docs] == ["step_start", "progress", "result"]
     journal.record("after", step="y")  # the display is no longer watching
     assert len(out.getvalue().splitlines()) == 3
+
+
+def test_a_quiet_long_step_still_says_it_runs_in_plain_lines(tmp_path, monkeypatch):
+    import time
+
+    import deploykit.display as display_mod
+    import deploykit.report as report
+
+    monkeypatch.setattr(display_mod, "QUIET_EVERY", 0.3)
+    out = io.StringIO()
+    monkeypatch.setattr(report.console, "file", out)
+    journal = Journal("r3", tmp_path)
+    host = type("H", (), {"name": "web1"})()
+    with Display(tty=False):
+        journal.record("step_start", host=host, step="release_env")
+        deadline = time.monotonic() + 30
+        while "still running" not in out.getvalue() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        journal.record("step", host=host, step="release_env", status="ok", seconds=1.0)
+    said = [line for line in out.getvalue().splitlines() if "still running" in line]
+    assert said and "web1" in said[0] and "release_env" in said[0]
