@@ -28,7 +28,6 @@ APP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 DEPLOY_TO = re.compile(r"^/[A-Za-z0-9_./-]+$")  # written into supervisor and systemd files as it is
 TASKS_LINE = "from deploykit.tasks import ns"
 HAS_TASKS_LINE = re.compile(r"^\s*from\s+deploykit\.tasks\s+import\s+(?:.*[\s,(])?ns\b", re.M)
-GITIGNORED = {".deploykit", ".deploykit/", "/.deploykit", "/.deploykit/"}
 
 # what happened to each file
 WRITTEN, REPLACED, APPENDED, UNCHANGED, KEPT, TO_ADD = "written", "replaced", "appended", "unchanged", "kept", "to add"
@@ -152,7 +151,7 @@ def init_project(project: str | Path = ".", *, python: str, force: bool = False,
     if ignore is None:
         outcome = FileOutcome(".gitignore", WRITTEN, f"{ignore_entry} (local state: journals)")
         todo.append((outcome, ignore_entry + "\n"))
-    elif GITIGNORED & {ln.strip() for ln in ignore.splitlines()}:
+    elif ignore_entry.strip("/") in {ln.strip().strip("/") for ln in ignore.splitlines()}:  # /x, x/, /x/, x
         outcome = FileOutcome(".gitignore", UNCHANGED, f"already ignores {ignore_entry}")
     else:
         outcome = FileOutcome(".gitignore", APPENDED, f"{ignore_entry} (local state: journals)")
