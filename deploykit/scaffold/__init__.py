@@ -89,7 +89,7 @@ def _git_notes(project: Path) -> list[str]:
     return []
 
 
-def _requirements_notes(project: Path, text: str | None) -> list[str]:
+def _requirements_notes(text: str | None) -> list[str]:
     if text is None:
         return []
     if not re.search(r"^\s*gunicorn\b", text, re.M | re.I):
@@ -165,7 +165,7 @@ def init_project(project: str | Path = ".", *, python: str, force: bool = False,
         result.notes.append("requirements.txt was missing: each release installs it, so commit it before you tag")
     else:
         outcome = FileOutcome("requirements.txt", UNCHANGED, "yours (never rewritten)")
-        result.notes += _requirements_notes(root, requirements)
+        result.notes += _requirements_notes(requirements)
     result.files.append(outcome)
     result.notes += _git_notes(root)
 

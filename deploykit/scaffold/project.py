@@ -48,7 +48,7 @@ class DjangoProject:
 
     @property
     def wsgi_target(self) -> str:
-        """gunicorn's `module:callable` for WSGI_APPLICATION ('mysite.wsgi.application' -> 'mysite.wsgi:application')."""
+        """gunicorn's `module:callable` for WSGI_APPLICATION ('mysite.wsgi.application': 'mysite.wsgi:application')."""
         module, _, name = self.wsgi_application.rpartition(".")
         if module:
             return f"{module}:{name}"
@@ -113,6 +113,8 @@ def _python_hint(project: Path, python: str) -> str:
 def read_project(project: str | os.PathLike, python: str) -> DjangoProject:
     """Find manage.py and the settings module, then ask `python` what the settings say."""
     project = Path(project).expanduser().absolute()
+    if os.sep in python:  # a path is the user's, from where they typed it (a bare name is looked up in PATH)
+        python = os.path.abspath(os.path.expanduser(python))
     manage = find_manage_py(project)
     module, source = settings_module_of(manage)
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": module, "PYTHONDONTWRITEBYTECODE": "1"}

@@ -177,8 +177,8 @@ def media_section(p: DjangoProject, s: Sections, shared_base: str) -> None:
     rel = p.relative(root)
     if rel is not None:
         s.shared.append((rel, "MEDIA_ROOT (uploads), kept across releases"))
-        s.media = [line(0, "media:", why), line(2, f"- {{name: media, path: {scalar(posixpath.join(shared_base, rel))}}}",
-                                                 f"MEDIA_ROOT: {rel} in each release")]
+        entry = f"- {{name: media, path: {scalar(posixpath.join(shared_base, rel))}}}"
+        s.media = [line(0, "media:", why), line(2, entry, f"MEDIA_ROOT: {rel} in each release")]
         return
     base = posixpath.basename(root.rstrip("/").replace("\\", "/")) or "media"
     s.media = [line(0, "media:", why),
