@@ -159,7 +159,7 @@ def deploykit(project: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 def json_lines(cp: subprocess.CompletedProcess) -> list[dict]:
-    lines = [line for line in cp.stdout.splitlines() if line.strip()]
+    lines = cp.stdout.splitlines()
     assert lines, cp.stderr
     docs = []
     for line in lines:
@@ -263,6 +263,7 @@ def test_own_project_from_init_to_rollback_and_recovery(tmp_path, ssh_rig_factor
         check = deploykit(project, "check", "--stage", STAGE)
         assert check.returncode == 0, check.stdout + check.stderr
         assert "every check passed" in check.stdout
+        assert not (deploy_to / "current").exists() and not (deploy_to / "releases").exists()
 
         # v1, with --json: every stdout line is one JSON object, the result last
         cp = deploykit(project, "release", "--stage", STAGE, "--tag", "v1", "--json")
