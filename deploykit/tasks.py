@@ -25,6 +25,7 @@ from .ending import REFUSED, ending, exit_code
 from .errors import DeployError
 from .display import Display, current, run_result_doc
 from .report import backups_table, releases_table, timings_table
+from .scaffold import init_project
 
 
 def user_errors(fn):
@@ -265,4 +266,49 @@ def unlock(c, host=None, force=False, dry_run=False, config=None, stage=None, js
         out.line(f"dry run of unlock on {host}: nothing was changed", style="cyan")
 
 
-ns = Collection(release, rollback, backup, restore, check, releases, backups, unlock)
+def _init_table(result) -> Table:
+    table = Table(title=f"deploykit init of {result.project.dir} ({result.project.settings_module}, "
+                        f"Django {result.project.django})")
+    for col in ("file", "", "detail"):
+        table.add_column(col)
+    style = {"written": "green", "replaced": "yellow", "appended": "green", "kept": "yellow", "to add": "yellow"}
+    for f in result.files:
+        table.add_row(escape(f.path), f"[{style.get(f.action, 'dim')}]{escape(f.action)}[/]", escape(f.detail))
+    return table
+
+
+@task(auto_shortflags=False, help=_help(
+    project="the Django project: the directory of manage.py, the top of its git repository (default: .)",
+    python="the interpreter that can import the project's settings (default: the one running deploykit)",
+    force="replace files init would write that differ (each old one is kept as NAME.orig)",
+    port="the app's port on the hosts, for gunicorn's --bind and the health check (default: 8000)",
+    app="the app's name, for program names and files (default: the project directory's name)",
+    deploy_to="the app's directory on the hosts (default: /srv/APP)",
+    host="not used by init", stage="not used by init", config="not used by init (it writes DIR/deploykit.yaml)"))
+@user_errors
+def init(c, host=None, project=".", python=None, force=False, port=8000, app=None, deploy_to=None, config=None,
+         stage=None, json=False):
+    """Set up a Django project for deploykit: deploykit.yaml, supervisor/systemd program files, the tasks.py line."""
+    result = init_project(project, python=python or sys.executable, force=force, port=int(port), app=app,
+                          deploy_to=deploy_to)
+    out = current()
+    out.print(_init_table(result))
+    for note in result.notes:
+        out.line(f"note: {note}")
+    kept = [f.path for f in result.files if f.action == "kept"]
+    wrote = [f.path for f in result.files if f.action in ("written", "replaced", "appended")]
+    if result.changed:
+        text = (f"deploykit: init wrote {', '.join(wrote)}; next: put your server in deploykit.yaml (FILL IN), "
+                "then 'deploykit check --stage production'")
+    else:
+        text = "deploykit: init: nothing to do, nothing was changed" + (
+            f" ({', '.join(kept)} differ from what init writes and are kept: --force replaces them)" if kept else
+            ": every file is as init writes it")
+    out.result({"command": "init", "ok": True, "code": 0, "line": text, "changed": result.changed,
+                "project": str(result.project.dir), "settings_module": result.project.settings_module,
+                "django": result.project.django, "app": result.app, "deploy_to": result.deploy_to,
+                "port": result.port, "files": [f.doc() for f in result.files], "notes": result.notes})
+    out.line(text, style="green")
+
+
+ns = Collection(release, rollback, backup, restore, check, releases, backups, unlock, init)

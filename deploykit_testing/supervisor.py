@@ -97,11 +97,17 @@ class Supervisor:
     pidfile: Path
     logfile: Path
     programs: dict[str, dict] = field(default_factory=dict)
+    includes: list[str] = field(default_factory=list)  # [include] files= globs, e.g. a conf.d/*.conf
     _socket_tmp: Path | None = field(default=None, repr=False)
 
     @classmethod
-    def start(cls, dir: Path, programs: dict[str, dict] | None = None, timeout: float = 15.0) -> "Supervisor":
-        """Write ``<dir>/supervisord.conf`` and start supervisord (daemonized)."""
+    def start(cls, dir: Path, programs: dict[str, dict] | None = None, timeout: float = 15.0,
+              includes: list[str | Path] = ()) -> "Supervisor":
+        """Write ``<dir>/supervisord.conf`` and start supervisord (daemonized).
+
+        ``includes``: program files supervisord reads as well (its ``[include] files =``), as an
+        operator installs a project's own program file into /etc/supervisor/conf.d/.
+        """
         dir = Path(dir).absolute()
         dir.mkdir(parents=True, exist_ok=True)
         socket = dir / "supervisor.sock"
@@ -116,6 +122,7 @@ class Supervisor:
             pidfile=dir / "supervisord.pid",
             logfile=dir / "supervisord.log",
             programs=dict(programs or {}),
+            includes=[str(p) for p in includes],
             _socket_tmp=socket_tmp,
         )
         try:
@@ -162,6 +169,10 @@ class Supervisor:
             f"serverurl=unix://{_conf_value(self.socket)}",
             "",
         ]
+        if self.includes:
+            if any(" " in p for p in self.includes):
+                raise ValueError(f"supervisor cannot include a path with a space: {self.includes}")
+            lines += ["[include]", f"files = {_conf_value(' '.join(self.includes))}", ""]
         for name, spec in self.programs.items():
             if not name or any(c in name for c in ":[] \t\n"):
                 raise ValueError(f"bad program name {name!r}")

@@ -19,7 +19,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 RUNTIME = ROOT / "deploykit"
 APART = ("deploykit_testing", "deploykit_demo")
-OPERATOR_TASKS = {"release", "rollback", "backup", "backups", "restore", "releases", "check", "unlock"}
+OPERATOR_TASKS = {"release", "rollback", "backup", "backups", "restore", "releases", "check", "unlock", "init"}
 DEVELOPER_TASKS = {"demo", "test", "bench", "faults"}
 
 
