@@ -43,7 +43,8 @@ table.facts th { color: #546e7a; font-weight: normal; }
 .row.failed .label { color: #d32f2f; font-weight: bold; }
 .down { position: absolute; top: -3px; height: 20px; background: rgba(211, 47, 47, 0.10);
         border-left: 1px dashed #d32f2f; border-right: 1px dashed #d32f2f; }
-.recovery { margin-top: 8px; padding: 6px 8px; border: 2px dashed #3949ab; border-radius: 6px; background: #f3f4fb; }
+.recovery { margin-top: 8px; padding: 4px 0; border-top: 2px dashed #3949ab; border-bottom: 2px dashed #3949ab;
+            background: #f3f4fb; }
 .recovery-title { font-size: 12px; font-weight: bold; color: #3949ab; margin-bottom: 4px; }
 .axis { display: flex; font-size: 11px; color: #78909c; margin-left: 300px; margin-right: 80px;
         justify-content: space-between; }

@@ -298,7 +298,12 @@ def status(c, host=None, config=None, stage=None, json=False):
     raise Exit(text, code=end.code)
 
 
-@task(auto_shortflags=False, positional=["run"], help=_help(
+# tasks that take one bare word (`deploykit log RUN`): invoke has no optional positional argument, so the
+# deploykit program turns the word into the option (cli.py); through invoke, give `--run RUN`
+BARE_WORD = {"log": "run"}
+
+
+@task(auto_shortflags=False, help=_help(
     run="the run to show: its id, a unique prefix of it, or 'last' (none: list the runs)",
     host="with --from-host: the stage whose hosts keep the journals; else list only that stage's runs",
     from_host="read the journals the stage's hosts keep (read-only), not this controller's",

@@ -21,6 +21,8 @@ from .. import layout
 from . import runlog
 
 GITIGNORE = "*\n"
+# what pruning reads of each journal (other lines are not parsed)
+PRUNE_EVENTS = ("playbook_start", "run_end", "takeover", "unlock", "step")
 
 
 def state_dir(config) -> Path:
@@ -74,11 +76,11 @@ def _in_use(run_id: str, events: list[dict]) -> bool:
     return locked and not released
 
 
-def _freed_by_others(journal_dir: Path, ids: list[str]) -> set[str]:
+def _freed_by_others(events: dict[str, list[dict]]) -> set[str]:
     """Runs whose lock a later run here took over or freed (takeover, unlock events name the holder)."""
     freed = set()
-    for rid in ids:
-        for e in runlog.load(journal_dir, rid):
+    for evs in events.values():
+        for e in evs:
             if e.get("event") in ("takeover", "unlock"):
                 holder = e.get("holder") or {}
                 if holder.get("run_id"):
@@ -100,13 +102,13 @@ def prune_journals(journal_dir: Path, keep: int, current: str | None = None) -> 
     ids = runlog.run_ids(journal_dir)
     if keep < 1 or len(ids) <= keep:
         return []
-    events = {rid: runlog.load(journal_dir, rid) for rid in ids}
+    events = {rid: runlog.load(journal_dir, rid, only=PRUNE_EVENTS) for rid in ids}
     changing = [rid for rid in ids if _changing(events[rid])]
     reading = [rid for rid in ids if rid not in set(changing)]
     candidates = changing[:-keep] + reading[:-keep]
     if not candidates:
         return []
-    freed = _freed_by_others(journal_dir, ids)
+    freed = _freed_by_others(events)
     pruned = []
     for rid in sorted(candidates):
         if rid == current or (_in_use(rid, events[rid]) and rid not in freed):

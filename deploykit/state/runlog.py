@@ -24,12 +24,16 @@ DOWN_STEPS = ("stop_processes", "restart_processes")
 UP_STEP = "health_check"
 
 
-def parse(text: str) -> list[dict]:
-    """The events of a journal's text; a line that is not a JSON object (cut off by a crash) is skipped."""
+def parse(text: str, only: tuple[str, ...] | None = None) -> list[dict]:
+    """The events of a journal's text; a line that is not a JSON object (cut off by a crash) is skipped.
+
+    `only`: the kinds of event wanted; other lines are not even parsed (pruning reads many journals).
+    """
+    marks = tuple(f'"event": "{kind}"' for kind in only) if only else None
     events = []
     for line in text.splitlines():
         line = line.strip()
-        if not line:
+        if not line or (marks and not any(m in line for m in marks)):
             continue
         try:
             doc = json.loads(line)
@@ -49,9 +53,10 @@ def run_ids(journal_dir: Path) -> list[str]:
         return []
 
 
-def load(journal_dir: Path, run_id: str) -> list[dict]:
+def load(journal_dir: Path, run_id: str, only: tuple[str, ...] | None = None) -> list[dict]:
     try:
-        return parse((Path(journal_dir) / f"{run_id}{SUFFIX}").read_text(encoding="utf-8", errors="replace"))
+        return parse((Path(journal_dir) / f"{run_id}{SUFFIX}").read_text(encoding="utf-8", errors="replace"),
+                     only)
     except OSError:
         return []
 

@@ -125,7 +125,7 @@ def look_health(ctx, host, f: Findings) -> None:
         f.doc["health"] = {"ok": True, "notes": notes}
     except Exception as exc:  # noqa: BLE001 - a failing check is a finding
         f.doc["health"] = {"ok": False, "error": _err(exc)}
-        f.problem("health", f"health check failed: {_err(exc)}", down=True)
+        f.problem("health", _err(exc), down=True)
 
 
 def look_disk(ctx, host, f: Findings) -> None:
