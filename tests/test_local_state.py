@@ -207,3 +207,27 @@ def test_a_run_without_run_end_died_or_runs():
     ev = [{"event": "playbook_start", "t": 1.0, "playbook": "release"}]
     assert runlog.summary(rid(1), ev)["outcome"] == "died"
     assert runlog.summary(f"20260101T000000Z-release-{os.getpid()}", ev)["outcome"] == "running"
+
+
+def test_status_exit_codes_say_what_kind_of_problem_was_found():
+    from deploykit.ending import status_ending
+
+    well = {"web1": {"problems": [], "warnings": [{"what": "lock", "text": "locked by a live run"}]}}
+    assert status_ending("prod", well).code == 0
+    drift = {**well, "web2": {"problems": [{"what": "drift", "text": "DRIFT: a vs b", "down": False}]}}
+    end = status_ending("prod", drift)
+    assert end.code == 1 and "web2: DRIFT: a vs b" in end.text() and "needs a look" in end.text()
+    down = {**drift, "web3": {"problems": [{"what": "health", "text": "500", "down": True}]}}
+    end = status_ending("prod", down)
+    assert end.code == 3 and "may NOT be serving" in end.text() and "DRIFT" in end.text()
+
+
+def test_the_deploykit_program_takes_the_run_of_log_as_a_bare_word():
+    from deploykit.cli import bare_words
+
+    assert bare_words(["dk", "log", "last"]) == ["dk", "log", "--run", "last"]
+    assert bare_words(["dk", "log", "--host", "prod", "--from-host", "2026"]) == [
+        "dk", "log", "--host", "prod", "--from-host", "--run", "2026"]
+    assert bare_words(["dk", "log", "--html", "r.html", "--config", "x.yaml"]) == [
+        "dk", "log", "--html", "r.html", "--config", "x.yaml"]
+    assert bare_words(["dk", "status", "--host", "prod"]) == ["dk", "status", "--host", "prod"]
