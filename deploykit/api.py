@@ -14,6 +14,7 @@ from .engine import takeover
 from .state.backups import list_backups, new_backup_id, verify
 from .config import Config
 from .errors import BackupInvalid, DeployError, NotConfirmed
+from .transport.host import q
 from .gitrepo import Revision, resolve
 from .planning import PlanError, find_target
 from .engine import Reporter, RunResult, run_playbook
@@ -123,6 +124,89 @@ def check(config: Config, stage: str, *, reporter: Reporter | None = None) -> Ru
 
     with Run(config, stage, command="check", dry_run=True, takeover=False) as run:
         return run.play(lambda: body(run.ctx), reporter)
+
+
+def status(config: Config, stage: str, *, reporter: Reporter | None = None) -> dict:
+    """What each host of the stage is like now (deploykit status): read-only, a finding is never raised.
+
+    Returns {"run", "hosts": {host: facts, problems, warnings}}; ending.status_ending judges it.
+    """
+    with Run(config, stage, command="status", dry_run=True, takeover=False) as run:
+        result = run.play(lambda: run_playbook(run.ctx, "status", reporter), reporter)
+        if not result.ok:
+            raise result.error
+        found = run.ctx.state.status
+        hosts = {h.name: found[h.name] for h in run.ctx.hosts if h.name in found}
+        return {"run": run.ctx.run_id, "hosts": hosts}
+
+
+def host_journals(config: Config, stage: str, ref: str | None) -> tuple[str | None, list[dict], dict]:
+    """A run's journal as the stage's hosts keep it (deploykit log --from-host): read-only, no run of its own.
+
+    `ref` is a run id, a unique prefix or `last`, resolved against the primary's journal directory
+    (None: every run there, each summed up from its own copy). Every host's copy is read and merged
+    (each holds its own steps and the run's common events); returns (run id, events, {host: error}).
+    """
+    from .state import runlog
+    from .transport.host import make_host
+
+    specs = config.stage(stage)
+    hosts = [make_host(spec, config, read_only=True) for spec in specs]
+    hosts.sort(key=lambda h: not h.is_primary)
+    errors: dict = {}
+    try:
+        primary = hosts[0]
+        journal_dir = layout.journal_dir(primary)
+        ids = sorted(n[:-len(runlog.SUFFIX)] for n in primary.listdir(journal_dir) if n.endswith(runlog.SUFFIX))
+        run_id = runlog.resolve(ids, ref, f"{primary.name}:{journal_dir}")
+        seen: set[str] = set()
+        events: list[dict] = []
+        for host in hosts:
+            try:
+                res = host.run(f"cat {q(layout.journal_file(host, run_id))}", check=False, read_only=True)
+            except DeployError as exc:
+                errors[host.name] = exc.one_line()
+                continue
+            if not res.ok:
+                errors[host.name] = f"no copy of the journal of {run_id}"
+                continue
+            for line in res.stdout.splitlines():
+                if line.strip() and line not in seen:
+                    seen.add(line)
+                    events += runlog.parse(line)
+        events.sort(key=lambda e: runlog.epoch(e) or 0.0)  # stable: events of one moment keep their order
+        return run_id, events, errors
+    finally:
+        for host in hosts:
+            host.close()
+
+
+def host_runs(config: Config, stage: str) -> list[dict]:
+    """Every run whose journal the primary host keeps, summed up from that copy (deploykit log --from-host)."""
+    from .state import runlog
+    from .transport.host import make_host
+
+    hosts = [make_host(spec, config, read_only=True) for spec in config.stage(stage)]
+    host = next((h for h in hosts if h.is_primary), hosts[0])
+    try:
+        journal_dir = layout.journal_dir(host)
+        pattern = '"event": "(' + "|".join(SUMMARY_EVENTS) + ')"'
+        res = host.run(f"cd {q(journal_dir)} 2>/dev/null && grep -H -E {q(pattern)} -- *{runlog.SUFFIX}",
+                       check=False, read_only=True)
+        per_run: dict[str, list[dict]] = {}
+        for line in res.stdout.splitlines():
+            name, _, doc = line.partition(":")
+            if name.endswith(runlog.SUFFIX):
+                per_run.setdefault(name[:-len(runlog.SUFFIX)], []).extend(runlog.parse(doc))
+        return [runlog.summary(rid, per_run[rid], local=False) for rid in sorted(per_run)]
+    finally:
+        for h in hosts:
+            h.close()
+
+
+# the events a run's one-line summary reads (state/runlog.summary): a host's copy is grepped for them only
+SUMMARY_EVENTS = ("run_start", "playbook_start", "playbook_done", "playbook_failed", "on_failure", "takeover",
+                  "interrupted", "run_end")
 
 
 def run_procedure(config: Config, stage: str, name: str, *, dry_run: bool = True,

@@ -7,10 +7,12 @@ Only the options that mean something for deploykit are offered: invoke's
 options that silently do nothing (`deploykit --dry release` once did a real
 release).
 """
+import sys
+
 from invoke import Exit, Program
 
 from . import __version__
-from .tasks import ns
+from .tasks import BARE_WORD, ns
 
 KEPT_CORE = {"complete", "debug", "help", "list", "list-depth", "list-format", "print-completion-script", "version"}
 
@@ -38,11 +40,34 @@ class DeploykitProgram(Program):
         self.list_tasks()
 
 
+def bare_words(argv: list[str]) -> list[str]:
+    """`deploykit log RUN` -> `deploykit log --run RUN` (tasks.BARE_WORD): invoke's positional arguments
+    are required, and RUN is optional. The first word after the task that is no option's value is it."""
+    out = list(argv)
+    for i, word in enumerate(out):
+        if word in BARE_WORD:
+            task = ns[word]
+            valued = {f"--{n}" for a in task.get_arguments() for n in a.names if a.kind is not bool}
+            j = i + 1
+            while j < len(out):
+                tok = out[j]
+                if tok == "--":
+                    break
+                if tok.startswith("-"):
+                    j += 2 if tok in valued else 1
+                    continue
+                if tok in ns.task_names:
+                    break  # the next task
+                return out[:j] + [f"--{BARE_WORD[word]}", tok] + out[j + 1:]
+            break
+    return out
+
+
 program = DeploykitProgram(namespace=ns, name="deploykit", binary="deploykit", version=__version__)
 
 
 def main():
-    program.run()
+    program.run(bare_words(sys.argv))
 
 
 if __name__ == "__main__":

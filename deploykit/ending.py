@@ -8,6 +8,9 @@ data is in an unknown state (a procedure failed, or a second signal stopped
 it at once). The last line always says what is live, whether the lock is
 held, and where the backup and the journal are.
 
+`deploykit status` ends by the same codes (status_ending): 0 all well, 1
+something needs a look, 3 the app may not be serving.
+
 Codes follow error classes (EXIT_CODES, one map) and what the playbooks
 declare (a phase `before_changes`, a procedure that `ends: undone`), never
 the names of phases or playbooks: renaming one in YAML changes no code.
@@ -142,3 +145,18 @@ def ending(result, what: str, command: str) -> Ending:
         back = recovery.says.format(previous=data.get("previous")) if recovery.says else "undone"
         return Ending(INTERRUPTED if interrupted else FAILED, f"{what} {how}; {back}; {where}")
     return Ending(INTERRUPTED if interrupted else OK, f"{what} {how}; finished by {recovery.playbook}; {where}")
+
+
+def status_ending(stage: str, hosts: dict[str, dict]) -> Ending:
+    """`deploykit status`: 0 when every host is well (warnings, such as a live run holding the lock, allowed);
+    3 when the app may not be serving (a host unreachable, a process stopped, a health check failing);
+    1 when something else needs an operator (drift between the registry and `current`, a lock of a dead or
+    stale run, too little disk, no backup that verifies). The problems are in the result either way."""
+    problems = [(name, p) for name, doc in hosts.items() for p in doc.get("problems", [])]
+    if not problems:
+        return Ending(OK, f"status of {stage}: every host is well")
+    code = UNKNOWN if any(p.get("down") for _, p in problems) else FAILED
+    shown = "; ".join(f"{name}: {p['text']}" for name, p in problems[:4])
+    more = f" (and {len(problems) - 4} more)" if len(problems) > 4 else ""
+    what = "the app may NOT be serving" if code == UNKNOWN else "needs a look"
+    return Ending(code, f"status of {stage}: {what}: {shown}{more}")

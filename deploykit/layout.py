@@ -101,6 +101,10 @@ def pid_file(host, run_id: str) -> str:
     return host.path(RUN_DIR, f"{run_id}.pids")
 
 
+def journal_dir(host) -> str:
+    return host.path(JOURNAL_DIR)
+
+
 def journal_file(host, run_id: str) -> str:
     return host.path(JOURNAL_DIR, f"{run_id}.jsonl")
 

@@ -63,3 +63,111 @@ def backups_table(rows: list[dict]) -> Table:
         table.add_row(*(escape(str(x)) for x in (r["id"], r.get("created") or "-", f"{r['bytes'] / (1 << 20):.1f} MB",
                                                   verified, ", ".join(r["items"]) or "-", r.get("for_release") or "-")))
     return table
+
+
+def age_text(seconds: float | None) -> str:
+    if seconds is None:
+        return "age unknown"
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f} {unit} old"
+    return f"{seconds:.0f} s old"
+
+
+def _mb(n) -> str:
+    return "?" if n is None else f"{n / (1 << 20):.1f} MB" if n < (1 << 30) else f"{n / (1 << 30):.1f} GB"
+
+
+def status_rows(doc: dict) -> list[tuple[str, str, str]]:
+    """(what, what it is, style) for one host of `deploykit status`: red for a problem, yellow a warning."""
+    bad = {p["what"] for p in doc.get("problems", [])}
+    warn = {w["what"] for w in doc.get("warnings", [])}
+
+    def style(what: str) -> str:
+        return "bold red" if what in bad else "yellow" if what in warn else ""
+
+    if not doc.get("reachable", True):
+        return [("host", "; ".join(p["text"] for p in doc["problems"]), "bold red")]
+    rows = []
+    live = doc.get("live")
+    if "live" in doc:
+        rows.append(("live release", f"{live['id']} ({live.get('tag') or (live.get('commit') or '')[:10]})"
+                     if live else "none", style("release")))
+        rows.append(("current", doc.get("current") or "-", style("drift")))
+        agree = doc.get("agree")
+        rows.append(("registry vs current", doc.get("drift") or ("agree" if agree else "-"), style("drift")))
+    lock = doc.get("lock")
+    if lock and lock.get("error"):
+        lock_text = f"could not be read: {lock['error']}"
+    elif lock:
+        lock_text = (f"{(lock.get('state') or '?').upper()}: run {lock.get('run_id')} ({lock.get('command')}) of "
+                     f"{lock.get('user')}@{lock.get('controller')} pid {lock.get('pid')} since {lock.get('since')}: "
+                     f"{lock.get('why')}" + (f"; {lock['pending']} pending" if lock.get("pending") else ""))
+    else:
+        lock_text = "free"
+    rows.append(("lock", lock_text, style("lock")))
+    if "processes" in doc:
+        rows.append(("processes", ", ".join(f"{p['name']} {'running' if p['running'] else 'NOT running'}"
+                                            for p in doc["processes"]) or "none configured", style("processes")))
+    if "health" in doc:
+        h = doc["health"]
+        rows.append(("health", "ok: " + "; ".join(h.get("notes") or []) if h["ok"] else f"FAILING: {h['error']}",
+                     style("health")))
+    disk = doc.get("disk")
+    if disk:
+        rows.append(("disk free", f"{_mb(disk['free_bytes'])} of {_mb(disk.get('total_bytes'))} under "
+                                  f"{disk['path']} (min_free_mb {disk['min_free_mb']})", style("disk")))
+    if "backups" in doc:
+        b = doc.get("backup")
+        text = (f"{b['id']} ({age_text(b.get('age_seconds'))}, verified)" if b else "none verifies")
+        rows.append(("newest backup", f"{text}; {doc['backups']} on the host", style("backup")))
+    if "snapshots" in doc:
+        held = doc["snapshots"]
+        kinds = {}
+        for c in held:
+            kinds.setdefault(c.get("kind"), []).append(c)
+        text = "; ".join(f"{len(v)} {'set-aside cop' + ('ies' if len(v) > 1 else 'y') if k == 'aside' else k + 's'} "
+                         f"({_mb(sum(c.get('bytes') or 0 for c in v))})" for k, v in sorted(kinds.items()))
+        rows.append(("snapshots", text or "none", style("snapshots")))
+    for p in doc.get("problems", []):
+        if p["what"] in ("host",):
+            rows.append(("problem", p["text"], "bold red"))
+    return rows
+
+
+def status_table(doc: dict) -> Table:
+    title = f"{doc['host']}" + (" (primary)" if doc.get("primary") else "") + f": {doc.get('deploy_to')}"
+    table = Table(title=escape(title), show_header=False)
+    table.add_column("what", style="bold")
+    table.add_column("state")
+    for what, text, style in status_rows(doc):
+        table.add_row(escape(what), Text(text, style=style))
+    return table
+
+
+def runs_table(rows: list[dict], title: str = "runs") -> Table:
+    table = Table(title=escape(title))
+    for col in ("run", "command", "stage", "started", "seconds", "outcome"):
+        table.add_column(col, justify="right" if col == "seconds" else "left")
+    colour = {"ok": "green", "recovered": "yellow", "finished": "yellow", "running": "cyan", "failed": "bold red",
+              "recovery failed": "bold red", "died": "bold red", "interrupted": "yellow"}
+    for r in rows:
+        outcome = ("dry run " if r.get("dry_run") and r["outcome"] == "ok" else "") + r["text"]
+        table.add_row(escape(r["run"]), escape(str(r.get("command") or "-")), escape(str(r.get("stage") or "-")),
+                      escape(r.get("started") or "-"),
+                      f"{r['seconds']:.1f}" if r.get("seconds") is not None else "-",
+                      Text(outcome, style=colour.get(r["outcome"], "")))
+    return table
+
+
+def run_steps_table(doc: dict) -> Table:
+    """Every step of one run, per host (`deploykit log RUN`); the recovery's steps marked."""
+    table = Table(title=escape(f"run {doc['run']}: {doc.get('command')} on {doc.get('stage') or '?'}"))
+    for col in ("host", "playbook", "phase", "step", "status", "seconds", "message"):
+        table.add_column(col, justify="right" if col == "seconds" else "left")
+    for host in doc["hosts"]:
+        for r in (s for s in doc["steps"] if s["host"] == host):
+            table.add_row(escape(host), escape(r["playbook"] + (" (recovery)" if r["recovery"] else "")),
+                          escape(r["phase"]), escape(r["step"]), Text(r["status"], style=STYLE.get(r["status"], "")),
+                          f"{r['seconds']:.2f}", Text(r["message"]))
+    return table

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import sys
+from pathlib import Path
 
 from invoke import Collection, Exit, task
 from rich.markup import escape
@@ -21,11 +22,13 @@ from rich.table import Table
 
 from . import api
 from .config import load_config
-from .ending import REFUSED, ending, exit_code
+from .ending import REFUSED, ending, exit_code, status_ending
 from .errors import DeployError
 from .display import Display, current, run_result_doc
-from .report import backups_table, releases_table, timings_table
+from . import runreport
+from .report import backups_table, releases_table, run_steps_table, runs_table, status_table, timings_table
 from .scaffold import init_project
+from .state import runlog
 
 
 def user_errors(fn):
@@ -311,4 +314,105 @@ def init(c, host=None, project=".", python=None, force=False, port=8000, app=Non
     out.line(text, style="green")
 
 
-ns = Collection(release, rollback, backup, restore, check, releases, backups, unlock, init)
+@task(auto_shortflags=False, help=_help())
+@user_errors
+def status(c, host=None, config=None, stage=None, json=False):
+    """What each host of the stage is like now: live release and current, lock, processes, health, disk,
+    newest verified backup, snapshots. Read-only.
+
+    Exit 0: every host is well; 1: something needs a look (drift, a dead run's lock, disk, no usable backup);
+    3: the app may not be serving (a host unreachable, a process stopped, a health check failing).
+    """
+    cfg = _config(config, host)
+    out = current()
+    found = api.status(cfg, host)
+    end = status_ending(host, found["hosts"])
+    text = end.text(hint="every problem is listed per host above (and in the --json result)")
+    problems = [{"host": name, **p} for name, doc in found["hosts"].items() for p in doc["problems"]]
+    warnings = [{"host": name, **w} for name, doc in found["hosts"].items() for w in doc["warnings"]]
+    out.result({"command": "status", "ok": end.code == 0, "code": end.code, "line": text, "stage": host,
+                "run": found["run"], "hosts": found["hosts"], "problems": problems, "warnings": warnings})
+    for doc in found["hosts"].values():
+        out.print(status_table(doc))
+    for p in problems:
+        out.line(f"{p['host']}: {p['text']}", style="bold red")
+    for w in warnings:
+        out.line(f"{w['host']}: {w['text']}", style="yellow")
+    if end.code == 0:
+        out.line(text, style="green")
+        return
+    raise Exit(text, code=end.code)
+
+
+# tasks that take one bare word (`deploykit log RUN`): invoke has no optional positional argument, so the
+# deploykit program turns the word into the option (cli.py); through invoke, give `--run RUN`
+BARE_WORD = {"log": "run"}
+
+
+@task(auto_shortflags=False, help=_help(
+    run="the run to show: its id, a unique prefix of it, or 'last' (none: list the runs)",
+    host="with --from-host: the stage whose hosts keep the journals; else list only that stage's runs",
+    from_host="read the journals the stage's hosts keep (read-only), not this controller's",
+    html="write an HTML report of the run (timeline per host, recovery, figures) to this file"))
+@user_errors
+def log(c, host=None, run=None, from_host=False, html=None, config=None, stage=None, json=False):
+    """List the runs this controller journaled, or show one run's steps per host (its recovery, the backup
+    used); --html writes a report page of it."""
+    cfg = load_config(config)
+    out = current()
+    if from_host and not host:
+        raise DeployError("--from-host needs the stage", hint=f"pass --host STAGE, one of: {', '.join(sorted(cfg.stages))}")
+    if host:
+        cfg.stage(host)  # an unknown stage is refused
+    if run is None and not html:
+        if from_host:
+            rows, where = api.host_runs(cfg, host), f"the primary host of {host}"
+            for r in rows:
+                r["stage"] = r.get("stage") or host
+        else:
+            where = str(cfg.journal_dir)
+            rows = [runlog.summary(rid, runlog.load(cfg.journal_dir, rid)) for rid in runlog.run_ids(cfg.journal_dir)]
+            if host:
+                rows = [r for r in rows if r.get("stage") == host]
+        out.result({"command": "log", "ok": True, "code": 0, "from": where, "runs": rows})
+        out.print(runs_table(rows, title=f"runs in {where}"))
+        if not rows:
+            out.line(f"no run journal in {where}")
+        return
+    errors: dict = {}
+    if from_host:
+        run_id, events, errors = api.host_journals(cfg, host, run)
+        local = False
+    else:
+        run_id = runlog.resolve(runlog.run_ids(cfg.journal_dir), run, str(cfg.journal_dir))
+        events, local = runlog.load(cfg.journal_dir, run_id), True
+    doc = runlog.detail(run_id, events, local=local)
+    if from_host:
+        doc["stage"] = doc.get("stage") or host
+    written = None
+    if html:
+        written = Path(html).expanduser().resolve()
+        written.parent.mkdir(parents=True, exist_ok=True)
+        written.write_text(runreport.render(doc), encoding="utf-8")
+    out.result({"command": "log", "ok": True, "code": 0, "run": doc, "html": str(written) if written else None,
+                "unread_hosts": errors})
+    out.print(run_steps_table(doc))
+    out.line(f"outcome: {doc['text']}", style="green" if doc["outcome"] == "ok" else "bold red"
+             if doc["outcome"] in ("failed", "recovery failed", "died") else "yellow")
+    if doc.get("recovery"):
+        rec = doc["recovery"]
+        out.line(f"recovery: {rec['procedure']} " + ("done" if rec["ok"] else f"failed at {rec['failed_phase']}: "
+                                                                              f"{rec['error']}"))
+    out.line(f"backup used: {doc.get('backup') or 'none'}" + (f"; data: {doc['restored_from']}"
+                                                              if doc.get("restored_from") else ""))
+    down = doc.get("downtime")
+    if down and down.get("seconds") is not None:
+        out.line(f"downtime: {down['seconds']:.2f} s (first stop or restart of the processes to the last "
+                 "health check passed)")
+    for name, why in errors.items():
+        out.line(f"{name}: {why}", style="yellow")
+    if written:
+        out.line(f"report: {written}")
+
+
+ns = Collection(release, rollback, backup, restore, check, releases, backups, unlock, status, log, init)

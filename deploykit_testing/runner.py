@@ -29,6 +29,10 @@ def missing_packages() -> list[str]:
         missing.append("postgresql")
     if not shutil.which("pg_dump"):
         missing.append("postgresql-client")
+    if not shutil.which("chromium"):  # the HTML run report is rendered headless (tests/test_status_log.py)
+        missing.append("chromium")
+    if not glob.glob("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"):
+        missing.append("fonts-dejavu-core")
     return missing
 
 

@@ -87,6 +87,10 @@ class FakeHost:
         self.calls.append((module, action, args, kw))
         return self.helpers[(module, action)](args)
 
+    def read_json(self, path):  # Host.read_json: through the files helper
+        doc = self.helper("files", "read_json", {"path": path})
+        return doc["data"] if doc.get("exists") else None
+
     def fact(self, key, read):  # Host.fact: read once per run
         if key not in self.facts:
             self.facts[key] = read()
@@ -323,3 +327,35 @@ def test_each_database_driver_says_whether_django_uses_it():
     assert lite.django_uses_it(host, {"ENGINE": "django.db.backends.sqlite3", "NAME": "/data/db.sqlite3"}, resolved)
     assert not lite.django_uses_it(host, {"ENGINE": "django.db.backends.sqlite3", "NAME": "/other"}, resolved)
     assert lite.django_expected(host, resolved) == "sqlite '/data/db.sqlite3'"
+
+
+def test_postgres_held_copies_lists_the_recorded_snapshots_and_asides_still_there_with_sizes():
+    """Read-only: names from the registry (this database's only), sizes from one query; gone names left out."""
+    derived = {
+        "dks_old": {"kind": "snapshot", "engine": "postgresql", "alias": "default", "release": "r1",
+                    "created": "2026-01-01T00:00:00Z"},
+        "dks_new": {"kind": "snapshot", "engine": "postgresql", "alias": "default", "release": "r2",
+                    "created": "2026-01-02T00:00:00Z"},
+        "dko_aside": {"kind": "aside", "engine": "postgresql", "alias": "default", "release": "r3",
+                      "created": "2026-01-03T00:00:00Z"},
+        "dks_gone": {"kind": "snapshot", "engine": "postgresql", "alias": "default", "release": "r0",
+                     "created": "2025-12-31T00:00:00Z"},
+        "dkr_build": {"kind": "restore", "engine": "postgresql", "alias": "default"},
+        "dks_other": {"kind": "snapshot", "engine": "postgresql", "alias": "other", "release": "r2"},
+    }
+    registry = {("files", "read_json"): lambda a: {"exists": True, "data": {"releases": [], "derived": derived}}}
+    sizes = f"dks_old{chr(0x1f)}1000\ndks_new{chr(0x1f)}2000\ndko_aside{chr(0x1f)}3000\n"
+    host, ctx = FakeHost(sql={"pg_database_size(datname)": sizes}, helpers=registry), FakeCtx()
+    held = pg().held_copies(ctx, host)
+    assert [(c["name"], c["kind"], c["release"], c["bytes"]) for c in held] == [
+        ("dks_old", "snapshot", "r1", 1000), ("dks_new", "snapshot", "r2", 2000), ("dko_aside", "aside", "r3", 3000)]
+    (query,) = [r for r in host.runs if "pg_database_size(datname)" in (r["stdin"] or "")]
+    assert query["read_only"] is True and "default_transaction_read_only=on" in query["env"]["PGOPTIONS"]
+    for name in ("dks_old", "dks_new", "dko_aside", "dks_gone"):
+        assert f"'{name}'" in query["stdin"]
+    assert "dkr_build" not in query["stdin"] and "dks_other" not in query["stdin"]
+    # nothing recorded: no query at all; a driver without snapshots holds none
+    empty = FakeHost(helpers={("files", "read_json"): lambda a: {"exists": False}})
+    assert pg().held_copies(ctx, empty) == [] and not empty.runs
+    lite = SQLiteDriver(DatabaseSpec(alias="default", engine="sqlite", name="db.sqlite3"))
+    assert lite.held_copies(ctx, host) == []

@@ -61,6 +61,10 @@ def test_every_dry_run_changes_nothing(stage_factory, tmp_path):
         assert "nothing was changed" in cp.stdout and "during a dry-run" not in out, (argv, out[-3000:])
         unchanged(argv)
 
+    cp = run(st, "status", "--host", st.name)  # read-only by nature: its run is a dry-run
+    assert cp.returncode == 0 and "every host is well" in cp.stdout, cp.stdout[-3000:] + cp.stderr
+    unchanged("status")
+
     playbooks = sorted(p.stem for p in BUILTIN_DIR.glob("*.yml"))
     assert {"release", "rollback", "rollback_data", "restore", "backup", "recover", "abort", "abandon", "check",
             "release_finish", "restore_abort", "restore_finish", "rollback_abort", "rollback_finish",

@@ -32,6 +32,7 @@ def test_the_layout_of_a_host():
     assert layout.lock_file(h) == "/srv/app/.deploykit/lock"
     assert layout.pid_file(h, "x") == "/srv/app/.deploykit/run/x.pids"
     assert layout.journal_file(h, "x") == "/srv/app/.deploykit/journal/x.jsonl"
+    assert layout.journal_dir(h) == "/srv/app/.deploykit/journal"
     assert layout.pending_rollback(h) == "/srv/app/.deploykit/pending.json"
     assert layout.under_deploy_to(h, "/abs") == "/abs" and layout.under_deploy_to(h, "db") == "/srv/app/db"
     assert [p for p, private in layout.DIRS if private] == [layout.BACKUPS]

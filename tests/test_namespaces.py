@@ -19,7 +19,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 RUNTIME = ROOT / "deploykit"
 APART = ("deploykit_testing", "deploykit_demo")
-OPERATOR_TASKS = {"release", "rollback", "backup", "backups", "restore", "releases", "check", "unlock", "init"}
+OPERATOR_TASKS = {"release", "rollback", "backup", "backups", "restore", "releases", "check", "unlock", "init",
+                  "status", "log"}
 DEVELOPER_TASKS = {"demo", "test", "bench", "faults"}
 
 

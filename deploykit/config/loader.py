@@ -209,6 +209,7 @@ def _resolve(doc: Document, path: Path) -> Config:
         identity=str(identity) if identity else None, connect_timeout=doc.ssh.connect_timeout,
         command_timeout=doc.ssh.command_timeout, min_free_mb=doc.min_free_mb, snapshots=doc.snapshots,
         snapshot_budget=doc.snapshot_budget,
-        playbooks_dir=playbooks_dir, journal_dir=journal_dir, venv=doc.venv, lock=doc.lock)
+        playbooks_dir=playbooks_dir, journal_dir=journal_dir, venv=doc.venv, lock=doc.lock,
+        keep_runs=doc.keep_runs)
     checks.templates(path, stages, found)
     return config

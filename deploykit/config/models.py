@@ -479,6 +479,9 @@ class Document(Section):
                           default_factory=SshSection)
     journal_dir: LocalPath = key("where the controller keeps each run's journal (relative to the config file)",
                                  "journal_dir: .deploykit/journal", ".deploykit/journal")
+    keep_runs: Whole(1) = key("run journals the controller keeps: the newest of the runs that change something, "
+                              "and as many read-only runs (status, check, dry-runs) counted apart",
+                              "keep_runs: 50", 50)
     playbooks_dir: LocalPath | None = key("a directory of playbooks overriding or adding to the built-in ones",
                                           "playbooks_dir: playbooks", None)
     install: TextList() = key("extra commands in the new release, after its environment exists",

@@ -158,6 +158,7 @@ class Config:
     journal_dir: Path
     venv: VenvSpec | None = None  # None: the app's shared interpreter (installs are not undone)
     lock: LockSpec = field(default_factory=LockSpec)
+    keep_runs: int = 50  # local run journals kept (state/local.py)
     snapshot_budget: float = 2.0  # seconds the writers may stay stopped for snapshots (work/snapshots.py)
 
     def stage(self, name: str) -> list[HostSpec]:

@@ -11,7 +11,7 @@ What a driver can do beyond that is declared in `capabilities`, so that steps
 ask "can it snapshot?" and never "is it PostgreSQL?":
 
 - "dump", "restore_beside", "swap": backup, build, swap/discard (every driver)
-- "snapshot": snapshot/snapshot_exists/snapshot_blocker/snapshot_bytes/drop/prune_derived
+- "snapshot": snapshot/snapshot_exists/snapshot_blocker/snapshot_bytes/held_copies/drop/prune_derived
 - "row_diff": rows_lost (and rows_lost_vs a snapshot, with "snapshot")
 - "copy_to": streaming the item to a host of another stage (declared for later)
 """
@@ -115,6 +115,11 @@ class Driver:
     def snapshot_bytes(self, ctx, host) -> int:
         """What a snapshot copies (the live item's size): with the last clone's speed, how long writers stop."""
         return 0
+
+    def held_copies(self, ctx, host) -> list[dict]:
+        """Read-only: the snapshots and set-aside copies of this item the registry records and the host still
+        holds, oldest first: [{name, kind, release, created, bytes}] (`deploykit status` shows what they take)."""
+        return []
 
 
 def prefixed(prefix: str, files: dict) -> dict:

@@ -521,6 +521,23 @@ class PostgresDriver(Driver):
     def snapshot_exists(self, ctx, host, snap: str) -> bool:
         return self.database_exists(ctx, host, snap)
 
+    def held_copies(self, ctx, host) -> list[dict]:
+        """The snapshots and set-aside copies of this database the registry lists, with their size, in one
+        read-only query (a name the registry lists that is gone is left out: the next prune forgets it)."""
+        from ..state.releases import Registry
+
+        derived = {n: m for n, m in Registry.load(host).derived.items()
+                   if m.get("engine") == self.engine and m.get("alias") == self.spec.alias
+                   and m.get("kind") in ("snapshot", "aside")}
+        if not derived:
+            return []
+        listed = ", ".join(literal(n) for n in sorted(derived))
+        sizes = {r[0]: int(r[1] or 0) for r in self.query(
+            ctx, host, f"SELECT datname, pg_database_size(datname) FROM pg_database WHERE datname IN ({listed});")}
+        held = [{"name": n, "kind": m.get("kind"), "release": m.get("release"), "created": m.get("created"),
+                 "bytes": sizes[n]} for n, m in derived.items() if n in sizes]
+        return sorted(held, key=lambda c: (c.get("created") or "", c["name"]))
+
     def prune_derived(self, ctx, host, kept: set[str]) -> list[str]:
         """Drop the databases derived from this one for releases not in `kept` (only names the registry lists).
 

@@ -16,6 +16,7 @@ from ..config import Config
 from .state import RunState
 from ..transport.host import Host, make_host, q
 from ..state.journal import Journal, new_run_id
+from ..state import local as local_state
 from ..pyenv import app_python
 from ..textsize import size_text
 
@@ -59,8 +60,12 @@ class Context:
             for name in dict.fromkeys((stage, *others))}
         self.hosts: list[Host] = self.stages[stage]
         self.primary: Host = self.primary_of(stage)
+        local_state.prepare(config, current=self.run_id)  # .deploykit/ with its .gitignore; old journals pruned
         self.journal = Journal(self.run_id, config.journal_dir, self.every_host)
         self.options = options or {}
+        # what the run is (`deploykit log` lists runs by it; older journals lack it)
+        self.journal.record("run_start", command=command, stage=stage, others=list(others), dry_run=dry_run,
+                            options=self.options)
         self.state = RunState()  # what steps hand on
         self.failure = None
         self.locked: list[Host] = []
@@ -249,7 +254,8 @@ class Context:
                     stage_lock.heartbeat(host, self.run_id, fields)
                 except Exception:
                     pass
-        self.journal.record("run_end", locked=[h.name for h in self.locked])
+        self.journal.record("run_end", locked=[h.name for h in self.locked], release=self.release_id,
+                            backup=self.backup_id)
         for host in self.every_host:
             if host.tracked and host not in self.locked and not self.dry_run:
                 try:  # nothing of this run is left to look for

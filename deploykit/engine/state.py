@@ -29,6 +29,7 @@ class RunState:
     snapshot_sizes: dict[str, int] = field(default_factory=dict)  # driver snapshot key -> bytes, when chosen
     clone_speed: dict | None = None  # {"bytes", "seconds"} of this run's slowest clone (kept in the registry)
     lock_holders: list[dict] = field(default_factory=list)  # unlock: other runs' locks found (inspect_lock)
+    status: dict[str, dict] = field(default_factory=dict)  # status: host -> what the status steps found
 
     RESUMABLE = ("snapshots", "migrations", "plan", "restore", "derived")
 

@@ -77,6 +77,9 @@ class Verdict:
     holder: dict
     gone: bool
     why: str
+    # in one word, for `deploykit status` and scripts: alive (may still run), dead (its process or run is
+    # provably gone), stale (its heartbeat is older than lock.stale_after), unknown (cannot be told: refused)
+    state: str = "alive"
 
     def describe(self) -> str:
         h = self.holder
@@ -88,26 +91,26 @@ class Verdict:
 def assess(holder: dict, host_now: float | None, stale_after: float, journal_dir: Path | None = None) -> Verdict:
     """Is the holder of a lock provably gone?"""
     if "raw" in holder and len(holder) == 1:
-        return Verdict(holder, False, "the lock file is unreadable, so its holder cannot be proven gone")
+        return Verdict(holder, False, "the lock file is unreadable, so its holder cannot be proven gone", "unknown")
     if holder.get("ended"):
-        return Verdict(holder, True, "its run has ended")
+        return Verdict(holder, True, "its run has ended", "dead")
     beat = holder.get("heartbeat")
     age = (host_now - float(beat)) if (beat is not None and host_now is not None) else None
     if holder.get("controller_id") and holder.get("controller_id") == controller_id():
         pid = holder.get("pid")
         if holder.get("boot_id") and boot_id() and holder["boot_id"] != boot_id():
-            return Verdict(holder, True, "this controller has rebooted since")
+            return Verdict(holder, True, "this controller has rebooted since", "dead")
         if journal_dir is not None and _journal_ended(journal_dir, holder.get("run_id", "")):
-            return Verdict(holder, True, "its journal on this controller says it ended")
+            return Verdict(holder, True, "its journal on this controller says it ended", "dead")
         if not _alive(pid):
-            return Verdict(holder, True, f"pid {pid} no longer runs on this controller")
+            return Verdict(holder, True, f"pid {pid} no longer runs on this controller", "dead")
         if holder.get("pid_start") and pid_start(int(pid)) != holder["pid_start"]:
-            return Verdict(holder, True, f"pid {pid} on this controller is another process now")
+            return Verdict(holder, True, f"pid {pid} on this controller is another process now", "dead")
         return Verdict(holder, False, f"pid {pid} still runs on this controller")
     if age is None:
-        return Verdict(holder, False, "it records no heartbeat, so it cannot be proven gone")
+        return Verdict(holder, False, "it records no heartbeat, so it cannot be proven gone", "unknown")
     if age > stale_after:
-        return Verdict(holder, True, f"its heartbeat is {age:.0f} s old (limit {stale_after:g} s)")
+        return Verdict(holder, True, f"its heartbeat is {age:.0f} s old (limit {stale_after:g} s)", "stale")
     return Verdict(holder, False, f"its controller {holder.get('controller', '?')} sent a heartbeat {max(age, 0):.0f} s ago")
 
 

@@ -36,6 +36,7 @@ class InspectLock(Step):
             running = h.host.helper("runs", "tracked", {
                 "pid_file": layout.pid_file(h.host, h.holder.get("run_id"))})["running"]
             rows.append({"host": h.host.name, **h.holder, "gone": h.verdict.gone, "why": h.verdict.why,
+                         "state": h.verdict.state,
                          "pending": proc, "running": running, "describe": h.verdict.describe()})
         ctx.state.lock_holders = rows
         if not rows:
