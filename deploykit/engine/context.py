@@ -69,7 +69,7 @@ class Context:
         self.failed: dict | None = None  # registry entry of the release being undone
         self.backup_id: str | None = None
         self.confirm = None  # callable(summary: dict) -> bool, for steps that ask the operator
-        self.progress: dict = {}
+        self.resume_point: dict = {}  # where the run is, kept in the lock (its "progress" field) for a takeover
         self.interrupted: int | None = None  # the signal that interrupted the run
         self.hard_stopped: int | None = None  # a second signal: stopped at once
         self.in_procedure = False  # an on_failure procedure (abort, recover, finish) is running
@@ -173,11 +173,11 @@ class Context:
     def record_progress(self, **fields) -> None:
         """Keep in the primary's lock what a run finishing this one needs (phase, procedure, ids)."""
         with self._progress_lock:  # phases running at the same time record in turn
-            self.progress.update(fields)
-            self.progress["context"] = self.export_state()
+            self.resume_point.update(fields)
+            self.resume_point["context"] = self.export_state()
             if self.primary in self.locked and not self.dry_run:
                 try:
-                    stage_lock.heartbeat(self.primary, self.run_id, {"progress": self.progress})
+                    stage_lock.heartbeat(self.primary, self.run_id, {"progress": self.resume_point})
                 except Exception:  # an unreachable primary: the step about to run will say so
                     pass
 
@@ -227,7 +227,7 @@ class Context:
                 try:
                     fields = {"ended": True}
                     if host is self.primary:
-                        fields["progress"] = self.progress
+                        fields["progress"] = self.resume_point
                     stage_lock.heartbeat(host, self.run_id, fields)
                 except Exception:
                     pass

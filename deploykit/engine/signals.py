@@ -44,7 +44,7 @@ def handled(ctx):
             return
         if ctx.in_procedure and warned["n"] == 0 and ctx.interrupted is None:
             warned["n"] += 1
-            _say(f"{name}: a {ctx.progress.get('procedure') or 'procedure'} is running and should finish; "
+            _say(f"{name}: a {ctx.resume_point.get('procedure') or 'procedure'} is running and should finish; "
                  "send it again to stop at once (the same command, run again, finishes it).")
             return
         _say(f"{name}: stopping at once; the lock is kept: run the same command again to finish.")
