@@ -375,8 +375,9 @@ class Health(Section):
     fail_after: Whole(1) = key("http: definite wrong answers in a row (an answer from the app that is not the "
                                "expected one) that fail the check at once, without waiting for timeout",
                                "fail_after: 3", 3)
-    timeout: Number() = key("seconds the check may keep failing while the app starts (connection refused, "
-                            "502/503/504) before the release is recovered", "timeout: 30", 30.0)
+    timeout: Number() = key("seconds the check may keep failing while the app starts (http: connection refused, "
+                            "502/503/504) before the release is recovered; manage/command: seconds it may run",
+                            "timeout: 30", 30.0)
 
     @classmethod
     def check_keys(cls, data: dict) -> None:

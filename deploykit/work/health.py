@@ -92,4 +92,7 @@ def http_health(ctx, host, check) -> str:
             raise DeployError(f"{failed} in {check.timeout:g} s (timeout): {last}",
                               hint="see the app's logs on that host; raise the check's timeout if the app needs "
                                    "longer to start")
-        host.cancelled.wait(min(FIRST_PAUSE * 2 ** (attempt - 1), MAX_PAUSE, left))
+        # a starting app is asked again soon, then once a second; a definite answer waits a second,
+        # so fail_after answers span a moment in which a just-started app may come right
+        pause = MAX_PAUSE if verdict.definite else min(FIRST_PAUSE * 2 ** (attempt - 1), MAX_PAUSE)
+        host.cancelled.wait(min(pause, left))

@@ -52,8 +52,8 @@ def judge(answer: dict, check) -> Verdict:
     body = answer.get("body") or ""
     answered = f"{status} {excerpt(body)!r}" if body.strip() else str(status)
     if status != check.expect_status:
-        if 300 <= status < 400 and not check.follow_redirects:
-            where = answer.get("location") or "?"
+        where = answer.get("location")
+        if 300 <= status < 400 and where and not check.follow_redirects:
             return Verdict(False, False, f"{status} to {where}",
                            f"answered {status} to {where}, set follow_redirects: true if that is expected")
         why = f"status {status}, expected {check.expect_status}"
