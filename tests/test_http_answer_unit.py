@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from deploykit.config.specs import HealthCheck
-from deploykit.work.http_answer import MISSING, judge, lookup, same
+from deploykit.http_answer import MISSING, judge, lookup, same
 
 
 def check(**kw) -> HealthCheck:

@@ -119,7 +119,7 @@ class PathSpec:
 
 @dataclass
 class HealthCheck:
-    """One health check; the http ones are judged by work/http_answer.py (templates: render per host)."""
+    """One health check; the http ones are judged by deploykit/http_answer.py (templates: render per host)."""
 
     kind: str  # "http", "manage" or "command"
     url: str | None = None

@@ -2,7 +2,7 @@
 """deploykit remote helper: an HTTP health check, asked from the host itself.
 
     http_probe   one request, its answer as it came (status, Location, body or the error): the
-                 controller drives the attempts and judges each answer (work/http_answer.py),
+                 controller drives the attempts and judges each answer (deploykit/http_answer.py),
                  so the operator sees every attempt and a definite wrong answer fails at once
     http_check   the same request repeated until it answers `expect_status` (and `contains`)
                  or `timeout` passes, for callers that only want the outcome

@@ -8,7 +8,7 @@ from .. import layout
 from ..djangoapp import django_helper
 from ..errors import DeployError
 from ..pyenv import render_app
-from .http_answer import judge
+from ..http_answer import judge
 
 REQUEST_TIMEOUT = 5.0  # seconds one request may take (a request timing out counts as the app starting)
 FIRST_PAUSE, MAX_PAUSE = 0.25, 1.0  # seconds between attempts: short at first, then once a second
@@ -58,7 +58,7 @@ def http_health(ctx, host, check) -> str:
     """Ask the check's URL from the host, one request per attempt, until it is healthy or fails.
 
     Each attempt is one http_probe of the host's httpcheck helper, judged here
-    (work/http_answer.py) and shown to the operator as a progress event. While
+    (deploykit/http_answer.py) and shown to the operator as a progress event. While
     the app is starting (connection refused, 502/503/504, ...) it is asked
     again until `timeout`; `fail_after` definite wrong answers in a row fail
     the check at once. Read-only, so preflight runs it too.
