@@ -48,7 +48,7 @@ WORK_MARKS = {  # the text of a command, or "django ACTION" for a request to the
     "collectstatic": ("manage.py collectstatic", "django collectstatic"),
     "check": ("manage.py check", "django check"),
     "restart": ("supervisorctl", "supervisor start", "supervisor stop", "supervisor restart", "supervisor status"),
-    "health": ("http_check",),
+    "health": ("http_check", "http_probe"),  # http_probe: one attempt (the controller drives them)
 }
 
 

@@ -36,14 +36,15 @@ def write_config(project: Path, deploy_to: Path, supervisor_conf: str, port: int
         "deploy_to": str(deploy_to),
         "python": sys.executable,
         "settings_module": "libsite.settings",
-        "stages": {STAGE: {"hosts": ["local"]}},
+        "stages": {STAGE: {"hosts": ["local"], "vars": {"port": port}}},
         "shared": [".env", "media"],
         "processes": [{"name": "web", "supervisor": {
             "program": "web", "conf": supervisor_conf,
             "supervisorctl": str(Path(sys.executable).with_name("supervisorctl"))}}],
         "databases": {"default": {"engine": "sqlite", "path": "shared/db.sqlite3"}},
         "media": [{"name": "media", "path": "shared/media"}],
-        "health": [{"http": f"http://127.0.0.1:{port}/health/", "expect_status": 200, "timeout": 15},
+        "health": [{"http": "http://127.0.0.1:{port}/health/", "headers": {"Host": "localhost"},
+                    "json": {"status": "ok"}, "expect_status": 200, "timeout": 15},
                    {"manage": "check"}],
         "keep_releases": 3,
         # each release gets its own environment over this Python's packages; the sample's

@@ -199,7 +199,7 @@ def make_stage(rig, pg, repo: Path, name: str = "prod", *, keep_releases: int = 
         "databases": {"default": {"engine": "postgresql", "name": db, "owner": OWNER, "host": pg.host,
                                   "port": pg.port, "admin_user": pg.admin_user, "password_env": PASSWORD_ENV}},
         "media": [{"name": "media", "path": "shared/media"}],
-        "health": [{"http": "http://{http}/health/", "expect_status": 200, "timeout": 10},
+        "health": [{"http": "http://{http}/health/", "json": {"status": "ok"}, "expect_status": 200, "timeout": 10},
                    {"manage": "check"}],
         "keep_releases": keep_releases,
         "snapshots": snapshots,

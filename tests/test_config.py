@@ -199,6 +199,34 @@ MISTAKES = {
     "keep-backups-zero": (lambda c: c.update(keep_backups=0), ["keep_backups", "at least 1"]),
     "timeout-nan": (lambda c: c.update(ssh={"connect_timeout": float("nan")}), ["ssh.connect_timeout", "more than 0"]),
     "shared-outside": (lambda c: c.update(shared=["../etc"]), ["shared[0]", "inside shared/"]),
+    # 11. http health checks for real apps
+    "headers-not-a-mapping": (lambda c: c["health"][0].update(headers="Host: x"),
+                              ["health[0].headers", "expected dict"]),
+    "header-name": (lambda c: c["health"][0].update(headers={"Bad Header": "x"}),
+                    ["health[0].headers.Bad Header", "not a valid header name"]),
+    "header-twice": (lambda c: c["health"][0].update(headers={"Host": "a", "host": "b"}),
+                     ["health[0].headers.host", "given twice", "ignore case"]),
+    "header-line-break": (lambda c: c["health"][0].update(headers={"Host": "a\r\nX-Evil: 1"}),
+                          ["health[0].headers.Host", "line break"]),
+    "header-not-text": (lambda c: c["health"][0].update(headers={"Host": ["a"]}),
+                        ["health[0].headers.Host", "expected text"]),
+    "header-template": (lambda c: c["health"][0].update(headers={"Host": "{site}"}),
+                        ["health[0].headers.Host", "unknown template {site}"]),
+    "json-not-a-mapping": (lambda c: c["health"][0].update(json="status"), ["health[0].json", "expected dict"]),
+    "json-empty": (lambda c: c["health"][0].update(json={}), ["health[0].json", "empty", "dotted path"]),
+    "json-bad-path": (lambda c: c["health"][0].update(json={"db..ok": True}), ["health[0].json.db..ok", "dotted path"]),
+    "follow-redirects-text": (lambda c: c["health"][0].update(follow_redirects="yes"),
+                              ["health[0].follow_redirects", "expected bool"]),
+    "follow-a-redirect-status": (lambda c: c["health"][0].update(follow_redirects=True, expect_status=302),
+                                 ["health[0].follow_redirects", "redirect"]),
+    "fail-after-zero": (lambda c: c["health"][0].update(fail_after=0), ["health[0].fail_after", "at least 1"]),
+    "fail-after-float": (lambda c: c["health"][0].update(fail_after=2.5), ["health[0].fail_after", "expected int"]),
+    "headers-on-manage": (lambda c: c["health"].append({"manage": "check", "headers": {"Host": "x"}}),
+                          ["health[1].headers", "only applies to 'http:'"]),
+    "json-on-command": (lambda c: c["health"].append({"command": "true", "json": {"a": 1}}),
+                        ["health[1].json", "only applies to 'http:'"]),
+    "fail-after-on-manage": (lambda c: c["health"].append({"manage": "check", "fail_after": 2}),
+                             ["health[1].fail_after", "only applies to 'http:'"]),
 }
 
 
@@ -327,6 +355,40 @@ def test_a_systemd_process_may_name_its_manager_and_systemctl(tmp_path):
         with pytest.raises(ConfigError) as err:
             load_config(write(tmp_path, {**BASE, "processes": [{"name": "web", "systemd": bad}]}))
         assert all(w in str(err.value) for w in words), str(err.value)
+
+
+def test_http_health_keys_load(tmp_path):
+    data = yaml.safe_load(yaml.safe_dump(BASE))
+    data["stages"]["prod"]["vars"] = {"site": "shop.example.com"}
+    data["health"] = [{"http": "http://{hostname}:8000/health/", "headers": {"Host": "{site}", "X-Port": 8000},
+                       "json": {"status": "ok", "db.ok": True, "checks": [1, None]}, "follow_redirects": True,
+                       "fail_after": 1},
+                      {"http": "https://{hostname}/"}]
+    cfg = load_config(write(tmp_path, data))
+    first, plain = cfg.health
+    assert (first.headers, first.json, first.follow_redirects, first.fail_after) == (
+        {"Host": "{site}", "X-Port": "8000"}, {"status": "ok", "db.ok": True, "checks": [1, None]}, True, 1)
+    assert cfg.stage("prod")[0].render(first.headers["Host"]) == "shop.example.com"
+    assert (plain.headers, plain.json, plain.follow_redirects, plain.fail_after, plain.timeout) == ({}, None, False, 3,
+                                                                                                    30.0)
+
+
+def test_port_is_a_var_only_and_its_refusal_says_how_to_write_either(tmp_path):
+    """{port} once meant the SSH port; now it is only a var, and a template using it without one is refused."""
+    for where, edit in [("health[0].http", lambda c: c.update(health=[{"http": "http://{hostname}:{port}/"}])),
+                        ("hooks.after.verify[0].run",
+                         lambda c: c.update(hooks={"after": {"verify": ["curl localhost:{port}"]}})),
+                        ("processes[0].start",
+                         lambda c: c.update(processes=[{"name": "w", "start": "./run {port}", "stop": "true"}]))]:
+        data = yaml.safe_load(yaml.safe_dump(BASE))
+        edit(data)
+        with pytest.raises(ConfigError) as info:
+            load_config(write(tmp_path, data))
+        line = info.value.one_line()
+        assert f"{where}: unknown template {{port}}" in line, line
+        assert "write {ssh_port} for the SSH port, or set vars: {port: 8000}" in line, line
+        data["stages"]["prod"]["vars"] = {"port": 8000}
+        assert load_config(write(tmp_path, data))
 
 
 def test_templates_ssh_port_vars_and_shell_syntax(tmp_path):

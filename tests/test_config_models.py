@@ -103,7 +103,7 @@ def _sections(model=Document, seen=None):
 def test_each_example_is_valid_for_its_key(model: type[Section]):
     """Each field's example, read as YAML, passes that field's own validation."""
     for name, info in model.model_fields.items():
-        value = yamlload.load(info.examples[0])[name]  # YAML 1.2: "on:" is a key, not true
+        value = yamlload.load(info.examples[0])[info.alias or name]  # YAML 1.2: "on:" is a key, not true
         inner, suffix = reference._section_in(info.annotation)
         if inner is not None and not suffix:
             inner.model_validate(value)

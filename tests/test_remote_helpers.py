@@ -431,6 +431,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             code, body = (503, b"starting") if self.calls["flaky"] < 3 else (200, b"up now")
         elif self.path == "/ok":
             code, body = 200, b"hello, I am healthy"
+        elif self.path == "/host":
+            code, body = 200, ("host=%s" % self.headers.get("Host")).encode()
+        elif self.path == "/moved":
+            self.send_response(302)
+            self.send_header("Location", "/ok")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         else:
             code, body = 500, b"Server Error"
         self.send_response(code)
@@ -477,6 +485,40 @@ def test_http_check_connection_refused():
     doc = httpcheck("http_check", {"url": "http://127.0.0.1:%d/" % port, "timeout": 0.5, "interval": 0.1})
     assert doc["healthy"] is False and doc["status"] is None and doc["attempts"] >= 2
     assert "error" in doc and time.monotonic() - t0 < 5
+
+
+def test_http_probe_asks_once_and_reports_the_answer_as_it_came(http_url):
+    """One request per call (the controller drives the attempts): the flaky URL's 503s come back one by one."""
+    _Handler.calls["flaky"] = 0
+    assert [httpcheck("http_probe", {"url": http_url + "/flaky"})["status"] for _ in range(3)] == [503, 503, 200]
+    doc = httpcheck("http_probe", {"url": http_url + "/host", "headers": {"Host": "shop.example.com"}},
+                    read_only=True)  # a dry-run may ask
+    assert doc["status"] == 200 and doc["body"] == "host=shop.example.com" and doc["truncated"] is False
+    doc = httpcheck("http_probe", {"url": http_url + "/moved", "follow_redirects": False})
+    assert doc["status"] == 302 and doc["location"] == "/ok" and doc["body"] == ""
+    doc = httpcheck("http_probe", {"url": http_url + "/moved", "follow_redirects": True})
+    assert doc["status"] == 200 and doc["body"] == "hello, I am healthy" and doc["url"].endswith("/ok")
+    assert httpcheck("http_probe", {"url": "ftp://x"}, ok=False)["kind"] == "BadArguments"
+
+
+def test_http_probe_errors_say_whether_the_app_may_be_starting():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    doc = httpcheck("http_probe", {"url": "http://127.0.0.1:%d/" % port})
+    assert doc["status"] is None and doc["error_kind"] == "refused" and "refused" in doc["error"]
+    silent = socket.socket()  # accepts, never answers: the request times out
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(4)
+    try:
+        doc = httpcheck("http_probe", {"url": "http://127.0.0.1:%d/" % silent.getsockname()[1],
+                                       "request_timeout": 0.5})
+    finally:
+        silent.close()
+    assert doc["status"] is None and doc["error_kind"] == "timeout", doc
+    doc = httpcheck("http_probe", {"url": "http://no-such-host.invalid/"})
+    assert doc["status"] is None and doc["error_kind"] == "other", doc
 
 
 # --------------------------------------------------------------------------

@@ -93,8 +93,8 @@ def templates(path: Path, stages: dict[str, list[HostSpec]], found: list[Templat
                     if name in known:
                         continue
                     if name == "port":
-                        fix = ("{port} is not the SSH port any more: write {ssh_port} for that, "
-                               "or define 'port' in vars (of the stage or the host) for the app's port")
+                        fix = ("{port} is not the SSH port: write {ssh_port} for the SSH port, or set "
+                               "vars: {port: 8000} (on the stage or the host) for the app's port")
                     else:
                         fix = (f"use one of {{{'}, {'.join(sorted(known))}}}, define '{name}' in vars "
                                f"of the stage or the host, or write ${{{name}}} for a shell variable")

@@ -26,6 +26,7 @@ IDENTIFIER = re.compile(r"^\w+$")
 SAFE_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$", re.ASCII)
 MODULE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
+HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # an HTTP token (RFC 9110)
 
 # Tokens a hint may hold, filled in with the key path by problems.py.
 KEY = "<key>"  # the key itself ('timeout')
@@ -172,6 +173,60 @@ def _var_values(value: Any) -> dict[str, Any]:
     return dict(value)
 
 
+def _headers(value: Any) -> dict[str, str]:
+    of_kind(value, dict)
+    names(value, "header name", HEADER_NAME, "letters, digits and - such as Host or X-Forwarded-Proto")
+    seen: dict[str, str] = {}
+    out = {}
+    for name, item in value.items():
+        if name.lower() in seen:
+            raise problem(f"{name!r} is given twice (as {seen[name.lower()]!r} too)",
+                          "HTTP header names ignore case: give each header once", at=(name,))
+        seen[name.lower()] = name
+        if isinstance(item, bool) or not isinstance(item, (str, int, float)):
+            raise problem(f"expected text, got {type_name(item)} {show(item)}",
+                          "give the header a text value, e.g. 'Host: shop.example.com'", at=(name,))
+        text = str(item)
+        if re.search(r"[\r\n\0]", text):
+            raise problem("holds a line break", "give the header a value on one line", at=(name,))
+        out[name] = text
+    return out
+
+
+def _json_paths(value: Any) -> dict[str, Any]:
+    of_kind(value, dict)
+    if not value:
+        raise problem("empty", "give at least one dotted path and its value, e.g. {status: ok, db.ok: true}")
+    for path in value:
+        if not isinstance(path, str) or not all(part.strip() for part in path.split(".")):
+            raise problem(f"{show(path)} is not a dotted path",
+                          "name a field of the JSON body as key.key (a list item as key.0), e.g. db.ok",
+                          at=(str(path),))
+        bad = _not_json(value[path])
+        if bad is not None:
+            raise problem(f"expected a JSON value, got {type_name(bad)} {show(bad)}",
+                          "give text, a number, true, false, null, a list or a mapping", at=(path,))
+    return dict(value)
+
+
+def _not_json(value: Any) -> Any:
+    """The first part of value a JSON body cannot hold (a date, bytes, NaN), or None."""
+    if value is None or isinstance(value, (str, bool, int)):
+        return None
+    if isinstance(value, float):
+        return None if math.isfinite(value) else value
+    if isinstance(value, list):
+        return next((bad for item in value if (bad := _not_json(item)) is not None), None)
+    if isinstance(value, dict):
+        for k, item in value.items():
+            if not isinstance(k, str):
+                return k
+            if (bad := _not_json(item)) is not None:
+                return bad
+        return None
+    return value
+
+
 def _keep_releases(value: Any) -> int:
     of_kind(value, int)
     if value < 2:
@@ -264,5 +319,7 @@ Address = _typed(str, "'local' or user@host:port", _address)
 Roles = _typed(set, "list of roles", _roles)
 BackupOrder = _typed(list, "list of databases, media, paths", _backup_order)
 Vars = _typed(dict, "mapping of name to text or number", _var_values)
+Headers = _typed(dict, "mapping of header name to text", _headers)
+JsonPaths = _typed(dict, "mapping of dotted path to value", _json_paths)
 KeepReleases = _typed(int, "whole number at least 2", _keep_releases)
 Engine = _typed(str, lambda: "one of " + ", ".join(engine_names()), _engine)

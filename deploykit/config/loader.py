@@ -153,7 +153,10 @@ def _health(i: int, h: Health, found: list[Template]) -> HealthCheck:
     where = f"health[{i}]."
     if h.kind == "http":
         found.append(Template(f"{where}http", h.http))
-        return HealthCheck("http", url=h.http, timeout=h.timeout, expect_status=h.expect_status, contains=h.contains)
+        found += [Template(f"{where}headers.{name}", value) for name, value in h.headers.items()]
+        return HealthCheck("http", url=h.http, timeout=h.timeout, expect_status=h.expect_status, contains=h.contains,
+                           headers=dict(h.headers), json=h.json_fields, follow_redirects=h.follow_redirects,
+                           fail_after=h.fail_after)
     if h.kind == "manage":
         return HealthCheck("manage", command=h.manage, timeout=h.timeout)
     found.append(Template(f"{where}command", h.command))

@@ -15,20 +15,29 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainValidat
 from pydantic_core import PydanticCustomError, PydanticUndefined
 
 from .fields import (
-    BACKUP_KINDS, KEY, SAFE_NAME, WHERE, Address, AnyText, BackupOrder, Engine, EnvName, Flag, HostDir, HostPath,
-    KeepReleases, Label, LocalPath, ModulePath, Number, PgName, Roles, Text, TextList, Vars, Whole, check_of, names,
-    of_kind, problem, show, type_name,
+    BACKUP_KINDS, KEY, SAFE_NAME, WHERE, Address, AnyText, BackupOrder, Engine, EnvName, Flag, Headers, HostDir,
+    HostPath, JsonPaths, KeepReleases, Label, LocalPath, ModulePath, Number, PgName, Roles, Text, TextList, Vars,
+    Whole, check_of, names, of_kind, problem, show, type_name,
 )
 
 
 def key(description: str, example: str, default: Any = PydanticUndefined, *, default_text: str | None = None,
-        default_factory=None) -> Any:
-    """A field with what the key reference shows: description, example and (when it is not the value) the default."""
+        default_factory=None, alias: str | None = None) -> Any:
+    """A field with what the key reference shows: description, example and (when it is not the value) the default.
+
+    `alias`: the key as written in deploykit.yaml, when it cannot be the attribute's name (`json`
+    would shadow pydantic's own method).
+    """
     extra = {"default_text": default_text} if default_text else None
     if default_factory is not None:
         return Field(default_factory=default_factory, description=description, examples=[example],
-                     json_schema_extra=extra)
-    return Field(default, description=description, examples=[example], json_schema_extra=extra)
+                     json_schema_extra=extra, alias=alias)
+    return Field(default, description=description, examples=[example], json_schema_extra=extra, alias=alias)
+
+
+def yaml_key(name: str, info) -> str:
+    """The key of a field as deploykit.yaml spells it."""
+    return info.alias or name
 
 
 def Listed(item: Any, label: str, empty: tuple[str, str] | None = None) -> Any:
@@ -77,6 +86,11 @@ class Section(BaseModel):
         return data
 
     @classmethod
+    def yaml_keys(cls) -> list[str]:
+        """The keys this section accepts, as deploykit.yaml spells them."""
+        return [yaml_key(name, info) for name, info in cls.model_fields.items()]
+
+    @classmethod
     def check_keys(cls, data: dict) -> None:
         """Rules on which keys are present, before their values are read."""
 
@@ -87,7 +101,7 @@ class Section(BaseModel):
         if not isinstance(data, dict):
             text, hint = cls.shape
             raise problem(f"{text}, got {type_name(data)} {show(data)}", hint)
-        unknown_keys(data, cls.model_fields)
+        unknown_keys(data, cls.yaml_keys())
         cls.check_keys(data)
         return {k: v for k, v in data.items() if v is not None}
 
@@ -293,7 +307,7 @@ class Database(Section):
                 raise problem("both 'path:' and 'name:' given", "give the database file once, as 'path:'",
                               at=("path",))
         elif engine == "postgresql":
-            unknown_keys(data, set(cls.model_fields) - {"path"})
+            unknown_keys(data, set(cls.yaml_keys()) - {"path"})
 
     @model_validator(mode="after")
     def _per_engine(self) -> "Database":
@@ -337,6 +351,7 @@ class DataPath(Section):
 
 
 HEALTH_KINDS = ("http", "manage", "command")
+HTTP_ONLY = ("expect_status", "contains", "headers", "json", "follow_redirects", "fail_after")
 
 
 class Health(Section):
@@ -344,13 +359,25 @@ class Health(Section):
 
     shape: ClassVar = ("expected a mapping", "write '- http: http://127.0.0.1:8000/health/' or '- manage: check'")
 
-    http: Text | None = key("URL that must answer expect_status", "http: http://{hostname}:{port}/health/", None)
+    http: Text | None = key("URL that must answer expect_status (asked from the host itself)",
+                            "http: http://127.0.0.1:{port}/health/", None)
     manage: Text | None = key("manage.py command that must succeed", "manage: check --deploy", None)
     command: Text | None = key("shell command in the release that must succeed", "command: ./bin/smoke-test", None)
     expect_status: Whole(100, 599) = key("http: the expected status", "expect_status: 200", 200)
+    headers: Headers = key("http: headers sent with each request; values may use {vars} like the URL "
+                           "(Django's ALLOWED_HOSTS answers 400 without the right Host)",
+                           "headers: {Host: shop.example.com, X-Forwarded-Proto: https}", default_factory=dict)
     contains: AnyText | None = key("http: text the body must contain", "contains: ok", None)
-    timeout: Number() = key("seconds the check may keep failing before the release is recovered", "timeout: 30",
-                            30.0)
+    json_fields: JsonPaths | None = key("http: the body must be JSON and each dotted path must hold that value",
+                                        "json: {status: ok, db.ok: true}", None, alias="json")
+    follow_redirects: Flag = key("http: follow redirects to the final answer (a health URL that redirects, to a "
+                                 "login page or to https, is usually a mistake)", "follow_redirects: false", False)
+    fail_after: Whole(1) = key("http: definite wrong answers in a row (an answer from the app that is not the "
+                               "expected one) that fail the check at once, without waiting for timeout",
+                               "fail_after: 3", 3)
+    timeout: Number() = key("seconds the check may keep failing while the app starts (http: connection refused, "
+                            "502/503/504) before the release is recovered; manage/command: seconds it may run",
+                            "timeout: 30", 30.0)
 
     @classmethod
     def check_keys(cls, data: dict) -> None:
@@ -359,7 +386,7 @@ class Health(Section):
             found = "no check given" if not kinds else f"several checks in one entry ({', '.join(kinds)})"
             raise problem(found, "give each entry exactly one of 'http:', 'manage:' or 'command:'")
         if kinds[0] != "http":
-            extra = [k for k in ("expect_status", "contains") if k in data]
+            extra = [k for k in HTTP_ONLY if k in data]
             if extra:
                 raise problem(f"only applies to 'http:' checks, not '{kinds[0]}:'", f"remove '{extra[0]}:'",
                               at=(extra[0],))
@@ -371,6 +398,10 @@ class Health(Section):
         if self.http is not None and not self.http.startswith(("http://", "https://", "{")):
             raise problem(f"{self.http!r} is not an http:// or https:// URL",
                           "write the full URL, e.g. http://{hostname}:8000/health/", at=("http",))
+        if 300 <= self.expect_status < 400 and self.follow_redirects:
+            raise problem(f"expect_status {self.expect_status} is a redirect, which follow_redirects: true never "
+                          "shows", "remove 'follow_redirects: true' to check the redirect itself",
+                          at=("follow_redirects",))
         return self
 
     @property

@@ -18,7 +18,7 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
 from .fields import Label
-from .models import Document, Section
+from .models import Document, Section, yaml_key
 
 BEGIN = ".. BEGIN KEY REFERENCE"
 END = ".. END KEY REFERENCE"
@@ -92,6 +92,7 @@ def entries(model: type[Section] = Document, prefix: str = "") -> list[dict]:
     """One entry per key, depth first in the models' order: key, type, default, description, example."""
     out = []
     for name, info in model.model_fields.items():
+        name = yaml_key(name, info)
         section, suffix = _section_in(info.annotation)
         out.append({"key": f"{prefix}{name}", "type": _type_text(info, section), "default": _default_text(info),
                     "description": info.description or "", "example": (info.examples or [""])[0]})

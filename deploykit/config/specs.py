@@ -119,12 +119,18 @@ class PathSpec:
 
 @dataclass
 class HealthCheck:
+    """One health check; the http ones are judged by deploykit/http_answer.py (templates: render per host)."""
+
     kind: str  # "http", "manage" or "command"
     url: str | None = None
     expect_status: int = 200
     contains: str | None = None
-    timeout: float = 30.0
+    timeout: float = 30.0  # seconds it may keep failing while the app starts
     command: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)  # sent with each request (values are templates)
+    json: dict[str, Any] | None = None  # dotted path -> the value the JSON body must hold there
+    follow_redirects: bool = False
+    fail_after: int = 3  # definite wrong answers in a row that fail the check at once
 
 
 @dataclass
