@@ -47,7 +47,9 @@ def bare_words(argv: list[str]) -> list[str]:
     for i, word in enumerate(out):
         if word in BARE_WORD:
             task = ns[word]
+            kept = dict(task.help)  # invoke's get_arguments() pops each option's help: keep it for --help
             valued = {f"--{n}" for a in task.get_arguments() for n in a.names if a.kind is not bool}
+            task.help = kept
             j = i + 1
             while j < len(out):
                 tok = out[j]

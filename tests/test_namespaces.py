@@ -142,3 +142,17 @@ def test_invoke_test_runs_the_checkouts_suite():
                         capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
     assert cp.returncode == 0, cp.stdout[-3000:] + cp.stderr[-3000:]
     assert "1 passed" in cp.stdout, cp.stdout[-3000:]
+
+
+@pytest.mark.parametrize("task", sorted(OPERATOR_TASKS))
+def test_every_option_of_every_task_says_what_it_does_and_json_and_stage_are_everywhere(task):
+    """`deploykit --help TASK`, as the console script runs it: no option without its help line."""
+    cp = subprocess.run([sys.executable, "-c", "import sys; from deploykit.cli import main; "
+                         f"sys.argv = ['deploykit', '--help', {task!r}]; main()"],
+                        capture_output=True, text=True, timeout=60)
+    assert cp.returncode == 0, cp.stderr
+    options = cp.stdout.split("Options:", 1)[1].splitlines()
+    flags = [line.split()[0] for line in options if line.startswith("  --")]
+    assert {"--json", "--stage=STRING", "--host=STRING"} <= set(flags)
+    bare = [line.strip() for line in options if line.startswith("  --") and len(line.split()) == 1]
+    assert bare == [], f"options of {task} without help: {bare}"
