@@ -50,6 +50,8 @@ def test_preflight_refuses_each_mistake_and_changes_nothing(stage_factory, tmp_p
         "missing identity file": (lambda c: c["ssh"].update(identity=str(tmp_path / "no-such-key")), ["no-such-key"]),
         "owner role that does not exist": (set_db(owner="library_ownr"), ["library_ownr", "does not exist"]),
         "a database Django does not use": (set_db(name=other), [other, st.db]),
+        "a shared file the host lacks": (lambda c: c.update(shared=[*c.get("shared", []), "settings/local.env"]),
+                                         [f"{st.primary.deploy_to}/shared/settings/local.env", "does not exist"]),
     }
     for i, (case, (edit, words)) in enumerate(cases.items()):
         path = edit_config(st, edit, tmp_path / f"case{i}.yaml")

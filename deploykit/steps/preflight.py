@@ -4,7 +4,8 @@ Run by `release` in its check phase and by `deploykit check`. Everything here
 is read-only (it also runs in a dry-run): the process manager answers and
 knows every program; each database exists, its owner role too, pg_dump is
 not older than the server, and Django (through the live release's manage.py)
-sees the database configured here; media paths exist; the live release
+sees the database configured here; media paths exist; the shared files every
+release links (.env, an SQLite file) exist; the live release
 passes its health check; there is disk for the backup and the snapshot.
 A failure is a refusal (exit 2) with nothing changed.
 """
@@ -19,6 +20,7 @@ from ..drivers import capable, drivers_for
 from ..errors import DeployError, PreflightFailed
 from ..processes import manager_for
 from .base import Outcome, Step, register
+from ..work.code import missing_shared_files
 from ..work.health import asks_django, check_health
 
 
@@ -76,6 +78,8 @@ class Preflight(Step):
         if ctx.config.identity and not os.path.exists(ctx.config.identity):
             problems.append(f"the SSH identity file {ctx.config.identity} does not exist on this controller")
         if "app" in host.roles:
+            problems += [f"the shared file {path} does not exist (every release links it; create it: an empty "
+                         "SQLite database file or the app's .env, say)" for path in missing_shared_files(ctx, host)]
             problems += check_processes(ctx, host)
         if host.is_primary:
             problems += check_databases(ctx, host)

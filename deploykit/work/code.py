@@ -36,6 +36,17 @@ def upload_commit(ctx, host, commit: str, tag: str | None, dest: str) -> int:
     return Path(local).stat().st_size
 
 
+def is_shared_file(rel: str) -> bool:
+    """A shared path that names a file (db.sqlite3, .env): it must exist; a directory is made when missing."""
+    return bool(posixpath.splitext(rel)[1] or posixpath.basename(rel).startswith("."))
+
+
+def missing_shared_files(ctx, host) -> list[str]:
+    """The shared files a release would link that are not on the host (read-only: preflight asks it)."""
+    return [layout.shared(host, rel) for rel in ctx.config.shared
+            if is_shared_file(rel) and not host.exists(layout.shared(host, rel))]
+
+
 def link_shared(ctx, host, dest: str) -> list[str]:
     """Link shared paths from shared/ into a release directory."""
     linked = []
@@ -43,7 +54,7 @@ def link_shared(ctx, host, dest: str) -> list[str]:
         shared = layout.shared(host, rel)
         target = posixpath.join(dest, rel)
         if not host.exists(shared):
-            if posixpath.splitext(rel)[1] or posixpath.basename(rel).startswith("."):
+            if is_shared_file(rel):
                 raise DeployError(f"{host.name}: shared file {shared} does not exist",
                                   hint="create it on the host (e.g. the app's settings) before releasing")
             host.run(f"mkdir -p {q(shared)}")
