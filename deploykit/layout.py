@@ -11,6 +11,8 @@
         releases.json            the release registry (and derived database names)
         lock                     the stage lock
         pending.json             a rollback under way (a rerun finishes it)
+        freeze                   while it exists, writes are frozen (JSON: since, mode, retry_after, run id)
+        freeze.lock              flock'ed shared by each write request, exclusively by the freezer (drain)
         run/<run id>.pids        long commands of a run, for whoever finishes it
         journal/<run id>.jsonl   the host's copy of a run's journal
 
@@ -32,6 +34,8 @@ JOURNAL_DIR = f"{STATE_DIR}/journal"
 REGISTRY_FILE = f"{STATE_DIR}/releases.json"
 LOCK_FILE = f"{STATE_DIR}/lock"
 PENDING_ROLLBACK = f"{STATE_DIR}/pending.json"
+FREEZE_FLAG = f"{STATE_DIR}/freeze"  # the write freeze (deploykit.django.middleware reads it too)
+FREEZE_LOCK = f"{STATE_DIR}/freeze.lock"
 MANIFEST = "manifest.json"  # in a backup directory
 CODE_ARCHIVE = "code.tar.gz"  # in a backup directory
 
@@ -95,6 +99,14 @@ def lock_file(host) -> str:
 
 def pending_rollback(host) -> str:
     return host.path(PENDING_ROLLBACK)
+
+
+def freeze_flag(host) -> str:
+    return host.path(FREEZE_FLAG)
+
+
+def freeze_lock(host) -> str:
+    return host.path(FREEZE_LOCK)
 
 
 def pid_file(host, run_id: str) -> str:

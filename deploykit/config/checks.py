@@ -107,3 +107,13 @@ def templates(path: Path, stages: dict[str, list[HostSpec]], found: list[Templat
                     if t.one_word and (not value.strip() or re.search(r"\s", value)):
                         raise fail(path, t.key, f"is {value!r} on host {host.name} of stage {stage}, which the "
                                    "command would split at its spaces", "use a name or path without spaces")
+
+
+def freeze(path: Path, spec, processes: list, command_timeout: float) -> None:
+    """stop_writers needs a process that writes; the drain must end before a host command's timeout."""
+    if spec.mode == "stop_writers" and processes and not any(p.writes for p in processes):
+        raise fail(path, "freeze.mode", "stop_writers, but no process has 'writes: true'",
+                   "mark the processes that write 'writes: true', or use 'mode: maintenance'")
+    if spec.drain_timeout >= command_timeout:
+        raise fail(path, "freeze.drain_timeout", f"{spec.drain_timeout:g} s is not below ssh.command_timeout "
+                   f"({command_timeout:g} s)", "give the drain less time than one command on a host may take")

@@ -286,6 +286,16 @@ def Whole(low: int | None = None, high: int | None = None) -> Any:
     return _typed(int, label, check)
 
 
+def OneOf(*choices: str) -> Any:
+    """One of a few fixed words (a mode)."""
+    def check(value: Any) -> str:
+        value = _text(value)
+        if value not in choices:
+            raise problem(f"unknown value {value!r}", f"use one of: {', '.join(choices)}")
+        return value
+    return _typed(str, "one of " + ", ".join(choices), check)
+
+
 def TextList(scalars: bool = False) -> Any:
     """A list of non-empty strings (with scalars: numbers too, as text)."""
     def check(value: Any) -> list[str]:

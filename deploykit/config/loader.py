@@ -213,6 +213,8 @@ def _resolve(doc: Document, path: Path) -> Config:
         command_timeout=doc.ssh.command_timeout, min_free_mb=doc.min_free_mb, snapshots=doc.snapshots,
         snapshot_budget=doc.snapshot_budget,
         playbooks_dir=playbooks_dir, journal_dir=journal_dir, venv=doc.venv, lock=doc.lock,
-        keep_runs=doc.keep_runs)
+        keep_runs=doc.keep_runs, freeze=doc.freeze)
+    if "freeze" in doc.model_fields_set:  # a config that never mentions the freeze is not refused for it
+        checks.freeze(path, doc.freeze, processes, doc.ssh.command_timeout)
     checks.templates(path, stages, found)
     return config

@@ -16,7 +16,7 @@ from pydantic_core import PydanticCustomError, PydanticUndefined
 
 from .fields import (
     BACKUP_KINDS, KEY, SAFE_NAME, WHERE, Address, AnyText, BackupOrder, Engine, EnvName, Flag, Headers, HostDir,
-    HostPath, JsonPaths, KeepReleases, Label, LocalPath, ModulePath, Number, PgName, Roles, Text, TextList, Vars,
+    HostPath, JsonPaths, KeepReleases, Label, LocalPath, ModulePath, Number, OneOf, PgName, Roles, Text, TextList, Vars,
     Whole, check_of, names, of_kind, problem, show, type_name,
 )
 
@@ -152,6 +152,22 @@ class VenvSpec(Section):
                                      "system_site_packages: false", False)
     pip_args: TextList(scalars=True) = key("extra arguments of pip install", "pip_args: [--no-index, --find-links, "
                                            "/srv/wheels]", default_factory=list)
+
+
+FREEZE_MODES = ("stop_writers", "maintenance")
+
+
+class FreezeSpec(Section):
+    """How writes are frozen while data is copied (a blue/green transfer): steps freeze_writes, unfreeze_writes."""
+
+    mode: OneOf(*FREEZE_MODES) = key(
+        "stop_writers: stop the processes with 'writes: true' (workers first: the reverse of their order in "
+        "processes:), start them again after (nothing is served meanwhile); maintenance: the app answers writes "
+        "503 with Retry-After and keeps serving reads (needs deploykit.django.middleware.WriteFreezeMiddleware "
+        "in the app's MIDDLEWARE, checked before each freeze)", "mode: maintenance", "stop_writers")
+    retry_after: Whole(0) = key("maintenance: the Retry-After seconds of a refused write", "retry_after: 5", 5)
+    drain_timeout: Number() = key("seconds the freeze waits for the writes in flight to end; then it is given up "
+                                  "(the flag removed) and the step fails", "drain_timeout: 30", 30.0)
 
 
 def _venv(value: Any) -> Any:
@@ -534,5 +550,8 @@ class Document(Section):
     venv: Annotated[VenvSpec | None, BeforeValidator(_venv)] = key(
         "each release's own Python environment ('venv: false': the shared interpreter, installs not undone)",
         "venv: {requirements: requirements.txt}", default_factory=VenvSpec)
+    freeze: FreezeSpec = key("how writes are frozen while data is copied (blue/green transfer)",
+                             "freeze: {mode: maintenance, retry_after: 5, drain_timeout: 30}",
+                             default_factory=FreezeSpec)
     lock: LockSpec = key("the stage lock's liveness", "lock: {heartbeat: 10, stale_after: 120}",
                          default_factory=LockSpec)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UnknownStage
-from .models import LockSpec, VenvSpec
+from .models import FreezeSpec, LockSpec, VenvSpec
 
 # `{name}` is a template; `${NAME}` (shell) and `{{` / `}}` are left exactly as written.
 _TEMPLATE = re.compile(r"\$\{\w+\}|\{\{|\}\}|\{(\w+)\}")
@@ -164,6 +164,7 @@ class Config:
     journal_dir: Path
     venv: VenvSpec | None = None  # None: the app's shared interpreter (installs are not undone)
     lock: LockSpec = field(default_factory=LockSpec)
+    freeze: FreezeSpec = field(default_factory=FreezeSpec)  # how writes are frozen (work/freeze.py)
     keep_runs: int = 50  # local run journals kept (state/local.py)
     snapshot_budget: float = 2.0  # seconds the writers may stay stopped for snapshots (work/snapshots.py)
 

@@ -30,6 +30,8 @@ class RunState:
     clone_speed: dict | None = None  # {"bytes", "seconds"} of this run's slowest clone (kept in the registry)
     lock_holders: list[dict] = field(default_factory=list)  # unlock: other runs' locks found (inspect_lock)
     status: dict[str, dict] = field(default_factory=dict)  # status: host -> what the status steps found
+    freeze: dict[str, dict] = field(default_factory=dict)  # host -> the freeze this run started there (work/freeze)
+    freeze_seconds: float | None = None  # how long writes were frozen (the longest host), for the ending line
 
     RESUMABLE = ("snapshots", "migrations", "plan", "restore", "derived")
 

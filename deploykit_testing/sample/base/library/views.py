@@ -1,3 +1,5 @@
+import time
+
 from django.db import transaction
 from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
@@ -42,4 +44,6 @@ def books(request):
         if cover is not None:
             book.cover.save(cover.name, cover, save=False)
         book.save()
+        # a slow write (tests: a write in flight when writes are frozen): seconds before the commit
+        time.sleep(min(float(request.POST.get("sleep") or 0), 30))
     return JsonResponse(book.as_dict(), status=201)

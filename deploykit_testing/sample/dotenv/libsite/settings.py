@@ -74,6 +74,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
+# optional extra middleware, e.g. EXTRA_MIDDLEWARE=deploykit.django.middleware.WriteFreezeMiddleware
+MIDDLEWARE += [m.strip() for m in env("EXTRA_MIDDLEWARE", "").split(",") if m.strip()]
 
 ROOT_URLCONF = "libsite.urls"
 
