@@ -9,6 +9,7 @@ reads 200. stop_writers mode: the web process is stopped and started again.
 from __future__ import annotations
 
 import fcntl
+import itertools
 import json
 import os
 import signal
@@ -65,8 +66,13 @@ def configure(st, tmp_path, freeze: dict | None, name: str = "freeze"):
     return load_config(path)
 
 
+_runs = itertools.count()
+
+
 def play(cfg, stage: str, book: str, dry_run: bool = False):
-    with Run(cfg, stage, command="freeze-test", dry_run=dry_run) as run:
+    # a run id is the second and the pid: each run of this process gets its own command name, so its own journal
+    command = "freeze_test_" + "".join(chr(ord("a") + int(d)) for d in str(next(_runs)))
+    with Run(cfg, stage, command=command, dry_run=dry_run) as run:
         return run.play(lambda: run_playbook(run.ctx, book))
 
 
@@ -218,6 +224,8 @@ def test_stop_writers_freeze_stops_and_starts_the_writers(stage_factory, tmp_pat
     # maintenance mode without the middleware in the app is refused before anything changes
     refused_cfg = configure(st, tmp_path, {"mode": "maintenance"}, name="maintenance")
     assert api.release(refused_cfg, st.name, "v1.2").ok
+    dry = play(refused_cfg, st.name, "freeze_test", dry_run=True)
+    assert next(r for r in dry.records if r.step == "freeze_writes").message.startswith("would refuse: ")
     refused = play(refused_cfg, st.name, "freeze_test")
     assert not refused.ok and "lacks " + MIDDLEWARE in refused.error.one_line()
     assert not flag.exists() and post(st, host, "not frozen")[0] == 201

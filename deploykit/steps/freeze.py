@@ -8,6 +8,7 @@ exit path: no freeze on is no error.
 from __future__ import annotations
 
 from .. import layout
+from ..errors import DeployError
 from ..work import freeze as work
 from .base import Outcome, Step, register
 
@@ -24,6 +25,11 @@ class FreezeWrites(Step):
         on = work.state(host)
         if on is not None:
             return f"writes already frozen since {on.get('since')} ({on.get('mode')}): would keep that freeze"
+        if spec.mode == "maintenance":
+            try:
+                work.check_middleware(ctx, host)  # read-only: the live release's settings
+            except DeployError as exc:
+                return f"would refuse: {exc.one_line()}"
         what = (f"stop {', '.join(p.name for p in work.writers(ctx)) or 'no process'}" if spec.mode == "stop_writers"
                 else "have the app answer writes 503")
         return (f"would create {layout.freeze_flag(host)}, wait up to {spec.drain_timeout:g} s for the writes in "
