@@ -231,3 +231,11 @@ def test_the_deploykit_program_takes_the_run_of_log_as_a_bare_word():
     assert bare_words(["dk", "log", "--html", "r.html", "--config", "x.yaml"]) == [
         "dk", "log", "--html", "r.html", "--config", "x.yaml"]
     assert bare_words(["dk", "status", "--host", "prod"]) == ["dk", "status", "--host", "prod"]
+
+
+def test_two_runs_of_one_command_in_one_second_get_their_own_ids():
+    """A library user (or a test) running the same command twice at once: two journals, two lock holders."""
+    from deploykit.state.journal import new_run_id
+
+    ids = [new_run_id("status") for _ in range(3)]
+    assert len(set(ids)) == 3 and all(i.endswith(f"-status-{__import__('os').getpid()}") for i in ids)

@@ -29,8 +29,20 @@ def utc_stamp() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
 
 
+_ISSUED: set[str] = set()
+_ISSUING = threading.Lock()
+
+
 def new_run_id(kind: str) -> str:
-    return f"{utc_stamp()}-{kind}-{os.getpid()}"
+    """`<stamp>-<command>-<pid>`, unique: a second run of one command from this process within the same
+    second waits for the next second (its id names its journal file and its lock; two runs must not share them)."""
+    with _ISSUING:
+        while True:
+            run_id = f"{utc_stamp()}-{kind}-{os.getpid()}"
+            if run_id not in _ISSUED:
+                _ISSUED.add(run_id)
+                return run_id
+            time.sleep(1.0 - time.time() % 1.0 + 0.001)
 
 
 def scrub(value):
