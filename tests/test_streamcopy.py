@@ -10,7 +10,7 @@ import pytest
 from deploykit.config import parse_config
 from deploykit.errors import DeployError, DryRunWrite
 from deploykit.transport.host import Host, make_host
-from deploykit.transport.streamcopy import CopyCorrupt, copy_file, copy_tree
+from deploykit.transport.streamcopy import CopyCorrupt, copy_file, copy_tree, sync_tree
 
 
 def two_stages(rig, tmp_path):
@@ -155,3 +155,74 @@ def test_a_run_holds_two_stages_and_an_interrupt_stops_the_copy_cleanly(ssh_rig,
         assert events
     finally:
         ctx.close()
+
+
+def test_sync_tree_sends_only_the_files_that_differ_and_keeps_the_old_tree(ssh_rig, tmp_path):
+    blue, green = hosts(two_stages(ssh_rig, tmp_path))
+    media = ssh_rig[0].deploy_to / "shared" / "media"
+    (media / "covers").mkdir(parents=True)
+    for i in range(4):
+        (media / "covers" / f"{i}.jpg").write_bytes(os.urandom(1024 * 1024 + i))
+    (media / "readme.txt").write_text("hello\n")
+    os.chmod(media / "readme.txt", 0o644)
+    os.chmod(media / "covers", 0o750)
+    target = ssh_rig[1].deploy_to / "shared" / "media"
+    before = tree(media)
+
+    def sync(n):
+        return sync_tree(blue, str(media), green, str(target), src_scratch=str(ssh_rig[0].deploy_to / "scratch"),
+                         dst_scratch=str(ssh_rig[1].deploy_to / "scratch"),
+                         aside=str(ssh_rig[1].deploy_to / "failed" / f"media.replaced-{n}"))
+
+    first = sync(1)
+    assert tree(target) == before  # same content, same modes
+    assert oct((target / "covers").stat().st_mode & 0o777) == "0o750"
+    assert first.sent_files == 5 and first.kept_files == 0 and first.aside is None
+    assert first.bytes_sent > 4 * 1024 * 1024
+
+    # one file changed, one removed, one added: only two files travel; the old tree is kept whole aside
+    (media / "covers" / "1.jpg").write_bytes(os.urandom(1000))
+    (media / "covers" / "3.jpg").unlink()
+    (media / "new.txt").write_text("new\n")
+    old_target = tree(target)
+    second = sync(2)
+    assert tree(target) == tree(media)
+    assert (second.sent_files, second.kept_files, second.files) == (2, 3, 5)
+    assert second.bytes_sent < first.bytes_sent / 20
+    assert tree(ssh_rig[1].deploy_to / "failed" / "media.replaced-2") == old_target
+
+    # nothing changed: almost nothing is sent (< 1% of the first transfer)
+    third = sync(3)
+    assert third.sent_files == 0 and third.kept_files == 5 and third.bytes_sent < first.bytes_sent / 100
+    assert tree(target) == tree(media) and tree(media) != before  # the source was only read
+    # no scratch archive or half-built tree left on either side
+    assert not list((ssh_rig[0].deploy_to / "scratch").iterdir())
+    assert not list((ssh_rig[1].deploy_to / "scratch").iterdir())
+    assert sorted(p.name for p in target.parent.iterdir()) == ["media"]
+    blue.close(), green.close()
+
+
+def test_sync_tree_that_fails_on_arrival_leaves_the_target_as_it_was(ssh_rig, tmp_path, monkeypatch):
+    import deploykit.transport.streamcopy as sc
+
+    blue, green = hosts(two_stages(ssh_rig, tmp_path))
+    media = ssh_rig[0].deploy_to / "shared" / "media"
+    media.mkdir(parents=True)
+    (media / "a.bin").write_bytes(os.urandom(300_000))
+    target = ssh_rig[1].deploy_to / "shared" / "media"
+    target.mkdir(parents=True)
+    (target / "old.bin").write_bytes(b"old")
+    old = tree(target)
+    real = sc._relay
+
+    def corrupt(src, src_path, dst, dst_part, progress=None):
+        size, digest = real(src, src_path, dst, dst_part, progress)
+        return size, "0" * 64  # what the controller relayed is not what left
+    monkeypatch.setattr(sc, "_relay", corrupt)
+    with pytest.raises(CopyCorrupt):
+        sync_tree(blue, str(media), green, str(target), src_scratch=str(ssh_rig[0].deploy_to / "scratch"),
+                  dst_scratch=str(ssh_rig[1].deploy_to / "scratch"), aside=str(ssh_rig[1].deploy_to / "aside"))
+    assert tree(target) == old and not (ssh_rig[1].deploy_to / "aside").exists()
+    assert sorted(p.name for p in target.parent.iterdir()) == ["media"]
+    assert not list((ssh_rig[1].deploy_to / "scratch").iterdir())
+    blue.close(), green.close()

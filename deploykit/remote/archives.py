@@ -82,6 +82,9 @@ def act_archive(args):
     dest = _path_arg(args, "dest")
     compress = bool(args.get("compress", False))
     level = int(args.get("compresslevel", 6))
+    # files the receiver has already ({rel: {size, sha256}}): listed in the manifest, left out of the archive
+    have = _arg(args, "skip", {}, dict)
+    left_out = 0
     if _within(dest, root) and os.path.isdir(root):
         raise BadArguments("dest %s lies inside the archived tree %s" % (dest, root))
     missing = not os.path.lexists(root)
@@ -110,6 +113,15 @@ def act_archive(args):
                         if kind == "other":
                             skipped.append(rel)
                             continue
+                        if kind == "file" and rel in have and st.st_size == have[rel].get("size"):
+                            try:
+                                digest, size = _hash_file(path)
+                            except FileNotFoundError:
+                                continue  # vanished while we walked
+                            if digest == have[rel].get("sha256"):
+                                files[rel] = {"size": size, "sha256": digest}
+                                left_out += 1
+                                continue
                         if kind == "file":
                             try:
                                 fd2 = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
@@ -145,6 +157,7 @@ def act_archive(args):
         "sha256": sink.hash.hexdigest(),
         "files": dict(sorted(files.items())),
         "count": len(files),
+        "left_out": left_out,
     }
     if missing:
         out["missing"] = True

@@ -168,3 +168,61 @@ def copy_tree(src: Host, src_dir: str, dst: Host, dst_dir: str, *, progress=None
         raise
     result.seconds = time.monotonic() - start
     return result
+
+
+@dataclass
+class SyncResult:
+    """A tree made equal to another host's: what was sent, and how much of it the target already had."""
+
+    source: str
+    target: str
+    files: int = 0  # files of the tree now on the target
+    sent_files: int = 0  # of which sent (new or changed)
+    kept_files: int = 0  # of which the target had already (hard-linked from its previous tree)
+    bytes_sent: int = 0  # size of the archive that went over the wire
+    aside: str | None = None  # where the target's previous tree was kept
+    seconds: float = 0.0
+
+
+def sync_tree(src: Host, src_root: str, dst: Host, dst_root: str, *, src_scratch: str, dst_scratch: str,
+              aside: str, progress=None) -> SyncResult:
+    """Make dst_root on dst equal to src_root on src, sending only the files that differ.
+
+    Both sides are listed with per-file sha256. The source packs the files the
+    target lacks or holds with other content (every directory too, for its
+    mode), in an archive under src_scratch; it is copied checked (copy_file:
+    three sha256 agree) into dst_scratch. The target's new tree is built beside
+    the live one — unchanged files hard-linked from it, the rest extracted and
+    checked against the source's manifest — and swapped in by rename; the
+    previous tree is kept whole at `aside`. The source is only read (its
+    scratch archive is removed), and until the swap the target has its old
+    tree untouched: a failure at any point leaves it as it was.
+    """
+    start = time.monotonic()
+    theirs = dst.helper("files", "manifest", {"root": dst_root})
+    have = {rel: meta for rel, meta in (theirs.get("files") or {}).items() if "sha256" in meta}
+    token = secrets.token_hex(4)
+    packed = posixpath.join(src_scratch, f"sync-{token}.tar")
+    arrived = posixpath.join(dst_scratch, f"sync-{token}.tar")
+    built = f"{dst_root.rstrip('/')}.part-{token}"
+    src.run(f"mkdir -p -m 700 {q(src_scratch)}")
+    try:
+        doc = src.helper("archives", "archive", {"root": src_root, "dest": packed, "skip": have},
+                         track="pack changed files")
+        if doc.get("missing"):
+            raise DeployError(f"{src.name}: {src_root} does not exist", hint="nothing was changed on the target")
+        copy_file(src, packed, dst, arrived, progress=progress)
+    finally:
+        src.run(f"rm -f -- {q(packed)}", check=False, always=True, timeout=60)
+    try:
+        made = dst.helper("archives", "build_tree", {"archive": arrived, "live": dst_root, "dest": built,
+                                                   "files": doc["files"]}, track="build synced tree")
+        swapped = dst.helper("archives", "swap_tree", {"root": dst_root, "new": built, "aside": aside})
+    except BaseException:
+        dst.run(f"rm -rf -- {q(built)}", check=False, always=True, timeout=120)
+        raise
+    finally:
+        dst.run(f"rm -f -- {q(arrived)}", check=False, always=True, timeout=60)
+    return SyncResult(src.name, dst.name, files=made["files"], sent_files=made["extracted"],
+                      kept_files=made["linked"], bytes_sent=doc["size"], aside=swapped.get("aside"),
+                      seconds=time.monotonic() - start)
