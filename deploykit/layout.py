@@ -11,6 +11,7 @@
         releases.json            the release registry (and derived database names)
         lock                     the stage lock
         pending.json             a rollback under way (a rerun finishes it)
+        router.json              on a router host: the colour it serves, since when, by which run
         run/<run id>.pids        long commands of a run, for whoever finishes it
         journal/<run id>.jsonl   the host's copy of a run's journal
 
@@ -32,6 +33,8 @@ JOURNAL_DIR = f"{STATE_DIR}/journal"
 REGISTRY_FILE = f"{STATE_DIR}/releases.json"
 LOCK_FILE = f"{STATE_DIR}/lock"
 PENDING_ROLLBACK = f"{STATE_DIR}/pending.json"
+ROUTER_STATE = f"{STATE_DIR}/router.json"
+PREVIOUS_SUFFIX = ".deploykit-previous"  # beside a file deploykit owns outside deploy_to: the one it replaced
 MANIFEST = "manifest.json"  # in a backup directory
 CODE_ARCHIVE = "code.tar.gz"  # in a backup directory
 
@@ -112,3 +115,12 @@ def journal_file(host, run_id: str) -> str:
 def under_deploy_to(host, path: str) -> str:
     """A configured path: absolute as it is, else relative to deploy_to."""
     return path if posixpath.isabs(path) else host.path(path)
+
+
+def router_state(host) -> str:
+    return host.path(ROUTER_STATE)
+
+
+def previous_of(path: str) -> str:
+    """Where the file a switch replaced is kept, beside it (an nginx upstream file), until the next switch."""
+    return path + PREVIOUS_SUFFIX

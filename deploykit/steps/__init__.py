@@ -9,6 +9,6 @@ from .base import STEPS, Outcome, Step, register  # noqa: F401
 def builtin() -> dict:
     """Every built-in step, by name (imported on first use)."""
     from . import (checks, code, data, django, health, hooks, preflight, pyenv, registry, rollback,  # noqa: F401
-                   services, status, unlock)
+                   router, services, status, unlock)
 
     return STEPS
