@@ -1,0 +1,67 @@
+"""Blue/green traffic end to end: real sshd hosts, gunicorn under supervisord, a real nginx in front.
+
+Each colour is a stage with its own SQLite database, released with a different tag so their answers
+differ (the sample's / view returns its version); `deploykit switch` points nginx at one of them.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+
+from deploykit import api
+
+
+def run(colours, *args, config=None):
+    return subprocess.run(colours.cli_argv(*args, config=config), capture_output=True, text=True, timeout=600,
+                          stdin=subprocess.DEVNULL)
+
+
+def result_of(cp) -> dict:
+    """Every stdout line is one JSON object (--json); the result is the last."""
+    docs = [json.loads(line) for line in cp.stdout.splitlines() if line.strip()]
+    assert docs, cp.stderr
+    return docs[-1]
+
+
+def released(colours) -> None:
+    cfg = colours.config()
+    for colour, tag in (("blue", "v1.0"), ("green", "v1.1")):
+        result = api.release(cfg, colour, tag)
+        assert result.ok, result.error
+
+
+def test_switch_sends_traffic_to_a_colour_and_back_at_once(colours_factory):
+    c = colours_factory()
+    released(c)
+    upstream = c.nginx.upstream_file
+    assert c.version() == "1.0"  # the rig's own upstream file: blue, but no colour is live yet
+    first = upstream.read_bytes()
+
+    dry = run(c, "switch", "--to", "green", "--dry-run")
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    assert upstream.read_bytes() == first and c.router_state() is None and c.version() == "1.0"
+
+    cp = run(c, "switch", "--to", "green", "--json")
+    assert cp.returncode == 0, cp.stdout[-3000:] + cp.stderr
+    doc = result_of(cp)
+    assert doc["command"] == "switch" and doc["ok"] and doc["data"]["colour"] == "green"
+    assert c.version() == "1.1"
+    assert upstream.read_text().startswith("# deploykit colour: green\n")
+    assert c.http["green"] in upstream.read_text() and c.http["blue"] not in upstream.read_text()
+    assert c.router_state()["colour"] == "green"
+
+    again = run(c, "switch", "--to", "green")
+    assert again.returncode == 2 and "already live" in again.stderr, again.stdout + again.stderr
+    assert c.version() == "1.1"
+
+    back = run(c, "switch", "--to", "blue")
+    assert back.returncode == 0, back.stdout[-3000:] + back.stderr
+    assert c.version() == "1.0"  # at once: the first request after the command
+    assert c.router_state()["colour"] == "blue"
+
+    cp = run(c, "colours", "--json")
+    assert cp.returncode == 0, cp.stdout[-3000:] + cp.stderr
+    doc = result_of(cp)
+    assert doc["command"] == "colours" and doc["live"] == "blue"
+    assert doc["colours"]["blue"]["release"]["tag"] == "v1.0"
+    assert doc["colours"]["green"]["release"]["tag"] == "v1.1"
