@@ -374,8 +374,9 @@ def colours(c, host=None, config=None, stage=None, json=False):
     found = api.colours(cfg)
     out = current()
     live = found["live"]
-    text = (f"deploykit: colours: the router serves {live}" if live else
-            f"deploykit: colours: the router serves {', '.join(f'{h}: {c or None}' for h, c in found['router'].items())}")
+    served = ", ".join(f"{h}: {c or 'no colour'}" for h, c in found["router"].items())
+    text = f"deploykit: colours: the router serves {live}" if live else \
+        f"deploykit: colours: the router serves no single colour ({served})"
     out.result({"command": "colours", "ok": True, "code": 0, "line": text, "run": found["run"], "live": live,
                 "router": found["router"], "colours": found["colours"]})
     out.print(colours_table(found))

@@ -65,3 +65,56 @@ def test_switch_sends_traffic_to_a_colour_and_back_at_once(colours_factory):
     assert doc["command"] == "colours" and doc["live"] == "blue"
     assert doc["colours"]["blue"]["release"]["tag"] == "v1.0"
     assert doc["colours"]["green"]["release"]["tag"] == "v1.1"
+
+
+def test_switch_refuses_or_switches_back_and_traffic_stays_on_the_live_colour(colours_factory, tmp_path):
+    c = colours_factory()
+    released(c)
+    assert run(c, "switch", "--to", "blue").returncode == 0
+    upstream = c.nginx.upstream_file
+
+    def unchanged(before: bytes) -> None:
+        assert upstream.read_bytes() == before
+        assert c.router_state()["colour"] == "blue" and c.version() == "1.0"
+        assert sorted(p.name for p in upstream.parent.iterdir() if p.name != upstream.name
+                      and not p.name.endswith(".deploykit-previous")) == []  # no half-written file beside
+        assert not (c.router_host.deploy_to / ".deploykit" / "lock").exists()
+
+    before = upstream.read_bytes()
+    # an unhealthy target: refused before anything changes
+    quick = c.edit(lambda d: d["health"][0].update(timeout=2), tmp_path / "quick.yaml")
+    c.supervisors[1].stop_program("web")
+    cp = run(c, "switch", "--to", "green", config=quick)
+    assert cp.returncode == 2 and "not healthy" in cp.stderr, cp.stdout[-3000:] + cp.stderr
+    unchanged(before)
+    c.supervisors[1].start_program("web")
+
+    # nginx -t already fails (a bad file beside the upstream file): the router's preflight refuses
+    broken = upstream.parent / "broken.conf"
+    broken.write_text("this is not nginx;\n")
+    cp = run(c, "switch", "--to", "green")
+    assert cp.returncode == 2 and "-t" in cp.stderr and "broken.conf" in cp.stderr, cp.stdout[-3000:] + cp.stderr
+    broken.unlink()
+    unchanged(before)
+
+    # nginx -t refuses the new upstream file: the previous one is put back and nothing is reloaded
+    bad_port = c.edit(lambda d: d["colours"].update(servers={"green": ["127.0.0.1:70000"]}), tmp_path / "bad.yaml")
+    cp = run(c, "switch", "--to", "green", "--json", config=bad_port)
+    assert cp.returncode == 1, cp.stdout[-3000:] + cp.stderr
+    doc = result_of(cp)
+    assert doc["failed_phase"] == "route" and "put back" in doc["error"] and "not reloaded" in doc["error"]
+    assert "serves blue" in doc["line"]
+    unchanged(before)
+
+    # the router does not answer as green does: the switch is undone, blue serves again
+    dead = c.edit(lambda d: d["colours"]["router"].update(check="http://127.0.0.1:1/", check_timeout=1),
+                  tmp_path / "dead.yaml")
+    cp = run(c, "switch", "--to", "green", config=dead)
+    assert cp.returncode == 1 and "does not serve green" in cp.stderr and "serves blue again" in cp.stderr, \
+        cp.stdout[-3000:] + cp.stderr
+    assert upstream.read_text().startswith("# deploykit colour: blue\n")
+    assert c.router_state()["colour"] == "blue" and c.version() == "1.0"
+
+    # and after all that, a switch still works (every lock was freed)
+    cp = run(c, "switch", "--to", "green")
+    assert cp.returncode == 0 and c.version() == "1.1", cp.stdout[-3000:] + cp.stderr

@@ -532,7 +532,7 @@ class Router(Section):
     nginx: NginxRouter | None = key("the built-in nginx driver", "nginx: {upstream_file: /etc/nginx/deploykit/"
                                     "library.conf, upstream: library}", None)
     command: RouterCommands | None = key("the command driver, for any other router",
-                                         "command: {switch: ./bin/route {colour} {servers}, live: ./bin/which-colour}",
+                                         "command: {switch: './bin/route {colour} {servers}', live: ./bin/which-colour}",
                                          None)
     check: Text | None = key("URL of the app through the router, asked from the router host after a switch: it "
                              "must answer what the new colour's servers answer at the same path (else the switch "
@@ -563,7 +563,8 @@ class Colours(Section):
     shape: ClassVar = ("expected a mapping", "write 'colours: {stages: [blue, green], router: {...}}'")
 
     stages: TextList() = key("the two colours: two distinct stages of 'stages:'", "stages: [blue, green]")
-    router: Router = key("the router in front of both colours", "router: {stage: edge, nginx: {...}}")
+    router: Router = key("the router in front of both colours", "router: {stage: edge, nginx: {upstream_file: "
+                         "/etc/nginx/deploykit/library.conf, upstream: library}}")
     servers: Named(Servers, "mapping of colour to addresses", "colour") = key(
         "each colour's addresses as the router reaches them", "servers: {blue: ['10.0.0.5:8000']}",
         default_factory=dict, default_text="each app host of the colour as {hostname}:{port} (its port var)")
@@ -650,5 +651,6 @@ class Document(Section):
         "venv: {requirements: requirements.txt}", default_factory=VenvSpec)
     lock: LockSpec = key("the stage lock's liveness", "lock: {heartbeat: 10, stale_after: 120}",
                          default_factory=LockSpec)
-    colours: Colours | None = key("blue/green: two stages behind one router (see 'Blue/green' above)",
-                                  "colours: {stages: [blue, green], router: {stage: edge, nginx: {...}}}", None)
+    colours: Colours | None = key("blue/green: two stages of one app behind one router (README: Blue/green)",
+                                  "colours: {stages: [blue, green], router: {stage: edge, nginx: {upstream_file: "
+                                  "/etc/nginx/deploykit/library.conf, upstream: library}}}", None)

@@ -40,7 +40,9 @@ class CommandRouter(Router):
             "{servers}", " ".join(q(s) for s in servers))
         res = host.run(cmd, cwd=host.deploy_to, check=False)
         if not res.ok:
-            raise RouterError(f"{host.name}: the router's switch command failed: {res.tail(2)}; the router "
-                              f"should still serve {before or 'no colour'}",
+            now = self._live(host)
+            said = (now.stdout.strip() or "no colour") if now.ok else "unknown (its live command fails too)"
+            raise RouterError(f"{host.name}: the router's switch command failed: {res.tail(2)}; the router serves "
+                              f"{said} (before: {before or 'no colour'})",
                               hint="see what the switch command printed; fix it, then switch again")
         return f"{before or 'none'} -> {colour} ({', '.join(servers)})"

@@ -41,8 +41,8 @@ class NginxRouter(Router):
             problems.append(f"{host.name}: no directory for the upstream file {self.spec.upstream_file}")
         res = self._nginx(host, "-t", read_only=True)
         if not res.ok:
-            problems.append(f"{host.name}: '{host.render(self.spec.nginx)} -t' fails before any change: "
-                            f"{res.tail(2)}")
+            problems.append(f"{host.name}: nginx -t fails before any change ('{host.render(self.spec.nginx)} "
+                            f"-t'): {res.tail(2)}")
         return problems
 
     def switch(self, ctx, host, colour: str, servers: list[str]) -> str:
@@ -56,11 +56,10 @@ class NginxRouter(Router):
                 host.helper("router", "put_back", {"path": path, "previous": previous,
                                                    "had_previous": doc["had_previous"]})
                 raise RouterError(
-                    f"{host.name}: '{host.render(self.spec.nginx)} {args}' {what}: {res.tail(2)}; the previous "
-                    f"upstream file was put back and nginx was not reloaded: the router serves "
-                    f"{before or 'no colour'} as before",
-                    hint=f"fix the nginx configuration on {host.name} ('{host.render(self.spec.nginx)} -t' says "
-                         "what is wrong), then switch again")
+                    f"{host.name}: nginx {args} {what}: {res.tail(2)}; the previous upstream file was put back "
+                    f"and nginx was not reloaded: the router serves {before or 'no colour'} as before",
+                    hint=f"fix the nginx configuration on {host.name} (run '{host.render(self.spec.nginx)} -t' "
+                         "there), then switch again")
         host.write_json(layout.router_state(host), {"colour": colour, "servers": servers, "since": utc_now(),
                                                     "run_id": ctx.run_id, "upstream_file": path})
         return f"{before or 'none'} -> {colour} ({', '.join(servers)})"
