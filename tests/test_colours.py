@@ -5,6 +5,7 @@ differ (the sample's / view returns its version); `deploykit switch` points ngin
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 
@@ -23,6 +24,17 @@ def result_of(cp) -> dict:
     return docs[-1]
 
 
+def databases(colours) -> dict:
+    """Each colour's SQLite file, hashed: a switch moves no data."""
+    return {colour: hashlib.sha256((colours.host(colour).deploy_to / "shared" / "db.sqlite3").read_bytes()).hexdigest()
+            for colour in ("blue", "green")}
+
+
+def journal(colours, doc) -> list[dict]:
+    path = colours.config().journal_dir / f"{doc['run']}.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
 def released(colours) -> None:
     cfg = colours.config()
     for colour, tag in (("blue", "v1.0"), ("green", "v1.1")):
@@ -35,11 +47,12 @@ def test_switch_sends_traffic_to_a_colour_and_back_at_once(colours_factory):
     released(c)
     upstream = c.nginx.upstream_file
     assert c.version() == "1.0"  # the rig's own upstream file: blue, but no colour is live yet
-    first = upstream.read_bytes()
+    first, data = upstream.read_bytes(), databases(c)
 
     dry = run(c, "switch", "--to", "green", "--dry-run")
-    assert dry.returncode == 0, dry.stdout + dry.stderr
+    assert dry.returncode == 0 and "nothing was changed" in dry.stdout, dry.stdout + dry.stderr
     assert upstream.read_bytes() == first and c.router_state() is None and c.version() == "1.0"
+    assert not (c.router_host.deploy_to / ".deploykit" / "lock").exists()
 
     cp = run(c, "switch", "--to", "green", "--json")
     assert cp.returncode == 0, cp.stdout[-3000:] + cp.stderr
@@ -49,6 +62,8 @@ def test_switch_sends_traffic_to_a_colour_and_back_at_once(colours_factory):
     assert upstream.read_text().startswith("# deploykit colour: green\n")
     assert c.http["green"] in upstream.read_text() and c.http["blue"] not in upstream.read_text()
     assert c.router_state()["colour"] == "green"
+    switched = [e for e in journal(c, doc) if e["event"] == "router_switch"]
+    assert [(e["host"], e["colour"]) for e in switched] == [(c.router_host.name, "green")]
 
     again = run(c, "switch", "--to", "green")
     assert again.returncode == 2 and "already live" in again.stderr, again.stdout + again.stderr
@@ -65,6 +80,11 @@ def test_switch_sends_traffic_to_a_colour_and_back_at_once(colours_factory):
     assert doc["command"] == "colours" and doc["live"] == "blue"
     assert doc["colours"]["blue"]["release"]["tag"] == "v1.0"
     assert doc["colours"]["green"]["release"]["tag"] == "v1.1"
+    for colour in ("blue", "green"):  # data age: the pre-release backup of each colour verifies
+        assert doc["colours"][colour]["backup"]["age_seconds"] >= 0
+    table = run(c, "colours")
+    assert table.returncode == 0 and "the router serves blue" in table.stdout, table.stdout + table.stderr
+    assert databases(c) == data  # no switch moved any data
 
 
 def test_switch_refuses_or_switches_back_and_traffic_stays_on_the_live_colour(colours_factory, tmp_path):
