@@ -531,9 +531,9 @@ class Router(Section):
                       "colours' hosts too)", "stage: edge")
     nginx: NginxRouter | None = key("the built-in nginx driver", "nginx: {upstream_file: /etc/nginx/deploykit/"
                                     "library.conf, upstream: library}", None)
-    command: RouterCommands | None = key("the command driver, for any other router",
-                                         "command: {switch: './bin/route {colour} {servers}', live: ./bin/which-colour}",
-                                         None)
+    command: RouterCommands | None = key(
+        "the command driver, for any other router",
+        "command: {switch: './bin/route {colour} {servers}', live: ./bin/which-colour}", None)
     check: Text | None = key("URL of the app through the router, asked from the router host after a switch: it "
                              "must answer what the new colour's servers answer at the same path (else the switch "
                              "is undone)", "check: http://127.0.0.1:{port}/version/", None,

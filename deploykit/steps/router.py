@@ -19,8 +19,12 @@ class AlreadyLive(PreflightFailed):
     """The colour asked for is the one the router serves: nothing to switch."""
 
 
+NOT_CONFIGURED = "no 'colours:' section: nothing to do"
+
+
 def _target(ctx) -> str | None:
-    return ctx.options.get("to")
+    """The colour a switch sends the traffic to (None: not a switch, or no colours configured)."""
+    return ctx.options.get("to") if ctx.config.colours is not None else None
 
 
 def _servers(ctx, colour: str) -> list[str]:
@@ -36,6 +40,8 @@ class RouterLive(Step):
     read_only = True
 
     def run(self, ctx, host):
+        if ctx.config.colours is None:  # a playbook run by name on any stage (a dry-run of every procedure)
+            return Outcome(message=NOT_CONFIGURED)
         router = router_for(ctx.config)
         before = {h.name: router.live(ctx, h) for h in ctx.hosts}
         target = _target(ctx)
@@ -45,7 +51,7 @@ class RouterLive(Step):
         shown = ", ".join(f"{name}: {colour or 'no colour'}" for name, colour in before.items())
         if target and all(colour == target for colour in before.values()):
             raise AlreadyLive(f"{target} is already live on the router ({shown}): nothing to switch",
-                              hint=f"'deploykit colours' shows what is live; switch to the other colour instead")
+                              hint="'deploykit colours' shows what is live; switch to the other colour instead")
         return Outcome(message=shown)
 
 
@@ -59,6 +65,8 @@ class ColourHealth(Step):
 
     def run(self, ctx, host):
         target = _target(ctx)
+        if target is None:
+            return Outcome(message="no colour to switch to")
         notes = []
         for h in [h for h in ctx.stages[target] if "app" in h.roles]:
             live = Registry.load(h).live()
@@ -83,6 +91,8 @@ class RouterCheck(Step):
     read_only = True
 
     def run(self, ctx, host):
+        if ctx.config.colours is None:
+            return Outcome(message=NOT_CONFIGURED)
         problems = router_for(ctx.config).check(ctx, host)
         if problems:
             raise PreflightFailed("; ".join(problems), hint="fix the router first; nothing was changed")
@@ -98,6 +108,8 @@ class SwitchRouter(Step):
 
     def describe(self, ctx, host):
         target = _target(ctx)
+        if target is None:
+            return "no colour to switch to"
         return f"would send {host.name}'s traffic to {target} ({', '.join(_servers(ctx, target))})"
 
     def run(self, ctx, host):
@@ -152,6 +164,8 @@ class ColourReleases(Step):
     read_only = True
 
     def run(self, ctx, host):
+        if ctx.config.colours is None:
+            return Outcome(message=NOT_CONFIGURED)
         for colour in ctx.config.colours.stages:
             primary = ctx.primary_of(colour)
             doc = {"stage": colour, "host": primary.name, "release": None, "backup": None, "error": None}
