@@ -345,7 +345,15 @@ def status(c, host=None, config=None, stage=None, json=False):
     raise Exit(text, code=end.code)
 
 
-COLOURS_HELP = "not used: the router's stage and the colours come from 'colours:' in deploykit.yaml"
+COLOURS_HELP = "not needed: the router's stage and the colours come from 'colours:' in deploykit.yaml"
+
+
+def _router_stage(cfg, host) -> None:
+    """--host/--stage, when given, must be the router's stage: a switch never runs on another one."""
+    router = cfg.colours.router.stage if cfg.colours else None
+    if host and host != router:
+        raise DeployError(f"--stage {host}: switch and colours run on the router's stage ({router or 'none'})",
+                          hint="leave --stage out: colours.router.stage in deploykit.yaml names it")
 
 
 @task(auto_shortflags=False, help=_help(to="the colour to send the traffic to (one of colours.stages)",
@@ -359,6 +367,7 @@ def switch(c, host=None, to=None, dry_run=False, config=None, stage=None, json=F
     preflight fails; when the check through the router fails, the router is switched back (exit 1).
     """
     cfg = load_config(config)
+    _router_stage(cfg, host)
     if not to:
         names = " or ".join(cfg.colours.stages) if cfg.colours else "a colour"
         raise DeployError("no colour given", hint=f"pass --to COLOUR ({names})")
@@ -371,6 +380,7 @@ def switch(c, host=None, to=None, dry_run=False, config=None, stage=None, json=F
 def colours(c, host=None, config=None, stage=None, json=False):
     """Which colour the router serves, each colour's live release and data age (newest verified backup). Read-only."""
     cfg = load_config(config)
+    _router_stage(cfg, host)
     found = api.colours(cfg)
     out = current()
     live = found["live"]

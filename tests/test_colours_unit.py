@@ -2,6 +2,7 @@
 patched (a fake Host records every command and helper call), and the on-host upstream helper on real files."""
 from __future__ import annotations
 
+import json
 import posixpath
 
 import pytest
@@ -213,3 +214,29 @@ def test_the_upstream_helper_replaces_by_rename_and_puts_back(tmp_path):
     with pytest.raises(FileNotFoundError):
         helper.act_install_upstream({"path": str(tmp_path / "no" / "app.conf"), "previous": str(previous),
                                      "text": "x"})
+
+
+def test_switch_and_colours_refuse_bad_input_before_any_host(tmp_path):
+    """No host is reachable here (10.0.0.x): each refusal comes before a connection, exit 2, one line."""
+    import subprocess
+    import sys
+
+    load(tmp_path)  # writes deploykit.yaml
+    plain = tmp_path / "plain.yaml"
+    plain.write_text(yaml.safe_dump({k: v for k, v in BASE.items() if k != "colours"}))
+
+    def cli(*args, config=tmp_path / "deploykit.yaml"):
+        return subprocess.run([sys.executable, "-m", "deploykit.cli", *args, "--config", str(config)],
+                              capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+
+    cases = [(("switch", "--to", "purple"), "'purple' is not a colour"),
+             (("switch",), "no colour given"),
+             (("switch", "--to", "green", "--stage", "blue"), "run on the router's stage (edge)"),
+             (("colours", "--stage", "green"), "run on the router's stage (edge)")]
+    for args, words in cases:
+        cp = cli(*args)
+        assert cp.returncode == 2 and words in cp.stderr, (args, cp.stdout + cp.stderr)
+    for args in (("switch", "--to", "green"), ("colours",)):
+        cp = cli(*args, "--json", config=plain)
+        assert cp.returncode == 2 and "no 'colours:' section" in cp.stderr, cp.stdout + cp.stderr
+        assert json.loads(cp.stdout.splitlines()[-1])["ok"] is False
