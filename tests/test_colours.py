@@ -138,3 +138,28 @@ def test_switch_refuses_or_switches_back_and_traffic_stays_on_the_live_colour(co
     # and after all that, a switch still works (every lock was freed)
     cp = run(c, "switch", "--to", "green")
     assert cp.returncode == 0 and c.version() == "1.1", cp.stdout[-3000:] + cp.stderr
+
+
+def test_a_switch_interrupted_after_the_router_changed_switches_back(colours_factory, tmp_path):
+    import signal
+    import time
+
+    c = colours_factory()
+    released(c)
+    assert run(c, "switch", "--to", "blue").returncode == 0
+    # the check through the router never passes: the run waits in verify_route until it is interrupted
+    slow = c.edit(lambda d: d["colours"]["router"].update(check="http://127.0.0.1:1/", check_timeout=300),
+                  tmp_path / "slow.yaml")
+    proc = subprocess.Popen(c.cli_argv("switch", "--to", "green", config=slow), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    # switched, not yet verified (nginx's new workers take over the requests a moment after the reload)
+    while (c.router_state() or {}).get("colour") != "green" or c.version() != "1.1":
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "serves blue again" in err, out[-3000:] + err
+    assert c.version() == "1.0" and c.router_state()["colour"] == "blue"
+    assert c.nginx.upstream_file.read_text().startswith("# deploykit colour: blue\n")
+    assert not (c.router_host.deploy_to / ".deploykit" / "lock").exists()
