@@ -140,7 +140,7 @@ def test_switch_refuses_or_switches_back_and_traffic_stays_on_the_live_colour(co
     assert cp.returncode == 0 and c.version() == "1.1", cp.stdout[-3000:] + cp.stderr
 
 
-def test_a_switch_interrupted_after_the_router_changed_switches_back(colours_factory, tmp_path):
+def test_a_switch_interrupted_or_killed_after_the_router_changed_is_switched_back(colours_factory, tmp_path):
     import signal
     import time
 
@@ -162,4 +162,21 @@ def test_a_switch_interrupted_after_the_router_changed_switches_back(colours_fac
     assert proc.returncode == 130 and "serves blue again" in err, out[-3000:] + err
     assert c.version() == "1.0" and c.router_state()["colour"] == "blue"
     assert c.nginx.upstream_file.read_text().startswith("# deploykit colour: blue\n")
-    assert not (c.router_host.deploy_to / ".deploykit" / "lock").exists()
+    lock = c.router_host.deploy_to / ".deploykit" / "lock"
+    assert not lock.exists()
+
+    # killed outright there: the lock stays, and the next switch first switches back what the dead run changed
+    proc = subprocess.Popen(c.cli_argv("switch", "--to", "green", config=slow), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    while (c.router_state() or {}).get("colour") != "green":
+        assert proc.poll() is None and time.monotonic() < deadline + 120
+        time.sleep(0.1)
+    proc.kill()
+    proc.wait(timeout=60)
+    assert lock.exists()
+    cp = run(c, "switch", "--to", "green")
+    assert cp.returncode == 1 and "first finished" in cp.stderr and "switch_back" in cp.stderr, \
+        cp.stdout[-3000:] + cp.stderr
+    assert c.router_state()["colour"] == "blue" and not lock.exists()
+    cp = run(c, "switch", "--to", "green")
+    assert cp.returncode == 0 and c.version() == "1.1", cp.stdout[-3000:] + cp.stderr
