@@ -271,3 +271,53 @@ def unlock(config: Config, stage: str, *, force: bool = False, dry_run: bool = F
         if not result.ok:
             raise result.error
         return run.ctx.state.lock_holders
+
+
+def _colours(config: Config):
+    """The colours: section, or the refusal that says how to write one (before any host is reached)."""
+    if config.colours is None:
+        raise DeployError(f"{config.path}: no 'colours:' section",
+                          hint="add colours: {stages: [blue, green], router: {stage: edge, nginx: {...}}} "
+                               "(see the README's Blue/green section)")
+    return config.colours
+
+
+def switch(config: Config, to: str, *, dry_run: bool = False, reporter: Reporter | None = None) -> RunResult:
+    """Send the traffic to colour `to` at once (no data moves): refused when it is live already, not healthy,
+    or the router's preflight fails; verified through the router, and switched back when that fails."""
+    colours = _colours(config)
+    if to not in colours.stages:
+        raise DeployError(f"{to!r} is not a colour (colours: {', '.join(colours.stages)})",
+                          hint=f"pass --to {colours.stages[0]} or --to {colours.stages[1]}")
+    others = tuple(colours.stages)
+    with Run(config, colours.router.stage, command="switch", dry_run=dry_run, options={"to": to},
+             others=others) as run:
+        result = run.play(lambda: run_playbook(run.ctx, "switch", reporter), reporter)
+        result.data["colour"] = to
+        result.data["before"] = run.ctx.state.router.get("before") or {}
+        result.data["live"] = _live_text(result, to)
+        return result
+
+
+def _live_text(result: RunResult, to: str) -> str:
+    """What the ending line says is live: the colour the router serves now, as far as the run knows."""
+    before = sorted({c for c in result.data["before"].values() if c}) or ["no colour"]
+    if result.recovery is not None and not result.recovery.ok:
+        return "unknown: switching back failed too (see the journal)"
+    if result.ok and not result.dry_run:
+        return f"colour {to} (router)"
+    return f"colour {', '.join(before)} (router)"
+
+
+def colours(config: Config, *, reporter: Reporter | None = None) -> dict:
+    """Which colour the router serves, each colour's live release and data age (deploykit colours): read-only."""
+    spec = _colours(config)
+    with Run(config, spec.router.stage, command="colours", dry_run=True, takeover=False,
+             others=tuple(spec.stages)) as run:
+        result = run.play(lambda: run_playbook(run.ctx, "colours", reporter), reporter)
+        if not result.ok:
+            raise result.error
+        router = run.ctx.state.router.get("before") or {}
+        served = sorted({c for c in router.values() if c})
+        return {"run": run.ctx.run_id, "router": router, "live": served[0] if len(served) == 1 else None,
+                "colours": run.ctx.state.colours}

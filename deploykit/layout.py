@@ -13,6 +13,7 @@
         pending.json             a rollback under way (a rerun finishes it)
         freeze                   while it exists, writes are frozen (JSON: since, mode, retry_after, run id)
         freeze.lock              flock'ed shared by each write request, exclusively by the freezer (drain)
+        router.json              on a router host: the colour it serves, since when, by which run
         run/<run id>.pids        long commands of a run, for whoever finishes it
         journal/<run id>.jsonl   the host's copy of a run's journal
 
@@ -36,6 +37,8 @@ LOCK_FILE = f"{STATE_DIR}/lock"
 PENDING_ROLLBACK = f"{STATE_DIR}/pending.json"
 FREEZE_FLAG = f"{STATE_DIR}/freeze"  # the write freeze (deploykit.django.middleware reads it too)
 FREEZE_LOCK = f"{STATE_DIR}/freeze.lock"
+ROUTER_STATE = f"{STATE_DIR}/router.json"
+PREVIOUS_SUFFIX = ".deploykit-previous"  # beside a file deploykit owns outside deploy_to: the one it replaced
 MANIFEST = "manifest.json"  # in a backup directory
 CODE_ARCHIVE = "code.tar.gz"  # in a backup directory
 
@@ -124,3 +127,12 @@ def journal_file(host, run_id: str) -> str:
 def under_deploy_to(host, path: str) -> str:
     """A configured path: absolute as it is, else relative to deploy_to."""
     return path if posixpath.isabs(path) else host.path(path)
+
+
+def router_state(host) -> str:
+    return host.path(ROUTER_STATE)
+
+
+def previous_of(path: str) -> str:
+    """Where the file a switch replaced is kept, beside it (an nginx upstream file), until the next switch."""
+    return path + PREVIOUS_SUFFIX

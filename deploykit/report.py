@@ -74,6 +74,23 @@ def age_text(seconds: float | None) -> str:
     return f"{seconds:.0f} s old"
 
 
+def colours_table(found: dict) -> Table:
+    """deploykit colours: one row per colour: served by the router, live release, data age."""
+    table = Table(title="colours")
+    for col in ("colour", "router", "live release", "data age (newest verified backup)"):
+        table.add_column(col)
+    served = {c for c in found["router"].values() if c}
+    for colour, doc in found["colours"].items():
+        rel = doc.get("release")
+        release = f"{rel['id']} ({rel.get('tag') or '-'})" if rel else "none"
+        backup = doc.get("backup")
+        age = f"{age_text(backup.get('age_seconds'))} ({backup['id']})" if backup else "unknown"
+        if doc.get("error"):
+            release, age = "unknown", f"unknown: {doc['error']}"
+        table.add_row(escape(colour), "LIVE" if colour in served else "idle", escape(release), escape(age))
+    return table
+
+
 def _mb(n) -> str:
     return "?" if n is None else f"{n / (1 << 20):.1f} MB" if n < (1 << 30) else f"{n / (1 << 30):.1f} GB"
 

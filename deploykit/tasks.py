@@ -26,7 +26,8 @@ from .ending import REFUSED, ending, exit_code, status_ending
 from .errors import DeployError
 from .display import Display, current, run_result_doc
 from . import runreport
-from .report import backups_table, releases_table, run_steps_table, runs_table, status_table, timings_table
+from .report import (backups_table, colours_table, releases_table, run_steps_table, runs_table, status_table,
+                     timings_table)
 from .scaffold import init_project
 from .state import runlog
 
@@ -344,6 +345,54 @@ def status(c, host=None, config=None, stage=None, json=False):
     raise Exit(text, code=end.code)
 
 
+COLOURS_HELP = "not needed: the router's stage and the colours come from 'colours:' in deploykit.yaml"
+
+
+def _router_stage(cfg, host) -> None:
+    """--host/--stage, when given, must be the router's stage: a switch never runs on another one."""
+    router = cfg.colours.router.stage if cfg.colours else None
+    if host and host != router:
+        raise DeployError(f"--stage {host}: switch and colours run on the router's stage ({router or 'none'})",
+                          hint="leave --stage out: colours.router.stage in deploykit.yaml names it")
+
+
+@task(auto_shortflags=False, help=_help(to="the colour to send the traffic to (one of colours.stages)",
+                                       dry_run="run the checks, say what would change; nothing is changed",
+                                       host=COLOURS_HELP, stage=COLOURS_HELP))
+@user_errors
+def switch(c, host=None, to=None, dry_run=False, config=None, stage=None, json=False):
+    """Send the traffic to the other colour at once (no data moves); verified through the router.
+
+    Refused (exit 2, nothing changed) when that colour is already live, is not healthy, or the router's
+    preflight fails; when the check through the router fails, the router is switched back (exit 1).
+    """
+    cfg = load_config(config)
+    _router_stage(cfg, host)
+    if not to:
+        names = " or ".join(cfg.colours.stages) if cfg.colours else "a colour"
+        raise DeployError("no colour given", hint=f"pass --to COLOUR ({names})")
+    result = api.switch(cfg, to, dry_run=_dry(c, dry_run), reporter=current().step)
+    _finish(result, f"switch to {to}", "switch")
+
+
+@task(auto_shortflags=False, help=_help(host=COLOURS_HELP, stage=COLOURS_HELP))
+@user_errors
+def colours(c, host=None, config=None, stage=None, json=False):
+    """Which colour the router serves, each colour's live release and data age (newest verified backup). Read-only."""
+    cfg = load_config(config)
+    _router_stage(cfg, host)
+    found = api.colours(cfg)
+    out = current()
+    live = found["live"]
+    served = ", ".join(f"{h}: {c or 'no colour'}" for h, c in found["router"].items())
+    text = f"deploykit: colours: the router serves {live}" if live else \
+        f"deploykit: colours: the router serves no single colour ({served})"
+    out.result({"command": "colours", "ok": True, "code": 0, "line": text, "run": found["run"], "live": live,
+                "router": found["router"], "colours": found["colours"]})
+    out.print(colours_table(found))
+    out.line(text, style="green")
+
+
 # tasks that take one bare word (`deploykit log RUN`): invoke has no optional positional argument, so the
 # deploykit program turns the word into the option (cli.py); through invoke, give `--run RUN`
 BARE_WORD = {"log": "run"}
@@ -415,4 +464,5 @@ def log(c, host=None, run=None, from_host=False, html=None, config=None, stage=N
         out.line(f"report: {written}")
 
 
-ns = Collection(release, rollback, backup, restore, check, releases, backups, unlock, status, log, init)
+ns = Collection(release, rollback, backup, restore, check, releases, backups, unlock, status, log, init,
+                switch, colours)

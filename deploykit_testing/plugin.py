@@ -24,6 +24,12 @@ Fixtures:
 ``stage_factory`` (function)
     ``make(n=2, **make_stage kwargs) -> DeployedStage`` (see
     :mod:`deploykit_testing.stage`).
+``nginx_factory`` (function)
+    ``make(prefix, upstream, servers) -> Nginx``: a real nginx on a loopback
+    port, everything inside ``prefix`` (:mod:`deploykit_testing.nginx`); stopped at teardown.
+``colours_factory`` (function)
+    ``make() -> Colours``: blue and green stages of the sample project and
+    nginx in front of them (:mod:`deploykit_testing.colours`).
 ``unique_name`` (function)
     ``unique_name(prefix="dk") -> "dk_1a2b3c4d"``: short, random, a valid
     unquoted SQL identifier and file name.
@@ -187,3 +193,40 @@ def stage_factory(ssh_rig_factory, pg_cluster, sample_repo, wheelhouse):
     yield make
     for stage in made:
         stage.stop()
+
+
+@pytest.fixture
+def nginx_factory():
+    """``make(prefix, upstream, servers) -> Nginx`` (stopped at teardown)."""
+    from .nginx import Nginx
+
+    made = []
+
+    def make(prefix: Path, upstream: str, servers: list[str]):
+        try:
+            ngx = Nginx.start(prefix, upstream, servers)
+        except RigError as exc:
+            pytest.fail(f"cannot start the test nginx: {exc}", pytrace=False)
+        made.append(ngx)
+        return ngx
+
+    yield make
+    for ngx in made:
+        ngx.stop()
+
+
+@pytest.fixture
+def colours_factory(ssh_rig_factory, sample_repo, wheelhouse, nginx_factory):
+    """make() -> Colours: blue (host1) and green (host2) behind nginx (host3)."""
+    from .colours import make_colours
+
+    made = []
+
+    def make():
+        colours = make_colours(ssh_rig_factory(3), sample_repo, wheelhouse, nginx_factory)
+        made.append(colours)
+        return colours
+
+    yield make
+    for colours in made:
+        colours.stop()

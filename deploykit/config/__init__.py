@@ -9,10 +9,11 @@ from .fields import BACKUP_KINDS, PG_MAX_IDENTIFIER, ROLES
 from .loader import DEFAULT_FILE, find_config, load_config, parse_config
 from .models import Document, LockSpec, VenvSpec
 from .phases import BUILTIN_PLAYBOOKS
-from .specs import Config, DatabaseSpec, HealthCheck, HostSpec, PathSpec, ProcessSpec, template_names
+from .specs import (ColoursSpec, Config, DatabaseSpec, HealthCheck, HostSpec, PathSpec, ProcessSpec, RouterSpec,
+                    template_names)
 
 TOP_KEYS = frozenset(Document.model_fields)
 
-__all__ = ["BACKUP_KINDS", "BUILTIN_PLAYBOOKS", "DEFAULT_FILE", "PG_MAX_IDENTIFIER", "ROLES", "TOP_KEYS", "Config",
-           "DatabaseSpec", "Document", "HealthCheck", "HostSpec", "LockSpec", "PathSpec", "ProcessSpec", "VenvSpec",
-           "find_config", "load_config", "parse_config", "template_names"]
+__all__ = ["BACKUP_KINDS", "BUILTIN_PLAYBOOKS", "DEFAULT_FILE", "PG_MAX_IDENTIFIER", "ROLES", "TOP_KEYS",
+           "ColoursSpec", "Config", "DatabaseSpec", "Document", "HealthCheck", "HostSpec", "LockSpec", "PathSpec",
+           "ProcessSpec", "RouterSpec", "VenvSpec", "find_config", "load_config", "parse_config", "template_names"]

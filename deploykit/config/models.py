@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import posixpath
+import re
 from typing import Annotated, Any, ClassVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, model_validator
@@ -485,6 +486,120 @@ def _shared(value: Any) -> list[str]:
 Shared = Annotated[list, PlainValidator(_shared), Label("list of relative paths")]
 
 
+COLOUR_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+# an upstream server as nginx reads it: host:port or unix:/path, nothing nginx would read as syntax
+SERVER = re.compile(r"^[^\s;{}'\"#]+$")
+
+
+def _servers(value: Any) -> list[str]:
+    items = check_of(TextList(scalars=False))(value)
+    if not items:
+        raise problem("empty", "list at least one address, e.g. ['10.0.0.5:8000']")
+    for i, item in enumerate(items):
+        if not SERVER.match(item):
+            raise problem(f"{item!r} is not an upstream address", "write host:port (or unix:/path), without "
+                          "spaces, quotes or ; { } #", at=(i,))
+    return items
+
+
+Servers = Annotated[list, PlainValidator(_servers), Label("list of host:port")]
+
+
+class NginxRouter(Section):
+    """The built-in nginx driver: deploykit owns one upstream file that nginx includes."""
+
+    shape: ClassVar = ("expected a mapping", "write 'nginx: {upstream_file: /etc/nginx/deploykit/app.conf, "
+                                             "upstream: app}'")
+
+    upstream_file: HostDir = key("the upstream file on the router host (absolute; deploykit writes it whole, "
+                                 "nginx.conf includes it inside 'http {}')",
+                                 "upstream_file: /etc/nginx/deploykit/library.conf")
+    upstream: Text = key("the name of the upstream block (proxy_pass http://NAME)", "upstream: library")
+    command: Text = key("how to run nginx on the router host ('-t' and '-s reload' are appended)",
+                        "command: sudo nginx", "nginx")
+
+    @model_validator(mode="after")
+    def _one_word(self) -> "NginxRouter":
+        if not COLOUR_NAME.match(self.upstream):
+            raise problem(f"{self.upstream!r} cannot name an upstream block", "use only letters, digits, _ . -",
+                          at=("upstream",))
+        return self
+
+
+class RouterCommands(Section):
+    """The command driver: two commands of the operator's own, run on the router host in its deploy_to."""
+
+    shape: ClassVar = ("expected a mapping", "write 'command: {switch: ./bin/route {colour} {servers}, "
+                                             "live: ./bin/which-colour}'")
+
+    switch: Text = key("sends traffic to a colour; {colour} is its name, {servers} its addresses (quoted words); "
+                       "must exit 0 only when the router serves that colour", "switch: ./bin/route {colour} {servers}")
+    live: Text = key("prints the colour the router serves now (nothing: none); read-only, preflight runs it",
+                     "live: ./bin/which-colour")
+
+
+class Router(Section):
+    """What sends the traffic to one colour: the stage whose hosts run it, and one driver."""
+
+    shape: ClassVar = ("expected a mapping", "write 'router: {stage: edge, nginx: {...}}'")
+
+    stage: Text = key("the stage whose hosts run the router (a stage of 'stages:'; its hosts may be the "
+                      "colours' hosts too)", "stage: edge")
+    nginx: NginxRouter | None = key("the built-in nginx driver", "nginx: {upstream_file: /etc/nginx/deploykit/"
+                                    "library.conf, upstream: library}", None)
+    command: RouterCommands | None = key(
+        "the command driver, for any other router",
+        "command: {switch: './bin/route {colour} {servers}', live: ./bin/which-colour}", None)
+    check: Text | None = key("URL of the app through the router, asked from the router host after a switch: it "
+                             "must answer what the new colour's servers answer at the same path (else the switch "
+                             "is undone)", "check: http://127.0.0.1:{port}/version/", None,
+                             default_text="none: the switch is not verified through the router")
+    check_timeout: Number() = key("seconds the router check may take to see the new colour", "check_timeout: 10",
+                                  10.0)
+
+    @classmethod
+    def check_keys(cls, data: dict) -> None:
+        drivers = [k for k in ("nginx", "command") if data.get(k) is not None]
+        if len(drivers) != 1:
+            found = ", ".join(drivers) or "none"
+            raise problem(f"needs exactly one of 'nginx:' or 'command:' (found: {found})",
+                          "give the built-in nginx driver or your own switch/live commands, not both")
+
+    @model_validator(mode="after")
+    def _url(self) -> "Router":
+        if self.check is not None and not self.check.startswith(("http://", "https://")):
+            raise problem(f"{self.check!r} is not an http:// or https:// URL",
+                          "write the full URL, e.g. http://127.0.0.1:{port}/", at=("check",))
+        return self
+
+
+class Colours(Section):
+    """Blue/green: two stages of one app behind one router (deploykit switch, deploykit colours)."""
+
+    shape: ClassVar = ("expected a mapping", "write 'colours: {stages: [blue, green], router: {...}}'")
+
+    stages: TextList() = key("the two colours: two distinct stages of 'stages:'", "stages: [blue, green]")
+    router: Router = key("the router in front of both colours", "router: {stage: edge, nginx: {upstream_file: "
+                         "/etc/nginx/deploykit/library.conf, upstream: library}}")
+    servers: Named(Servers, "mapping of colour to addresses", "colour") = key(
+        "each colour's addresses as the router reaches them", "servers: {blue: ['10.0.0.5:8000']}",
+        default_factory=dict, default_text="each app host of the colour as {hostname}:{port} (its port var)")
+
+    @model_validator(mode="after")
+    def _two(self) -> "Colours":
+        if len(self.stages) != 2:
+            raise problem(f"needs exactly two stages, got {len(self.stages)}", "write 'stages: [blue, green]'",
+                          at=("stages",))
+        if self.stages[0] == self.stages[1]:
+            raise problem(f"{self.stages[0]!r} is listed twice", "name two different stages, e.g. [blue, green]",
+                          at=("stages",))
+        for name in self.servers:
+            if name not in self.stages:
+                raise problem(f"{name!r} is not one of the colours ({', '.join(self.stages)})",
+                              "give servers only for the stages of 'colours.stages'", at=("servers", name))
+        return self
+
+
 class Document(Section):
     """deploykit.yaml as a whole."""
 
@@ -555,3 +670,6 @@ class Document(Section):
                              default_factory=FreezeSpec)
     lock: LockSpec = key("the stage lock's liveness", "lock: {heartbeat: 10, stale_after: 120}",
                          default_factory=LockSpec)
+    colours: Colours | None = key("blue/green: two stages of one app behind one router (README: Blue/green)",
+                                  "colours: {stages: [blue, green], router: {stage: edge, nginx: {upstream_file: "
+                                  "/etc/nginx/deploykit/library.conf, upstream: library}}}", None)

@@ -134,6 +134,30 @@ class HealthCheck:
 
 
 @dataclass
+class RouterSpec:
+    """The router in front of the colours: its stage and driver ("nginx" or "command") with the driver's keys."""
+
+    stage: str
+    driver: str  # a key of deploykit.routers.ROUTERS
+    upstream_file: str | None = None  # nginx: the file deploykit owns on the router host
+    upstream: str | None = None  # nginx: the upstream block's name
+    nginx: str = "nginx"  # nginx: how to run it there (a template)
+    switch: str | None = None  # command: sends traffic to {colour} {servers}
+    live: str | None = None  # command: prints the live colour
+    check: str | None = None  # URL through the router, asked from the router host (a template)
+    check_timeout: float = 10.0
+
+
+@dataclass
+class ColoursSpec:
+    """Blue/green: two stages (the colours) behind one router, and each colour's addresses as the router sees them."""
+
+    stages: list[str]
+    router: RouterSpec
+    servers: dict[str, list[str]]
+
+
+@dataclass
 class Config:
     path: Path
     project_dir: Path
@@ -167,6 +191,7 @@ class Config:
     freeze: FreezeSpec = field(default_factory=FreezeSpec)  # how writes are frozen (work/freeze.py)
     keep_runs: int = 50  # local run journals kept (state/local.py)
     snapshot_budget: float = 2.0  # seconds the writers may stay stopped for snapshots (work/snapshots.py)
+    colours: ColoursSpec | None = None  # blue/green (deploykit switch, deploykit colours)
 
     def stage(self, name: str) -> list[HostSpec]:
         if name not in self.stages:

@@ -17,6 +17,7 @@ class RunState:
     plan: dict | None = None  # a rollback's migration plan
     restore: dict | None = None  # {backup_id, label, built: [...]}: what a restore built and swapped
     derived: list[str] = field(default_factory=list)  # names this run recorded in the registry
+    router: dict = field(default_factory=dict)  # switch: {target, before: {host: colour}, switched: [host]}
     # for this run only
     backup_items: dict[str, list] = field(default_factory=dict)  # host -> manifest items taken so far
     manifests: dict[str, dict] = field(default_factory=dict)  # host -> verified manifest
@@ -32,8 +33,9 @@ class RunState:
     status: dict[str, dict] = field(default_factory=dict)  # status: host -> what the status steps found
     freeze: dict[str, dict] = field(default_factory=dict)  # host -> the freeze this run started there (work/freeze)
     freeze_seconds: float | None = None  # how long writes were frozen (the longest host), for the ending line
+    colours: dict = field(default_factory=dict)  # colours: colour -> its live release and data age
 
-    RESUMABLE = ("snapshots", "migrations", "plan", "restore", "derived")
+    RESUMABLE = ("snapshots", "migrations", "plan", "restore", "derived", "router")
 
     def export(self) -> dict:
         """The resumable fields that hold something (JSON)."""

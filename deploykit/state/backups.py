@@ -75,3 +75,25 @@ def require_verified(ctx, host, backup_dir: str, skip=()) -> dict:
 def list_backups(host) -> list[str]:
     res = host.run(f"ls -1 {q(layout.backups_dir(host))} 2>/dev/null", check=False, read_only=True)
     return sorted(line.strip() for line in res.stdout.splitlines() if line.strip())
+
+
+def newest_verified(ctx, host) -> dict | None:
+    """The newest backup on host that verifies: {id, created, age_seconds}; None when none does."""
+    for bid in reversed(list_backups(host)):
+        ok, _problems, manifest = verify(ctx, host, layout.backup_dir(host, bid))
+        if ok:
+            created = (manifest or {}).get("created")
+            return {"id": bid, "created": created, "age_seconds": age_seconds(created)}
+    return None
+
+
+def age_seconds(created: str | None) -> float | None:
+    """Seconds since a manifest's `created` (UTC, as utc_now writes it); None when unreadable."""
+    import time
+    from datetime import datetime, timezone
+
+    try:
+        at = datetime.strptime(created or "", "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+    except ValueError:
+        return None
+    return round(time.time() - at.timestamp(), 1)

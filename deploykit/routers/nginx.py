@@ -1,0 +1,65 @@
+"""The built-in nginx driver: one upstream file deploykit owns, replaced whole, checked by `nginx -t`, reloaded.
+
+The file is written beside and renamed into place (remote/router.py), with
+the colour in its header; `nginx -t` then reads the whole configuration with
+it, and only when that passes does `nginx -s reload` make nginx use it. When
+`nginx -t` (or the reload) fails, the file it replaced is renamed back and
+nothing is reloaded: nginx serves what it served before. The colour is also
+recorded in the router host's state file (layout.router_state).
+"""
+from __future__ import annotations
+
+from .. import layout
+from ..state.journal import utc_now
+from .base import Router, RouterError
+
+
+def upstream_text(name: str, colour: str, servers: list[str], run_id: str) -> str:
+    lines = [f"# deploykit colour: {colour}",
+             f"# written by deploykit run {run_id} at {utc_now()}; 'deploykit switch' rewrites this file whole",
+             f"upstream {name} {{"]
+    lines += [f"    server {s};" for s in servers]
+    return "\n".join(lines + ["}", ""])
+
+
+class NginxRouter(Router):
+    kind = "nginx"
+
+    def _nginx(self, host, args: str, read_only: bool = False):
+        return host.run(f"{host.render(self.spec.nginx)} {args}", check=False, read_only=read_only)
+
+    def _read(self, host) -> dict:
+        return host.helper("router", "read_upstream", {"path": self.spec.upstream_file})
+
+    def live(self, ctx, host) -> str | None:
+        return self._read(host).get("colour")
+
+    def check(self, ctx, host) -> list[str]:
+        problems = []
+        doc = self._read(host)
+        if not doc.get("dir_exists"):
+            problems.append(f"{host.name}: no directory for the upstream file {self.spec.upstream_file}")
+        res = self._nginx(host, "-t", read_only=True)
+        if not res.ok:
+            problems.append(f"{host.name}: nginx -t fails before any change ('{host.render(self.spec.nginx)} "
+                            f"-t'): {res.tail(2)}")
+        return problems
+
+    def switch(self, ctx, host, colour: str, servers: list[str]) -> str:
+        path, previous = self.spec.upstream_file, layout.previous_of(self.spec.upstream_file)
+        before = self.live(ctx, host)
+        text = upstream_text(self.spec.upstream, colour, servers, ctx.run_id)
+        doc = host.helper("router", "install_upstream", {"path": path, "previous": previous, "text": text})
+        for args, what in (("-t", "refused the new upstream file"), ("-s reload", "did not reload")):
+            res = self._nginx(host, args)
+            if not res.ok:
+                host.helper("router", "put_back", {"path": path, "previous": previous,
+                                                   "had_previous": doc["had_previous"]})
+                raise RouterError(
+                    f"{host.name}: nginx {args} {what}: {res.tail(2)}; the previous upstream file was put back "
+                    f"and nginx was not reloaded: the router serves {before or 'no colour'} as before",
+                    hint=f"fix the nginx configuration on {host.name} (run '{host.render(self.spec.nginx)} -t' "
+                         "there), then switch again")
+        host.write_json(layout.router_state(host), {"colour": colour, "servers": servers, "since": utc_now(),
+                                                    "run_id": ctx.run_id, "upstream_file": path})
+        return f"{before or 'none'} -> {colour} ({', '.join(servers)})"
