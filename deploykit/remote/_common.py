@@ -167,10 +167,8 @@ def _symlink_replace(target, path):
         raise
 
 
-def _atomic_write(path, data, mode=0o600, dir_mode=0o700):
-    """Write bytes to path atomically: tmp file, fsync, chmod, os.replace, fsync of the directory."""
-    parent = os.path.dirname(path)
-    _makedirs(parent, dir_mode)
+def _write_beside(path, data, mode=0o600):
+    """Write bytes to a new temp file beside path (fsync'ed, chmod'ed); its name, for the caller to rename."""
     tmp = _tmp_name(path)
     _remove_quietly(tmp)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
@@ -180,6 +178,18 @@ def _atomic_write(path, data, mode=0o600, dir_mode=0o700):
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, mode)
+    except BaseException:
+        _remove_quietly(tmp)
+        raise
+    return tmp
+
+
+def _atomic_write(path, data, mode=0o600, dir_mode=0o700):
+    """Write bytes to path atomically: tmp file, fsync, chmod, os.replace, fsync of the directory."""
+    parent = os.path.dirname(path)
+    _makedirs(parent, dir_mode)
+    tmp = _write_beside(path, data, mode)
+    try:
         os.replace(tmp, path)
     except BaseException:
         _remove_quietly(tmp)

@@ -16,7 +16,8 @@ import os
 import re
 import sys
 
-from _common import (BadArguments, _arg, _fsync_dir, _path_arg, _remove_quietly, _tmp_name, serve)
+from _common import (BadArguments, _arg, _fsync_dir, _path_arg, _remove_quietly, _tmp_name, _write_beside,
+                     serve)
 
 HEADER = re.compile(r"^# deploykit colour: (\S+)\s*$", re.M)
 
@@ -31,22 +32,6 @@ def act_read_upstream(args):
                 "dir_exists": os.path.isdir(os.path.dirname(path))}
     m = HEADER.search(text)
     return {"exists": True, "colour": m.group(1) if m else None, "text": text, "dir_exists": True}
-
-
-def _write_beside(path, data, mode):
-    tmp = _tmp_name(path)
-    _remove_quietly(tmp)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-    except BaseException:
-        _remove_quietly(tmp)
-        raise
-    return tmp
 
 
 def act_install_upstream(args):

@@ -99,6 +99,14 @@ class RouterCheck(Step):
         return Outcome(message=f"{router_for(ctx.config).kind} router ready")
 
 
+def _switch(ctx, host, colour: str, **journaled) -> str:
+    """Point one router host at a colour's servers; journaled (a switch back says back=True)."""
+    servers = _servers(ctx, colour)
+    message = router_for(ctx.config).switch(ctx, host, colour, servers)
+    ctx.journal.record("router_switch", host=host, colour=colour, servers=servers, **journaled)
+    return message
+
+
 @register
 class SwitchRouter(Step):
     """Point the router at the target colour (nginx: upstream file replaced, nginx -t, reload)."""
@@ -113,10 +121,7 @@ class SwitchRouter(Step):
         return f"would send {host.name}'s traffic to {target} ({', '.join(_servers(ctx, target))})"
 
     def run(self, ctx, host):
-        target = _target(ctx)
-        message = router_for(ctx.config).switch(ctx, host, target, _servers(ctx, target))
-        ctx.journal.record("router_switch", host=host, colour=target, servers=_servers(ctx, target))
-        return Outcome(changed=True, message=message)
+        return Outcome(changed=True, message=_switch(ctx, host, _target(ctx)))
 
 
 @register
@@ -150,9 +155,7 @@ class SwitchBack(Step):
             return Outcome(message=f"served no colour before; left on {now or 'no colour'}")
         if now == before:
             return Outcome(message=f"serves {before}, as before")
-        message = router.switch(ctx, host, before, _servers(ctx, before))
-        ctx.journal.record("router_switch", host=host, colour=before, servers=_servers(ctx, before), back=True)
-        return Outcome(changed=True, message=f"back: {message}")
+        return Outcome(changed=True, message=f"back: {_switch(ctx, host, before, back=True)}")
 
 
 @register
