@@ -136,3 +136,7 @@ def router_state(host) -> str:
 def previous_of(path: str) -> str:
     """Where the file a switch replaced is kept, beside it (an nginx upstream file), until the next switch."""
     return path + PREVIOUS_SUFFIX
+
+
+# the host's machine id (systemd's; absent elsewhere, then the hostname stands in): which machine a path is on
+MACHINE_ID = "/etc/machine-id"
