@@ -364,5 +364,6 @@ def transfer(config: Config, source: str, target: str, *, mode: str = "copy", ta
         result.data.update({"source": source, "target": target, "mode": mode,
                             "freeze_seconds": ctx.state.freeze_seconds,
                             "copied": {k: v for k, v in (ctx.state.transfer.get("copied") or {}).items()},
-                            "migrated": ctx.state.transfer.get("migrated")})
+                            "migrated": ctx.state.transfer.get("migrated"),
+                            "media": ctx.state.transfer.get("media") or []})
         return result

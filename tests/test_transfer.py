@@ -129,10 +129,12 @@ def test_transfer_copies_blue_to_green_migrated_and_serving_and_leaves_blue_as_i
     assert doc["command"] == "transfer" and doc["ok"] and doc["data"]["source"] == "blue"
     assert doc["data"]["target"] == "green" and doc["data"]["mode"] == "copy"
     assert doc["data"]["freeze_seconds"] is not None and doc["data"]["freeze_seconds"] >= 0
-    assert doc["data"]["copied"]["files"] >= 2 and doc["data"]["copied"]["bytes"] > 0
+    assert doc["data"]["copied"]["files"] >= 1 and doc["data"]["copied"]["bytes"] > 0
+    [synced] = doc["data"]["media"]
+    assert synced["files"] == 3 and synced["sent_files"] == 3 and synced["swapped"]
     events = journal(c, doc)
-    assert [e["event"] for e in events if e["event"] in ("freeze", "transfer_copy", "unfreeze")] == \
-        ["freeze", "transfer_copy", "unfreeze"]  # the freeze covers the dump and the copy, not the restore
+    assert [e["event"] for e in events if e["event"] in ("freeze", "transfer_copy", "transfer_sync", "unfreeze")] == \
+        ["freeze", "transfer_copy", "transfer_sync", "unfreeze"]  # the freeze covers dump, copy, sync; not the restore
     done = [e for e in events if e["event"] == "transfer"]
     assert len(done) == 1 and done[0]["freeze_seconds"] == doc["data"]["freeze_seconds"]
     plain = run(c, "transfer", "--from", "blue", "--to", "green", "--dry-run")
@@ -159,6 +161,14 @@ def test_transfer_copies_blue_to_green_migrated_and_serving_and_leaves_blue_as_i
     assert dump(c, "blue") == blue_dump and media(c, "blue") == blue_media
     assert not frozen(c) and not locks(c)
     assert post(c, "blue", "blue still takes writes") == 201
+
+    # a second transfer: the media did not change, so none of it is sent again
+    again = api.transfer(c.config(), "blue", "green")
+    assert again.ok, again.error
+    [synced] = again.data["media"]
+    assert synced["files"] == 3 and synced["sent_files"] == 0 and synced["kept_files"] == 3
+    assert media(c, "green") == blue_media and tables(c, "green", like="blue")["library_book"] == \
+        tables(c, "blue")["library_book"]
 
     # the router was not switched; once it is, a transfer to green is refused: green is live
     assert c.version() == "1.0"

@@ -132,6 +132,67 @@ class CopyBackup(Step):
 
 
 @register
+class SyncMedia(Step):
+    """Media and extra paths of the source into a tree beside the target's live one, sending only what differs."""
+
+    name = "sync_media"
+    scope = "controller"
+
+    def describe(self, ctx, host):
+        if _roles(ctx) is None:
+            return NOT_A_TRANSFER
+        names = [d.item_name for d in work.file_drivers(ctx)]
+        return f"would sync {', '.join(names)} beside the target's own" if names else "no media or paths configured"
+
+    def run(self, ctx, host):
+        if _roles(ctx) is None:
+            return Outcome(message=NOT_A_TRANSFER)
+        source, target = _roles(ctx)
+        src, dst = ctx.primary_of(source), ctx.primary_of(target)
+        done = {d["item"] for d in ctx.state.transfer.get("media", [])}
+        notes = []
+        for driver in work.file_drivers(ctx):
+            if driver.item_name in done:
+                continue
+            doc = work.sync_media(ctx, src, dst, driver)
+            ctx.state.transfer.setdefault("media", []).append(doc)
+            ctx.journal.record("transfer_sync", host=dst, source=src.name, **doc)
+            ctx.record_progress()
+            notes.append(f"{doc['item']}: absent on {source}" if doc.get("absent") else
+                         f"{doc['item']}: {doc['files']} file(s), {doc['sent_files']} sent "
+                         f"({doc['bytes_sent']} bytes), {doc['kept_files']} unchanged")
+        return Outcome(changed=bool(notes), message="; ".join(notes) or "no media or paths configured")
+
+
+@register
+class SwapMedia(Step):
+    """Swap the synced media and paths in by rename on the target; the replaced trees are kept."""
+
+    name = "swap_media"
+    scope = "primary"
+
+    def run(self, ctx, host):
+        docs = ctx.state.transfer.get("media", [])
+        notes = [work.swap_media(ctx, host, doc) for doc in docs]
+        ctx.record_progress()
+        return Outcome(changed=bool(docs), message="; ".join(notes) or "no media synced")
+
+
+@register
+class DiscardMedia(Step):
+    """Remove the synced trees of a transfer that will not be swapped in; the target's own were never touched."""
+
+    name = "discard_media"
+    scope = "primary"
+    continue_on_error = True
+
+    def run(self, ctx, host):
+        docs = ctx.state.transfer.get("media", [])
+        notes = [work.discard_media(ctx, host, doc) for doc in docs]
+        return Outcome(changed=bool(docs), message="; ".join(notes) or "no media synced")
+
+
+@register
 class MigrateLive(Step):
     """Migrate the restored database with the live release's own code (`current`)."""
 
