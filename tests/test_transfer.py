@@ -249,3 +249,49 @@ def test_transfer_refusals_and_a_corrupt_copy_change_nothing(colours_factory, tm
     result = api.transfer(cfg, "blue", "green")
     assert result.ok, result.error
     assert media(c, "green") == media(c, "blue")
+
+
+def test_a_transfer_interrupted_or_killed_while_frozen_unfreezes_the_source(colours_factory, tmp_path):
+    import signal
+    import time
+
+    c = colours_factory()
+    setup(c, tmp_path)
+    blue_dump, green_dump, green_media = dump(c, "blue"), dump(c, "green"), media(c, "green")
+    # the run waits, frozen, before its copy (a hook on the source's primary)
+    slow = c.edit(lambda d: d.update(hooks={"before": {"copy": [{"run": "sleep 60", "on": "primary"}]}}),
+                  tmp_path / "slow.yaml")
+
+    def frozen_run():
+        proc = subprocess.Popen(c.cli_argv("transfer", "--from", "blue", "--to", "green", config=slow),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + 300
+        while not (frozen(c) and len(locks(c)) == 2):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.1)
+        status, _ = get(c, "blue", "/api/books/")
+        assert status == 200  # reads are served while frozen
+        assert post(c, "blue", "refused while frozen") == 503
+        return proc
+
+    proc = frozen_run()
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130 and "writes are accepted again" in err, out[-3000:] + err
+    assert not frozen(c) and not locks(c)
+    assert dump(c, "green") == green_dump and media(c, "green") == green_media and dump(c, "blue") == blue_dump
+
+    # killed outright while frozen: the freeze and both locks stay, until the next transfer finishes the dead run
+    proc = frozen_run()
+    proc.kill()
+    proc.communicate(timeout=60)
+    assert frozen(c) and len(locks(c)) == 2
+    cp = run(c, "transfer", "--from", "blue", "--to", "green")
+    assert cp.returncode == 1 and "first finished" in cp.stderr and "transfer_unfreeze" in cp.stderr, \
+        cp.stdout[-3000:] + cp.stderr
+    assert not frozen(c) and not locks(c)
+    assert dump(c, "green") == green_dump and media(c, "green") == green_media and dump(c, "blue") == blue_dump
+    cp = run(c, "transfer", "--from", "blue", "--to", "green")
+    assert cp.returncode == 0, cp.stdout[-3000:] + cp.stderr
+    assert "writes on blue were frozen" in cp.stdout and "transfer blue -> green: done" in cp.stdout, cp.stdout
+    assert media(c, "green") == media(c, "blue")

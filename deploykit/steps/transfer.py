@@ -229,7 +229,8 @@ class TransferReport(Step):
 
 @register
 class ReleaseLocks(Step):
-    """Free every lock this run holds, on every stage it locked (the source's and the target's)."""
+    """Free every lock this run holds, on every stage it locked (the source's and the target's); finishing a
+    dead transfer, the target's lock that run left too (the procedure has dealt with the target)."""
 
     name = "release_locks"
     scope = "controller"
@@ -244,4 +245,11 @@ class ReleaseLocks(Step):
                 ctx.locked.remove(h)
             stage_lock.release(h, ctx.run_id)
             freed.append(h.name)
+        dead = (ctx.state.dead_run or {}).get("run_id")
+        if dead and _roles(ctx) is not None:  # finishing a dead transfer: its lock on the target goes too
+            for h in ctx.stage_hosts(_roles(ctx)[1]):
+                holder, _ = stage_lock.read_lock(h)
+                if holder and holder.get("run_id") == dead:
+                    stage_lock.release(h, dead)
+                    freed.append(f"{h.name} (of run {dead})")
         return Outcome(changed=bool(freed), message=f"unlocked {', '.join(freed)}" if freed else "nothing locked")
