@@ -321,3 +321,49 @@ def colours(config: Config, *, reporter: Reporter | None = None) -> dict:
         served = sorted({c for c in router.values() if c})
         return {"run": run.ctx.run_id, "router": router, "live": served[0] if len(served) == 1 else None,
                 "colours": run.ctx.state.colours}
+
+
+MODES = ("copy", "replicate")
+
+
+def transfer(config: Config, source: str, target: str, *, mode: str = "copy", tag: str | None = None,
+             dry_run: bool = False, reporter: Reporter | None = None) -> RunResult:
+    """Move colour `source`'s state (databases, media) to the idle colour `target` (playbooks/transfer.yml).
+
+    Mode copy: writes frozen on the source for the dump and the copy (reads go on), the backup set copied
+    checked to the target, restored beside and swapped in there, migrated with the target's live code,
+    verified. The router is not switched: 'deploykit switch --to TARGET' does that after.
+    """
+    colours = _colours(config)
+    for role, name in (("--from", source), ("--to", target)):
+        if name not in colours.stages:
+            raise DeployError(f"{role} {name!r} is not a colour (colours: {', '.join(colours.stages)})",
+                              hint=f"pass {role} {colours.stages[0]} or {role} {colours.stages[1]}")
+    if source == target:
+        raise DeployError(f"--from and --to are both {source}", hint="transfer from one colour to the other")
+    if mode not in MODES:
+        raise DeployError(f"--mode {mode!r} is not a transfer mode", hint="use --mode copy")
+    if mode == "replicate":
+        raise DeployError("--mode replicate is not built yet (PostgreSQL logical replication)",
+                          hint="use --mode copy: writes are frozen for the dump and the copy")
+    if tag is not None:
+        raise DeployError("--tag is not built yet: a transfer migrates the target with its own live release",
+                          hint=f"release the tag on {target} first ('deploykit release --stage {target} --tag "
+                               f"{tag}'), then transfer without --tag")
+    options = {"mode": mode, "stages": {"source": source, "target": target}, "label": "transfer"}
+    with Run(config, source, command="transfer", dry_run=dry_run, options=options,
+             others=(target, colours.router.stage)) as run:
+        ctx = run.ctx
+        ctx.backup_id = new_backup_id(f"transfer-{target}")
+
+        def body() -> RunResult:
+            ctx.previous = Registry.load(ctx.primary).live()
+            return run_playbook(ctx, "transfer", reporter)
+
+        result = run.play(body, reporter)
+        result.data.update({"source": source, "target": target, "mode": mode,
+                            "freeze_seconds": ctx.state.freeze_seconds,
+                            "copied": {k: v for k, v in (ctx.state.transfer.get("copied") or {}).items()},
+                            "migrated": ctx.state.transfer.get("migrated"),
+                            "media": ctx.state.transfer.get("media") or []})
+        return result

@@ -136,3 +136,12 @@ def router_state(host) -> str:
 def previous_of(path: str) -> str:
     """Where the file a switch replaced is kept, beside it (an nginx upstream file), until the next switch."""
     return path + PREVIOUS_SUFFIX
+
+
+# the host's machine id (systemd's; absent elsewhere, then the hostname stands in): which machine a path is on
+MACHINE_ID = "/etc/machine-id"
+
+
+def scratch_dir(host, run_id: str) -> str:
+    """A run's scratch space on a host (a transfer's media archive while it is sent), removed after use."""
+    return host.path(RUN_DIR, f"scratch-{run_id}")

@@ -375,6 +375,35 @@ def switch(c, host=None, to=None, dry_run=False, config=None, stage=None, json=F
     _finish(result, f"switch to {to}", "switch")
 
 
+@task(auto_shortflags=False, help=_help(
+    from_="the colour whose state is copied (only read, writes frozen for the dump and the copy)",
+    to="the idle colour that receives it (refused when it is live)",
+    tag="not built yet: the target is migrated with its own live release",
+    mode="how the data moves: copy (built); replicate (not built yet)",
+    dry_run="run the checks, say what would change; nothing is changed",
+    host=COLOURS_HELP, stage=COLOURS_HELP))
+@user_errors
+def transfer(c, host=None, from_=None, to=None, tag=None, mode="copy", dry_run=False, config=None, stage=None,
+             json=False):
+    """Copy one colour's databases and media to the idle colour, migrate and verify it; the router is not switched.
+
+    Refused (exit 2, nothing changed) when the target is live, the source is not healthy, both colours use the
+    same database, or either colour's lock is held. Then 'deploykit switch --to TARGET' sends the traffic there.
+    """
+    cfg = load_config(config)
+    if host and cfg.colours and host not in cfg.colours.stages:
+        raise DeployError(f"--stage {host}: a transfer runs on the colours' stages",
+                          hint="leave --stage out: --from and --to name them")
+    if not from_ or not to:
+        names = " and ".join(cfg.colours.stages) if cfg.colours else "two colours"
+        raise DeployError("a transfer needs --from COLOUR and --to COLOUR", hint=f"the colours: {names}")
+    result = api.transfer(cfg, from_, to, mode=mode, tag=tag, dry_run=_dry(c, dry_run), reporter=current().step)
+    seconds = result.data.get("freeze_seconds")
+    if seconds is not None:
+        current().line(f"deploykit: writes on {from_} were frozen {seconds:.2f} s")
+    _finish(result, f"transfer {from_} -> {to}", "transfer")
+
+
 @task(auto_shortflags=False, help=_help(host=COLOURS_HELP, stage=COLOURS_HELP))
 @user_errors
 def colours(c, host=None, config=None, stage=None, json=False):
@@ -465,4 +494,4 @@ def log(c, host=None, run=None, from_host=False, html=None, config=None, stage=N
 
 
 ns = Collection(release, rollback, backup, restore, check, releases, backups, unlock, status, log, init,
-                switch, colours)
+                switch, colours, transfer)

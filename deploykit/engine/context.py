@@ -7,6 +7,7 @@ import shutil
 import tempfile
 import threading
 import time
+from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -60,6 +61,7 @@ class Context:
             for name in dict.fromkeys((stage, *others))}
         self.hosts: list[Host] = self.stages[stage]
         self.primary: Host = self.primary_of(stage)
+        self.home: Host = self.primary  # the run's own stage's primary: its lock carries the progress
         local_state.prepare(config, current=self.run_id)  # .deploykit/ with its .gitignore; old journals pruned
         self.journal = Journal(self.run_id, config.journal_dir, self.every_host)
         self.options = options or {}
@@ -99,6 +101,27 @@ class Context:
 
     def primary_of(self, stage: str) -> Host:
         return next(h for h in self.stages[stage] if h.is_primary)
+
+    def stage_hosts(self, stage: str) -> list[Host]:
+        """The hosts of a stage of the run; a stage the run did not start with (a procedure of a transfer
+        finished by another command) is reached on first use."""
+        with self.lock:
+            if stage not in self.stages:
+                self.stages[stage] = [make_host(spec, self.config, run_id=self.run_id, read_only=self.dry_run)
+                                      for spec in self.config.stage(stage)]
+            return self.stages[stage]
+
+    @contextmanager
+    def focus(self, stage: str):
+        """Steps see `stage` as the run's stage (its hosts, its primary) for a while: a transfer's phases
+        on the source, then on the target. Progress is kept on the run's own primary throughout."""
+        saved = (self.stage, self.hosts, self.primary)
+        hosts = self.stage_hosts(stage)
+        self.stage, self.hosts, self.primary = stage, hosts, next(h for h in hosts if h.is_primary)
+        try:
+            yield
+        finally:
+            self.stage, self.hosts, self.primary = saved
 
     @property
     def app_hosts(self) -> list[Host]:
@@ -198,9 +221,9 @@ class Context:
         with self._progress_lock:  # phases running at the same time record in turn
             self.resume_point.update(fields)
             self.resume_point["context"] = self.export_state()
-            if self.primary in self.locked and not self.dry_run:
+            if self.home in self.locked and not self.dry_run:
                 try:
-                    stage_lock.heartbeat(self.primary, self.run_id, {"progress": self.resume_point})
+                    stage_lock.heartbeat(self.home, self.run_id, {"progress": self.resume_point})
                 except Exception:  # an unreachable primary: the step about to run will say so
                     pass
 
@@ -249,7 +272,7 @@ class Context:
             for host in list(self.locked):
                 try:
                     fields = {"ended": True}
-                    if host is self.primary:
+                    if host is self.home:
                         fields["progress"] = self.resume_point
                     stage_lock.heartbeat(host, self.run_id, fields)
                 except Exception:

@@ -9,7 +9,10 @@ time as the phase after it (the upload builds beside while the backup reads
 the live state): both must have the same on_failure, and the first failure
 in either stops the other. A procedure declares how a run it handled ends
 (`ends: undone | finished | refused`) and what to tell the operator
-(`says:`): exit codes follow these declarations, never the names.
+(`says:`): exit codes follow these declarations, never the names. A phase
+with `stage: ROLE` runs its steps on the stage the run's option `stages`
+names for that role (a transfer: `source`, `target`), as if it were the
+run's own stage.
 """
 from __future__ import annotations
 
@@ -42,6 +45,7 @@ class Phase:
     on_failure: str | None = None
     before_changes: bool = False  # a failure here changed nothing of the app: a refusal (exit 2)
     runs_with: str | None = None  # the next phase, run at the same time as this one
+    stage: str | None = None  # a role (source, target) of the run's option `stages`: the phase's steps run there
 
 
 def overlapping(phases: list[Phase]) -> list[list[Phase]]:
@@ -117,7 +121,7 @@ def load_playbook(name: str, config, _seen: tuple = ()) -> Playbook:
                                   hint=f"use one of {', '.join(SCOPES)}")
             calls.append(StepCall(step, scope, s.get("with") or {}))
         phases.append(Phase(ph["name"], calls, ph.get("on_failure", raw.get("on_failure")),
-                            bool(ph.get("before_changes", False)), ph.get("runs_with")))
+                            bool(ph.get("before_changes", False)), ph.get("runs_with"), ph.get("stage")))
     _check_overlaps(path, phases)
     return Playbook(raw.get("name", name), raw.get("description", ""), phases, path, ends, raw.get("says") or "")
 

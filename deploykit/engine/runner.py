@@ -90,6 +90,20 @@ def _run_together(ctx, book: str, group: list[Phase], result: RunResult, reporte
 
 def _run_phase(ctx, book: str, phase: Phase, result: RunResult, reporter, stop=None) -> None:
     """`stop`: set when a phase running at the same time failed; this one stops before its next step."""
+    if phase.stage is None:
+        return _run_phase_steps(ctx, book, phase, result, reporter, stop)
+    stage = (ctx.options.get("stages") or {}).get(phase.stage)
+    if stage is None and ctx.dry_run:  # a procedure described by name on one stage (dry-run of every playbook)
+        return _run_phase_steps(ctx, book, phase, result, reporter, stop)
+    if stage is None:
+        raise DeployError(f"playbook {book}: phase {phase.name} runs on the {phase.stage} stage, but the run "
+                          f"names no {phase.stage} stage", hint="run it through the command that names it "
+                          "(deploykit transfer --from ... --to ...)")
+    with ctx.focus(stage):
+        _run_phase_steps(ctx, book, phase, result, reporter, stop)
+
+
+def _run_phase_steps(ctx, book: str, phase: Phase, result: RunResult, reporter, stop=None) -> None:
     _run_hooks(ctx, "before", phase.name, book, result, reporter)
     for call in phase.steps:
         _check_interrupt(ctx, stop)

@@ -18,6 +18,7 @@ class RunState:
     restore: dict | None = None  # {backup_id, label, built: [...]}: what a restore built and swapped
     derived: list[str] = field(default_factory=list)  # names this run recorded in the registry
     router: dict = field(default_factory=dict)  # switch: {target, before: {host: colour}, switched: [host]}
+    transfer: dict = field(default_factory=dict)  # transfer: {copied: {...}, migrated: [...]} (steps/transfer)
     # for this run only
     backup_items: dict[str, list] = field(default_factory=dict)  # host -> manifest items taken so far
     manifests: dict[str, dict] = field(default_factory=dict)  # host -> verified manifest
@@ -35,7 +36,7 @@ class RunState:
     freeze_seconds: float | None = None  # how long writes were frozen (the longest host), for the ending line
     colours: dict = field(default_factory=dict)  # colours: colour -> its live release and data age
 
-    RESUMABLE = ("snapshots", "migrations", "plan", "restore", "derived", "router")
+    RESUMABLE = ("snapshots", "migrations", "plan", "restore", "derived", "router", "transfer")
 
     def export(self) -> dict:
         """The resumable fields that hold something (JSON)."""

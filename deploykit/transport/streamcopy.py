@@ -133,8 +133,10 @@ def copy_file(src: Host, src_path: str, dst: Host, dst_path: str, *, mode: int =
     return CopyResult(src.name, dst.name, [copied], time.monotonic() - start)
 
 
-def copy_tree(src: Host, src_dir: str, dst: Host, dst_dir: str, *, progress=None) -> CopyResult:
+def copy_tree(src: Host, src_dir: str, dst: Host, dst_dir: str, *, progress=None, skip=()) -> CopyResult:
     """Copy every file of a directory (a backup set, say) to a new directory on another host.
+
+    `skip`: relative paths left out (a transfer sends media by sync_tree, not inside the set).
 
     Refuses to replace an existing dst_dir. Symbolic links and special files
     are refused: a backup set holds regular files only. `progress(sent, total)`
@@ -144,6 +146,7 @@ def copy_tree(src: Host, src_dir: str, dst: Host, dst_dir: str, *, progress=None
     listing = src.helper("files", "manifest", {"root": src_dir})
     if listing.get("missing"):
         raise DeployError(f"{src.name}: {src_dir} does not exist")
+    listing["files"] = {rel: meta for rel, meta in listing["files"].items() if rel not in set(skip)}
     odd = [rel for rel, meta in listing["files"].items() if "link" in meta] + list(listing.get("skipped") or [])
     if odd:
         raise DeployError(f"{src.name}: {src_dir} holds links or special files ({', '.join(sorted(odd)[:3])})",

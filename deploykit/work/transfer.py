@@ -1,0 +1,135 @@
+"""A blue/green transfer's own work: which database each colour really uses, and the checked copy of a backup set.
+
+The two colours share one deploykit.yaml, so a database is named the same way
+for both: whether they are the same database depends on where each colour's
+hosts are. A SQLite database is the same when the two paths are one file of one
+machine (same machine id and the same real path, or the same device and
+inode); a PostgreSQL database when it is the same server (the configured host,
+or the colour's own machine when the host is local) and port and name.
+"""
+from __future__ import annotations
+
+import posixpath
+
+from .. import layout
+from ..drivers import database_drivers, drivers_for
+from ..state.backups import require_verified, write_manifest
+from ..transport.host import q
+from ..transport.streamcopy import copy_tree, sync_tree
+
+LOCAL = ("", "localhost", "127.0.0.1", "::1")
+def _machine(host) -> str:
+    res = host.run(f"cat {q(layout.MACHINE_ID)} 2>/dev/null || hostname", check=False, read_only=True)
+    return res.stdout.strip() or f"{host.spec.hostname}:{host.spec.port}"
+
+
+def identities(ctx, host) -> dict[str, tuple]:
+    """alias -> a tuple equal for two hosts exactly when they use the same database (read-only)."""
+    machine = _machine(host)
+    out = {}
+    for d in database_drivers(ctx.config):
+        if d.engine == "sqlite":
+            path = d.path(host)
+            res = host.run(f"realpath -m -- {q(path)}; stat -L -c %d:%i -- {q(path)} 2>/dev/null || true",
+                           check=False, read_only=True)
+            lines = res.stdout.split()
+            real = lines[0] if lines else path
+            inode = lines[1] if len(lines) > 1 else None
+            out[d.spec.alias] = ("sqlite", machine, real, inode)
+        else:
+            server = d.spec.host or ""
+            where = machine if server in LOCAL or server.startswith("/") else server
+            out[d.spec.alias] = (d.engine, where, int(d.spec.port or 5432), d.spec.name)
+    return out
+
+
+def same_databases(a: dict[str, tuple], b: dict[str, tuple]) -> list[str]:
+    """The aliases whose databases are one: same SQLite file (path or inode), same PostgreSQL server and name."""
+    same = []
+    for alias, ida in a.items():
+        idb = b.get(alias)
+        if idb is None:
+            continue
+        if ida[0] == "sqlite" and idb[0] == "sqlite":
+            if ida[1] == idb[1] and (ida[2] == idb[2] or (ida[3] and ida[3] == idb[3])):
+                same.append(alias)
+        elif ida == idb:
+            same.append(alias)
+    return same
+
+
+def copy_backup(ctx, src, dst, backup_id: str) -> dict:
+    """Copy the source's verified backup set to the target's backups dir (every file checked three ways),
+    its databases only (media and paths go by sync_media), sealed there with a manifest of what arrived and
+    verified as a restore would: what arrived, and that manifest."""
+    src_dir, dst_dir = layout.backup_dir(src, backup_id), layout.backup_dir(dst, backup_id)
+    source = require_verified(ctx, src, src_dir)
+    items = [i for i in source["items"] if i["kind"] == "databases"]
+    skip = {layout.MANIFEST} | {f for i in source["items"] if i["kind"] != "databases" for f in i["files"]}
+    dst.run(f"mkdir -p -m 700 {q(layout.backups_dir(dst))}")
+    copied = copy_tree(src, src_dir, dst, dst_dir, progress=ctx.bytes_progress(dst, f"backup {backup_id}"),
+                       skip=skip)
+    try:
+        extra = {k: v for k, v in source.items() if k not in ("id", "created", "app", "stage", "host", "run_id",
+                                                               "complete", "items")}
+        write_manifest(ctx, dst, dst_dir, backup_id, items, **extra, copied_from=f"{src.name}:{src_dir}")
+        manifest = require_verified(ctx, dst, dst_dir)
+    except BaseException:
+        dst.run(f"rm -rf -- {q(dst_dir)}", check=False, always=True, timeout=120)  # the target as before
+        raise
+    return {"files": len(copied.files), "bytes": copied.bytes, "seconds": round(copied.seconds, 3),
+            "dir": dst_dir, "manifest": manifest}
+
+
+def file_drivers(ctx) -> list:
+    """The media and extra paths: they move by sync_tree, only the files that differ."""
+    return [d for d in drivers_for(ctx.config) if d.engine == "files"]
+
+
+def staging(root: str, run_id: str) -> str:
+    """Where the target's new tree is made, beside its live one (the swap is a rename)."""
+    return f"{root.rstrip('/')}.dk-transfer-{run_id}"
+
+
+def sync_media(ctx, src, dst, driver) -> dict:
+    """Make a tree beside the target's live one equal to the source's (writes frozen there): the target's
+    files hard-linked into it first, so that only the files that differ are sent. Nothing live changes."""
+    src_root, root = driver.root(src), driver.root(dst)
+    new = staging(root, ctx.run_id)
+    doc = {"item": driver.item_name, "root": root, "new": new, "swapped": False}
+    if not src.exists(src_root):
+        return {**doc, "absent": True}
+    dst.run(f"rm -rf -- {q(new)}")
+    if dst.exists(root):
+        dst.run(f"cp -al -- {q(root)} {q(new)}")
+    scratch_src, scratch_dst = layout.scratch_dir(src, ctx.run_id), layout.scratch_dir(dst, ctx.run_id)
+    try:
+        got = sync_tree(src, src_root, dst, new, src_scratch=scratch_src, dst_scratch=scratch_dst,
+                        aside=f"{new}.before", progress=ctx.bytes_progress(dst, f"sync {driver.item_name}"))
+    except BaseException:
+        dst.run(f"rm -rf -- {q(new)} {q(new + '.before')}", check=False, always=True, timeout=120)
+        raise
+    finally:
+        for host, path in ((src, scratch_src), (dst, scratch_dst)):
+            host.run(f"rm -rf -- {q(path)}", check=False, always=True, timeout=60)
+    dst.run(f"rm -rf -- {q(new + '.before')}")
+    return {**doc, "files": got.files, "sent_files": got.sent_files, "kept_files": got.kept_files,
+            "bytes_sent": got.bytes_sent}
+
+
+def swap_media(ctx, host, doc: dict) -> str:
+    """The synced tree in place of the target's live one by rename; the replaced one kept in failed/."""
+    if doc.get("absent") or doc.get("swapped"):
+        return f"{doc['item']}: {'absent on the source' if doc.get('absent') else 'swapped in already'}"
+    aside = posixpath.join(layout.failed_dir(host, f"transfer-{ctx.run_id}"), f"{doc['item']}.replaced")
+    got = host.helper("archives", "swap_tree", {"root": doc["root"], "new": doc["new"], "aside": aside})
+    doc["swapped"] = True
+    kept = f" (the replaced files are kept in {got['aside']})" if got.get("aside") else ""
+    return f"{doc['item']}: swapped in, {doc.get('sent_files', 0)} file(s) sent, {doc.get('kept_files', 0)} unchanged{kept}"
+
+
+def discard_media(ctx, host, doc: dict) -> str:
+    if doc.get("swapped") or doc.get("absent"):
+        return f"{doc['item']}: nothing to remove"
+    host.run(f"rm -rf -- {q(doc['new'])}")
+    return f"{doc['item']}: removed the synced copy"
