@@ -15,12 +15,15 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
+import time
 
 import requests
 from psycopg import sql
 
 from deploykit import api
 from deploykit_testing import load
+from deploykit_testing.colours import DATABASE, start_colour_clusters, stop_clusters
+from deploykit_testing.stage import OWNER
 
 MIDDLEWARE = "deploykit.django.middleware.WriteFreezeMiddleware"
 # the tables green's own migrate adds rows to (its new migrations, their content types and permissions)
@@ -245,3 +248,31 @@ def test_transfer_under_load_through_nginx_loses_no_write_and_switches_to_green_
     assert checksums(c, "blue", shape) == blue_at_freeze and c.pg("blue").schema(dbname(c)) == blue_schema
     assert set(green_took) <= titles(c, "green")  # green's writes stay in green
     assert not locks(c) and not frozen(c)
+
+
+def test_the_colours_clusters_are_two_servers_ready_for_logical_replication_between_them(tmp_path):
+    clusters = start_colour_clusters(tmp_path)
+    try:
+        blue, green = clusters["blue"], clusters["green"]
+        assert blue.admin_password == green.admin_password and blue.port != green.port
+        ids = {pg.execute("postgres", "SELECT system_identifier FROM pg_control_system()")[0][0]
+               for pg in (blue, green)}
+        assert len(ids) == 2
+        for pg in (blue, green):
+            assert pg.database_owner(DATABASE) == OWNER
+            assert pg.execute("postgres", "SHOW wal_level") == [("logical",)]
+            pg.execute(DATABASE, "CREATE TABLE t (id int PRIMARY KEY, v text)")
+        blue.execute(DATABASE, "INSERT INTO t VALUES (1, 'before')")
+        blue.execute(DATABASE, "CREATE PUBLICATION p FOR TABLE t")
+        green.execute(DATABASE, f"CREATE SUBSCRIPTION s CONNECTION 'host={blue.host} port={blue.port} "
+                                f"dbname={DATABASE} user={blue.admin_user} password={blue.admin_password}' "
+                                "PUBLICATION p")
+        blue.execute(DATABASE, "INSERT INTO t VALUES (2, 'streamed')")
+        deadline = time.monotonic() + 60
+        while green.execute(DATABASE, "SELECT count(*) FROM t")[0][0] < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert green.execute(DATABASE, "SELECT id, v FROM t ORDER BY id") == [(1, "before"), (2, "streamed")]
+        green.execute(DATABASE, "DROP SUBSCRIPTION s")  # and its slot on blue
+        assert blue.execute(DATABASE, "SELECT count(*) FROM pg_replication_slots")[0][0] == 0
+    finally:
+        stop_clusters(clusters)
