@@ -323,16 +323,21 @@ def colours(config: Config, *, reporter: Reporter | None = None) -> dict:
                 "colours": run.ctx.state.colours}
 
 
-MODES = ("copy", "replicate")
+MODES = ("auto", "copy", "replicate")
+PLAYBOOKS = {"copy": "transfer", "replicate": "transfer_replicate"}
 
 
-def transfer(config: Config, source: str, target: str, *, mode: str = "copy", tag: str | None = None,
-             dry_run: bool = False, reporter: Reporter | None = None) -> RunResult:
-    """Move colour `source`'s state (databases, media) to the idle colour `target` (playbooks/transfer.yml).
+def transfer(config: Config, source: str, target: str, *, mode: str = "auto", tag: str | None = None,
+             max_freeze: float = 10.0, dry_run: bool = False, reporter: Reporter | None = None) -> RunResult:
+    """Move colour `source`'s state (databases, media) to the idle colour `target`, then the traffic to it.
 
-    Mode copy: writes frozen on the source for the dump and the copy (reads go on), the backup set copied
-    checked to the target, restored beside and swapped in there, migrated with the target's live code,
-    verified. The router is not switched: 'deploykit switch --to TARGET' does that after.
+    Mode copy (playbooks/transfer.yml): the idle target's processes stopped; writes frozen on the source
+    (reads go on) from the dump until the router serves the target: the backup set copied checked to the
+    target, restored beside and swapped in there, migrated with the target's live code, verified, the router
+    switched and verified. Mode replicate (playbooks/transfer_replicate.yml): the databases copied by
+    PostgreSQL logical replication while the source serves, then frozen only for the rest of the lag, the
+    sequences, the migrate, the check and the switch, within `max_freeze` seconds (else unfrozen, nothing
+    switched). Mode auto: replicate when the source allows it, else copy.
     """
     colours = _colours(config)
     for role, name in (("--from", source), ("--to", target)):
@@ -342,15 +347,15 @@ def transfer(config: Config, source: str, target: str, *, mode: str = "copy", ta
     if source == target:
         raise DeployError(f"--from and --to are both {source}", hint="transfer from one colour to the other")
     if mode not in MODES:
-        raise DeployError(f"--mode {mode!r} is not a transfer mode", hint="use --mode copy")
-    if mode == "replicate":
-        raise DeployError("--mode replicate is not built yet (PostgreSQL logical replication)",
-                          hint="use --mode copy: writes are frozen for the dump and the copy")
+        raise DeployError(f"--mode {mode!r} is not a transfer mode", hint="use --mode copy, replicate or auto")
+    if not max_freeze or max_freeze <= 0:
+        raise DeployError(f"--max-freeze {max_freeze!r} is not a number of seconds above 0", hint="--max-freeze 10")
     if tag is not None:
         raise DeployError("--tag is not built yet: a transfer migrates the target with its own live release",
                           hint=f"release the tag on {target} first ('deploykit release --stage {target} --tag "
                                f"{tag}'), then transfer without --tag")
-    options = {"mode": mode, "stages": {"source": source, "target": target}, "label": "transfer"}
+    options = {"mode": mode, "to": target, "label": "transfer", "max_freeze": float(max_freeze),
+               "stages": {"source": source, "target": target, "router": colours.router.stage}}
     with Run(config, source, command="transfer", dry_run=dry_run, options=options,
              others=(target, colours.router.stage)) as run:
         ctx = run.ctx
@@ -358,12 +363,18 @@ def transfer(config: Config, source: str, target: str, *, mode: str = "copy", ta
 
         def body() -> RunResult:
             ctx.previous = Registry.load(ctx.primary).live()
-            return run_playbook(ctx, "transfer", reporter)
+            if ctx.options["mode"] == "auto":
+                from .work.replication import blockers
+                why = blockers(ctx, ctx.primary_of(source), ctx.primary_of(target))
+                ctx.options["mode"] = "copy" if why else "replicate"
+                ctx.journal.record("transfer_mode", mode=ctx.options["mode"], why_not_replicate=why)
+            return run_playbook(ctx, PLAYBOOKS[ctx.options["mode"]], reporter)
 
         result = run.play(body, reporter)
-        result.data.update({"source": source, "target": target, "mode": mode,
+        result.data.update({"source": source, "target": target, "mode": ctx.options["mode"],
                             "freeze_seconds": ctx.state.freeze_seconds,
                             "copied": {k: v for k, v in (ctx.state.transfer.get("copied") or {}).items()},
                             "migrated": ctx.state.transfer.get("migrated"),
-                            "media": ctx.state.transfer.get("media") or []})
+                            "media": ctx.state.transfer.get("media") or [],
+                            "replication": ctx.state.transfer.get("replication") or {}})
         return result

@@ -12,7 +12,7 @@ import hashlib
 
 from .state.journal import utc_now
 
-KINDS = {"snapshot": "s", "aside": "o", "restore": "r", "scratch": "c"}
+KINDS = {"snapshot": "s", "aside": "o", "restore": "r", "scratch": "c", "replication": "p"}
 MAX_IDENTIFIER_BYTES = 63
 
 

@@ -376,19 +376,23 @@ def switch(c, host=None, to=None, dry_run=False, config=None, stage=None, json=F
 
 
 @task(auto_shortflags=False, help=_help(
-    from_="the colour whose state is copied (only read, writes frozen for the dump and the copy)",
+    from_="the colour whose state is copied (only read; writes frozen from the dump until the switch)",
     to="the idle colour that receives it (refused when it is live)",
     tag="not built yet: the target is migrated with its own live release",
-    mode="how the data moves: copy (built); replicate (not built yet)",
+    mode="how the data moves: copy (dump, copy, restore: all frozen), replicate (PostgreSQL logical "
+         "replication: frozen for the last moment only), auto (replicate when the source allows it; the default)",
+    max_freeze="replicate: the most seconds writes may stay frozen; past it the source is unfrozen and "
+               "nothing is switched (default 10)",
     dry_run="run the checks, say what would change; nothing is changed",
     host=COLOURS_HELP, stage=COLOURS_HELP))
 @user_errors
-def transfer(c, host=None, from_=None, to=None, tag=None, mode="copy", dry_run=False, config=None, stage=None,
-             json=False):
-    """Copy one colour's databases and media to the idle colour, migrate and verify it; the router is not switched.
+def transfer(c, host=None, from_=None, to=None, tag=None, mode="auto", max_freeze=10.0, dry_run=False, config=None,
+             stage=None, json=False):
+    """Move the live colour's databases and media to the idle colour, migrate and verify it, switch the router to it.
 
     Refused (exit 2, nothing changed) when the target is live, the source is not healthy, both colours use the
-    same database, or either colour's lock is held. Then 'deploykit switch --to TARGET' sends the traffic there.
+    same database, or a lock of either colour or of the router is held. 'deploykit switch --to SOURCE' sends
+    the traffic back at once; the writes the target took since stay in the target.
     """
     cfg = load_config(config)
     if host and cfg.colours and host not in cfg.colours.stages:
@@ -397,7 +401,12 @@ def transfer(c, host=None, from_=None, to=None, tag=None, mode="copy", dry_run=F
     if not from_ or not to:
         names = " and ".join(cfg.colours.stages) if cfg.colours else "two colours"
         raise DeployError("a transfer needs --from COLOUR and --to COLOUR", hint=f"the colours: {names}")
-    result = api.transfer(cfg, from_, to, mode=mode, tag=tag, dry_run=_dry(c, dry_run), reporter=current().step)
+    try:
+        seconds_allowed = float(max_freeze)
+    except (TypeError, ValueError):
+        raise DeployError(f"--max-freeze {max_freeze!r} is not a number of seconds", hint="--max-freeze 10") from None
+    result = api.transfer(cfg, from_, to, mode=mode, tag=tag, max_freeze=seconds_allowed, dry_run=_dry(c, dry_run),
+                          reporter=current().step)
     seconds = result.data.get("freeze_seconds")
     if seconds is not None:
         current().line(f"deploykit: writes on {from_} were frozen {seconds:.2f} s")

@@ -9,6 +9,6 @@ from .base import STEPS, Outcome, Step, register  # noqa: F401
 def builtin() -> dict:
     """Every built-in step, by name (imported on first use)."""
     from . import (checks, code, data, django, freeze, health, hooks, preflight, pyenv, registry,  # noqa: F401
-                   rollback, router, services, status, transfer, unlock)
+                   replicate, rollback, router, services, status, transfer, unlock)
 
     return STEPS

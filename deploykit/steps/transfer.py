@@ -21,15 +21,8 @@ class TargetLive(PreflightFailed):
     """The target colour is the one the router serves: a transfer would overwrite the live data."""
 
 
-NOT_A_TRANSFER = "not a transfer (no source and target stages): nothing to do"
-
-
-def _roles(ctx) -> tuple[str, str] | None:
-    """(source, target) of the transfer; None for a playbook described by name on one stage (a dry-run)."""
-    stages = ctx.options.get("stages") or {}
-    if "source" not in stages or "target" not in stages:
-        return None
-    return stages["source"], stages["target"]
+NOT_A_TRANSFER = work.NOT_A_TRANSFER
+_roles = work.roles
 
 
 def _app(hosts):
@@ -149,10 +142,16 @@ class SyncMedia(Step):
             return Outcome(message=NOT_A_TRANSFER)
         source, target = _roles(ctx)
         src, dst = ctx.primary_of(source), ctx.primary_of(target)
-        done = {d["item"] for d in ctx.state.transfer.get("media", [])}
+        done = {d["item"]: d for d in ctx.state.transfer.get("media", [])}
         notes = []
         for driver in work.file_drivers(ctx):
             if driver.item_name in done:
+                if self.options.get("again"):  # a second pass, frozen: only what changed since the first
+                    doc = work.resync_media(ctx, src, dst, driver, done[driver.item_name])
+                    ctx.record_progress()
+                    ctx.journal.record("transfer_resync", host=dst, source=src.name, **doc)
+                    if not doc.get("absent"):
+                        notes.append(f"{doc['item']}: again, {doc.get('sent_again', 0)} file(s) sent")
                 continue
             doc = work.sync_media(ctx, src, dst, driver)
             ctx.state.transfer.setdefault("media", []).append(doc)
@@ -229,8 +228,8 @@ class TransferReport(Step):
 
 @register
 class ReleaseLocks(Step):
-    """Free every lock this run holds, on every stage it locked (the source's and the target's); finishing a
-    dead transfer, the target's lock that run left too (the procedure has dealt with the target)."""
+    """Free every lock this run holds, on every stage it locked (the source's, the target's, the router's);
+    finishing a dead transfer, the locks that run left there too (the procedure has dealt with them)."""
 
     name = "release_locks"
     scope = "controller"
@@ -246,8 +245,9 @@ class ReleaseLocks(Step):
             stage_lock.release(h, ctx.run_id)
             freed.append(h.name)
         dead = (ctx.state.dead_run or {}).get("run_id")
-        if dead and _roles(ctx) is not None:  # finishing a dead transfer: its lock on the target goes too
-            for h in ctx.stage_hosts(_roles(ctx)[1]):
+        if dead and _roles(ctx) is not None:  # finishing a dead transfer: its locks on the target and router too
+            others = [_roles(ctx)[1]] + ([ctx.config.colours.router.stage] if ctx.config.colours else [])
+            for h in [h for stage in others for h in ctx.stage_hosts(stage)]:
                 holder, _ = stage_lock.read_lock(h)
                 if holder and holder.get("run_id") == dead:
                     stage_lock.release(h, dead)

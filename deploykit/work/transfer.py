@@ -26,6 +26,15 @@ from ..transport.streamcopy import copy_tree, sync_tree
 
 # which server this is: initdb's random 64-bit id of the cluster (read-only, any role may call it)
 SERVER_ID_SQL = "SELECT system_identifier FROM pg_control_system();"
+NOT_A_TRANSFER = "not a transfer (no source and target stages): nothing to do"
+
+
+def roles(ctx) -> tuple[str, str] | None:
+    """(source, target) of the transfer; None for a playbook described by name on one stage (a dry-run)."""
+    stages = ctx.options.get("stages") or {}
+    if "source" not in stages or "target" not in stages:
+        return None
+    return stages["source"], stages["target"]
 
 
 def _machine(host) -> str:
@@ -139,6 +148,26 @@ def sync_media(ctx, src, dst, driver) -> dict:
     dst.run(f"rm -rf -- {q(new + '.before')}")
     return {**doc, "files": got.files, "sent_files": got.sent_files, "kept_files": got.kept_files,
             "bytes_sent": got.bytes_sent}
+
+
+def resync_media(ctx, src, dst, driver, doc: dict) -> dict:
+    """Bring a synced tree (not swapped in yet) up to date with the source again: only the files that changed
+    since the last pass are sent (the first pass ran while the source served; this one runs frozen)."""
+    if doc.get("absent") or doc.get("swapped"):
+        return doc
+    scratch_src, scratch_dst = layout.scratch_dir(src, ctx.run_id), layout.scratch_dir(dst, ctx.run_id)
+    new = doc["new"]
+    try:
+        got = sync_tree(src, driver.root(src), dst, new, src_scratch=scratch_src, dst_scratch=scratch_dst,
+                        aside=f"{new}.before", progress=ctx.bytes_progress(dst, f"sync {driver.item_name} again"))
+    finally:
+        for host, path in ((src, scratch_src), (dst, scratch_dst)):
+            host.run(f"rm -rf -- {q(path)}", check=False, always=True, timeout=60)
+    dst.run(f"rm -rf -- {q(new + '.before')}")
+    doc.update(files=got.files, passes=doc.get("passes", 1) + 1, sent_again=got.sent_files,
+               sent_files=doc.get("sent_files", 0) + got.sent_files,
+               bytes_sent=doc.get("bytes_sent", 0) + got.bytes_sent)
+    return doc
 
 
 def swap_media(ctx, host, doc: dict) -> str:
