@@ -5,7 +5,9 @@ from types import SimpleNamespace
 
 
 def rig_modules() -> SimpleNamespace:
-    """sshd hosts, PostgreSQL, supervisord, the sample repository, its wheelhouse and stage maker."""
+    """sshd hosts, PostgreSQL, supervisord, the sample repository, its wheelhouse, stage and colours makers, nginx."""
+    from deploykit_testing.colours import make_colours
+    from deploykit_testing.nginx import Nginx
     from deploykit_testing.samplerepo import build_sample_repo
     from deploykit_testing.ports import free_port
     from deploykit_testing.postgres import PgCluster
@@ -17,4 +19,4 @@ def rig_modules() -> SimpleNamespace:
     return SimpleNamespace(build_sample_repo=build_sample_repo, free_port=free_port, PgCluster=PgCluster,
                            start_ssh_hosts=start_ssh_hosts, OWNER=OWNER, OWNER_PASSWORD=OWNER_PASSWORD,
                            make_stage=make_stage, Supervisor=Supervisor, supervisor_command=supervisor_command,
-                           build_wheelhouse=build_wheelhouse)
+                           build_wheelhouse=build_wheelhouse, make_colours=make_colours, Nginx=Nginx)
