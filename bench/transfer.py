@@ -47,7 +47,7 @@ from deploykit.errors import DeployError  # noqa: E402
 from deploykit.sqltext import ident, literal  # noqa: E402
 
 from bench.pg_data_path import DATASET_SQL  # noqa: E402
-from bench.testbed import rig_modules  # noqa: E402
+from bench.testbed import colour_modules  # noqa: E402
 
 MIDDLEWARE = "deploykit.django.middleware.WriteFreezeMiddleware"
 TARGETS = {"copy_ratio": 1.2, "replicate_freeze": 2.0, "media_resend": 0.01}
@@ -210,13 +210,9 @@ class Remote:
         return [*self.host.ssh_argv(), script]
 
     def pg(self, script: str) -> str:
-        """`script` after the libpq environment deploykit itself gives the tools (password, passfile)."""
-        pre = []
-        if self.spec.passfile:
-            pre.append(f"export PGPASSFILE={shlex.quote(self.spec.passfile.replace('{deploy_to}', str(self.host.deploy_to)))}")
-        if self.spec.password():
-            pre.append("IFS= read -r PGPASSWORD; export PGPASSWORD")
-        return "; ".join(pre + [script])
+        """`script` with the admin password deploykit gives the tools (databases.default.password_env) read
+        from stdin into PGPASSWORD; PGHOST/PGPORT are the host session's own, as for deploykit."""
+        return f"IFS= read -r PGPASSWORD; export PGPASSWORD; {script}" if self.spec.password() else script
 
     def run(self, script: str, timeout: float = 7200) -> str:
         pw = self.spec.password()
@@ -225,11 +221,6 @@ class Remote:
         if cp.returncode:
             raise RuntimeError(f"{self.host.name}: {script[:200]!r} exited {cp.returncode}: {cp.stderr.strip()[-800:]}")
         return cp.stdout
-
-    def psql(self, db: str, sql: str, timeout: float = 7200) -> str:
-        # the SQL goes in a here-document: stdin carries the password
-        return self.run(f"psql {self.conn} -X -q -A -t -v ON_ERROR_STOP=1 -d {shlex.quote(db)} <<'DKBENCHSQL'\n"
-                        f"{sql}\nDKBENCHSQL", timeout=timeout)
 
     @property
     def conn(self) -> str:
@@ -255,22 +246,31 @@ class TransferBench:
         self.rows: list[dict] = []
         self.nginxes: list = []
         self.colours = self.rig = None
+        self.clusters: dict = {}
+        self.stop_clusters = None
         self.replicate_note: str | None = None
 
     # -- setup -------------------------------------------------------------------------------------------
     def start(self) -> None:
-        m = rig_modules()
-        log("starting three sshd hosts, the PostgreSQL colours, nginx, the sample project ...")
+        m = colour_modules()
+        log("starting the colours' PostgreSQL clusters, three sshd hosts, nginx, the sample project ...")
+        self.clusters = m.start_colour_clusters(self.work / "pg")
+        self.stop_clusters = m.stop_clusters
+        for pg in self.clusters.values():  # a benchmark of copies pays for durability, as in production
+            pg.psql("postgres", "ALTER SYSTEM SET fsync = on; ALTER SYSTEM SET full_page_writes = on; "
+                                "ALTER SYSTEM SET shared_buffers = '256MB'; ALTER SYSTEM SET max_wal_size = '4GB';")
+            pg.restart()
         repo = self.work / "sample" / "library"
         m.build_sample_repo(repo)
         wheelhouse = m.build_wheelhouse(self.work / "wheelhouse")
-        self.rig = m.start_ssh_hosts(self.work / "ssh", 3)
+        self.rig = m.start_ssh_hosts(self.work / "ssh", 3,
+                                     env=[m.session_env(self.clusters[c]) for c in ("blue", "green")])
 
         def nginx_factory(prefix, upstream, servers):
             ngx = m.Nginx.start(prefix, upstream, servers)
             self.nginxes.append(ngx)
             return ngx
-        self.colours = c = m.make_colours(self.rig, repo, wheelhouse, nginx_factory, database="postgresql")
+        self.colours = c = m.make_colours(self.rig, repo, wheelhouse, nginx_factory, clusters=self.clusters)
         for colour in ("blue", "green"):
             with open(c.host(colour).deploy_to / "shared" / ".env", "a") as env:
                 env.write(f"EXTRA_MIDDLEWARE={MIDDLEWARE}\n")
@@ -282,9 +282,6 @@ class TransferBench:
         self.cfg = c.config()
         self.spec = self.cfg.databases[0]
         self.remote = {colour: Remote(c.host(colour), self.spec) for colour in ("blue", "green")}
-        for colour in ("blue", "green"):  # a benchmark of copies pays for durability, as in production
-            self.remote[colour].psql("postgres", "ALTER SYSTEM SET fsync = on; ALTER SYSTEM SET max_wal_size = '4GB';"
-                                                 " SELECT pg_reload_conf();")
         for colour, tag in (("blue", "v1.0"), ("green", "v1.1")):
             res = api.release(self.cfg, colour, tag)
             if not res.ok:
@@ -294,7 +291,7 @@ class TransferBench:
             raise RuntimeError(f"switch to blue failed: {res.error}")
         self.write_media()
         self.compress = self.baseline_compression()
-        self.postgres = self.remote["blue"].psql("postgres", "SHOW server_version;").strip()
+        self.postgres = self.clusters["blue"].version
 
     def write_media(self) -> None:
         root = self.colours.host("blue").deploy_to / "shared" / "media" / "bench"
@@ -315,7 +312,7 @@ class TransferBench:
 
     def grow(self, size_mb: int) -> int:
         """Blue's database with the bench dataset of about size_mb MB (the previous size's dropped first)."""
-        blue, owner = self.remote["blue"], self.spec.owner
+        blue, owner = self.clusters["blue"], self.spec.owner
         users = max(1000, size_mb * 1570)
         log(f"growing blue's database to about {size_mb} MB: {users} users, {users * 3} orders ...")
         t = time.monotonic()
@@ -328,8 +325,8 @@ class TransferBench:
 
     def settle(self) -> None:
         """Start each case from the same place: no dirty buffers, nothing left to write back (untimed)."""
-        for remote in self.remote.values():
-            remote.psql("postgres", "CHECKPOINT;")
+        for pg in self.clusters.values():
+            pg.psql("postgres", "CHECKPOINT;")
         subprocess.run(["sync"], check=False)
 
     def record(self, row: dict) -> None:
@@ -379,7 +376,7 @@ class TransferBench:
         new = f"bench_baseline_{rnd}"
         blue.run(f"rm -rf {src}")
         green.run(f"rm -rf {dst}")
-        green.psql("postgres", f"DROP DATABASE IF EXISTS {ident(new)};")
+        self.clusters["green"].psql("postgres", f"DROP DATABASE IF EXISTS {ident(new)};")
         self.settle()
         t0 = time.monotonic()
         blue.run(f"pg_dump {blue.conn} -Fd -j {j} {self.compress} -f {src} {shlex.quote(self.spec.name)}")
@@ -399,7 +396,7 @@ class TransferBench:
                      "seconds": round(t3 - t0, 3), "dump": round(t1 - t0, 3), "copy": round(t2 - t1, 3),
                      "restore": round(t3 - t2, 3), "dump_bytes": dump_bytes, "jobs": j,
                      "compress": self.compress or "pg_dump's default"})
-        green.psql("postgres", f"DROP DATABASE {ident(new)};")
+        self.clusters["green"].psql("postgres", f"DROP DATABASE {ident(new)};")
         blue.run(f"rm -rf {src}")
         green.run(f"rm -rf {dst}")
 
@@ -439,7 +436,9 @@ class TransferBench:
 
     def stop(self) -> None:
         if self.colours:
-            self.colours.stop()
+            self.colours.stop()  # its supervisors and its clusters
+        elif self.stop_clusters:  # the colours were never made
+            self.stop_clusters(self.clusters)
         for ngx in self.nginxes:
             ngx.stop()
         if self.rig:
