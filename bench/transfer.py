@@ -300,6 +300,8 @@ class TransferBench:
             path = root / f"{i % 10:02d}" / f"file-{i:04d}.bin"
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(os.urandom(each))  # incompressible, as photos are
+        # green has a media root of its own, empty: deploykit refuses a target whose media root is missing
+        (self.colours.host("green").deploy_to / "shared" / "media").mkdir(parents=True, exist_ok=True)
         log(f"media on blue: {n} files, {n * each // 1048576} MB")
 
     def baseline_compression(self) -> str:
@@ -401,7 +403,7 @@ class TransferBench:
         green.run(f"rm -rf {dst}")
 
     def replicate_available(self) -> bool:
-        if "max_freeze" not in inspect.signature(api.transfer).parameters:
+        if self.replicate_note is None and "max_freeze" not in inspect.signature(api.transfer).parameters:
             self.replicate_note = "not available: this checkout's api.transfer has no replicate mode (no max_freeze)"
             log(f"replicate: {self.replicate_note}")
         return self.replicate_note is None
@@ -427,7 +429,7 @@ class TransferBench:
             Path(self.args.json).write_text(json.dumps(doc, indent=1))
         from rich.console import Console
 
-        console = Console(stderr=True)
+        console = Console(stderr=True, width=None if sys.stderr.isatty() else 132)
         console.print(freeze_table(summary))
         console.print(ratio_table(summary))
         if self.replicate_note:
