@@ -6,10 +6,22 @@ on each colour host gunicorn under supervisord with its own SQLite database
 (the colours share nothing), and on the router host a real nginx (see
 nginx.py) whose upstream file deploykit owns. Before any switch nginx serves
 blue from an upstream file deploykit did not write (no colour is live).
+
+With `database="postgresql"` each colour has its own PostgreSQL server
+instead (`start_colour_clusters`: two clusters made by initdb, ready for
+logical replication between them): the layout of separate hosts, each with
+its own local server. The one deploykit.yaml both colours share names the
+database without a host or port, as such a config does; each colour host's
+sessions get PGHOST/PGPORT of its own cluster (sshd SetEnv, as a login on
+that machine would find its server), and its app the same in shared/.env.
+Both databases have the same name and the same owner role; they are two
+because the servers are two. The admin password is one, in PASSWORD_ENV.
 """
 from __future__ import annotations
 
 import json
+import os
+import secrets
 import shlex
 import sys
 import uuid
@@ -21,9 +33,45 @@ import yaml
 from deploykit.config import load_config
 from .nginx import Nginx
 from .ports import free_port
+from .postgres import PgCluster
+from .stage import OWNER, OWNER_PASSWORD, PASSWORD_ENV
 from .supervisor import Supervisor, supervisor_command
 
 UPSTREAM = "library"
+COLOURS = ("blue", "green")
+DATABASE = "library"  # both colours' (one config); each in its own server
+# what logical replication from one colour's server to the other's needs (mode replicate)
+REPLICATION_SETTINGS = {"wal_level": "logical", "max_replication_slots": 10, "max_wal_senders": 10}
+
+
+def start_colour_clusters(base: Path) -> dict[str, PgCluster]:
+    """colour -> its own PostgreSQL cluster (one admin password for both), each with the owner role and the
+    database; stop them with stop_clusters."""
+    password = secrets.token_urlsafe(18)
+    clusters: dict[str, PgCluster] = {}
+    try:
+        for colour in COLOURS:
+            pg = PgCluster.start(base / f"pg-{colour}", admin_password=password, settings=REPLICATION_SETTINGS)
+            clusters[colour] = pg
+            pg.create_role(OWNER, OWNER_PASSWORD)
+            pg.create_database(DATABASE, OWNER)
+    except BaseException:
+        stop_clusters(clusters)
+        raise
+    return clusters
+
+
+def stop_clusters(clusters: dict[str, PgCluster]) -> None:
+    for pg in clusters.values():
+        try:
+            pg.stop()
+        except Exception:  # noqa: BLE001 - teardown: stop the others too
+            pass
+
+
+def session_env(pg: PgCluster) -> dict[str, str]:
+    """What a colour host's sessions get: where its own server is (libpq's defaults), no password."""
+    return {"PGHOST": pg.host, "PGPORT": str(pg.port)}
 
 
 @dataclass
@@ -33,6 +81,17 @@ class Colours:
     nginx: Nginx
     http: dict = field(default_factory=dict)  # colour -> "addr:port" of its gunicorn
     supervisors: list = field(default_factory=list)
+    clusters: dict = field(default_factory=dict)  # colour -> PgCluster (database="postgresql")
+    database: str = "sqlite"
+
+    def pg(self, colour: str) -> PgCluster:
+        """The colour's own PostgreSQL server (database="postgresql")."""
+        return self.clusters[colour]
+
+    def env(self) -> dict:
+        """The environment the `deploykit` command needs (the admin password, for PostgreSQL colours)."""
+        extra = {PASSWORD_ENV: self.pg("blue").admin_password} if self.clusters else {}
+        return {**os.environ, **extra}
 
     @property
     def router_host(self):
@@ -77,19 +136,35 @@ class Colours:
                 sup.shutdown()
             except Exception:
                 pass
+        stop_clusters(self.clusters)
 
 
-def make_colours(rig, repo: Path, wheelhouse: Path, nginx_factory) -> Colours:
-    """blue on rig.hosts[0], green on rig.hosts[1], nginx on rig.hosts[2] (the stage 'edge')."""
+def _database_env(shared: Path, pg: PgCluster | None) -> str:
+    """The Django DB settings of a colour's shared/.env (the sample project reads DB_*)."""
+    if pg is None:
+        return f"DB_ENGINE=sqlite\nDB_NAME={shared / 'db.sqlite3'}\n"
+    return (f"DB_ENGINE=postgresql\nDB_NAME={DATABASE}\nDB_USER={OWNER}\nDB_PASSWORD={OWNER_PASSWORD}\n"
+            f"DB_HOST={pg.host}\nDB_PORT={pg.port}\n")
+
+
+def make_colours(rig, repo: Path, wheelhouse: Path, nginx_factory, clusters: dict | None = None) -> Colours:
+    """blue on rig.hosts[0], green on rig.hosts[1], nginx on rig.hosts[2] (the stage 'edge').
+
+    With `clusters` (start_colour_clusters) the colours use PostgreSQL, each its own server (a colour host
+    started without its cluster's session_env gets it now); else each its own SQLite file."""
     tag = uuid.uuid4().hex[:8]
     edge = rig.hosts[2]
     stages, http = {}, {}
     supervisors = []
+    clusters = clusters or {}
     for colour, h in (("blue", rig.hosts[0]), ("green", rig.hosts[1])):
+        if clusters and any(h.env.get(k) != v for k, v in session_env(clusters[colour]).items()):
+            h.set_env({**h.env, **session_env(clusters[colour])})  # a rig started without it
         shared = h.deploy_to / "shared"
         shared.mkdir(parents=True, exist_ok=True)
-        (shared / "db.sqlite3").touch()  # an empty SQLite database: the release migrates it
-        (shared / ".env").write_text(f"DB_ENGINE=sqlite\nDB_NAME={shared / 'db.sqlite3'}\n"
+        if not clusters:
+            (shared / "db.sqlite3").touch()  # an empty SQLite database: the release migrates it
+        (shared / ".env").write_text(_database_env(shared, clusters.get(colour)) +
                                      f"MEDIA_ROOT={shared / 'media'}\nSECRET_KEY=test-{uuid.uuid4().hex}\n")
         port = free_port(h.address)
         http[colour] = f"{h.address}:{port}"
@@ -119,7 +194,9 @@ def make_colours(rig, repo: Path, wheelhouse: Path, nginx_factory) -> Colours:
         "processes": [{"name": "web", "supervisor": {
             "program": "web", "conf": "{supervisor_conf}",
             "supervisorctl": shlex.join(supervisor_command("supervisorctl"))}}],
-        "databases": {"default": {"engine": "sqlite", "path": "shared/db.sqlite3"}},
+        "databases": {"default": {"engine": "postgresql", "name": DATABASE, "owner": OWNER,
+                                  "admin_user": clusters["blue"].admin_user, "password_env": PASSWORD_ENV}}
+        if clusters else {"default": {"engine": "sqlite", "path": "shared/db.sqlite3"}},
         "health": [{"http": "http://{http}/health/", "json": {"status": "ok"}, "expect_status": 200, "timeout": 10}],
         "colours": {"stages": ["blue", "green"], "router": {
             "stage": "edge",
@@ -129,4 +206,6 @@ def make_colours(rig, repo: Path, wheelhouse: Path, nginx_factory) -> Colours:
     }
     path = repo / f"deploykit-colours-{tag}.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    return Colours(path, rig, nginx, http, supervisors)
+    if clusters:
+        os.environ[PASSWORD_ENV] = clusters["blue"].admin_password  # the in-process API reads it as the CLI does
+    return Colours(path, rig, nginx, http, supervisors, dict(clusters), "postgresql" if clusters else "sqlite")

@@ -28,8 +28,9 @@ Fixtures:
     ``make(prefix, upstream, servers) -> Nginx``: a real nginx on a loopback
     port, everything inside ``prefix`` (:mod:`deploykit_testing.nginx`); stopped at teardown.
 ``colours_factory`` (function)
-    ``make() -> Colours``: blue and green stages of the sample project and
-    nginx in front of them (:mod:`deploykit_testing.colours`).
+    ``make(database="sqlite") -> Colours``: blue and green stages of the
+    sample project and nginx in front of them (:mod:`deploykit_testing.colours`);
+    ``database="postgresql"``: each colour with its own PostgreSQL server.
 ``unique_name`` (function)
     ``unique_name(prefix="dk") -> "dk_1a2b3c4d"``: short, random, a valid
     unquoted SQL identifier and file name.
@@ -216,14 +217,29 @@ def nginx_factory():
 
 
 @pytest.fixture
-def colours_factory(ssh_rig_factory, sample_repo, wheelhouse, nginx_factory):
-    """make() -> Colours: blue (host1) and green (host2) behind nginx (host3)."""
-    from .colours import make_colours
+def colours_factory(ssh_rig_factory, sample_repo, wheelhouse, nginx_factory, tmp_path):
+    """make(database="sqlite") -> Colours: blue (host1) and green (host2) behind nginx (host3); with
+    database="postgresql" each colour has its own PostgreSQL cluster (stopped at teardown)."""
+    from .colours import make_colours, session_env, start_colour_clusters, stop_clusters
 
     made = []
 
-    def make():
-        colours = make_colours(ssh_rig_factory(3), sample_repo, wheelhouse, nginx_factory)
+    def make(database: str = "sqlite"):
+        if database not in ("sqlite", "postgresql"):
+            raise ValueError(f"database must be 'sqlite' or 'postgresql', not {database!r}")
+        clusters = {}
+        if database == "postgresql":
+            try:
+                clusters = start_colour_clusters(tmp_path / f"colours{len(made)}")
+            except RigError as exc:
+                pytest.fail(f"cannot start the colours' PostgreSQL clusters: {exc}", pytrace=False)
+        try:
+            env = [session_env(clusters[c]) for c in ("blue", "green")] if clusters else None
+            rig = ssh_rig_factory(3, env=env)
+            colours = make_colours(rig, sample_repo, wheelhouse, nginx_factory, clusters=clusters)
+        except BaseException:
+            stop_clusters(clusters)
+            raise
         made.append(colours)
         return colours
 

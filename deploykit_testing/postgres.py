@@ -128,12 +128,17 @@ class PgCluster:
     # ------------------------------------------------------------- lifecycle --
 
     @classmethod
-    def start(cls, base: Path | None = None, bin_dir: Path | None = None) -> "PgCluster":
+    def start(cls, base: Path | None = None, bin_dir: Path | None = None, *, admin_password: str | None = None,
+              settings: dict[str, str | int] | None = None) -> "PgCluster":
         """initdb a new cluster and start it (``pg_ctl start -w``).
 
         ``base`` is the directory to create the cluster in; by default (and,
         when root, whenever ``base`` is not reachable by the server's user) a
         fresh ``tempfile.mkdtemp`` directory, removed again by ``stop()``.
+        ``admin_password`` gives the admin role a chosen password (several
+        clusters behind one config share the one its ``password_env`` names),
+        else a random one; ``settings`` are more postgresql.conf lines, written
+        after the rig's own (``{"wal_level": "logical"}``; strings are quoted).
         """
         bin_dir = Path(bin_dir) if bin_dir else find_pg_bin()
         for tool in ("initdb", "pg_ctl", "postgres"):
@@ -171,7 +176,7 @@ class PgCluster:
             host="127.0.0.1",
             port=port,
             admin_user=ADMIN_USER,
-            admin_password=secrets.token_urlsafe(18),
+            admin_password=admin_password or secrets.token_urlsafe(18),
             bin_dir=bin_dir,
             data_dir=base / "data",
             version=version,
@@ -182,7 +187,7 @@ class PgCluster:
             _remove_base=remove_base,
         )
         try:
-            cluster._initdb()
+            cluster._initdb(settings or {})
             cluster._start_server()
         except BaseException:
             cluster.stop()
@@ -228,7 +233,7 @@ class PgCluster:
             return ""
         return "\n--- postgres log ---\n" + "\n".join(lines)
 
-    def _initdb(self) -> None:
+    def _initdb(self, settings: dict) -> None:
         self._chown(self.base)
         self.socket_dir.mkdir(mode=0o755, exist_ok=True)
         self._chown(self.socket_dir)
@@ -273,6 +278,12 @@ class PgCluster:
                 "password_encryption = 'scram-sha-256'\n"
                 "TimeZone = 'UTC'\n"
             )
+            for key, value in settings.items():
+                if isinstance(value, bool):
+                    value = "on" if value else "off"
+                elif not isinstance(value, int):
+                    value = _literal(str(value))
+                f.write(f"{key} = {value}\n")
         self.log_path.touch()
         self._chown(self.log_path)
 

@@ -207,6 +207,14 @@ def strict_connection(
     return conn
 
 
+def _set_env(env: dict[str, str]) -> str:
+    """SetEnv's arguments: NAME=VALUE words (the rig's values are paths, ports, names: no blanks, no quotes)."""
+    for key, value in env.items():
+        if not value or any(c.isspace() or c in "\"'\\" for c in value):
+            raise RigError(f"the test sshd's SetEnv cannot carry {key}={value!r} (empty, blanks or quotes)")
+    return " ".join(f"{key}={value}" for key, value in env.items())
+
+
 # ------------------------------------------------------------------- hosts ---
 
 
@@ -228,6 +236,7 @@ class SSHTestHost:
     config_path: Path | None = field(default=None, repr=False)
     log_path: Path | None = field(default=None, repr=False)
     file_size_limit: int | None = field(default=None, repr=False)  # bytes, for disk-full tests (restart to apply)
+    env: dict[str, str] = field(default_factory=dict)  # more SetEnv of every session (set_env to change it)
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -264,12 +273,24 @@ MaxSessions 64
 LoginGraceTime 30
 LogLevel ERROR
 Subsystem sftp internal-sftp
-# each test host has its own home: the deploy user's, not the account's (and its shell rc files)
-SetEnv HOME={r}
+# each test host has its own home: the deploy user's, not the account's (and its shell rc files);
+# env: what this host's sessions see as their machine's own (e.g. PGHOST/PGPORT of "its local" PostgreSQL)
+SetEnv {_set_env({"HOME": str(r), **self.env})}
 """
         self.config_path = r / "sshd_config"
         self.config_path.write_text(conf)
         return self.config_path
+
+    def set_env(self, env: dict[str, str], timeout: float = 15.0) -> None:
+        """Replace the extra environment of this host's sessions: the config rewritten, then SIGHUP (sshd
+        re-executes itself on the same port); returns once a new session sees it. Sessions open already keep
+        the environment they started with."""
+        self.env = {str(k): str(v) for k, v in env.items()}
+        self.write_config()
+        if not self.running:
+            return
+        os.kill(self.process.pid, signal.SIGHUP)
+        self.wait_ready(timeout, env=self.env)
 
     def start(self) -> None:
         """Launch sshd (does not wait; see ``wait_ready``)."""
@@ -307,8 +328,9 @@ SetEnv HOME={r}
             return ""
         return "\n".join(lines[-n:])
 
-    def wait_ready(self, timeout: float = 15.0) -> None:
-        """Wait until the port accepts and a strict key log-in runs ``true``."""
+    def wait_ready(self, timeout: float = 15.0, env: dict[str, str] | None = None) -> None:
+        """Wait until the port accepts and a strict key log-in runs ``true`` (with ``env``: until a session's
+        environment holds those values; a reloading sshd may answer a moment with its old config)."""
         import paramiko
 
         deadline = time.monotonic() + timeout
@@ -341,8 +363,17 @@ SetEnv HOME={r}
                     banner_timeout=5,
                     auth_timeout=5,
                 )
-                _, stdout, _ = client.exec_command("true", timeout=10)
+                probe = "env -0" if env else "true"
+                _, stdout, _ = client.exec_command(probe, timeout=10)
+                seen = stdout.read()
                 status = stdout.channel.recv_exit_status()
+                if status == 0 and env:
+                    have = dict(item.split("=", 1) for item in seen.decode(errors="replace").split("\0")
+                                if "=" in item)
+                    if any(have.get(k) != v for k, v in env.items()):
+                        last = RigError(f"{self.name}: a session does not see {env} yet")
+                        time.sleep(0.05)
+                        continue
                 if status != 0:
                     raise RigError(
                         f"sshd for {self.name} accepted the log-in of {self.user!r} but "
@@ -497,13 +528,15 @@ def start_ssh_hosts(
     client_key: Path | None = None,
     user: str | None = None,
     timeout: float = 20.0,
+    env: list[dict[str, str]] | None = None,
 ) -> SSHRig:
     """Start ``n`` sshd hosts under ``base``; return once each accepts a key log-in.
 
     Hosts are ``host1``..``hostN`` on 127.0.0.2..127.0.0.(N+1), each with a
     ``deploy_to`` directory (``<root>/deploy``) owned by the log-in user.
     The log-in user is the current user; ``user`` may only name it (sshd not
-    run as root can only log in its own user).
+    run as root can only log in its own user). ``env[i]``, if given, is more
+    environment of every session on host i+1 (sshd_config SetEnv).
     """
     _check_sshd()
     me = pwd.getpwuid(os.geteuid()).pw_name
@@ -546,6 +579,7 @@ def start_ssh_hosts(
                 known_hosts_line="",
                 client_key=client_key,
                 known_hosts=known_hosts,
+                env=dict((env or [])[i]) if i < len(env or []) else {},
             )
         )
 

@@ -4,8 +4,14 @@ The two colours share one deploykit.yaml, so a database is named the same way
 for both: whether they are the same database depends on where each colour's
 hosts are. A SQLite database is the same when the two paths are one file of one
 machine (same machine id and the same real path, or the same device and
-inode); a PostgreSQL database when it is the same server (the configured host,
-or the colour's own machine when the host is local) and port and name.
+inode). A PostgreSQL database is the same when it has the same name on the same
+server, and which server a colour reaches is asked of the server itself (its
+system identifier, made by initdb), not read from the config: with no host or
+port configured each colour's host reaches the server its own environment names
+(PGHOST, PGPORT, a local socket), and one server reached under two spellings
+(localhost and 127.0.0.1, a DNS name and its address) is still one. A cluster
+copied from the other at the file level (a physical standby, or a promoted copy
+of one) keeps the system identifier: that too is refused, the safe side.
 """
 from __future__ import annotations
 
@@ -13,11 +19,15 @@ import posixpath
 
 from .. import layout
 from ..drivers import database_drivers, drivers_for
+from ..errors import DeployError, PreflightFailed
 from ..state.backups import require_verified, write_manifest
 from ..transport.host import q
 from ..transport.streamcopy import copy_tree, sync_tree
 
-LOCAL = ("", "localhost", "127.0.0.1", "::1")
+# which server this is: initdb's random 64-bit id of the cluster (read-only, any role may call it)
+SERVER_ID_SQL = "SELECT system_identifier FROM pg_control_system();"
+
+
 def _machine(host) -> str:
     res = host.run(f"cat {q(layout.MACHINE_ID)} 2>/dev/null || hostname", check=False, read_only=True)
     return res.stdout.strip() or f"{host.spec.hostname}:{host.spec.port}"
@@ -25,10 +35,10 @@ def _machine(host) -> str:
 
 def identities(ctx, host) -> dict[str, tuple]:
     """alias -> a tuple equal for two hosts exactly when they use the same database (read-only)."""
-    machine = _machine(host)
-    out = {}
+    machine, out = None, {}
     for d in database_drivers(ctx.config):
         if d.engine == "sqlite":
+            machine = machine or _machine(host)
             path = d.path(host)
             res = host.run(f"realpath -m -- {q(path)}; stat -L -c %d:%i -- {q(path)} 2>/dev/null || true",
                            check=False, read_only=True)
@@ -37,14 +47,28 @@ def identities(ctx, host) -> dict[str, tuple]:
             inode = lines[1] if len(lines) > 1 else None
             out[d.spec.alias] = ("sqlite", machine, real, inode)
         else:
-            server = d.spec.host or ""
-            where = machine if server in LOCAL or server.startswith("/") else server
-            out[d.spec.alias] = (d.engine, where, int(d.spec.port or 5432), d.spec.name)
+            out[d.spec.alias] = (d.engine, server_id(ctx, host, d), d.spec.name)
     return out
 
 
+def server_id(ctx, host, driver) -> str:
+    """The system identifier of the PostgreSQL server `driver` reaches from `host` (asked of it, read-only)."""
+    try:
+        got = driver.value(ctx, host, SERVER_ID_SQL)
+    except DeployError as exc:
+        raise PreflightFailed(f"{host.name}: cannot ask the PostgreSQL server of {driver.spec.alias} which server "
+                              f"it is: {exc.one_line()}",
+                              hint="a transfer must know the two colours use two databases; check that the "
+                                   f"host reaches its server as {driver.spec.admin_user or 'the admin role'}") from None
+    if not got.strip().lstrip("-").isdigit():
+        raise PreflightFailed(f"{host.name}: the PostgreSQL server of {driver.spec.alias} answered {got!r} for "
+                              "its system identifier", hint="is it PostgreSQL 9.6 or newer?")
+    return got.strip()
+
+
 def same_databases(a: dict[str, tuple], b: dict[str, tuple]) -> list[str]:
-    """The aliases whose databases are one: same SQLite file (path or inode), same PostgreSQL server and name."""
+    """The aliases whose databases are one: same SQLite file (path or inode), same PostgreSQL server (system
+    identifier) and name."""
     same = []
     for alias, ida in a.items():
         idb = b.get(alias)
