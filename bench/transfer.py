@@ -118,6 +118,16 @@ def media_resend(rows: list[dict]) -> dict | None:
             "ratio": (sent[1] / sent[0]) if sent[0] else None}
 
 
+def step_seconds(records, playbook: str = "transfer") -> dict[str, float]:
+    """'phase/step' -> seconds (the slowest host) of the run's own playbook, in order: where a freeze goes."""
+    out: dict[str, float] = {}
+    for rec in records:
+        if rec.playbook == playbook:
+            key = f"{rec.phase}/{rec.step}"
+            out[key] = round(max(out.get(key, 0.0), rec.seconds), 3)
+    return out
+
+
 def summarize(rows: list[dict], sizes: list[int], replicate_note: str | None = None) -> dict:
     """Per size: the medians of each case and the ratio copy/baseline; the media resend; what is missing."""
     per_size = []
@@ -362,7 +372,8 @@ class TransferBench:
         row = {"case": mode, "size_mb": size_mb, "db_mb": db_mb, "round": rnd, "ok": bool(res.ok),
                "seconds": data.get("freeze_seconds"), "wall": round(wall, 3), "copied": data.get("copied"),
                "media": [{k: v for k, v in m.items() if k in ("item", "files", "sent_files", "kept_files", "bytes_sent")}
-                         for m in data.get("media") or []]}
+                         for m in data.get("media") or []],
+               "steps": step_seconds(res.records)}
         if not res.ok:
             row["error"] = str(res.error)
         self.record(row)

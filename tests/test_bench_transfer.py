@@ -54,6 +54,16 @@ def test_summary_medians_per_size_ratio_and_failed_cases():
     assert s["media"] == {"first_bytes": 1000, "second_bytes": 5, "ratio": 0.005}
 
 
+def test_step_seconds_keep_the_slowest_host_of_the_runs_own_playbook_in_order():
+    from deploykit.engine.results import StepRecord
+
+    recs = [StepRecord("transfer", "freeze", "freeze_writes", "host1", "changed", 0.5),
+            StepRecord("transfer", "freeze", "backup_data", "host1", "changed", 2.0),
+            StepRecord("transfer", "freeze", "freeze_writes", "host4", "changed", 0.75),
+            StepRecord("transfer_unfreeze", "unfreeze", "unfreeze_writes", "host1", "ok", 9.0)]
+    assert list(tb.step_seconds(recs).items()) == [("freeze/freeze_writes", 0.75), ("freeze/backup_data", 2.0)]
+
+
 def test_media_resend_needs_two_good_transfers():
     assert tb.media_resend([row("copy", 1.0, sent=10)]) is None
     assert tb.media_resend([row("copy", 1.0, sent=10), row("copy", None, ok=False, sent=0)]) is None
