@@ -162,14 +162,16 @@ def freeze_table(summary: dict):
     from rich.table import Table
 
     table = Table(title="freeze seconds against database size (medians)")
-    for col in ("database", "copy freeze s", "baseline s", "copy / baseline", "replicate freeze s", "samples c/b/r"):
+    for col in ("database", "copy freeze s", "baseline s", "copy / baseline", "replicate freeze s", "samples c/b/r",
+                "failed"):
         table.add_column(col, justify="right")
     for s in summary["sizes"]:
         db = f"{s['size_mb']} MB" + (f" ({s['db_mb']} MB)" if s["db_mb"] is not None else "")
         ratio = f"{s['copy_ratio']:.2f}x" if s["copy_ratio"] is not None else "-"
         rep = _s(s["replicate"]) if s["replicate"] is not None else ("not available" if summary["replicate"] else "-")
         n = s["samples"]
-        table.add_row(db, _s(s["copy"]), _s(s["baseline"]), ratio, rep, f"{n['copy']}/{n['baseline']}/{n['replicate']}")
+        table.add_row(db, _s(s["copy"]), _s(s["baseline"]), ratio, rep, f"{n['copy']}/{n['baseline']}/{n['replicate']}",
+                      ", ".join(s["failed"]) or "-")
     return table
 
 
@@ -366,9 +368,13 @@ class TransferBench:
         try:
             res = api.transfer(self.cfg, "blue", "green", **kwargs)
         except DeployError as exc:
-            if mode == "replicate":  # refused before anything ran: this checkout has no replicate mode
+            if mode == "replicate" and "not built" in exc.one_line():  # refused before anything ran
                 self.replicate_note = f"not available: {exc.one_line()}"
                 log(f"replicate: {self.replicate_note}")
+                return
+            if mode == "replicate":  # refused for another reason: a failed sample, said so in the tables
+                self.record({"case": mode, "size_mb": size_mb, "db_mb": db_mb, "round": rnd, "ok": False,
+                             "seconds": None, "error": exc.one_line()})
                 return
             raise
         wall = time.monotonic() - t

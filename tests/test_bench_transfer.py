@@ -75,7 +75,9 @@ def test_tables_show_the_targets_and_say_when_replicate_is_not_available():
     s = tb.summarize(rows, [300], "not available: no replicate mode")
     freeze = text(tb.freeze_table(s))
     assert "freeze seconds against database size" in freeze and "300 MB (307 MB)" in freeze
-    assert "3.30" in freeze and "1.10x" in freeze and "not available" in freeze
+    assert "3.30" in freeze and "1.10x" in freeze and "not available" in freeze and "2/1/0" in freeze
+    failed = tb.summarize(rows + [row("replicate", None, ok=False)], [300])
+    assert "replicate" in text(tb.freeze_table(failed)).split("300 MB")[1]
     verdicts = {name: (measured, verdict) for name, measured, _, verdict in tb.ratio_rows(s)}
     assert verdicts["copy freeze / baseline, 300 MB"] == ("1.10x", "met")
     assert verdicts["replicate freeze, 300 MB"] == ("not available", "not available: no replicate mode")
