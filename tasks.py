@@ -40,14 +40,19 @@ BENCHES = {
     "release": ["release.py"],      # release/rollback against Capistrano 3, one host against eight, overhead per step
     "data": ["pg_data_path.py"],    # dumps, restores, snapshots, revert against pg_dump/pg_restore, django-dbbackup
     "downtime": ["downtime.py"],    # release and recovery downtime at --size-mb, per snapshot_budget
+    "transfer": ["transfer.py"],    # blue/green transfer freeze (copy, replicate) against pg_dump/copy/pg_restore
 }
+SIZED = ("data", "downtime", "transfer")  # the benches that take --size-mb
+ROUNDED = ("release", "transfer")         # and --rounds
 
 
-@task(auto_shortflags=False, help={"only": "transport, release, data or downtime (default: all, in that order)",
-                                   "size_mb": "dataset size in MB for the data path and downtime benches (default 1500)",
-                                   "rounds": "interleaved rounds of the release bench (default 5)",
+@task(auto_shortflags=False, help={"only": "transport, release, data, downtime or transfer (default: all, in that order)",
+                                   "size_mb": "dataset size in MB for the data path and downtime benches (default "
+                                              "1500) and the transfer bench (default: 300 and 1500)",
+                                   "rounds": "interleaved rounds of the release bench (default 5) and of the "
+                                             "transfer bench (default 3)",
                                    "json": "directory for the JSON results (one file per bench)"})
-def bench(c, only=None, size_mb=1500, rounds=5, json=None):
+def bench(c, only=None, size_mb=None, rounds=None, json=None):
     """Benchmarks, each against its baseline measured in the same run: transport, release, data path."""
     names = [only] if only else list(BENCHES)
     unknown = [n for n in names if n not in BENCHES]
@@ -56,9 +61,9 @@ def bench(c, only=None, size_mb=1500, rounds=5, json=None):
     worst = 0
     for name in names:
         args = [sys.executable, str(ROOT / "bench" / BENCHES[name][0])]
-        if name in ("data", "downtime"):
+        if name in SIZED and size_mb is not None:
             args += ["--size-mb", str(size_mb)]
-        if name == "release":
+        if name in ROUNDED and rounds is not None:
             args += ["--rounds", str(rounds)]
         if json:
             Path(json).mkdir(parents=True, exist_ok=True)

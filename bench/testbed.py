@@ -18,3 +18,12 @@ def rig_modules() -> SimpleNamespace:
                            start_ssh_hosts=start_ssh_hosts, OWNER=OWNER, OWNER_PASSWORD=OWNER_PASSWORD,
                            make_stage=make_stage, Supervisor=Supervisor, supervisor_command=supervisor_command,
                            build_wheelhouse=build_wheelhouse)
+
+
+def colour_modules() -> SimpleNamespace:
+    """Blue/green with PostgreSQL colours: each colour's own cluster, the colours maker, nginx in front."""
+    from deploykit_testing.colours import make_colours, session_env, start_colour_clusters, stop_clusters
+    from deploykit_testing.nginx import Nginx
+
+    return SimpleNamespace(**vars(rig_modules()), make_colours=make_colours, session_env=session_env,
+                           start_colour_clusters=start_colour_clusters, stop_clusters=stop_clusters, Nginx=Nginx)
