@@ -308,3 +308,62 @@ def test_a_transfer_interrupted_or_killed_while_frozen_unfreezes_the_source(colo
     assert cp.returncode == 0, cp.stdout[-3000:] + cp.stderr
     assert "writes on blue were frozen" in cp.stdout and "transfer blue -> green: done" in cp.stdout, cp.stdout
     assert media(c, "green") == media(c, "blue")
+
+
+COPY_PHASES = ("stop_target", "presync", "freeze", "copy", "restore", "swap", "switch", "unfreeze")
+
+
+def started_hook(c, phase: str) -> bool:
+    """The newest transfer journal shows the hook before `phase` started (the run waits there)."""
+    runs = sorted(c.config().journal_dir.glob("*-transfer-*.jsonl"), key=lambda p: p.stat().st_mtime)
+    if not runs:
+        return False
+    for line in runs[-1].read_text().splitlines():
+        if '"step_start"' in line and '"hook"' in line:
+            e = json.loads(line)
+            if e.get("phase") == phase and e.get("playbook") == "transfer":
+                return True
+    return False
+
+
+def test_a_transfer_interrupted_at_each_phase_leaves_blue_unfrozen_and_green_as_before_or_complete(
+        colours_factory, tmp_path):
+    import signal
+    import time
+
+    c = colours_factory()
+    setup(c, tmp_path)
+    assert run(c, "switch", "--to", "blue").returncode == 0
+    outcomes = {}
+    for phase in COPY_PHASES:
+        if c.router_state()["colour"] != "blue":
+            assert run(c, "switch", "--to", "blue").returncode == 0
+        assert post(c, "blue", f"written before the {phase} interrupt") == 201
+        blue_dump, green_dump = dump(c, "blue"), dump(c, "green")
+        # the run waits in a hook before the phase; the hook runs where the phase does
+        slow = c.edit(lambda d: d.update(hooks={"before": {phase: [{"run": "sleep 60", "on": "primary"}]}}),
+                      tmp_path / f"slow-{phase}.yaml")
+        proc = subprocess.Popen(c.cli_argv("transfer", "--from", "blue", "--to", "green", config=slow),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + 300
+        while not started_hook(c, phase):
+            assert proc.poll() is None and time.monotonic() < deadline, (phase, proc.communicate())
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 130, (phase, out[-3000:] + err)
+        # blue unfrozen and only read; no lock left; green serving, as before or complete
+        assert not frozen(c) and not locks(c), phase
+        assert dump(c, "blue") == blue_dump, phase
+        status, body = get(c, "green", "/")
+        assert status == 200 and body["version"] == "1.1", phase
+        titles = {b["title"] for b in get(c, "green", "/api/books/")[1]["books"]}
+        complete = f"written before the {phase} interrupt" in titles
+        assert complete or dump(c, "green") == green_dump, phase
+        live = c.router_state()["colour"] if c.router_state() else None
+        assert live == "blue" or (live == "green" and complete), (phase, live)
+        assert post(c, live, f"written after the {phase} interrupt") == 201, phase
+        outcomes[phase] = ("complete" if complete else "as before", live)
+    # before the swap green is as before; from the swap on it is complete; only the last phase leaves it live
+    assert [outcomes[p][0] for p in COPY_PHASES] == ["as before"] * 5 + ["complete"] * 3, outcomes
+    assert [outcomes[p][1] for p in COPY_PHASES] == ["blue"] * 7 + ["green"], outcomes
