@@ -337,7 +337,8 @@ def transfer(config: Config, source: str, target: str, *, mode: str = "auto", ta
     switched and verified. Mode replicate (playbooks/transfer_replicate.yml): the databases copied by
     PostgreSQL logical replication while the source serves, then frozen only for the rest of the lag, the
     sequences, the migrate, the check and the switch, within `max_freeze` seconds (else unfrozen, nothing
-    switched). Mode auto: replicate when the source allows it, else copy.
+    switched). Mode auto: replicate when the source allows it, else copy. With `tag`, the tag is first
+    released on the idle target (a release of its own, undone on failure), then its code migrates the data.
     """
     colours = _colours(config)
     for role, name in (("--from", source), ("--to", target)):
@@ -350,10 +351,7 @@ def transfer(config: Config, source: str, target: str, *, mode: str = "auto", ta
         raise DeployError(f"--mode {mode!r} is not a transfer mode", hint="use --mode copy, replicate or auto")
     if not max_freeze or max_freeze <= 0:
         raise DeployError(f"--max-freeze {max_freeze!r} is not a number of seconds above 0", hint="--max-freeze 10")
-    if tag is not None:
-        raise DeployError("--tag is not built yet: a transfer migrates the target with its own live release",
-                          hint=f"release the tag on {target} first ('deploykit release --stage {target} --tag "
-                               f"{tag}'), then transfer without --tag")
+    released = _release_on_idle(config, target, tag, dry_run, reporter) if tag is not None else None
     options = {"mode": mode, "to": target, "label": "transfer", "max_freeze": float(max_freeze),
                "stages": {"source": source, "target": target, "router": colours.router.stage}}
     with Run(config, source, command="transfer", dry_run=dry_run, options=options,
@@ -376,5 +374,24 @@ def transfer(config: Config, source: str, target: str, *, mode: str = "auto", ta
                             "copied": {k: v for k, v in (ctx.state.transfer.get("copied") or {}).items()},
                             "migrated": ctx.state.transfer.get("migrated"),
                             "media": ctx.state.transfer.get("media") or [],
-                            "replication": ctx.state.transfer.get("replication") or {}})
+                            "replication": ctx.state.transfer.get("replication") or {},
+                            "released": released})
         return result
+
+
+def _release_on_idle(config: Config, target: str, tag: str, dry_run: bool, reporter) -> dict:
+    """`transfer --tag T`: release T on the idle target first (a release, with its own backup and recovery),
+    so that the transfer migrates the moved data with T's code. Refused while the target is live."""
+    resolve(config.repo, tag)  # an unknown tag stops here, before any host
+    live = colours(config)["live"]
+    if live == target:
+        raise DeployError(f"{target} is the live colour on the router: --tag would release onto the colour "
+                          "serving traffic, and the transfer to it would be refused", hint="transfer to the idle "
+                          "colour, or switch first")
+    result = release(config, target, tag, dry_run=dry_run, reporter=reporter)
+    if not result.ok:
+        raise DeployError(f"releasing {tag} on {target} failed, so nothing was transferred: "
+                          f"{result.error.one_line() if result.error else 'see its journal'}",
+                          hint=f"its recovery ran ({'ok' if result.recovery and result.recovery.ok else 'see its journal'}); "
+                               f"'deploykit log {result.run_id}' shows what happened")
+    return {"run": result.run_id, "tag": tag, "dry_run": result.dry_run}

@@ -378,7 +378,8 @@ def switch(c, host=None, to=None, dry_run=False, config=None, stage=None, json=F
 @task(auto_shortflags=False, help=_help(
     from_="the colour whose state is copied (only read; writes frozen from the dump until the switch)",
     to="the idle colour that receives it (refused when it is live)",
-    tag="not built yet: the target is migrated with its own live release",
+    tag="release this tag on the idle target first (its own release, undone on failure); its code then "
+        "migrates the moved data (default: the target's live release)",
     mode="how the data moves: copy (dump, copy, restore: all frozen), replicate (PostgreSQL logical "
          "replication: frozen for the last moment only), auto (replicate when the source allows it; the default)",
     max_freeze="replicate: the most seconds writes may stay frozen; past it the source is unfrozen and "
