@@ -383,7 +383,7 @@ class TransferBench:
                "seconds": data.get("freeze_seconds"), "wall": round(wall, 3), "copied": data.get("copied"),
                "media": [{k: v for k, v in m.items() if k in ("item", "files", "sent_files", "kept_files", "bytes_sent")}
                          for m in data.get("media") or []],
-               "steps": step_seconds(res.records)}
+               "steps": step_seconds(res.records, res.playbook)}
         if not res.ok:
             row["error"] = str(res.error)
         self.record(row)

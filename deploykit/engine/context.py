@@ -62,6 +62,7 @@ class Context:
         self.hosts: list[Host] = self.stages[stage]
         self.primary: Host = self.primary_of(stage)
         self.home: Host = self.primary  # the run's own stage's primary: its lock carries the progress
+        self._focused: list | None = None  # [stage, phases in it, the run's own (stage, hosts, primary)]
         local_state.prepare(config, current=self.run_id)  # .deploykit/ with its .gitignore; old journals pruned
         self.journal = Journal(self.run_id, config.journal_dir, self.every_host)
         self.options = options or {}
@@ -114,14 +115,27 @@ class Context:
     @contextmanager
     def focus(self, stage: str):
         """Steps see `stage` as the run's stage (its hosts, its primary) for a while: a transfer's phases
-        on the source, then on the target. Progress is kept on the run's own primary throughout."""
-        saved = (self.stage, self.hosts, self.primary)
+        on the source, then on the target. Progress is kept on the run's own primary throughout.
+
+        Phases running at the same time (runs_with) focus the same stage (the playbook loader checks it):
+        the first to enter sets it, the last to leave puts the run's own back."""
         hosts = self.stage_hosts(stage)
-        self.stage, self.hosts, self.primary = stage, hosts, next(h for h in hosts if h.is_primary)
+        with self.lock:
+            if self._focused:
+                if self._focused[0] != stage:
+                    raise RuntimeError(f"focus on {stage} while phases run on {self._focused[0]}")
+                self._focused[1] += 1
+            else:
+                self._focused = [stage, 1, (self.stage, self.hosts, self.primary)]
+                self.stage, self.hosts, self.primary = stage, hosts, next(h for h in hosts if h.is_primary)
         try:
             yield
         finally:
-            self.stage, self.hosts, self.primary = saved
+            with self.lock:
+                self._focused[1] -= 1
+                if self._focused[1] == 0:
+                    self.stage, self.hosts, self.primary = self._focused[2]
+                    self._focused = None
 
     @property
     def app_hosts(self) -> list[Host]:

@@ -135,6 +135,10 @@ def _check_overlaps(path: Path, phases: list[Phase]) -> None:
         if nxt is None or nxt.name != ph.runs_with:
             raise ConfigError(f"{path}: phase {ph.name!r}: runs_with: {ph.runs_with!r} is not the next phase",
                               hint=f"name the phase right after {ph.name!r}, or remove runs_with")
+        if nxt.stage != ph.stage:
+            raise ConfigError(f"{path}: phases {ph.name!r} and {nxt.name!r} run at the same time on different "
+                              f"stages ({ph.stage or 'the run'}'s, {nxt.stage or 'the run'}'s)",
+                              hint="give both the same stage:, or remove runs_with")
         if (nxt.on_failure, nxt.before_changes) != (ph.on_failure, ph.before_changes):
             raise ConfigError(f"{path}: phases {ph.name!r} and {nxt.name!r} run at the same time but fail "
                               "differently (on_failure, before_changes)",

@@ -99,8 +99,8 @@ def act_freeze(args):
         try:
             waited, seconds = _drain(fd, timeout)
         except DrainTimeout:
-            if created:
-                _remove_flag(flag)
+            if created and _remove_flag(flag):
+                _fsync_dir(os.path.dirname(flag))
             raise
     finally:
         os.close(fd)
@@ -113,16 +113,19 @@ def _remove_flag(path):
         os.unlink(path)
     except FileNotFoundError:
         return False
-    _fsync_dir(os.path.dirname(path))
     return True
 
 
 def act_unfreeze(args):
+    """The flag removed: writes are accepted from this moment (the middleware looks for the file), so the
+    freeze's seconds end here, before the directory's fsync (which may wait for a busy disk's journal)."""
     flag = _path_arg(args, "flag")
     doc = _read_flag(flag)
     removed = _remove_flag(flag)
     since = (doc or {}).get("since")
     seconds = round(time.time() - since, 3) if removed and isinstance(since, (int, float)) else None
+    if removed:
+        _fsync_dir(os.path.dirname(flag))
     return {"changed": removed, "was_frozen": removed, "seconds": seconds, "flag": doc}
 
 
