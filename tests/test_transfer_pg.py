@@ -194,7 +194,7 @@ def test_transfer_under_load_through_nginx_loses_no_write_and_switches_to_green_
 
     loop = load.LoadLoop(c.nginx.url(), limit=3000, timeout=10, pause=0.02, author="Transfer Tester").start()
     loop.wait_for(40)  # traffic flows before the transfer
-    cp = run(c, "transfer", "--from", "blue", "--to", "green", "--json")
+    cp = run(c, "transfer", "--from", "blue", "--to", "green", "--mode", "copy", "--json")
     loop.wait_for(len(loop.snapshot()) + 40)  # and after it
     records = loop.stop()
     assert cp.returncode == 0, cp.stdout[-4000:] + cp.stderr
