@@ -324,7 +324,8 @@ def test_a_transfer_interrupted_or_killed_while_frozen_unfreezes_the_source(colo
     assert media(c, "green") == media(c, "blue")
 
 
-COPY_PHASES = ("stop_target", "presync", "freeze", "copy", "restore", "swap", "switch", "unfreeze")
+COPY_PHASES = ("stop_target", "presync", "freeze", "copy", "resync", "restore", "swap", "migrate", "start", "verify",
+               "switch", "unfreeze")
 
 
 def started_hook(c, phase: str) -> bool:
@@ -379,5 +380,5 @@ def test_a_transfer_interrupted_at_each_phase_leaves_blue_unfrozen_and_green_as_
         assert post(c, live, f"written after the {phase} interrupt") == 201, phase
         outcomes[phase] = ("complete" if complete else "as before", live)
     # before the swap green is as before; from the swap on it is complete; only the last phase leaves it live
-    assert [outcomes[p][0] for p in COPY_PHASES] == ["as before"] * 5 + ["complete"] * 3, outcomes
-    assert [outcomes[p][1] for p in COPY_PHASES] == ["blue"] * 7 + ["green"], outcomes
+    assert [outcomes[p][0] for p in COPY_PHASES] == ["as before"] * 6 + ["complete"] * 6, outcomes
+    assert [outcomes[p][1] for p in COPY_PHASES] == ["blue"] * 11 + ["green"], outcomes

@@ -17,6 +17,7 @@ import json
 import subprocess
 import time
 
+import pytest
 import requests
 from psycopg import sql
 
@@ -183,8 +184,9 @@ def freeze_window(c, events: list[dict], source: str = "blue") -> tuple[float, f
     return on, min(ends)
 
 
+@pytest.mark.parametrize("mode", ["copy", "replicate"])
 def test_transfer_under_load_through_nginx_loses_no_write_and_switches_to_green_and_back(colours_factory,
-                                                                                         tmp_path):
+                                                                                         tmp_path, mode):
     c = colours_factory(database="postgresql")
     setup(c, tmp_path)
     assert run(c, "switch", "--to", "blue").returncode == 0 and c.version() == "1.0"
@@ -194,12 +196,12 @@ def test_transfer_under_load_through_nginx_loses_no_write_and_switches_to_green_
 
     loop = load.LoadLoop(c.nginx.url(), limit=3000, timeout=10, pause=0.02, author="Transfer Tester").start()
     loop.wait_for(40)  # traffic flows before the transfer
-    cp = run(c, "transfer", "--from", "blue", "--to", "green", "--mode", "copy", "--json")
+    cp = run(c, "transfer", "--from", "blue", "--to", "green", "--mode", mode, "--json")
     loop.wait_for(len(loop.snapshot()) + 40)  # and after it
     records = loop.stop()
     assert cp.returncode == 0, cp.stdout[-4000:] + cp.stderr
     doc = result_of(cp)
-    assert doc["ok"] and doc["data"]["mode"] == "copy", doc
+    assert doc["ok"] and doc["data"]["mode"] == mode, doc
     events = journal(c, doc)
     facts = load.summary(records)
     assert len(records) < 3000 and facts["requests"] >= 160, facts  # the loop ran through the transfer and ended

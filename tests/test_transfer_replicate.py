@@ -32,6 +32,19 @@ def leftovers(c) -> dict:
 
 
 NOTHING_LEFT = {"slots": [], "publications": [], "subscriptions": [], "green_databases": []}
+REPLICATE_PHASES = ("stop_target", "seed", "catch_up", "freeze", "cut_over", "resync", "budget", "swap", "migrate",
+                    "start", "verify", "switch", "unfreeze")
+
+
+def started_hook(c, phase: str) -> bool:
+    """The newest transfer journal shows the hook before `phase` started (the run waits there)."""
+    runs = sorted(c.config().journal_dir.glob("*-transfer-*.jsonl"), key=lambda p: p.stat().st_mtime)
+    for line in (runs[-1].read_text().splitlines() if runs else []):
+        if '"step_start"' in line and '"hook"' in line:
+            e = json.loads(line)
+            if e.get("phase") == phase and e.get("playbook") == "transfer_replicate":
+                return True
+    return False
 
 
 def all_locks(c) -> list:
@@ -102,10 +115,11 @@ def test_replicate_over_its_freeze_budget_or_interrupted_unfreezes_blue_and_leav
     assert cp.returncode == 1 and "max-freeze" in cp.stderr, cp.stdout[-3000:] + cp.stderr
     unchanged()
 
-    # interrupted (SIGINT) while the data is being copied, then while frozen
-    for phase, wait_for in (("catch_up", lambda: leftovers(c)["slots"]), ("cut_over", lambda: frozen(c))):
+    # interrupted (SIGINT) before each phase that changes anything: the hook before it waits, the signal comes
+    for phase in REPLICATE_PHASES[:REPLICATE_PHASES.index("swap")]:
         slow = c.edit(lambda d: d.update(hooks={"before": {phase: [{"run": "sleep 60", "on": "primary"}]}}),
                       tmp_path / f"slow-{phase}.yaml")
+        wait_for = lambda: started_hook(c, phase)  # noqa: E731
         proc = subprocess.Popen(c.cli_argv("transfer", "--from", "blue", "--to", "green", "--mode", "replicate",
                                            config=slow), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 stdin=subprocess.DEVNULL, env=c.env())
@@ -115,8 +129,30 @@ def test_replicate_over_its_freeze_budget_or_interrupted_unfreezes_blue_and_leav
             time.sleep(0.1)
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=300)
-        assert proc.returncode == 130, out[-3000:] + err
+        assert proc.returncode == 130, (phase, out[-3000:] + err)
         unchanged()
+
+    # from the swap on, green is complete: the interrupt finishes it, or switches back; no slot either way
+    for phase in REPLICATE_PHASES[REPLICATE_PHASES.index("swap"):]:
+        if c.version() != "1.0":
+            assert run(c, "switch", "--to", "blue").returncode == 0
+        assert post(c, "blue", f"written before the {phase} interrupt") == 201
+        slow = c.edit(lambda d: d.update(hooks={"before": {phase: [{"run": "sleep 60", "on": "primary"}]}}),
+                      tmp_path / f"slow-{phase}.yaml")
+        proc = subprocess.Popen(c.cli_argv("transfer", "--from", "blue", "--to", "green", "--mode", "replicate",
+                                           config=slow), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                stdin=subprocess.DEVNULL, env=c.env())
+        deadline = time.monotonic() + 300
+        while not started_hook(c, phase):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 130, (phase, out[-3000:] + err)
+        assert leftovers(c) == NOTHING_LEFT, phase  # no slot, no publication, no copy left unswapped
+        assert not frozen(c) and not all_locks(c), phase
+        assert f"written before the {phase} interrupt" in titles(c, "green"), phase  # complete
+        assert c.version() == ("1.1" if phase == "unfreeze" else "1.0"), phase
 
     # and then it goes through
     cp = run(c, "transfer", "--from", "blue", "--to", "green", "--mode", "replicate")
