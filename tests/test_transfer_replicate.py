@@ -155,6 +155,7 @@ def test_replicate_over_its_freeze_budget_or_interrupted_unfreezes_blue_and_leav
         assert c.version() == ("1.1" if phase == "unfreeze" else "1.0"), phase
 
     # and then it goes through
+    assert run(c, "switch", "--to", "blue").returncode == 0
     cp = run(c, "transfer", "--from", "blue", "--to", "green", "--mode", "replicate")
     assert cp.returncode == 0, cp.stdout[-3000:] + cp.stderr
     assert leftovers(c) == NOTHING_LEFT and c.version() == "1.1"
