@@ -289,6 +289,7 @@ class TransferBench:
 
         def change(doc):
             doc["media"] = ["shared/media"]
+            doc["freeze"] = {"mode": "maintenance"}  # writes answered 503, reads served: the web keeps running
             doc["databases"]["default"]["jobs"] = self.args.jobs
         c.config_path = c.edit(change, self.work / "deploykit-transfer-bench.yaml")
         self.cfg = c.config()
