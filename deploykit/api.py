@@ -18,6 +18,7 @@ from .transport.host import q
 from .gitrepo import Revision, resolve
 from .planning import PlanError, find_target
 from .engine import Reporter, RunResult, run_playbook
+from .work import colour_writes
 from .engine.run import Run
 from .state.releases import Registry, new_release_id
 
@@ -295,6 +296,8 @@ def switch(config: Config, to: str, *, dry_run: bool = False, reporter: Reporter
         result = run.play(lambda: run_playbook(run.ctx, "switch", reporter), reporter)
         result.data["colour"] = to
         result.data["before"] = run.ctx.state.router.get("before") or {}
+        result.data["left"] = run.ctx.state.router.get("left") or {}  # colour -> its writes since it went live
+        result.data["left_said"] = [colour_writes.describe(c, got) for c, got in result.data["left"].items()]
         result.data["live"] = _live_text(result, to)
         return result
 

@@ -133,6 +133,14 @@ def router_state(host) -> str:
     return host.path(ROUTER_STATE)
 
 
+# on a colour's primary: when the router began to serve it, and its write counters then
+LIVE_SINCE = f"{STATE_DIR}/live-since.json"
+
+
+def live_since(host) -> str:
+    return host.path(LIVE_SINCE)
+
+
 def previous_of(path: str) -> str:
     """Where the file a switch replaced is kept, beside it (an nginx upstream file), until the next switch."""
     return path + PREVIOUS_SUFFIX

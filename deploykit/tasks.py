@@ -363,6 +363,8 @@ def _router_stage(cfg, host) -> None:
 def switch(c, host=None, to=None, dry_run=False, config=None, stage=None, json=False):
     """Send the traffic to the other colour at once (no data moves); verified through the router.
 
+    The writes the colour left behind took since it went live are counted and said: they stay in it.
+
     Refused (exit 2, nothing changed) when that colour is already live, is not healthy, or the router's
     preflight fails; when the check through the router fails, the router is switched back (exit 1).
     """
@@ -372,6 +374,8 @@ def switch(c, host=None, to=None, dry_run=False, config=None, stage=None, json=F
         names = " or ".join(cfg.colours.stages) if cfg.colours else "a colour"
         raise DeployError("no colour given", hint=f"pass --to COLOUR ({names})")
     result = api.switch(cfg, to, dry_run=_dry(c, dry_run), reporter=current().step)
+    for said in result.data.get("left_said") or []:
+        current().line(f"deploykit: {said}")
     _finish(result, f"switch to {to}", "switch")
 
 

@@ -175,8 +175,11 @@ def test_transfer_copies_blue_to_green_migrated_and_serving_and_leaves_blue_as_i
     assert cp.returncode == 2 and "live colour" in cp.stderr, cp.stdout[-3000:] + cp.stderr
     assert dump(c, "green") == green_now and not locks(c) and not frozen(c)
 
-    # switch back at once: blue serves again, no data moves; green keeps what it took
-    assert run(c, "switch", "--to", "blue").returncode == 0 and c.version() == "1.0"
+    # switch back at once: blue serves again, no data moves; green keeps what it took, and says so
+    back = run(c, "switch", "--to", "blue")
+    assert back.returncode == 0 and c.version() == "1.0", back.stdout[-3000:] + back.stderr
+    assert "green took 1 row(s) more or fewer since it went live" in back.stdout, back.stdout
+    assert "default.library_book +1" in back.stdout and "they stay in green" in back.stdout, back.stdout
     assert dump(c, "green") == green_now
 
     # a second transfer: the media did not change, so none of it is sent again

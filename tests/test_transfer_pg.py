@@ -247,6 +247,9 @@ def test_transfer_under_load_through_nginx_loses_no_write_and_switches_to_green_
     back = run(c, "switch", "--to", "blue")
     assert back.returncode == 0, back.stdout[-3000:] + back.stderr
     assert c.version() == "1.0" and c.router_state()["colour"] == "blue"
+    # what green took while live is said (rows inserted, updated, deleted per table): it stays in green
+    assert f"default.public.library_book +{len(green_took)}" in back.stdout and "stay in green" in back.stdout, \
+        (len(green_took), back.stdout[-2000:])
     assert checksums(c, "blue", shape) == blue_at_freeze and c.pg("blue").schema(dbname(c)) == blue_schema
     assert set(green_took) <= titles(c, "green")  # green's writes stay in green
     assert not locks(c) and not frozen(c)

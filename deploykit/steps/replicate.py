@@ -48,6 +48,8 @@ class ReplicationCheck(Step):
         ends = _ends(ctx)
         if ends is None:
             return Outcome(message=NOT_A_TRANSFER)
+        if ctx.options.get("mode") != "replicate":
+            return Outcome(message=f"mode {ctx.options.get('mode')}: no replication")
         problems = work.blockers(ctx, *ends)
         if problems:
             raise PreflightFailed("logical replication is not possible: " + "; ".join(problems),
@@ -76,10 +78,13 @@ class SeedReplica(Step):
             doc = _docs(ctx).setdefault(driver.spec.alias, {})
             if doc.get("seeded"):
                 continue
+            if not doc.get("new"):  # recorded, and handed to discard_restore, before the database exists
+                doc["new"] = driver.claim(ctx, dst, "restore", ctx.run_id)
+                state["built"].append({"engine": driver.engine, "alias": driver.spec.alias, "name": doc["new"],
+                                       "label": ctx.run_id, "item": driver.item_name})
+                ctx.record_progress()
             work.seed(ctx, driver, src, dst, doc, ctx.record_progress)
             doc["seeded"] = True
-            state["built"].append({"engine": driver.engine, "alias": driver.spec.alias, "name": doc["new"],
-                                   "label": ctx.run_id, "item": driver.item_name})
             ctx.record_progress()
             ctx.journal.record("replication_seed", host=dst, alias=driver.spec.alias, name=doc["name"],
                                new=doc["new"], source=doc["source"])

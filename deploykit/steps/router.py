@@ -11,6 +11,7 @@ from ..routers import router_for
 from ..state.backups import newest_verified
 from ..state.releases import Registry
 from ..work.health import check_health
+from ..work import colour_writes
 from ..work.router import serves
 from .base import Outcome, Step, register
 
@@ -183,3 +184,44 @@ class ColourReleases(Step):
         return Outcome(message="; ".join(
             f"{c}: {(d['release'] or {}).get('tag') or (d['release'] or {}).get('id') or 'no release'}"
             for c, d in ctx.state.colours.items()))
+
+
+@register
+class WritesLeft(Step):
+    """Say what the colour the traffic leaves took since it went live: those writes stay in it (none moves)."""
+
+    name = "writes_left"
+    scope = "controller"
+    read_only = True
+
+    def run(self, ctx, host):
+        if ctx.config.colours is None:
+            return Outcome(message=NOT_CONFIGURED)
+        target = _target(ctx)
+        left = sorted({c for c in (ctx.state.router.get("before") or {}).values() if c and c != target})
+        notes = []
+        for colour in left:
+            got = colour_writes.since_live(ctx, ctx.primary_of(colour), colour)
+            ctx.state.router.setdefault("left", {})[colour] = got
+            ctx.journal.record("writes_since_live", colour=colour, **(got or {"since": None}))
+            notes.append(colour_writes.describe(colour, got))
+        return Outcome(message="; ".join(notes) or "no colour left behind")
+
+
+@register
+class RecordLive(Step):
+    """Keep the target colour's write counters on its primary right before the router sends it traffic: the
+    next switch away from it says what it took while live."""
+
+    name = "record_live"
+    scope = "controller"
+
+    def describe(self, ctx, host):
+        return f"would record {_target(ctx) or 'the target'}'s write counters on its primary"
+
+    def run(self, ctx, host):
+        target = _target(ctx)
+        if target is None:
+            return Outcome(message=NOT_CONFIGURED)
+        colour_writes.record_live(ctx, ctx.primary_of(target), target)
+        return Outcome(changed=True, message=f"{target}'s write counters kept: it takes the traffic from now")

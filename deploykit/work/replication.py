@@ -112,8 +112,14 @@ def seed(ctx, driver, src, dst, doc: dict, record) -> None:
     made, so an interrupt at any point leaves names the cleanup can find.
     """
     name = doc.setdefault("name", object_name(ctx, driver))
-    doc["new"] = driver.claim(ctx, dst, "restore", ctx.run_id)
-    record()
+    if not doc.get("new"):
+        doc["new"] = driver.claim(ctx, dst, "restore", ctx.run_id)
+        record()
+    if driver.database_exists(ctx, dst, doc["new"]):  # a seed interrupted before: start it again from nothing
+        drop(ctx, driver, src, dst, doc)
+        driver.drop(ctx, dst, doc["new"])
+        names.record(ctx, doc["new"], "restore", engine=driver.engine, alias=driver.spec.alias,
+                     database=driver.spec.name, label=ctx.run_id)
     meta = driver.database_settings(ctx, src, driver.spec.name)
     driver.create_empty(ctx, dst, doc["new"], meta)
     schema = src.run(f"pg_dump {driver.conn_args()} --schema-only --no-publications "
