@@ -12,7 +12,7 @@ from ..routers import router_for
 from ..state import lock as stage_lock
 from ..state.releases import Registry
 from ..work import transfer as work
-from ..work.django import applied_message, migrate_in
+from ..work.django import applied_message, migrate_in, warm_up_in
 from ..work.health import check_health
 from .base import Outcome, Step, register
 
@@ -205,6 +205,19 @@ class MigrateLive(Step):
         applied = migrate_in(ctx, host, layout.current(host))
         ctx.state.transfer["migrated"] = applied
         return Outcome(changed=bool(applied), message=applied_message(applied))
+
+
+@register
+class WarmUpMigrate(Step):
+    """Start the target's Django (its live release) before the freeze: the migrate under it skips the start-up."""
+
+    name = "warm_up_migrate"
+    scope = "primary"
+    read_only = True  # it starts a process that asks nothing of the database
+
+    def run(self, ctx, host):
+        warm_up_in(ctx, host, layout.current(host))
+        return Outcome(message=f"Django of {layout.current(host)} started")
 
 
 @register

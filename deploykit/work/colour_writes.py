@@ -28,7 +28,7 @@ def counters(ctx, host) -> dict:
                 rows = d.query(ctx, host, CHANGES_SQL, db=d.spec.name)
                 out[d.spec.alias] = {"kind": "changes", "tables": {t: int(n) for t, n in rows}}
         elif d.engine == "sqlite":
-            doc = host.helper("sqlite", "info", {"path": d.path(host)}, read_only=True)
+            doc = host.helper("sqlite", "info", {"path": d.path(host)})
             out[d.spec.alias] = {"kind": "rows", "tables": doc.get("tables") or {}}
     return out
 

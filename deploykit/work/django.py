@@ -1,7 +1,7 @@
 """Django work several steps share: migrate and collectstatic with a given release's code."""
 from __future__ import annotations
 
-from ..djangoapp import django_helper
+from ..djangoapp import django_helper, warm_up
 
 
 def migrate_in(ctx, host, release_dir: str) -> list[str]:
@@ -14,6 +14,12 @@ def migrate_in(ctx, host, release_dir: str) -> list[str]:
     ctx.journal.record("django_output", host=host, command="migrate", text=doc.get("output", "")[-4000:])
     ctx.state.migrations = doc["state"]
     return doc["applied"]
+
+
+def warm_up_in(ctx, host, release_dir: str) -> None:
+    """Start release_dir's Django session now (it asks nothing of the database), so that a migrate later,
+    under a write freeze, does not wait for Django's start-up."""
+    warm_up(ctx, host, release_dir)
 
 
 def collectstatic(ctx, host, release_dir: str) -> str:
