@@ -116,6 +116,17 @@ class Colours:
         status, body = self.through_router("/")
         return body.get("version") if status == 200 and isinstance(body, dict) else None
 
+    def hook_started(self, phase: str, playbook: str) -> bool:
+        """The newest transfer journal shows the hook before `phase` of `playbook` started (a run waits there:
+        the moment a test interrupts it)."""
+        runs = sorted(self.config().journal_dir.glob("*-transfer-*.jsonl"), key=lambda p: p.stat().st_mtime)
+        for line in (runs[-1].read_text().splitlines() if runs else []):
+            if '"step_start"' in line and '"hook"' in line:
+                e = json.loads(line)
+                if e.get("phase") == phase and e.get("playbook") == playbook:
+                    return True
+        return False
+
     def router_state(self) -> dict | None:
         path = self.router_host.deploy_to / ".deploykit" / "router.json"
         return json.loads(path.read_text()) if path.exists() else None

@@ -331,19 +331,6 @@ COPY_PHASES = ("stop_target", "presync", "freeze", "copy", "resync", "restore", 
                "switch", "unfreeze")
 
 
-def started_hook(c, phase: str) -> bool:
-    """The newest transfer journal shows the hook before `phase` started (the run waits there)."""
-    runs = sorted(c.config().journal_dir.glob("*-transfer-*.jsonl"), key=lambda p: p.stat().st_mtime)
-    if not runs:
-        return False
-    for line in runs[-1].read_text().splitlines():
-        if '"step_start"' in line and '"hook"' in line:
-            e = json.loads(line)
-            if e.get("phase") == phase and e.get("playbook") == "transfer":
-                return True
-    return False
-
-
 def test_a_transfer_interrupted_at_each_phase_leaves_blue_unfrozen_and_green_as_before_or_complete(
         colours_factory, tmp_path):
     import signal
@@ -364,7 +351,7 @@ def test_a_transfer_interrupted_at_each_phase_leaves_blue_unfrozen_and_green_as_
         proc = subprocess.Popen(c.cli_argv("transfer", "--from", "blue", "--to", "green", config=slow),
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + 300
-        while not started_hook(c, phase):
+        while not c.hook_started(phase, "transfer"):
             assert proc.poll() is None and time.monotonic() < deadline, (phase, proc.communicate())
             time.sleep(0.1)
         proc.send_signal(signal.SIGINT)

@@ -36,17 +36,6 @@ REPLICATE_PHASES = ("stop_target", "seed", "catch_up", "freeze", "cut_over", "re
                     "start", "verify", "switch", "unfreeze")
 
 
-def started_hook(c, phase: str) -> bool:
-    """The newest transfer journal shows the hook before `phase` started (the run waits there)."""
-    runs = sorted(c.config().journal_dir.glob("*-transfer-*.jsonl"), key=lambda p: p.stat().st_mtime)
-    for line in (runs[-1].read_text().splitlines() if runs else []):
-        if '"step_start"' in line and '"hook"' in line:
-            e = json.loads(line)
-            if e.get("phase") == phase and e.get("playbook") == "transfer_replicate":
-                return True
-    return False
-
-
 def all_locks(c) -> list:
     roots = [c.host("blue").deploy_to, c.host("green").deploy_to, c.router_host.deploy_to]
     return [p for root in roots if (p := root / ".deploykit" / "lock").exists()]
@@ -119,7 +108,7 @@ def test_replicate_over_its_freeze_budget_or_interrupted_unfreezes_blue_and_leav
     for phase in REPLICATE_PHASES[:REPLICATE_PHASES.index("swap")]:
         slow = c.edit(lambda d: d.update(hooks={"before": {phase: [{"run": "sleep 60", "on": "primary"}]}}),
                       tmp_path / f"slow-{phase}.yaml")
-        wait_for = lambda: started_hook(c, phase)  # noqa: E731
+        wait_for = lambda: c.hook_started(phase, "transfer_replicate")  # noqa: E731
         proc = subprocess.Popen(c.cli_argv("transfer", "--from", "blue", "--to", "green", "--mode", "replicate",
                                            config=slow), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 stdin=subprocess.DEVNULL, env=c.env())
@@ -143,7 +132,7 @@ def test_replicate_over_its_freeze_budget_or_interrupted_unfreezes_blue_and_leav
                                            config=slow), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 stdin=subprocess.DEVNULL, env=c.env())
         deadline = time.monotonic() + 300
-        while not started_hook(c, phase):
+        while not c.hook_started(phase, "transfer_replicate"):
             assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
             time.sleep(0.1)
         proc.send_signal(signal.SIGINT)

@@ -10,16 +10,8 @@ import time
 
 from ..errors import PreflightFailed
 from ..work import replication as work
-from ..work.transfer import NOT_A_TRANSFER, roles as _roles
+from ..work.transfer import NOT_A_TRANSFER, ends as _ends
 from .base import Outcome, Step, register
-
-
-def _ends(ctx):
-    """(source primary, target primary), or None when the run is not a transfer (a dry-run by name)."""
-    roles = _roles(ctx)
-    if roles is None:
-        return None
-    return ctx.primary_of(roles[0]), ctx.primary_of(roles[1])
 
 
 def _docs(ctx) -> dict:

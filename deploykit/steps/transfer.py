@@ -23,6 +23,7 @@ class TargetLive(PreflightFailed):
 
 NOT_A_TRANSFER = work.NOT_A_TRANSFER
 _roles = work.roles
+_ends = work.ends
 
 
 def _app(hosts):
@@ -111,10 +112,9 @@ class CopyBackup(Step):
                 f"{layout.backup_dir(ctx.primary_of(target), ctx.backup_id)} on {target}, checked on arrival")
 
     def run(self, ctx, host):
-        if _roles(ctx) is None:
+        if _ends(ctx) is None:
             return Outcome(message=NOT_A_TRANSFER)
-        source, target = _roles(ctx)
-        src, dst = ctx.primary_of(source), ctx.primary_of(target)
+        src, dst = _ends(ctx)
         doc = work.copy_backup(ctx, src, dst, ctx.backup_id)
         ctx.state.manifests[dst.name] = doc.pop("manifest")
         ctx.state.transfer["copied"] = doc
@@ -138,10 +138,9 @@ class SyncMedia(Step):
         return f"would sync {', '.join(names)} beside the target's own" if names else "no media or paths configured"
 
     def run(self, ctx, host):
-        if _roles(ctx) is None:
+        if _ends(ctx) is None:
             return Outcome(message=NOT_A_TRANSFER)
-        source, target = _roles(ctx)
-        src, dst = ctx.primary_of(source), ctx.primary_of(target)
+        (source, _), (src, dst) = _roles(ctx), _ends(ctx)
         done = {d["item"]: d for d in ctx.state.transfer.get("media", [])}
         notes = []
         for driver in work.file_drivers(ctx):

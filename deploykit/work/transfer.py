@@ -37,6 +37,12 @@ def roles(ctx) -> tuple[str, str] | None:
     return stages["source"], stages["target"]
 
 
+def ends(ctx):
+    """(the source's primary, the target's primary) of the transfer; None when the run is not one."""
+    both = roles(ctx)
+    return None if both is None else (ctx.primary_of(both[0]), ctx.primary_of(both[1]))
+
+
 def _machine(host) -> str:
     res = host.run(f"cat {q(layout.MACHINE_ID)} 2>/dev/null || hostname", check=False, read_only=True)
     return res.stdout.strip() or f"{host.spec.hostname}:{host.spec.port}"
@@ -124,28 +130,36 @@ def staging(root: str, run_id: str) -> str:
     return f"{root.rstrip('/')}.dk-transfer-{run_id}"
 
 
-def sync_media(ctx, src, dst, driver) -> dict:
-    """Make a tree beside the target's live one equal to the source's (writes frozen there): the target's
-    files hard-linked into it first, so that only the files that differ are sent. Nothing live changes."""
-    src_root, root = driver.root(src), driver.root(dst)
-    new = staging(root, ctx.run_id)
-    doc = {"item": driver.item_name, "root": root, "new": new, "swapped": False}
-    if not src.exists(src_root):
-        return {**doc, "absent": True}
-    dst.run(f"rm -rf -- {q(new)}")
-    if dst.exists(root):
-        dst.run(f"cp -al -- {q(root)} {q(new)}")
+def _sync_into(ctx, src, dst, driver, new: str, what: str):
+    """sync_tree the source's tree into `new` beside the target's live one; the scratch archives are removed
+    whatever happens, and the tree `new` held before is not kept."""
     scratch_src, scratch_dst = layout.scratch_dir(src, ctx.run_id), layout.scratch_dir(dst, ctx.run_id)
     try:
-        got = sync_tree(src, src_root, dst, new, src_scratch=scratch_src, dst_scratch=scratch_dst,
-                        aside=f"{new}.before", progress=ctx.bytes_progress(dst, f"sync {driver.item_name}"))
-    except BaseException:
-        dst.run(f"rm -rf -- {q(new)} {q(new + '.before')}", check=False, always=True, timeout=120)
-        raise
+        got = sync_tree(src, driver.root(src), dst, new, src_scratch=scratch_src, dst_scratch=scratch_dst,
+                        aside=f"{new}.before", progress=ctx.bytes_progress(dst, what))
     finally:
         for host, path in ((src, scratch_src), (dst, scratch_dst)):
             host.run(f"rm -rf -- {q(path)}", check=False, always=True, timeout=60)
     dst.run(f"rm -rf -- {q(new + '.before')}")
+    return got
+
+
+def sync_media(ctx, src, dst, driver) -> dict:
+    """Make a tree beside the target's live one equal to the source's (writes frozen there): the target's
+    files hard-linked into it first, so that only the files that differ are sent. Nothing live changes."""
+    root = driver.root(dst)
+    new = staging(root, ctx.run_id)
+    doc = {"item": driver.item_name, "root": root, "new": new, "swapped": False}
+    if not src.exists(driver.root(src)):
+        return {**doc, "absent": True}
+    dst.run(f"rm -rf -- {q(new)}")
+    if dst.exists(root):
+        dst.run(f"cp -al -- {q(root)} {q(new)}")
+    try:
+        got = _sync_into(ctx, src, dst, driver, new, f"sync {driver.item_name}")
+    except BaseException:
+        dst.run(f"rm -rf -- {q(new)} {q(new + '.before')}", check=False, always=True, timeout=120)
+        raise
     return {**doc, "files": got.files, "sent_files": got.sent_files, "kept_files": got.kept_files,
             "bytes_sent": got.bytes_sent}
 
@@ -155,15 +169,7 @@ def resync_media(ctx, src, dst, driver, doc: dict) -> dict:
     since the last pass are sent (the first pass ran while the source served; this one runs frozen)."""
     if doc.get("absent") or doc.get("swapped"):
         return doc
-    scratch_src, scratch_dst = layout.scratch_dir(src, ctx.run_id), layout.scratch_dir(dst, ctx.run_id)
-    new = doc["new"]
-    try:
-        got = sync_tree(src, driver.root(src), dst, new, src_scratch=scratch_src, dst_scratch=scratch_dst,
-                        aside=f"{new}.before", progress=ctx.bytes_progress(dst, f"sync {driver.item_name} again"))
-    finally:
-        for host, path in ((src, scratch_src), (dst, scratch_dst)):
-            host.run(f"rm -rf -- {q(path)}", check=False, always=True, timeout=60)
-    dst.run(f"rm -rf -- {q(new + '.before')}")
+    got = _sync_into(ctx, src, dst, driver, doc["new"], f"sync {driver.item_name} again")
     doc.update(files=got.files, passes=doc.get("passes", 1) + 1, sent_again=got.sent_files,
                sent_files=doc.get("sent_files", 0) + got.sent_files,
                bytes_sent=doc.get("bytes_sent", 0) + got.bytes_sent)
