@@ -692,3 +692,32 @@ def test_mirror_restore_type_changes(tmp_path):
     assert (aside / "a.txt" / "inner").read_bytes() == b"inner"
     assert (aside / "b").read_bytes() == b"a file where a directory belongs"
     assert os.readlink(aside / "d.bin") == "/etc/hostname"
+
+
+def test_tree_stamp_changes_with_any_change_and_says_how_settled_the_tree_is(tmp_path):
+    """The transfer's frozen media pass sends nothing when the stamp taken before the first pass still holds:
+    so every kind of change, a same-size rewrite that keeps the mtime included, must change it."""
+    root = tmp_path / "media"
+    (root / "a").mkdir(parents=True)
+    (root / "a" / "one.txt").write_text("one")
+    (root / "two.txt").write_text("two")
+    os.utime(root / "two.txt", ns=(1_000_000_000, 1_000_000_000))
+
+    def stamp():
+        return call("files.py", "tree_stamp", {"root": str(root)}, read_only=True)
+
+    first = stamp()
+    assert first["entries"] == 3 and 0 <= first["settled_s"] < 60 and stamp()["stamp"] == first["stamp"]
+    before = os.stat(root / "two.txt")
+    time.sleep(0.05)
+    (root / "two.txt").write_text("TWO")  # same size ...
+    os.utime(root / "two.txt", ns=(before.st_atime_ns, before.st_mtime_ns))  # ... and the old mtime back
+    rewritten = stamp()
+    assert rewritten["stamp"] != first["stamp"]  # the ctime moved, and no program can set it back
+    (root / "a" / "new.txt").write_text("")
+    assert stamp()["stamp"] != rewritten["stamp"]
+    (root / "a" / "new.txt").unlink()
+    os.chmod(root / "a" / "one.txt", 0o640)
+    assert stamp()["stamp"] not in (first["stamp"], rewritten["stamp"])
+    assert call("files.py", "tree_stamp", {"root": str(tmp_path / "nothing")}) == {
+        "ok": True, "changed": False, "missing": True}

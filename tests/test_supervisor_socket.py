@@ -90,3 +90,25 @@ def test_an_unreached_socket_runs_the_configured_command(tmp_path, supervisor_fa
         web.restart(host)
     assert record.read_text().splitlines() == [f"-c {gone} restart sleeper", f"-c {gone} start sleeper"]
     assert sv.status("sleeper") == "STOPPED"
+
+
+def test_a_start_without_wait_returns_once_spawned_not_after_startsecs(tmp_path, supervisor_factory, make_host):
+    """The transfer's frozen cut-over starts with wait=False: supervisord forks the program and says STARTING;
+    its startsecs (5 s here) are not waited out, and the program goes on to RUNNING by itself."""
+    sv = supervisor_factory(programs={"slow": {"command": "sleep 300", "startsecs": "5"}})
+    ctl, record = recording_ctl(tmp_path)
+    web = manager_for(spec_for("slow", sv.conf, ctl))
+    host = make_host()
+    assert web.start(host, wait=False) == "web"
+    assert sv.status("slow") == "STARTING"  # returned before supervisord would call it started
+    assert web.start(host, wait=False) == "web (already running)"
+    assert not record.exists(), record.read_text()
+
+
+def test_a_start_without_wait_falls_back_to_the_command_when_the_socket_is_unreached(tmp_path, make_host):
+    ctl, record = recording_ctl(tmp_path)
+    web = manager_for(spec_for("web", tmp_path / "no-such-supervisord.conf", ctl))
+    with pytest.raises(DeployError, match="start web failed"):
+        web.start(make_host(), wait=False)
+    ran = [line.split()[-2:] for line in record.read_text().splitlines()]
+    assert ["start", "web"] in ran and ["spawn", "web"] not in ran  # supervisorctl's own start: it has no spawn

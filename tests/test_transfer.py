@@ -137,8 +137,10 @@ def test_transfer_copies_blue_to_green_migrated_and_serving_and_leaves_blue_as_i
     assert synced["files"] == 3 and synced["sent_files"] == 3 and synced["swapped"]
     events = journal(c, doc)
     # the media sent while blue serves, then again frozen (only what changed); frozen from the dump to the switch
+    # (the copy and the frozen media pass run at the same time: either may end first)
     watched = ("transfer_sync", "freeze", "transfer_copy", "transfer_resync", "router_switch", "unfreeze")
-    assert [e["event"] for e in events if e["event"] in watched] == list(watched)
+    seen = [e["event"] for e in events if e["event"] in watched]
+    assert seen[:2] == list(watched[:2]) and sorted(seen[2:4]) == sorted(watched[2:4]) and seen[4:] == list(watched[4:])
     stopped = [e for e in events if e["event"] == "step" and e.get("step") == "stop_processes"]
     assert stopped and all(e["t"] < next(f["t"] for f in events if f["event"] == "freeze") for e in stopped)
     done = [e for e in events if e["event"] == "transfer"]

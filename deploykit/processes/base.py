@@ -51,7 +51,9 @@ class ProcessManager:
         res = host.run(host.render(self.command("status")), check=False, read_only=True)
         return self.says_running(res)
 
-    def start(self, host) -> str:
+    def start(self, host, wait: bool = True) -> str:
+        """Start it; `wait=False` lets a manager that can (supervisord) return once the process is spawned,
+        without its own start-up wait: the caller's health check is then what proves it serves."""
         return self._do(host, "start")
 
     def stop(self, host) -> str:

@@ -64,18 +64,24 @@ class Supervisor(ProcessManager):
             return super().running(host)
         return bool(doc.get("ok")) and doc.get("state") == "RUNNING"
 
+    def start(self, host, wait: bool = True) -> str:
+        """`wait=False`: supervisord forks it and says STARTING; its startsecs (1 s by default) are not waited out."""
+        return self._do(host, "start" if wait else "spawn")
+
     def _do(self, host, verb: str) -> str:
         doc = self._ask(host, verb)
+        if doc is None and verb == "spawn":  # supervisorctl has no such verb: its start waits startsecs out
+            verb = "start"
         if doc is None:
             return super()._do(host, verb)
         fault = doc.get("fault")
         if doc.get("ok"):
             return self.name
-        if verb == "start" and fault == "ALREADY_STARTED":
+        if verb in ("start", "spawn") and fault == "ALREADY_STARTED":
             return f"{self.name} (already running)"
         if verb == "stop" and fault == "NOT_RUNNING":
             return f"{self.name} (was not running)"
-        raise DeployError(f"{host.name}: {verb} {self.name} failed: {doc.get('error')}",
+        raise DeployError(f"{host.name}: {'start' if verb == 'spawn' else verb} {self.name} failed: {doc.get('error')}",
                           hint=f"run '{host.render(self.command('status'))}' on {host.name} "
                                f"and read the program's log to see why")
 

@@ -41,6 +41,36 @@ def _manifest_answer(root):
     return out
 
 
+def act_tree_stamp(args):
+    """A digest of every entry's path, kind, mode, size, inode, mtime and ctime under root (nothing is read).
+
+    Two equal stamps mean nothing under root changed in between, provided no
+    entry had changed just before the first stamp: a file's ctime ticks at the
+    kernel's coarse clock, so a second write in the same tick keeps it. The
+    answer says how many seconds before the stamp the newest ctime is
+    (`settled_s`); a caller trusts the stamp only when that is well above the
+    tick (ctime cannot be set by a program, unlike mtime).
+    """
+    import hashlib
+    import time
+    root = _path_arg(args, "root")
+    now = time.time_ns()
+    if not os.path.lexists(root):
+        return {"missing": True}
+    h, newest, entries = hashlib.sha256(), 0, 0
+    for rel, kind, st, path in _walk(root):
+        link = os.readlink(path) if kind == "link" else ""
+        h.update(("%s\0%s\0%o\0%d\0%d\0%d\0%d\0%s\n" % (rel, kind, st.st_mode, st.st_size, st.st_ino,
+                                                             st.st_mtime_ns, st.st_ctime_ns, link)).encode(
+            "utf-8", "surrogateescape"))
+        newest = max(newest, st.st_ctime_ns)
+        entries += 1
+    top = os.lstat(root)
+    newest = max(newest, top.st_ctime_ns)
+    h.update(("%o %d %d" % (top.st_mode, top.st_ino, top.st_ctime_ns)).encode())
+    return {"stamp": h.hexdigest(), "entries": entries, "settled_s": (now - newest) / 1e9}
+
+
 def act_dir_size(args):
     root = _path_arg(args, "path")
     if not os.path.lexists(root):
@@ -175,12 +205,13 @@ def act_write_json(args):
 
 
 # what a dry-run may call
-READ_ONLY = {"sha256", "manifest", "hash_tree", "dir_size", "disk_free", "read_json"}
+READ_ONLY = {"sha256", "manifest", "hash_tree", "tree_stamp", "dir_size", "disk_free", "read_json"}
 
 ACTIONS = {
     "sha256": act_sha256,
     "manifest": act_manifest,
     "hash_tree": act_hash_tree,
+    "tree_stamp": act_tree_stamp,
     "dir_size": act_dir_size,
     "disk_free": act_disk_free,
     "atomic_symlink": act_atomic_symlink,

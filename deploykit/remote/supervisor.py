@@ -15,12 +15,17 @@ which says why in its own words.
     python supervisor.py start|stop|restart < {"conf": PATH, "program": NAME}
       -> {"ok": true, "reachable": true, "changed": bool, "state": "...", "said": "..."}
       or {"ok": false, "error": "...", "fault": "ALREADY_STARTED"|...}
+    python supervisor.py spawn < {"conf": PATH, "program": NAME}
+      -> the same, answered once supervisord has spawned the program (STARTING or RUNNING), without
+         waiting its startsecs out; a program that is already gone (EXITED, FATAL, BACKOFF) is a failure.
+         The caller's health check is what proves the program serves.
 """
 import configparser
 import http.client
 import os
 import socket
 import sys
+import time
 import xmlrpc.client
 from urllib.parse import quote
 
@@ -29,6 +34,9 @@ from _common import serve
 # supervisor's xmlrpc fault codes (supervisor/xmlrpc.py: Faults)
 FAULTS = {10: "BAD_NAME", 30: "NO_FILE", 40: "ABNORMAL_TERMINATION", 50: "SPAWN_ERROR",
           60: "ALREADY_STARTED", 70: "NOT_RUNNING", 90: "FAILED", 100: "SHUTDOWN_STATE"}
+
+
+SPAWN_WAIT = 5.0  # seconds supervisord may take to fork a program it was told to start
 
 
 class Unreachable(Exception):
@@ -159,6 +167,24 @@ def _start(server, program):
     return _answer(server, program, True, "%s: started" % program)
 
 
+def _spawn(server, program):
+    """startProcess without waiting for startsecs: back as soon as supervisord says the program was spawned."""
+    _, fault = _call(server, "startProcess", program, False)
+    if fault:
+        return _failed(program, "start", fault)
+    deadline = time.monotonic() + SPAWN_WAIT
+    while True:
+        state, fault = _state(server, program)
+        if fault:
+            return _failed(program, "start", fault)
+        if state in ("STARTING", "RUNNING"):
+            return _answer(server, program, True, "%s: spawned" % program)
+        if state in ("EXITED", "FATAL", "BACKOFF") or time.monotonic() > deadline:
+            return {"ok": False, "reachable": True, "fault": "SPAWN_ERROR", "state": state,
+                    "error": "%s: ERROR (spawn error): supervisord says %s" % (program, state)}
+        time.sleep(0.02)
+
+
 def _stop(server, program):
     _, fault = _call(server, "stopProcess", program, True)
     if fault:
@@ -167,6 +193,7 @@ def _stop(server, program):
 
 
 start = _guarded(_start)
+spawn = _guarded(_spawn)
 stop = _guarded(_stop)
 
 
@@ -180,7 +207,7 @@ def restart(server, program):
 
 
 READ_ONLY = {"status"}  # what a dry-run may call
-ACTIONS = {"status": status, "start": start, "stop": stop, "restart": restart}
+ACTIONS = {"status": status, "start": start, "spawn": spawn, "stop": stop, "restart": restart}
 
 
 def main():

@@ -7,9 +7,9 @@ from .base import Outcome, Step, register
 from ..processes import manager_for
 
 
-def _each(ctx, verb: str, host, writers_only: bool = False) -> list[str]:
+def _each(ctx, verb: str, host, writers_only: bool = False, **how) -> list[str]:
     """Do one verb to each configured process through its manager; what was done, per process."""
-    return [getattr(manager_for(proc), verb)(host) for proc in ctx.config.processes
+    return [getattr(manager_for(proc), verb)(host, **how) for proc in ctx.config.processes
             if not (writers_only and not proc.writes)]
 
 
@@ -52,7 +52,12 @@ class StopProcesses(Step):
 
 @register
 class StartProcesses(Step):
-    """Start the app's processes again."""
+    """Start the app's processes again.
+
+    `with: {wait: false}` (the transfer's frozen cut-over): a manager that can returns once each process is
+    spawned instead of waiting out its own start-up time (supervisord's startsecs); the health check that
+    must follow in the playbook is what proves the processes serve.
+    """
 
     name = "start_processes"
     scope = "app"
@@ -63,5 +68,5 @@ class StartProcesses(Step):
     def run(self, ctx, host):
         if not host.exists(layout.current(host)):  # a first release that never went live: nothing ran before
             return Outcome(message="no release on this host yet: nothing to start")
-        done = _each(ctx, "start", host)
+        done = _each(ctx, "start", host, wait=bool(self.options.get("wait", True)))
         return Outcome(changed=bool(done), message=", ".join(done) or "no process configured")

@@ -11,7 +11,9 @@ from ..pyenv import render_app
 from ..http_answer import judge
 
 REQUEST_TIMEOUT = 5.0  # seconds one request may take (a request timing out counts as the app starting)
-FIRST_PAUSE, MAX_PAUSE = 0.25, 1.0  # seconds between attempts: short at first, then once a second
+# seconds between attempts: an app that is still starting is asked every QUICK_PAUSE for QUICK_FOR seconds
+# (a refused connection costs the host nothing, and a frozen cut-over waits on it), then once a second
+QUICK_PAUSE, QUICK_FOR, MAX_PAUSE = 0.1, 2.0, 1.0
 
 
 def asks_django(check) -> bool:
@@ -94,5 +96,6 @@ def http_health(ctx, host, check) -> str:
                                    "longer to start")
         # a starting app is asked again soon, then once a second; a definite answer waits a second,
         # so fail_after answers span a moment in which a just-started app may come right
-        pause = MAX_PAUSE if verdict.definite else min(FIRST_PAUSE * 2 ** (attempt - 1), MAX_PAUSE)
+        starting = not verdict.definite and time.monotonic() - (deadline - check.timeout) < QUICK_FOR
+        pause = QUICK_PAUSE if starting else MAX_PAUSE
         host.cancelled.wait(min(pause, left))

@@ -26,6 +26,10 @@ from ..transport.streamcopy import copy_tree, sync_tree
 
 # which server this is: initdb's random 64-bit id of the cluster (read-only, any role may call it)
 SERVER_ID_SQL = "SELECT system_identifier FROM pg_control_system();"
+# seconds the newest change under a media tree must lie before its stamp for the stamp to be trusted
+# (ctime ticks at the kernel's coarse clock, a few milliseconds; a second is far above it, and above small
+# clock steps)
+SETTLED_S = 1.0
 NOT_A_TRANSFER = "not a transfer (no source and target stages): nothing to do"
 
 
@@ -155,19 +159,30 @@ def sync_media(ctx, src, dst, driver) -> dict:
     dst.run(f"rm -rf -- {q(new)}")
     if dst.exists(root):
         dst.run(f"cp -al -- {q(root)} {q(new)}")
+    stamp = _stamp(src, driver)  # before the pass: whatever changes during it shows in the frozen pass's stamp
     try:
         got = _sync_into(ctx, src, dst, driver, new, f"sync {driver.item_name}")
     except BaseException:
         dst.run(f"rm -rf -- {q(new)} {q(new + '.before')}", check=False, always=True, timeout=120)
         raise
     return {**doc, "files": got.files, "sent_files": got.sent_files, "kept_files": got.kept_files,
-            "bytes_sent": got.bytes_sent}
+            "bytes_sent": got.bytes_sent, "stamp": stamp}
+
+
+def _stamp(src, driver) -> str | None:
+    """The source tree's stat stamp when it can be trusted (nothing changed within SETTLED_S before it)."""
+    got = src.helper("files", "tree_stamp", {"root": driver.root(src)})
+    return got.get("stamp") if got.get("settled_s", 0) > SETTLED_S else None
 
 
 def resync_media(ctx, src, dst, driver, doc: dict) -> dict:
     """Bring a synced tree (not swapped in yet) up to date with the source again: only the files that changed
     since the last pass are sent (the first pass ran while the source served; this one runs frozen)."""
     if doc.get("absent") or doc.get("swapped"):
+        return doc
+    if doc.get("stamp") and _stamp(src, driver) == doc["stamp"]:
+        # not one entry of the source changed since before the first pass: the tree built then is its copy
+        doc.update(passes=doc.get("passes", 1) + 1, sent_again=0, unchanged_again=True)
         return doc
     got = _sync_into(ctx, src, dst, driver, doc["new"], f"sync {driver.item_name} again")
     doc.update(files=got.files, passes=doc.get("passes", 1) + 1, sent_again=got.sent_files,
