@@ -398,3 +398,40 @@ def _release_on_idle(config: Config, target: str, tag: str, dry_run: bool, repor
                           hint=f"its recovery ran ({'ok' if result.recovery and result.recovery.ok else 'see its journal'}); "
                                f"'deploykit log {result.run_id}' shows what happened")
     return {"run": result.run_id, "tag": tag, "dry_run": result.dry_run}
+
+
+def refresh(config: Config, source: str, target: str, *, dry_run: bool = False,
+            reporter: Reporter | None = None) -> RunResult:
+    """Copy stage `source`'s database to stage `target` masked in the stream, prove it clean, swap it in.
+
+    playbooks/refresh.yml: the rules resolved through the source's own models (a personal-looking column
+    without a rule refuses the refresh before anything is copied); keyed digests of the original values kept
+    in memory; a new database built beside the target's (schema, the masked rows of one snapshot, then keys);
+    scanned for every original value (one found drops it); swapped in by rename, migrated with the target's
+    live code, its processes restarted and checked. The source is only read.
+    """
+    for role, name in (("--from", source), ("--to", target)):
+        if name not in config.stages:
+            raise DeployError(f"{role} {name!r} is not a stage (stages: {', '.join(config.stages)})",
+                              hint=f"pass {role} with one of the stages of deploykit.yaml")
+    if source == target:
+        raise DeployError(f"--from and --to are both {source}", hint="refresh from production to another stage")
+    options = {"label": "refresh", "to": target, "stages": {"source": source, "target": target}}
+    with Run(config, target, command="refresh", dry_run=dry_run, options=options, others=(source,)) as run:
+        ctx = run.ctx
+
+        def body() -> RunResult:
+            ctx.previous = Registry.load(ctx.primary).live()
+            return run_playbook(ctx, "refresh", reporter)
+
+        result = run.play(body, reporter)
+        rf = ctx.state.refresh
+        built = next((b for b in (ctx.state.restore or {}).get("built", []) if b.get("rows")), {})
+        proof = rf.get("proof") or {}
+        result.data.update({"source": source, "target": target, "rows": built.get("rows"),
+                            "timings": built.get("timings"),
+                            "masked": (rf.get("plan") or {}).get("masked_columns"),
+                            "digests": rf.get("digests"),
+                            "proof": {k: proof.get(k) for k in ("checked", "originals", "found", "seconds")
+                                      if k in proof}})
+        return result

@@ -304,16 +304,17 @@ class PostgresDriver(Driver):
                        check=False, read_only=True)
         return [] if res.ok else [f"{self.item_name}: pg_restore --list failed: {res.tail(1)}"]
 
-    def pg_restore(self, ctx, host, src: str, dbname: str, check: bool = True):
-        """pg_restore -j N as the owner role, on an empty database.
+    def pg_restore(self, ctx, host, src: str, dbname: str, check: bool = True, section: str | None = None):
+        """pg_restore -j N as the owner role, on an empty database (`section`: only pre-data, data or post-data).
 
         Extensions (and their comments) are left out of the list: the admin
         created them with the database, and only their owner may comment them.
         """
+        part = f"--section={q(section)} " if section else ""
         return host.run(
             f"list=$(mktemp) && pg_restore --list {q(src)} "
             "| grep -v -E '^[0-9]+; [0-9]+ [0-9]+ (EXTENSION - |COMMENT - EXTENSION )' > \"$list\" && "
-            f"pg_restore {self.conn_args()} -j {self.jobs(host)} --no-owner --role={q(self.spec.owner)} "
+            f"pg_restore {self.conn_args()} -j {self.jobs(host)} --no-owner --role={q(self.spec.owner)} {part}"
             f"--exit-on-error -L \"$list\" -d {q(dbname)} {q(src)}; rc=$?; rm -f \"$list\"; exit $rc",
             check=check, track=f"pg_restore {dbname}", **self.access(ctx, host))
 

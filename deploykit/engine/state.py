@@ -19,6 +19,7 @@ class RunState:
     derived: list[str] = field(default_factory=list)  # names this run recorded in the registry
     router: dict = field(default_factory=dict)  # switch: {target, before: {host: colour}, switched: [host]}
     transfer: dict = field(default_factory=dict)  # transfer: {copied: {...}, migrated: [...]} (steps/transfer)
+    refresh: dict = field(default_factory=dict)  # refresh: {plan: {...}, proof: {...}, media: [...]} (work/refresh)
     # for this run only
     backup_items: dict[str, list] = field(default_factory=dict)  # host -> manifest items taken so far
     manifests: dict[str, dict] = field(default_factory=dict)  # host -> verified manifest
@@ -36,7 +37,7 @@ class RunState:
     freeze_seconds: float | None = None  # how long writes were frozen (the longest host), for the ending line
     colours: dict = field(default_factory=dict)  # colours: colour -> its live release and data age
 
-    RESUMABLE = ("snapshots", "migrations", "plan", "restore", "derived", "router", "transfer")
+    RESUMABLE = ("snapshots", "migrations", "plan", "restore", "derived", "router", "transfer", "refresh")
 
     def export(self) -> dict:
         """The resumable fields that hold something (JSON)."""

@@ -400,6 +400,37 @@ class Host:
             raise
         return Stream(self, command, token, pipe, write)
 
+    def open_filter(self, command: str, *, env: dict | None = None, secrets: dict | None = None,
+                    cwd: str | None = None, read_only: bool = False) -> "Stream":
+        """Start COMMAND with both its stdin and its stdout as byte streams (a filter).
+
+        For bulk data that must be written to a command and read back from it on
+        the same host (a masking helper fed its program and arguments, then read;
+        a `COPY FROM STDIN`). Secrets go first on stdin, as for `run`; the caller
+        writes what follows, calls `end_input()` when it has written all, reads
+        the output to its end, then `close()`. Refused during a dry-run unless
+        declared read-only; killed by an interrupt like any command.
+        """
+        if self.read_only and not read_only:
+            raise DryRunWrite(f"{self.name}: refused to stream into {command[:100]!r} during a dry-run",
+                              hint="this is a bug in a step that claims to be read-only; please report it")
+        if self.cancelled.is_set():
+            raise Interrupted(f"{self.name}: interrupted before {command[:80]!r}")
+        token = _secrets.token_hex(8)
+        inner, feed, marks = self._prepare(command, token, cwd=cwd, env=env, secrets=secrets)
+        script = f"exec env {' '.join(f'{k}={q(v)}' for k, v in marks.items())} bash -c {q(inner)}"
+        with self._active_lock:
+            self._active[token] = command
+        try:
+            pipe = self._open_pipe(script, True, duplex=True)
+        except BaseException:
+            self._forget(token)
+            raise
+        stream = Stream(self, command, token, pipe, True)
+        if feed:
+            stream.write(feed.encode())
+        return stream
+
     def _open_pipe(self, script: str, write: bool, duplex: bool = False):
         raise NotImplementedError
 
@@ -844,6 +875,9 @@ class _LocalPipe:
         self.proc.stdin.write(data)
         self.proc.stdin.flush()
 
+    def close_input(self):
+        self.proc.stdin.close()
+
     def finish(self, command):
         if self.write_side:
             self.proc.stdin.close()
@@ -892,6 +926,12 @@ class _ChannelPipe:
         except (OSError, EOFError, socket.timeout) as exc:
             if self.chan.exit_status_ready():  # the command ended before reading it all: close() says why
                 raise BrokenPipeError(f"{self.host.name}: the command stopped reading") from None
+            raise self.host._lost(exc) from None
+
+    def close_input(self):
+        try:
+            self.chan.shutdown_write()
+        except (OSError, EOFError, socket.timeout) as exc:
             raise self.host._lost(exc) from None
 
     def finish(self, command):

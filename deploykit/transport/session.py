@@ -39,6 +39,10 @@ class Stream:
     def write(self, data: bytes) -> None:
         self.pipe.write(data)
 
+    def end_input(self) -> None:
+        """End the command's stdin (a filter's: its output is read after)."""
+        self.pipe.close_input()
+
     def close(self) -> CommandResult:
         """Wait for the command; its exit status and stderr (the stream side is closed first)."""
         try:

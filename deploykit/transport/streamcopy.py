@@ -91,10 +91,15 @@ def _relay(src: Host, src_path: str, dst: Host, dst_part: str, progress=None) ->
     return size, digest.hexdigest()
 
 
-def _checked(src: Host, src_path: str, dst: Host, dst_part: str, rel: str, progress=None) -> CopiedFile:
-    """Copy one file to dst_part and prove it arrived whole; raise CopyCorrupt otherwise."""
+def _checked(src: Host, src_path: str, dst: Host, dst_part: str, rel: str, progress=None,
+             before: dict | None = None) -> CopiedFile:
+    """Copy one file to dst_part and prove it arrived whole; raise CopyCorrupt otherwise.
+
+    `before`: the file's {sha256, size} on the source when the caller has just read them (a tree's listing);
+    else they are read here first. Either way three digests must agree: the source's, the relayed bytes', the
+    target's."""
     start = time.monotonic()
-    before = src.helper("files", "sha256", {"path": src_path})
+    before = before or src.helper("files", "sha256", {"path": src_path})
     size, relayed = _relay(src, src_path, dst, dst_part, progress)
     arrived = dst.helper("files", "sha256", {"path": dst_part})
     if not (before["sha256"] == relayed == arrived["sha256"]) or before["size"] != size or arrived["size"] != size:
@@ -161,9 +166,8 @@ def copy_tree(src: Host, src_dir: str, dst: Host, dst_dir: str, *, progress=None
         for rel in sorted(listing["files"]):
             target = posixpath.join(part, rel)
             dst.run(f"mkdir -p -m 700 {q(posixpath.dirname(target))}")
-            copied = _checked(src, posixpath.join(src_dir, rel), dst, target, rel, sent)
-            if copied.sha256 != listing["files"][rel]["sha256"]:
-                raise CopyCorrupt(f"{rel} changed on {src.name} while the directory was being copied")
+            # the listing's digest is the source's: bytes relayed otherwise (the file changed since) are refused
+            copied = _checked(src, posixpath.join(src_dir, rel), dst, target, rel, sent, before=listing["files"][rel])
             result.files.append(copied)
         dst.run(f"mv -T -- {q(part)} {q(dst_dir)}")
     except BaseException:

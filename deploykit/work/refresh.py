@@ -1,0 +1,187 @@
+"""An anonymized refresh's own work: the plan of what is masked, the masked copy built beside, the proof.
+
+The run's stage is the target (pre-production); phases with `stage: source`
+read production, which is only read: its rows in one exported snapshot,
+masked on its own host, its schema with pg_dump in that same snapshot. The
+target gets a new database beside its own (the restore's derived name,
+recorded before it exists), filled in this order: the schema without
+indexes and keys (pg_dump's pre-data), the rows of every table by COPY, then
+the indexes, unique constraints and foreign keys (post-data), which check
+every row as they are made, then every sequence. Only then is it proved
+clean and swapped in by the restore's own swap (the previous database kept
+aside until pruned).
+
+The proof's key and the digests of the original values live in this
+process's memory only (`memory(ctx)`), never in the journal or the run's
+resumable state: a refresh finished by another process cannot prove a copy,
+so it drops the copy rather than swap it in unproved.
+"""
+from __future__ import annotations
+
+import os
+import posixpath
+import threading
+import time
+
+from .. import layout
+from ..errors import DeployError, PreflightFailed
+from ..sqltext import literal
+from ..transport.host import q
+from ..transport.streamcopy import copy_file
+from . import catalog
+from .masked_copy import Snapshot, copy_tables
+from .subset import plan as subset_plan
+
+_MEMORY: dict[str, dict] = {}
+_MEMORY_LOCK = threading.Lock()
+
+
+class ProofFailed(DeployError):
+    """Original values of masked columns were found in the new copy: it is dropped, the target keeps its data."""
+
+
+def memory(ctx) -> dict:
+    """What this run keeps in memory only: the proof key, the digests of the originals, the masking key."""
+    with _MEMORY_LOCK:
+        return _MEMORY.setdefault(ctx.run_id, {})
+
+
+def forget(ctx) -> None:
+    with _MEMORY_LOCK:
+        _MEMORY.pop(ctx.run_id, None)
+
+
+def pg_driver(ctx):
+    """The one PostgreSQL database a refresh copies (its driver); anything else is a refusal."""
+    from ..drivers import database_drivers
+    drivers = database_drivers(ctx.config)
+    pg = [d for d in drivers if d.engine == "postgresql"]
+    if len(drivers) != 1 or not pg:
+        raise PreflightFailed("a refresh copies one PostgreSQL database "
+                              f"(this app has {', '.join(d.engine for d in drivers) or 'none'})",
+                              hint="configure one 'databases:' entry with engine: postgresql")
+    return pg[0]
+
+
+def mask_key(ctx) -> str:
+    """The masking secret from the controller's environment (refresh.key_env), as hex; never stored."""
+    spec = ctx.config.refresh
+    name = spec.key_env if spec is not None else None
+    value = os.environ.get(name or "")
+    if not name or not value:
+        raise PreflightFailed(f"the masking key is not set: {name or 'refresh.key_env'} is empty on the controller",
+                              hint=f"export {name or 'DEPLOYKIT_REFRESH_KEY'}=<a long random secret> (the same "
+                                   "key gives the same masked values in every refresh)")
+    return value.encode().hex()
+
+
+# -- the new database ---------------------------------------------------------------------------------------
+def _schema_file(ctx, src, dst, driver, snapshot_id: str) -> str:
+    """The source's schema (pg_dump -Fc --schema-only, in the copy's snapshot) on the target, checked on arrival."""
+    name = f"schema-{ctx.run_id}.dump"
+    made = posixpath.join(layout.scratch_dir(src, ctx.run_id), name)
+    there = posixpath.join(layout.scratch_dir(dst, ctx.run_id), name)
+    src.run(f"mkdir -p -m 700 {q(posixpath.dirname(made))} && pg_dump {driver.conn_args()} -Fc --schema-only "
+            f"--snapshot={q(snapshot_id)} --no-publications --no-subscriptions -f {q(made)} -d {q(driver.spec.name)}",
+            read_only=True, **driver.access(ctx, src, read_only=True))
+    try:
+        dst.run(f"mkdir -p -m 700 {q(posixpath.dirname(there))}")
+        copy_file(src, made, dst, there)
+    finally:
+        src.run(f"rm -f -- {q(made)}", check=False, always=True, timeout=60)
+    return there
+
+
+def build(ctx, src, dst, driver, plan: dict, record) -> dict:
+    """The masked copy as a new database on the target (recorded in the restore state before it exists).
+
+    `plan`: what plan_tables returned; `record()` saves the run's resumable state.
+    """
+    state = ctx.state.restore_state(ctx.backup_id, ctx.run_id)
+    new = driver.claim(ctx, dst, "restore", ctx.run_id)
+    built = {"engine": driver.engine, "alias": driver.spec.alias, "name": new, "label": ctx.run_id,
+             "item": driver.item_name}
+    state["built"].append(built)
+    record()
+    mem = memory(ctx)
+    tables = {name: t for name, t in catalog.parse(plan["catalog"]).items()}
+    snap = Snapshot(ctx, driver, src)
+    timings = {}
+    try:
+        start = time.monotonic()
+        counts = snap.counts(list(tables.values()), plan["where"])
+        schema = _schema_file(ctx, src, dst, driver, snap.id)
+        timings["schema_dump"] = round(time.monotonic() - start, 3)
+        driver.create_empty(ctx, dst, new, driver.database_settings(ctx, src, driver.spec.name))
+        start = time.monotonic()
+        driver.pg_restore(ctx, dst, schema, new, section="pre-data")
+        timings["pre_data"] = round(time.monotonic() - start, 3)
+        release_dir = layout.current(src)
+        jobs = []
+        for name, t in tables.items():
+            spec = plan["masks"].get(name)
+            job = {"table": t, "columns": [c.column for c in t.columns], "where": plan["where"].get(name)}
+            if spec and spec.get("masks"):
+                job["mask"] = {"spec": spec, "release_dir": release_dir, "mask_key": mem["mask_key"],
+                               "proof_key": mem["proof_key"], "avoid": mem["avoid"]}
+            jobs.append(job)
+        start = time.monotonic()
+        copied = copy_tables(ctx, driver, src, dst, new, snap.id, jobs, driver.jobs(dst))
+        timings["copy"] = round(time.monotonic() - start, 3)
+    finally:
+        snap.close()
+    start = time.monotonic()
+    driver.pg_restore(ctx, dst, schema, new, section="post-data")  # indexes, unique and foreign keys: every row checked
+    timings["post_data"] = round(time.monotonic() - start, 3)
+    dst.run(f"rm -f -- {q(schema)}", check=False)
+    _sync_sequences(ctx, driver, src, dst, new)
+    got = driver.row_counts(ctx, dst, new)
+    expected = {f"{tables[n].schema}.{tables[n].table}": c for n, c in counts.items()}
+    diff = sorted(t for t in expected if expected[t] != got.get(t))
+    if diff:
+        shown = ", ".join(f"{t}: {got.get(t)} rows, source {expected[t]}" for t in diff[:3])
+        raise DeployError(f"{dst.name}: the masked copy differs from the source ({shown}): not swapped in",
+                          hint="the target's own database is untouched")
+    driver.check_restored(ctx, dst, new, {})  # owners
+    built.update(rows=counts, copied=copied, timings=timings)
+    record()
+    return built
+
+
+def _sync_sequences(ctx, driver, src, dst, new: str) -> int:
+    """Every sequence set to the source's value (a schema-only dump carries none)."""
+    rows = driver.query(ctx, src, "SELECT format('%I.%I', schemaname, sequencename), last_value FROM pg_sequences "
+                                  "WHERE last_value IS NOT NULL;", db=driver.spec.name)
+    if rows:
+        driver.psql(ctx, dst, "\n".join(f"SELECT setval({literal(seq)}, {int(value)}, true);" for seq, value in rows),
+                    db=new)
+    return len(rows)
+
+
+def plan_tables(ctx, src, driver) -> dict:
+    """What the refresh copies and how (read-only, on the source's primary): every table in COPY column order,
+    each masked column's rule (resolved through the source's live models), the subset's conditions.
+
+    A personal-looking column without a rule (or an explicit keep) stops the refresh here, naming it.
+    """
+    from ..anonymize import classify, require_rules, resolve, resolve_subset
+    from ..djangoapp import model_columns
+    text = catalog.read(ctx, driver, src, driver.spec.name)
+    tables = catalog.parse(text)
+    models = model_columns(ctx, src, layout.current(src))
+    db_columns = catalog.as_db_columns(tables)
+    spec = ctx.config.refresh
+    resolved = resolve(spec.rules if spec else {}, models, db_columns)
+    require_rules(classify(models, db_columns, resolved))
+    where = subset_plan(tables, resolve_subset(spec.subset if spec else {}, models, db_columns))
+    masks = {}
+    for name, rules in resolved.items():
+        t = tables[name]
+        masked = {col: rule for col, rule in rules.items() if rule.get("kind") != "keep"}
+        if not masked:
+            continue
+        masks[name] = {"table": name, "columns": [c.column for c in t.columns], "masks": masked,
+                       "unique": [c for c in masked if (t.column(c).unique or t.column(c).primary_key)],
+                       "max_length": {c: t.column(c).max_length for c in masked if t.column(c).max_length}}
+    return {"catalog": text, "tables": sorted(tables), "masks": masks, "where": where,
+            "masked_columns": sorted(f"{t}.{c}" for t, spec_ in masks.items() for c in spec_["masks"])}
