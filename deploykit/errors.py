@@ -74,5 +74,31 @@ class PreflightFailed(DeployError):
     """A read-only check found a mistake before anything changed."""
 
 
+class MaskKeyMissing(DeployError):
+    """The anonymized refresh has no masking key in the controller's environment."""
+
+
+class RefreshRuleUnknown(DeployError):
+    """A refresh rule (or subset) names a model, field, table or column the source does not have."""
+
+    hint = "fix the key in refresh.rules (deploykit refresh --init-rules lists the personal-looking columns)"
+
+
+class PersonalColumnsWithoutRule(DeployError):
+    """Columns that look personal have no masking rule (nor an explicit keep): nothing is copied."""
+
+    hint = ("give each a rule (or 'keep') under refresh.rules; 'deploykit refresh --init-rules' writes a rules "
+            "file with a suggestion for each")
+    SHOWN = 5
+
+    def __init__(self, findings, hint: str | None = None):
+        self.findings = list(findings)
+        names = [f"{f.table}.{f.column}" for f in self.findings]
+        more = f" and {len(names) - self.SHOWN} more" if len(names) > self.SHOWN else ""
+        count = f"{len(names)} column{'s' if len(names) != 1 else ''}"
+        super().__init__(f"{count} look personal and have no refresh rule: "
+                         f"{', '.join(names[:self.SHOWN])}{more}", hint)
+
+
 class HardStop(BaseException):
     """A second interrupt: stop at once, keep the lock and the journal so the same command finishes the work."""
