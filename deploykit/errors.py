@@ -78,10 +78,16 @@ class MaskKeyMissing(DeployError):
     """The anonymized refresh has no masking key in the controller's environment."""
 
 
-class RefreshRuleUnknown(DeployError):
-    """A refresh rule (or subset) names a model, field, table or column the source does not have."""
+class RefreshRuleInvalid(DeployError):
+    """A refresh rule (or subset) names nothing the source has, or cannot apply to its column."""
 
-    hint = "fix the key in refresh.rules (deploykit refresh --init-rules lists the personal-looking columns)"
+    hint = "fix the rule in refresh.rules (or the rules file)"
+
+
+class RulesFileExists(DeployError):
+    """--init-rules never overwrites a rules file."""
+
+    hint = "move the file aside (or edit it): the suggestions are written to a new file only"
 
 
 class PersonalColumnsWithoutRule(DeployError):
@@ -95,9 +101,8 @@ class PersonalColumnsWithoutRule(DeployError):
         self.findings = list(findings)
         names = [f"{f.table}.{f.column}" for f in self.findings]
         more = f" and {len(names) - self.SHOWN} more" if len(names) > self.SHOWN else ""
-        count = f"{len(names)} column{'s' if len(names) != 1 else ''}"
-        super().__init__(f"{count} look personal and have no refresh rule: "
-                         f"{', '.join(names[:self.SHOWN])}{more}", hint)
+        told = "columns look personal and have" if len(names) != 1 else "column looks personal and has"
+        super().__init__(f"{len(names)} {told} no refresh rule: {', '.join(names[:self.SHOWN])}{more}", hint)
 
 
 class HardStop(BaseException):
