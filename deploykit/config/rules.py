@@ -255,7 +255,7 @@ def to_surface(rule: dict) -> Any:
     if kind == "fixed":
         return {"fixed": rule["value"]}
     if kind == "hash":
-        return "hash" if rule.get("length") is None else {"hash": {"length": rule["length"]}}
+        return {"hash": {}} if rule.get("length") is None else {"hash": {"length": rule["length"]}}
     if kind == "faker":
         if rule.get("locale", DEFAULT_LOCALE) == DEFAULT_LOCALE:
             return {"faker": rule["provider"]}
