@@ -26,6 +26,7 @@ from .transport.session import SessionEnded
 
 HELPER = "django_state"
 HELPER_NAME = f"deploykit-{HELPER}.py"  # in `ps`: api's pgrep and operators find a running helper by it
+COLUMNS_HELPER = "django_columns"  # the models and their columns (the anonymized refresh's rules and defaults)
 
 # The trailing comment names the helper in the process list. The helper answers requests until
 # stdin ends: one Django start-up per release directory, host and run (see remote/_common.serve_session).
@@ -40,22 +41,25 @@ def manage_env(ctx) -> dict | None:
     return {"DJANGO_SETTINGS_MODULE": ctx.config.settings_module} if ctx.config.settings_module else None
 
 
-def _session(ctx, host, release_dir: str):
-    """The run's Django for release_dir on host: started on first use, kept until the host is closed."""
+def _session(ctx, host, release_dir: str, helper: str = HELPER):
+    """The run's Django for release_dir on host: started on first use, kept until the host is closed.
+
+    Each helper of remote/ run this way has its own session (django_state's is keyed as it always was).
+    """
     def start():
-        source = helper_source(HELPER)
+        source = helper_source(helper)
         env = dict(manage_env(ctx) or {})
         if host.read_only:  # a dry-run: the helper itself refuses every action that writes
             env["DEPLOYKIT_READ_ONLY"] = "1"
         else:  # long work (migrate, unapply) is listed in the run's pid file as it starts
             env["DEPLOYKIT_PID_FILE"] = host.pid_file
-        boot = _BOOTSTRAP.format(name=HELPER_NAME)
+        boot = _BOOTSTRAP.format(name=f"deploykit-{helper}.py")
         session = host.open_session(f"{app_python(ctx.config, host, release_dir)} manage.py shell -v 0 -c {q(boot)}",
                                     cwd=release_dir, env=env or None, read_only=True,
                                     track=None if host.read_only else "django")
         session.send(f"{len(source)}\n{source}")
         return session
-    return host.session(("django", release_dir), start)
+    return host.session(("django", release_dir) if helper == HELPER else ("django", release_dir, helper), start)
 
 
 def warm_up(ctx, host, release_dir: str) -> None:
@@ -70,7 +74,8 @@ def warm_up(ctx, host, release_dir: str) -> None:
         pass
 
 
-def ask(ctx, host, release_dir: str, action: str, args: dict, timeout: float, progress=None) -> dict | None:
+def ask(ctx, host, release_dir: str, action: str, args: dict, timeout: float, progress=None,
+        helper: str = HELPER) -> dict | None:
     """One request to the session of release_dir; its answer (a session that ended is a failed command).
 
     A session that had answered before and is found ended before it read
@@ -78,7 +83,7 @@ def ask(ctx, host, release_dir: str, action: str, args: dict, timeout: float, pr
     started again once: the helper says when it has read a request, so
     nothing is ever done twice.
     """
-    session = _session(ctx, host, release_dir)
+    session = _session(ctx, host, release_dir, helper)
     deadline = time.monotonic() + timeout
     started = False
     with session.turn:
@@ -99,7 +104,7 @@ def ask(ctx, host, release_dir: str, action: str, args: dict, timeout: float, pr
         except SessionEnded as exc:
             if session.served and not started:
                 session.close(timeout=5)
-                return ask(ctx, host, release_dir, action, args, timeout, progress)
+                return ask(ctx, host, release_dir, action, args, timeout, progress, helper)
             ended = session.close(timeout=5)
             said = exc.one_line().split(": it ended: ", 1)[1] if ": it ended: " in exc.one_line() else ""
             raise HostCommandFailed(
@@ -110,15 +115,17 @@ def ask(ctx, host, release_dir: str, action: str, args: dict, timeout: float, pr
 
 def django_helper(ctx, host, release_dir: str, action: str, args: dict | None = None, *,
                   check: bool = True, timeout: float | None = None, track: str | None = None,
-                  progress=None) -> dict:
+                  progress=None, helper: str = HELPER) -> dict:
     """Ask the app's Django in release_dir (django_state.py ACTION, inside its manage.py); the JSON answer.
+
+    helper: another helper of remote/ run the same way (django_columns).
 
     track: a label; the session lists itself in the run's pid file under it while it does this work.
     progress(text): told each line of output as the action writes it (migrate's "Applying ...").
     """
-    host.allows(HELPER, action)  # a dry-run Host refuses a changing action before it is sent
+    host.allows(helper, action)  # a dry-run Host refuses a changing action before it is sent
     args = {"project_dir": release_dir, **(args or {}), **({"_track": track} if track else {})}
-    doc = ask(ctx, host, release_dir, action, args, timeout or ctx.config.command_timeout, progress)
+    doc = ask(ctx, host, release_dir, action, args, timeout or ctx.config.command_timeout, progress, helper)
     if not isinstance(doc, dict):
         raise HostCommandFailed(f"{host.name}: manage.py shell in {release_dir} gave no answer to {action}",
                                 hint="run 'manage.py check' in that release on the host to see why")
@@ -135,6 +142,12 @@ def migration_state(ctx, host, release_dir: str) -> dict:
 def migration_graph(ctx, host, release_dir: str) -> dict:
     """migration_state + every node per app in graph order + what each squash replaces."""
     return django_helper(ctx, host, release_dir, "graph")
+
+
+def model_columns(ctx, host, release_dir: str) -> dict:
+    """{user_model, models: [...]}: every concrete model of the app in release_dir and its fields' columns
+    (remote/django_columns.py `columns`)."""
+    return django_helper(ctx, host, release_dir, "columns", helper=COLUMNS_HELPER)
 
 
 def django_databases(ctx, host, release_dir: str) -> dict:

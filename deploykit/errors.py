@@ -74,5 +74,36 @@ class PreflightFailed(DeployError):
     """A read-only check found a mistake before anything changed."""
 
 
+class MaskKeyMissing(DeployError):
+    """The anonymized refresh has no masking key in the controller's environment."""
+
+
+class RefreshRuleInvalid(DeployError):
+    """A refresh rule (or subset) names nothing the source has, or cannot apply to its column."""
+
+    hint = "fix the rule in refresh.rules (or the rules file)"
+
+
+class RulesFileExists(DeployError):
+    """--init-rules never overwrites a rules file."""
+
+    hint = "move the file aside (or edit it): the suggestions are written to a new file only"
+
+
+class PersonalColumnsWithoutRule(DeployError):
+    """Columns that look personal have no masking rule (nor an explicit keep): nothing is copied."""
+
+    hint = ("give each a rule (or 'keep') under refresh.rules; 'deploykit refresh --init-rules' writes a rules "
+            "file with a suggestion for each")
+    SHOWN = 5
+
+    def __init__(self, findings, hint: str | None = None):
+        self.findings = list(findings)
+        names = [f"{f.table}.{f.column}" for f in self.findings]
+        more = f" and {len(names) - self.SHOWN} more" if len(names) > self.SHOWN else ""
+        told = "columns look personal and have" if len(names) != 1 else "column looks personal and has"
+        super().__init__(f"{len(names)} {told} no refresh rule: {', '.join(names[:self.SHOWN])}{more}", hint)
+
+
 class HardStop(BaseException):
     """A second interrupt: stop at once, keep the lock and the journal so the same command finishes the work."""

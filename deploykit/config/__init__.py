@@ -9,11 +9,13 @@ from .fields import BACKUP_KINDS, PG_MAX_IDENTIFIER, ROLES
 from .loader import DEFAULT_FILE, find_config, load_config, parse_config
 from .models import Document, LockSpec, VenvSpec
 from .phases import BUILTIN_PLAYBOOKS
-from .specs import (ColoursSpec, Config, DatabaseSpec, HealthCheck, HostSpec, PathSpec, ProcessSpec, RouterSpec,
-                    template_names)
+from .refresh import DEFAULT_RULES_FILE, read_rules_file
+from .specs import (ColoursSpec, Config, DatabaseSpec, HealthCheck, HostSpec, PathSpec, ProcessSpec, RefreshSpec,
+                    RouterSpec, template_names)
 
 TOP_KEYS = frozenset(Document.model_fields)
 
-__all__ = ["BACKUP_KINDS", "BUILTIN_PLAYBOOKS", "DEFAULT_FILE", "PG_MAX_IDENTIFIER", "ROLES", "TOP_KEYS",
-           "ColoursSpec", "Config", "DatabaseSpec", "Document", "HealthCheck", "HostSpec", "LockSpec", "PathSpec",
-           "ProcessSpec", "RouterSpec", "VenvSpec", "find_config", "load_config", "parse_config", "template_names"]
+__all__ = ["BACKUP_KINDS", "BUILTIN_PLAYBOOKS", "DEFAULT_FILE", "DEFAULT_RULES_FILE", "PG_MAX_IDENTIFIER", "ROLES",
+           "TOP_KEYS", "ColoursSpec", "Config", "DatabaseSpec", "Document", "HealthCheck", "HostSpec", "LockSpec",
+           "PathSpec", "ProcessSpec", "RefreshSpec", "RouterSpec", "VenvSpec", "find_config", "load_config",
+           "parse_config", "read_rules_file", "template_names"]

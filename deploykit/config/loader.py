@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from ..errors import ConfigError
-from . import checks, colours
+from . import checks, colours, refresh
 from .checks import Template
 from .fields import parse_address
 from .models import Database, DataPath, Document, Health, Process, Stage
@@ -213,7 +213,9 @@ def _resolve(doc: Document, path: Path) -> Config:
         command_timeout=doc.ssh.command_timeout, min_free_mb=doc.min_free_mb, snapshots=doc.snapshots,
         snapshot_budget=doc.snapshot_budget,
         playbooks_dir=playbooks_dir, journal_dir=journal_dir, venv=doc.venv, lock=doc.lock,
-        keep_runs=doc.keep_runs, freeze=doc.freeze, colours=colours.resolve(path, doc.colours, stages))
+        keep_runs=doc.keep_runs, freeze=doc.freeze, colours=colours.resolve(path, doc.colours, stages),
+        refresh=refresh.resolve(path, doc.refresh, _local_path(path, "refresh.rules_file", doc.refresh.rules_file,
+                                                               project_dir) if doc.refresh else None))
     if "freeze" in doc.model_fields_set:  # a config that never mentions the freeze is not refused for it
         checks.freeze(path, doc.freeze, processes, doc.ssh.command_timeout)
     checks.templates(path, stages, found)

@@ -20,6 +20,7 @@ from .fields import (
     HostPath, JsonPaths, KeepReleases, Label, LocalPath, ModulePath, Number, OneOf, PgName, Roles, Text, TextList, Vars,
     Whole, check_of, names, of_kind, problem, show, type_name,
 )
+from .rules import KeyEnv, Media, ProofSample, Rules, Subset
 
 
 def key(description: str, example: str, default: Any = PydanticUndefined, *, default_text: str | None = None,
@@ -600,6 +601,44 @@ class Colours(Section):
         return self
 
 
+class Proof(Section):
+    """What the refresh keeps of the original values to prove none reached the target."""
+
+    sample: ProofSample | None = key(
+        "original values per masked column whose keyed digests are kept (in the controller's memory only) and "
+        "looked for in the target afterwards: all, or a sample of at least 10000 (stated in the report)",
+        "sample: all", None, default_text="all")
+
+
+class Refresh(Section):
+    """The anonymized refresh (deploykit refresh): masking rules, subsets, media, proof."""
+
+    shape: ClassVar = ("expected a mapping", "write 'refresh: {key_env: DEPLOYKIT_REFRESH_KEY, rules: {...}}'")
+
+    key_env: KeyEnv = key("the controller's environment variable holding the masking key (a secret: the same key "
+                          "gives the same masked values, another key others; never written in a file)",
+                          "key_env: DEPLOYKIT_REFRESH_KEY", "DEPLOYKIT_REFRESH_KEY")
+    rules_file: LocalPath | None = key(
+        "a YAML file holding more rules under 'rules:' (relative to the config file; 'deploykit refresh "
+        "--init-rules' writes one); a key in both files is refused", "rules_file: refresh-rules.yaml", None)
+    rules: Rules = key(
+        "how each column is masked, by app_label.Model.field (resolved through the app's models) or table.column: "
+        "keep, null, email, phone, format (same shape), ip, {fixed: TEXT}, {hash: {length: N}} (keyed, hex), "
+        "{faker: PROVIDER} or {faker: {provider: P, locale: L}}, {json: {dotted.path: RULE}} (* = every item); "
+        "a column that looks personal and has no rule stops the refresh",
+        "rules: {auth.User.email: email, auth.User.password: {fixed: '!'}, shop_customer.phone: phone}",
+        default_factory=dict)
+    subset: Subset = key("copy only the rows of a table (or app_label.Model) that match an SQL condition; the rows "
+                         "they refer to by foreign key come along", "subset: {shop_order: \"created > now() - "
+                         "interval '30 days'\"}", default_factory=dict)
+    media: Media = key("per media directory (relative to the media root; 'default' for the rest): keep, exclude, or "
+                       "placeholder (a file of the same type and size class)",
+                       "media: {avatars/: placeholder, exports/: exclude, default: keep}",
+                       default_factory=lambda: {"default": "keep"}, default_text="{default: keep}")
+    proof: Proof = key("the proof that no original value reached the target", "proof: {sample: all}",
+                       default_factory=Proof)
+
+
 class Document(Section):
     """deploykit.yaml as a whole."""
 
@@ -673,3 +712,5 @@ class Document(Section):
     colours: Colours | None = key("blue/green: two stages of one app behind one router (README: Blue/green)",
                                   "colours: {stages: [blue, green], router: {stage: edge, nginx: {upstream_file: "
                                   "/etc/nginx/deploykit/library.conf, upstream: library}}}", None)
+    refresh: Refresh | None = key("the anonymized refresh (deploykit refresh): production's data without its people",
+                                  "refresh: {key_env: DEPLOYKIT_REFRESH_KEY, rules_file: refresh-rules.yaml}", None)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import UnknownStage
+from ..errors import MaskKeyMissing, UnknownStage
 from .models import FreezeSpec, LockSpec, VenvSpec
 
 # `{name}` is a template; `${NAME}` (shell) and `{{` / `}}` are left exactly as written.
@@ -157,6 +157,38 @@ class ColoursSpec:
     servers: dict[str, list[str]]
 
 
+MIN_MASK_KEY = 16  # characters of the masking key: a short one could be guessed from masked values
+
+
+@dataclass
+class RefreshSpec:
+    """The anonymized refresh: canonical rules (config/rules.py) by the key they were written under, and the rest.
+
+    A key is app_label.Model.field or table.column (deploykit.anonymize.resolve maps it to a column);
+    rule_sources says which file each came from. media: directory ("avatars/") or "default" -> placeholder,
+    exclude or keep; proof_sample: values per column kept for the proof (None: all of them).
+    """
+
+    key_env: str
+    rules: dict[str, dict]
+    rule_sources: dict[str, str] = field(default_factory=dict)
+    rules_file: Path | None = None  # resolved; may not exist yet (--init-rules writes it)
+    rules_file_found: bool = False
+    subset: dict[str, str] = field(default_factory=dict)  # table or app_label.Model -> SQL condition
+    media: dict[str, str] = field(default_factory=lambda: {"default": "keep"})
+    proof_sample: int | None = None
+
+    def mask_key(self) -> bytes:
+        """The masking key from the controller's environment (read when used, never stored in the spec)."""
+        value = os.environ.get(self.key_env, "")
+        if len(value) < MIN_MASK_KEY:
+            said = "is not set" if not value else f"holds {len(value)} characters, fewer than {MIN_MASK_KEY}"
+            raise MaskKeyMissing(f"the masking key: ${self.key_env} {said}",
+                                 hint=f"export {self.key_env}=<a secret of at least {MIN_MASK_KEY} characters>; "
+                                      "keep it: the same key gives the same masked values")
+        return value.encode("utf-8", "surrogateescape")
+
+
 @dataclass
 class Config:
     path: Path
@@ -192,6 +224,7 @@ class Config:
     keep_runs: int = 50  # local run journals kept (state/local.py)
     snapshot_budget: float = 2.0  # seconds the writers may stay stopped for snapshots (work/snapshots.py)
     colours: ColoursSpec | None = None  # blue/green (deploykit switch, deploykit colours)
+    refresh: RefreshSpec | None = None  # the anonymized refresh (deploykit refresh)
 
     def stage(self, name: str) -> list[HostSpec]:
         if name not in self.stages:

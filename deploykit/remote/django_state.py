@@ -36,39 +36,10 @@ Actions (all take database?; run directly, also project_dir and settings?):
              resolved: {path: realpath}}; a SQLite NAME is its absolute real path
 """
 import os
-import re
 import sys
 
 from _common import progress, serve, serve_session
-
-
-def _setup(args):
-    import django
-    from django.apps import apps
-
-    if apps.ready:  # inside manage.py (shell -c): the app set Django up its own way
-        return django
-    project_dir = args["project_dir"]
-    os.chdir(project_dir)
-    sys.path.insert(0, project_dir)
-    settings = args.get("settings")
-    if not settings:
-        try:
-            with open(os.path.join(project_dir, "manage.py")) as fh:
-                m = re.search(r"DJANGO_SETTINGS_MODULE['\"]\s*,\s*['\"]([\w.]+)['\"]", fh.read())
-            settings = m.group(1) if m else None
-        except OSError:
-            settings = None
-    if settings:
-        os.environ["DJANGO_SETTINGS_MODULE"] = settings
-    django.setup()
-    return django
-
-
-def _connection(args):
-    from django.db import connections
-
-    return connections[args.get("database") or "default"]
+from _django import _close_connections, _connection, _setup
 
 
 def _forwards(graph):
@@ -277,12 +248,6 @@ def check(args):
     """`manage.py check ARGS`: Django's system checks (an error found is a failed action)."""
     _setup(args)
     return {"ok": True, "changed": False, "output": _command("check", *[str(a) for a in args.get("args", [])])}
-
-
-def _close_connections():
-    from django.db import connections
-
-    connections.close_all()
 
 
 def _sqlite_path(name):
