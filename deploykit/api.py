@@ -435,3 +435,24 @@ def refresh(config: Config, source: str, target: str, *, dry_run: bool = False,
                             "proof": {k: proof.get(k) for k in ("checked", "originals", "found", "seconds")
                                       if k in proof}})
         return result
+
+
+def init_refresh_rules(config: Config, source: str) -> dict:
+    """`refresh --init-rules`: read the source (read-only), write the suggested rule of every personal-looking
+    column without one to the rules file (refresh.rules_file, else refresh-rules.yaml beside deploykit.yaml).
+    Refused when that file exists: it is the operator's, never replaced."""
+    import os
+
+    from .anonymize import init_rules_text, rules_file_path, write_rules_file
+    from .errors import RulesFileExists
+    from .work import refresh as work
+    if source not in config.stages:
+        raise DeployError(f"--from {source!r} is not a stage (stages: {', '.join(config.stages)})",
+                          hint="pass --from with the stage whose data the rules are for")
+    path = rules_file_path(config)
+    if os.path.lexists(path):  # before any host is asked: the file is the operator's
+        raise RulesFileExists(f"{path} already exists; --init-rules does not overwrite it")
+    with Run(config, source, command="refresh", dry_run=True, options={"label": "init-rules"}) as run:
+        findings = work.suggest_rules(run.ctx, run.ctx.primary, work.pg_driver(run.ctx))
+    written = write_rules_file(path, init_rules_text(findings))
+    return {"path": str(written), "suggested": [f.as_dict() for f in findings]}

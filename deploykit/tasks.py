@@ -507,5 +507,40 @@ def log(c, host=None, run=None, from_host=False, html=None, config=None, stage=N
         out.line(f"report: {written}")
 
 
+@task(auto_shortflags=False, help=_help(
+    from_="the stage whose database is copied (only read: production)",
+    to="the stage that receives the masked copy (its database is built beside, proved, then swapped in)",
+    init_rules="write the suggested rule of every personal-looking column without one to the rules file "
+               "(refresh.rules_file, else refresh-rules.yaml beside deploykit.yaml) and stop; never overwrites",
+    dry_run="run the checks (rules, personal columns), say what would change; nothing is changed"))
+@user_errors
+def refresh(c, host=None, from_=None, to=None, init_rules=False, dry_run=False, config=None, stage=None, json=False):
+    """Copy production's database to another stage with every personal column masked on production's host.
+
+    The rules come from 'refresh:' in deploykit.yaml, per Django field (app_label.Model.field) or table.column.
+    Before anything is copied, every column that looks personal and has no rule (or an explicit keep) stops the
+    refresh and is named; --init-rules writes suggestions. After the copy, the target is scanned for every
+    original value of the masked columns: one found drops the copy and keeps the target's data (exit 1).
+    """
+    cfg = load_config(config)
+    if host or stage:
+        raise DeployError("--stage is not used by a refresh", hint="--from and --to name the stages")
+    if not from_:
+        raise DeployError("a refresh needs --from STAGE", hint=f"the stages: {', '.join(cfg.stages)}")
+    if init_rules:
+        got = api.init_refresh_rules(cfg, from_)
+        current().line(f"deploykit: {len(got['suggested'])} suggested rule(s) written to {got['path']}; review "
+                       "them, then run the refresh")
+        return
+    if not to:
+        raise DeployError("a refresh needs --to STAGE", hint=f"the stages: {', '.join(cfg.stages)}")
+    result = api.refresh(cfg, from_, to, dry_run=_dry(c, dry_run), reporter=current().step)
+    proof = result.data.get("proof") or {}
+    if proof.get("checked") is not None:
+        current().line(f"deploykit: proof: {proof['checked']} value(s) of {to} checked against "
+                       f"{proof.get('originals')} original(s), {sum(f['count'] for f in proof.get('found') or [])} found")
+    _finish(result, f"refresh {from_} -> {to}", "refresh")
+
+
 ns = Collection(release, rollback, backup, restore, check, releases, backups, unlock, status, log, init,
-                switch, colours, transfer)
+                switch, colours, transfer, refresh)

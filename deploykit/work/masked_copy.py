@@ -20,8 +20,8 @@ from ..pyenv import app_python
 from ..sqltext import ident, literal
 from ..transport.bundle import helper_source
 from ..transport.host import q
-from .catalog import Table
-from .subset import qualified, select
+from ..work.catalog import Table
+from ..work.subset import qualified, select
 
 CHUNK = 1 << 20
 MASK_HELPER = "mask"

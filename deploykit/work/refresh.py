@@ -28,9 +28,9 @@ from ..errors import DeployError, PreflightFailed
 from ..sqltext import literal
 from ..transport.host import q
 from ..transport.streamcopy import copy_file
-from . import catalog
-from .masked_copy import Snapshot, copy_tables
-from .subset import plan as subset_plan
+from ..work import catalog
+from ..work.masked_copy import Snapshot, copy_tables
+from ..work.subset import plan as subset_plan
 
 _MEMORY: dict[str, dict] = {}
 _MEMORY_LOCK = threading.Lock()
@@ -158,6 +158,22 @@ def _sync_sequences(ctx, driver, src, dst, new: str) -> int:
     return len(rows)
 
 
+def _source_columns(ctx, src, driver):
+    """(catalog text, tables, the source's model columns, db columns) read on the source (read-only)."""
+    from ..djangoapp import model_columns
+    text = catalog.read(ctx, driver, src, driver.spec.name)
+    tables = catalog.parse(text)
+    return text, tables, model_columns(ctx, src, layout.current(src)), catalog.as_db_columns(tables)
+
+
+def suggest_rules(ctx, src, driver) -> list:
+    """The personal-looking columns of the source without a rule, each with a suggested rule (--init-rules)."""
+    from ..anonymize import classify, resolve
+    _, _, models, db_columns = _source_columns(ctx, src, driver)
+    spec = ctx.config.refresh
+    return classify(models, db_columns, resolve(spec.rules if spec else {}, models, db_columns))
+
+
 def plan_tables(ctx, src, driver) -> dict:
     """What the refresh copies and how (read-only, on the source's primary): every table in COPY column order,
     each masked column's rule (resolved through the source's live models), the subset's conditions.
@@ -165,11 +181,7 @@ def plan_tables(ctx, src, driver) -> dict:
     A personal-looking column without a rule (or an explicit keep) stops the refresh here, naming it.
     """
     from ..anonymize import classify, require_rules, resolve, resolve_subset
-    from ..djangoapp import model_columns
-    text = catalog.read(ctx, driver, src, driver.spec.name)
-    tables = catalog.parse(text)
-    models = model_columns(ctx, src, layout.current(src))
-    db_columns = catalog.as_db_columns(tables)
+    text, tables, models, db_columns = _source_columns(ctx, src, driver)
     spec = ctx.config.refresh
     resolved = resolve(spec.rules if spec else {}, models, db_columns)
     require_rules(classify(models, db_columns, resolved))

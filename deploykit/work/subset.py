@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from ..errors import DeployError
 from ..sqltext import ident
-from .catalog import Table
+from ..work.catalog import Table
 
 
 def qualified(table: Table) -> str:
