@@ -23,6 +23,7 @@ class RunState:
     # for this run only
     backup_items: dict[str, list] = field(default_factory=dict)  # host -> manifest items taken so far
     manifests: dict[str, dict] = field(default_factory=dict)  # host -> verified manifest
+    sealed: dict[str, dict] = field(default_factory=dict)  # host -> the manifest seal_backup wrote and verified
     unverified: dict[str, list] = field(default_factory=dict)  # host -> items not read (a snapshot replaces them)
     loss: dict | None = None  # rows a data rollback would lose, per database and table
     switched: dict[str, str | None] = field(default_factory=dict)  # host -> where current pointed before

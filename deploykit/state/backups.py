@@ -9,7 +9,7 @@ from __future__ import annotations
 import posixpath
 
 from .. import layout
-from ..drivers import driver_for_item, drivers_for
+from ..drivers import database_drivers, driver_for_item, drivers_for
 from ..errors import BackupInvalid
 from ..transport.host import q
 from .journal import utc_now, utc_stamp
@@ -37,8 +37,9 @@ def code_item(ctx, host, backup_dir: str) -> dict | None:
             "files": {layout.CODE_ARCHIVE: {"size": doc["size"], "sha256": doc["sha256"]}}}
 
 
-def data_items(ctx, host, backup_dir: str) -> list[dict]:
-    return [driver.backup(ctx, host, backup_dir) for driver in drivers_for(ctx.config)]
+def data_items(ctx, host, backup_dir: str, databases_only: bool = False) -> list[dict]:
+    drivers = database_drivers(ctx.config) if databases_only else drivers_for(ctx.config)
+    return [driver.backup(ctx, host, backup_dir) for driver in drivers]
 
 
 def write_manifest(ctx, host, backup_dir: str, backup_id: str, items: list[dict], **extra) -> dict:

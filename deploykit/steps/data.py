@@ -52,7 +52,8 @@ class BackupData(Step):
 
     def run(self, ctx, host):
         prepare_dir(host, ctx.backup_dir(host))
-        items = data_items(ctx, host, ctx.backup_dir(host))
+        # `with: {databases_only: true}`: a transfer's frozen set (its media go by sync_media, file by file)
+        items = data_items(ctx, host, ctx.backup_dir(host), databases_only=bool(self.options.get("databases_only")))
         _items(ctx, host).extend(items)
         names = [f"{i['name']}{' (absent)' if i.get('absent') else ''}" for i in items]
         return Outcome(changed=True, message=f"{', '.join(names) or 'no data configured'} ({_mb(items):.1f} MB)")
@@ -70,10 +71,11 @@ class SealBackup(Step):
         live = ctx.previous["id"] if ctx.previous else None
         write_manifest(ctx, host, ctx.backup_dir(host), ctx.backup_id, items, release=live,
                        for_release=ctx.release_id, label=ctx.options.get("label"))
-        ok, problems, _ = verify(ctx, host, ctx.backup_dir(host))
+        ok, problems, manifest = verify(ctx, host, ctx.backup_dir(host))
         if not ok:
             raise DeployError(f"{host.name}: backup {ctx.backup_id} does not verify: {'; '.join(problems[:3])}",
                               hint="check disk space and the host's tools, then release again")
+        ctx.state.sealed[host.name] = manifest  # verified just now: a transfer copies it without reading it again
         return Outcome(changed=True, message=f"{ctx.backup_dir(host)}: {len(items)} item(s) verified")
 
 

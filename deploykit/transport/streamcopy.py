@@ -138,20 +138,26 @@ def copy_file(src: Host, src_path: str, dst: Host, dst_path: str, *, mode: int =
     return CopyResult(src.name, dst.name, [copied], time.monotonic() - start)
 
 
-def copy_tree(src: Host, src_dir: str, dst: Host, dst_dir: str, *, progress=None, skip=()) -> CopyResult:
+def copy_tree(src: Host, src_dir: str, dst: Host, dst_dir: str, *, progress=None, skip=(),
+              listing: dict | None = None) -> CopyResult:
     """Copy every file of a directory (a backup set, say) to a new directory on another host.
 
     `skip`: relative paths left out (a transfer sends media by sync_tree, not inside the set).
+    `listing`: the files to copy, {rel: {size, sha256}}, when the caller holds a verified manifest of
+    them; else the source directory is listed and hashed first.
 
     Refuses to replace an existing dst_dir. Symbolic links and special files
     are refused: a backup set holds regular files only. `progress(sent, total)`
     is told the bytes relayed of the whole tree.
     """
     start = time.monotonic()
-    listing = src.helper("files", "manifest", {"root": src_dir})
-    if listing.get("missing"):
-        raise DeployError(f"{src.name}: {src_dir} does not exist")
-    listing["files"] = {rel: meta for rel, meta in listing["files"].items() if rel not in set(skip)}
+    if listing is not None:
+        listing = {"files": {rel: meta for rel, meta in listing.items() if rel not in set(skip)}}
+    else:
+        listing = src.helper("files", "manifest", {"root": src_dir})
+        if listing.get("missing"):
+            raise DeployError(f"{src.name}: {src_dir} does not exist")
+        listing["files"] = {rel: meta for rel, meta in listing["files"].items() if rel not in set(skip)}
     odd = [rel for rel, meta in listing["files"].items() if "link" in meta] + list(listing.get("skipped") or [])
     if odd:
         raise DeployError(f"{src.name}: {src_dir} holds links or special files ({', '.join(sorted(odd)[:3])})",

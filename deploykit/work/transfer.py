@@ -106,12 +106,14 @@ def copy_backup(ctx, src, dst, backup_id: str) -> dict:
     its databases only (media and paths go by sync_media), sealed there with a manifest of what arrived and
     verified as a restore would: what arrived, and that manifest."""
     src_dir, dst_dir = layout.backup_dir(src, backup_id), layout.backup_dir(dst, backup_id)
-    source = require_verified(ctx, src, src_dir)
+    sealed = ctx.state.sealed.get(src.name)  # sealed and verified by this run, under its lock: not read again
+    source = sealed if sealed and sealed.get("id") == backup_id else require_verified(ctx, src, src_dir)
     items = [i for i in source["items"] if i["kind"] == "databases"]
-    skip = {layout.MANIFEST} | {f for i in source["items"] if i["kind"] != "databases" for f in i["files"]}
     dst.run(f"mkdir -p -m 700 {q(layout.backups_dir(dst))}")
+    # each file's digest is the manifest's: what the relay reads must be what was verified
+    files = {rel: meta for i in items for rel, meta in i["files"].items()}
     copied = copy_tree(src, src_dir, dst, dst_dir, progress=ctx.bytes_progress(dst, f"backup {backup_id}"),
-                       skip=skip)
+                       listing=files)
     try:
         extra = {k: v for k, v in source.items() if k not in ("id", "created", "app", "stage", "host", "run_id",
                                                                "complete", "items")}
