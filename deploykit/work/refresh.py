@@ -18,10 +18,13 @@ so it drops the copy rather than swap it in unproved.
 """
 from __future__ import annotations
 
-import os
+import base64
 import posixpath
+import secrets
+import sys
 import threading
 import time
+from array import array
 
 from .. import layout
 from ..errors import DeployError, PreflightFailed
@@ -29,8 +32,8 @@ from ..sqltext import literal
 from ..transport.host import q
 from ..transport.streamcopy import copy_file
 from ..work import catalog
-from ..work.masked_copy import Snapshot, copy_tables
-from ..work.subset import plan as subset_plan
+from ..work.masked_copy import Snapshot, copy_tables, psql_argv
+from ..work.subset import plan as subset_plan, select
 
 _MEMORY: dict[str, dict] = {}
 _MEMORY_LOCK = threading.Lock()
@@ -47,8 +50,97 @@ def memory(ctx) -> dict:
 
 
 def forget(ctx) -> None:
+    """Drop what the run kept in memory (the snapshot's transaction ends with it)."""
     with _MEMORY_LOCK:
-        _MEMORY.pop(ctx.run_id, None)
+        mem = _MEMORY.pop(ctx.run_id, None) or {}
+    snap = mem.get("snapshot")
+    if snap is not None:
+        try:
+            snap.close()
+        except DeployError:
+            pass
+
+
+# -- the proof: digests of the originals, then the scan of the copy -------------------------------------------
+def _packed(parts: list[bytes]) -> bytes:
+    """Sorted, distinct big-endian uint64 digests (the mask helper's avoid list) from packed lists."""
+    values = array("Q")
+    for part in parts:
+        chunk = array("Q", part)
+        if sys.byteorder == "little":
+            chunk.byteswap()
+        values.extend(chunk)
+    out = array("Q", sorted(set(values)))
+    if sys.byteorder == "little":
+        out.byteswap()
+    return out.tobytes()
+
+
+def collect_digests(ctx, src, driver, plan: dict) -> dict:
+    """Open the copy's snapshot of the source and digest, in it, every original value of every masked column.
+
+    The digests (and a random proof key) stay in this process's memory; the run's state holds the counts.
+    """
+    mem = memory(ctx)
+    mem["mask_key"] = mask_key(ctx)
+    mem["proof_key"] = secrets.token_hex(32)
+    tables = catalog.parse(plan["catalog"])
+    snap = mem["snapshot"] = Snapshot(ctx, driver, src)
+    mem["counts"] = snap.counts(list(tables.values()), plan["where"])
+    sample = ctx.config.refresh.proof_sample if ctx.config.refresh else None
+    exact, normalised, stats = [], [], {"columns": 0, "digested": 0, "skipped_short": 0, "sampled": []}
+    kw = driver.access(ctx, src, read_only=True)
+    for name, spec in plan["masks"].items():
+        cols = sorted(spec["masks"])
+        copy = psql_argv(driver, driver.spec.name, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+                         f"SET TRANSACTION SNAPSHOT {literal(snap.id)}",
+                         f"COPY ({select(tables[name], cols, plan['where'].get(name))}) TO STDOUT", "COMMIT")
+        got = src.helper("mask", "digests", {"command": copy, "columns": cols, "proof_key": mem["proof_key"],
+                                             "sample": sample or "all", "masks": spec["masks"], "table": name},
+                         env=kw["env"], secrets=kw["secrets"], timeout=ctx.config.command_timeout)
+        for col, counts in got["columns"].items():
+            stats["columns"] += 1
+            stats["digested"] += counts["digested"]
+            stats["skipped_short"] += counts["skipped_short"]
+            if counts.get("sampled"):
+                stats["sampled"].append(f"{name}.{col}")
+            exact.append(base64.b64decode(got["digests"][col]["exact"]))
+            normalised.append(base64.b64decode(got["digests"][col]["normalised"]))
+    mem["exact"], mem["avoid"] = _packed(exact), _packed(normalised)
+    stats["originals"] = len(mem["avoid"]) // 8
+    stats["sample"] = sample or "all"
+    return stats
+
+
+def prove(ctx, dst, driver) -> dict:
+    """Scan the built copy (every text-like column, a plain pg_dump of it) for the originals' digests."""
+    mem = memory(ctx)
+    if "exact" not in mem:
+        raise ProofFailed("the digests of the originals are gone (the run that took them ended): the copy "
+                          "cannot be proved", hint="run the refresh again")
+    built = next(b for b in reversed(ctx.state.restore["built"]) if not b.get("swapped"))
+    kw = driver.access(ctx, dst, read_only=True)
+    psql = psql_argv(driver, built["name"])
+    report = dst.helper("proof", "scan", {"psql": psql, "pg_dump": _pg_dump_argv(driver, built["name"]),
+                                          "proof_key": mem["proof_key"],
+                                          "exact": base64.b64encode(mem["exact"]).decode(),
+                                          "normalised": base64.b64encode(mem["avoid"]).decode()},
+                        env=kw["env"], secrets=kw["secrets"], timeout=ctx.config.command_timeout)
+    report["originals"] = len(mem["avoid"]) // 8
+    return report
+
+
+def _pg_dump_argv(driver, db: str) -> list[str]:
+    """A plain pg_dump of db to stdout, as the admin role, never asking a password."""
+    argv = ["pg_dump", "--no-password"]
+    s = driver.spec
+    if s.host:
+        argv += ["-h", s.host]
+    if s.port:
+        argv += ["-p", str(int(s.port))]
+    if s.admin_user:
+        argv += ["-U", s.admin_user]
+    return argv + ["-d", db]
 
 
 def pg_driver(ctx):
@@ -66,13 +158,11 @@ def pg_driver(ctx):
 def mask_key(ctx) -> str:
     """The masking secret from the controller's environment (refresh.key_env), as hex; never stored."""
     spec = ctx.config.refresh
-    name = spec.key_env if spec is not None else None
-    value = os.environ.get(name or "")
-    if not name or not value:
-        raise PreflightFailed(f"the masking key is not set: {name or 'refresh.key_env'} is empty on the controller",
-                              hint=f"export {name or 'DEPLOYKIT_REFRESH_KEY'}=<a long random secret> (the same "
-                                   "key gives the same masked values in every refresh)")
-    return value.encode().hex()
+    if spec is None:
+        raise PreflightFailed("no 'refresh:' section in deploykit.yaml: there are no masking rules",
+                              hint="write the rules under 'refresh: {rules: ...}' ('deploykit refresh --init-rules "
+                                   "--from STAGE' suggests them) and name the key's variable in refresh.key_env")
+    return spec.mask_key().hex()
 
 
 # -- the new database ---------------------------------------------------------------------------------------
@@ -104,12 +194,15 @@ def build(ctx, src, dst, driver, plan: dict, record) -> dict:
     state["built"].append(built)
     record()
     mem = memory(ctx)
-    tables = {name: t for name, t in catalog.parse(plan["catalog"]).items()}
-    snap = Snapshot(ctx, driver, src)
+    tables = catalog.parse(plan["catalog"])
+    snap = mem.get("snapshot")
+    if snap is None:  # digested by another process (this one finishes a dead run): digest again, same snapshot
+        raise DeployError("the refresh's snapshot of the source is gone (the run that digested it ended)",
+                          hint="run the refresh again: it starts from the digests")
     timings = {}
     try:
         start = time.monotonic()
-        counts = snap.counts(list(tables.values()), plan["where"])
+        counts = mem["counts"]
         schema = _schema_file(ctx, src, dst, driver, snap.id)
         timings["schema_dump"] = round(time.monotonic() - start, 3)
         driver.create_empty(ctx, dst, new, driver.database_settings(ctx, src, driver.spec.name))
@@ -129,6 +222,7 @@ def build(ctx, src, dst, driver, plan: dict, record) -> dict:
         copied = copy_tables(ctx, driver, src, dst, new, snap.id, jobs, driver.jobs(dst))
         timings["copy"] = round(time.monotonic() - start, 3)
     finally:
+        mem.pop("snapshot", None)
         snap.close()
     start = time.monotonic()
     driver.pg_restore(ctx, dst, schema, new, section="post-data")  # indexes, unique and foreign keys: every row checked

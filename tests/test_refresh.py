@@ -1,0 +1,223 @@
+"""Anonymized refresh between two stages on real sshd hosts, each with its own PostgreSQL cluster.
+
+Blue plays production (v1.1 with users, and a table no model manages holding contacts with phones and JSON
+notes), green pre-production. The refresh must: refuse while a personal-looking column has no rule, before
+anything is copied, naming it; mask in the stream on blue's host; leave no original email, name or phone in
+green — not in its tables, not in a pg_dump of it, not in its cluster's files (data directory and WAL); keep
+every row count, foreign key and unique constraint; give the same output for the same key and another for
+another key; and leave blue exactly as it was.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import pytest
+import requests
+
+from deploykit import api
+from deploykit_testing.stage import OWNER
+
+KEY_ENV = "DK_TEST_REFRESH_KEY"
+FIRST = ["Amelia", "Bartholomew", "Cordelia", "Desmond", "Evangeline", "Fitzgerald", "Genevieve", "Humphrey"]
+LAST = ["Worthington", "Blackwood", "Fairweather", "Ravenscroft", "Montgomery", "Whitlock", "Pemberton", "Hawthorne"]
+USERS = 40
+
+
+def run(c, *args, config=None, key="k" * 24):
+    env = {**c.env(), KEY_ENV: key} if key else {k: v for k, v in c.env().items() if k != KEY_ENV}
+    return subprocess.run(c.cli_argv(*args, config=config), capture_output=True, text=True, timeout=900,
+                          stdin=subprocess.DEVNULL, env=env)
+
+
+def person(i: int) -> dict:
+    first, last = FIRST[i % len(FIRST)], LAST[(i // len(FIRST)) % len(LAST)]
+    return {"first": first, "last": last, "email": f"{first.lower()}.{last.lower()}{i}@corp-mail.test",
+            "phone": f"+1 (555) 01{i:02d}-{7000 + i}", "username": f"{first.lower()}{last.lower()}{i}"}
+
+
+def seed_production(c) -> None:
+    """Users of the app's own model, and a table no model manages that refers to them."""
+    db = c.config().databases[0].name
+    pg = c.pg("blue")
+    rows = []
+    for i in range(USERS):
+        p = person(i)
+        rows.append(f"('{p['username']}', '{p['email']}', '{p['first']}', '{p['last']}', "
+                    f"'pbkdf2_sha256$600000$salt{i}$hash{i}', false, false, true, now())")
+    pg.psql(db, "SET ROLE " + OWNER + ";\n"
+            "INSERT INTO auth_user (username, email, first_name, last_name, password, is_superuser, is_staff, "
+            "is_active, date_joined) VALUES " + ", ".join(rows) + ";\n"
+            "CREATE TABLE crm_contact (id serial PRIMARY KEY, email varchar(120) UNIQUE NOT NULL, "
+            "phone varchar(30), notes jsonb, user_id integer REFERENCES auth_user(id));\n"
+            + "".join(f"INSERT INTO crm_contact (email, phone, notes, user_id) SELECT '{person(i)['email']}', "
+                      f"'{person(i)['phone']}', '{json.dumps({'contact': {'email': person(i)['email'], 'name': person(i)['first'] + ' ' + person(i)['last']}, 'source': 'web'})}'::jsonb, "
+                      f"id FROM auth_user WHERE username = '{person(i)['username']}';\n" for i in range(USERS)))
+
+
+RULES = {
+    "auth.User.email": "email",
+    "auth.User.username": {"hash": {"length": 16}},
+    "auth.User.first_name": "format",
+    "auth.User.last_name": "format",
+    "auth.User.password": {"fixed": "!"},
+    "admin.LogEntry.object_repr": "format",
+    "sessions.Session.session_key": {"hash": {}},
+    "sessions.Session.session_data": {"fixed": ""},
+    "library.Author.name": "keep",
+    "library.Genre.name": "keep",
+    "crm_contact.email": "email",
+    "crm_contact.phone": "phone",
+    "crm_contact.notes": {"json": {"contact.email": "email", "contact.name": "format"}},
+}
+
+
+def configure(c, tmp_path, rules=None, name="refresh.yaml"):
+    return c.edit(lambda d: d.update(refresh={"key_env": KEY_ENV, "rules": RULES if rules is None else rules}),
+                  tmp_path / name)
+
+
+def originals() -> list[str]:
+    out = []
+    for i in range(USERS):
+        p = person(i)
+        out += [p["email"], p["first"] + " " + p["last"], p["phone"], p["username"]]
+    return out + sorted(set(FIRST) | set(LAST))
+
+
+def masked_state(c, colour: str) -> dict:
+    db, pg = c.config().databases[0].name, c.pg(colour)
+    return {"users": pg.execute(db, "SELECT id, username, email, first_name, last_name FROM auth_user ORDER BY id"),
+            "contacts": pg.execute(db, "SELECT id, email, phone, notes::text, user_id FROM crm_contact ORDER BY id")}
+
+
+def green_text(c) -> str:
+    """Everything green's database holds, as one text: a plain pg_dump of it."""
+    pg, db = c.pg("green"), c.config().databases[0].name
+    return subprocess.run([pg._tool("pg_dump"), "-h", pg.host, "-p", str(pg.port), "-U", pg.admin_user, "-d", db],
+                          capture_output=True, text=True, check=True, env={**os.environ, **pg.env()}).stdout
+
+
+def cluster_files_hold(c, colour: str, needles: list[str]) -> list[str]:
+    """Which of `needles` appear anywhere in the colour's cluster files (data directory and WAL), after a
+    checkpoint (so what is in shared buffers is on disk too)."""
+    pg = c.pg(colour)
+    pg.execute("postgres", "CHECKPOINT")
+    found = set()
+    for root, _dirs, files in os.walk(pg.data_dir):
+        for name in files:
+            try:
+                data = open(os.path.join(root, name), "rb").read()
+            except OSError:
+                continue
+            found |= {n for n in needles if n.encode() in data}
+    return sorted(found)
+
+
+def test_refresh_masks_in_the_stream_proves_it_and_leaves_production_as_it_was(colours_factory, tmp_path):
+    c = colours_factory(database="postgresql")
+    cfg = c.config()
+    for colour in ("blue", "green"):
+        assert api.release(cfg, colour, "v1.1").ok
+    seed_production(c)
+    db = cfg.databases[0].name
+    blue_before = (c.pg("blue").row_checksums(db), c.pg("blue").schema(db))
+    green_before = c.pg("green").row_checksums(db)
+    # green's cluster starts without any of production's people
+    assert cluster_files_hold(c, "green", originals()[:12]) == []
+
+    # no rules: every personal-looking column is named, nothing is copied
+    bare = c.edit(lambda d: d.update(refresh={"key_env": KEY_ENV}), tmp_path / "bare.yaml")
+    cp = run(c, "refresh", "--from", "blue", "--to", "green", config=bare)
+    assert cp.returncode == 2 and "look personal and have no refresh rule" in cp.stderr, cp.stdout[-3000:] + cp.stderr
+    assert "auth_user.email" in cp.stderr and "--init-rules" in cp.stderr
+    assert c.pg("green").row_checksums(db) == green_before
+    assert [r[0] for r in c.pg("green").execute("postgres", "SELECT datname FROM pg_database")
+            if r[0] not in ("postgres", "template0", "template1", db)] == []
+    # --init-rules writes the suggestions (never over an existing file)
+    cp = run(c, "refresh", "--from", "blue", "--init-rules", config=bare)
+    assert cp.returncode == 0, cp.stdout[-3000:] + cp.stderr
+    suggested = (tmp_path / "refresh-rules.yaml").read_text()
+    assert "crm_contact.phone" in suggested and "auth.User.email: email" in suggested
+    cp = run(c, "refresh", "--from", "blue", "--init-rules", config=bare)
+    assert cp.returncode != 0 and "already exists" in cp.stderr
+
+    # with the rules: masked, proved, swapped in
+    config = configure(c, tmp_path)
+    cp = run(c, "refresh", "--from", "blue", "--to", "green", "--json", config=config)
+    assert cp.returncode == 0, cp.stdout[-4000:] + cp.stderr
+    doc = json.loads(cp.stdout.splitlines()[-1])
+    assert doc["ok"] and doc["data"]["proof"]["found"] == [] and doc["data"]["proof"]["checked"] > 0
+    assert "crm_contact.phone" in doc["data"]["masked"] and "auth_user.email" in doc["data"]["masked"]
+
+    # row counts as production's; every foreign key and unique constraint was enforced by the build
+    green_rows = c.pg("green").row_checksums(db)
+    blue_counts = {t: n for t, n in c.pg("blue").execute(db, "SELECT 'auth_user', count(*) FROM auth_user UNION ALL "
+                                                           "SELECT 'crm_contact', count(*) FROM crm_contact")}
+    green_counts = {t: n for t, n in c.pg("green").execute(db, "SELECT 'auth_user', count(*) FROM auth_user UNION "
+                                                             "ALL SELECT 'crm_contact', count(*) FROM crm_contact")}
+    assert green_counts == blue_counts == {"auth_user": USERS, "crm_contact": USERS}
+    assert set(green_rows) == set(blue_before[0])
+    constraints = {r[0] for r in c.pg("green").execute(db, "SELECT conname FROM pg_constraint WHERE "
+                                                           "conrelid = 'crm_contact'::regclass")}
+    assert {"crm_contact_email_key", "crm_contact_user_id_fkey", "crm_contact_pkey"} <= constraints
+    # masked: emails stay emails, phones keep their shape, JSON keeps its other keys; joins still hold
+    first = masked_state(c, "green")
+    for (uid, username, email, fn, ln), p in zip(first["users"][-USERS:], map(person, range(USERS))):
+        assert email != p["email"] and "@" in email and username != p["username"]
+        assert fn != p["first"] and len(fn) == len(p["first"])
+    for _id, email, phone, notes, user_id in first["contacts"]:
+        assert "@" in email and phone.startswith("+") and len(phone) == len(person(0)["phone"])
+        assert json.loads(notes)["source"] == "web"
+    user_email = {u[0]: u[2] for u in first["users"]}
+    assert all(user_email[row[4]] == row[1] for row in first["contacts"])  # the same input, the same output
+    # no original anywhere: tables (above), a pg_dump, the cluster's files (WAL included)
+    text = green_text(c)
+    assert [o for o in originals() if o in text] == []
+    assert cluster_files_hold(c, "green", [person(i)["email"] for i in range(0, USERS, 5)]
+                              + [person(i)["phone"] for i in range(0, USERS, 5)]) == []
+    # green serves its refreshed data; blue unchanged
+    assert requests.get(f"http://{c.http['green']}/", timeout=30).status_code == 200
+    assert (c.pg("blue").row_checksums(db), c.pg("blue").schema(db)) == blue_before
+
+    # the same key again: the same output; another key: another
+    cp = run(c, "refresh", "--from", "blue", "--to", "green", config=config)
+    assert cp.returncode == 0, cp.stdout[-3000:] + cp.stderr
+    assert masked_state(c, "green") == first
+    cp = run(c, "refresh", "--from", "blue", "--to", "green", config=config, key="another-key-" * 3)
+    assert cp.returncode == 0, cp.stdout[-3000:] + cp.stderr
+    other = masked_state(c, "green")
+    assert [u[2] for u in other["users"]] != [u[2] for u in first["users"]]
+    assert (c.pg("blue").row_checksums(db), c.pg("blue").schema(db)) == blue_before
+
+
+def test_a_refresh_whose_proof_finds_an_original_drops_the_copy(colours_factory, tmp_path):
+    """A column kept by mistake that holds production's emails: the proof finds them, the copy is dropped."""
+    c = colours_factory(database="postgresql")
+    cfg = c.config()
+    for colour in ("blue", "green"):
+        assert api.release(cfg, colour, "v1.1").ok
+    seed_production(c)
+    db = cfg.databases[0].name
+    c.pg("blue").psql(db, f"SET ROLE {OWNER}; CREATE TABLE audit_note (id serial PRIMARY KEY, body text);"
+                          f"INSERT INTO audit_note (body) VALUES ('{person(3)['email'].upper()}');")
+    green_before = c.pg("green").row_checksums(db)
+    config = configure(c, tmp_path, rules={**RULES, "audit_note.body": "keep"})
+    cp = run(c, "refresh", "--from", "blue", "--to", "green", config=config)
+    assert cp.returncode == 1 and "original value(s) found" in cp.stderr, cp.stdout[-3000:] + cp.stderr
+    assert "audit_note.body" in cp.stderr and person(3)["email"] not in cp.stderr + cp.stdout
+    assert c.pg("green").row_checksums(db) == green_before
+    assert [r[0] for r in c.pg("green").execute("postgres", "SELECT datname FROM pg_database")
+            if r[0] not in ("postgres", "template0", "template1", db)] == []
+    assert not (c.host("green").deploy_to / ".deploykit" / "lock").exists()
+
+
+def test_no_masking_key_is_refused_before_any_host_changes(colours_factory, tmp_path):
+    c = colours_factory(database="postgresql")
+    config = configure(c, tmp_path)
+    cp = run(c, "refresh", "--from", "blue", "--to", "green", config=config, key=None)
+    assert cp.returncode == 2 and KEY_ENV in cp.stderr, cp.stdout[-3000:] + cp.stderr
+
+
+pytestmark = pytest.mark.rig
