@@ -70,7 +70,9 @@ class RefreshDigests(Step):
 
     name = "refresh_digests"
     scope = "primary"
-    read_only = True
+
+    def describe(self, ctx, host):
+        return "would digest every original value of the masked columns (kept in memory for the proof)"
 
     def run(self, ctx, host):
         plan = ctx.state.refresh.get("plan")
@@ -111,7 +113,9 @@ class RefreshProof(Step):
 
     name = "refresh_proof"
     scope = "primary"
-    read_only = True
+
+    def describe(self, ctx, host):
+        return "would scan the masked copy and a plain pg_dump of it for every original value"
 
     def run(self, ctx, host):
         plan = ctx.state.refresh.get("plan")
@@ -143,6 +147,8 @@ class RefreshReport(Step):
         if not rf.get("plan"):
             return Outcome(message=NOT_A_REFRESH)
         built = next((b for b in (ctx.state.restore or {}).get("built", []) if b.get("rows")), {})
+        if ctx.dry_run:
+            return Outcome(message=f"dry-run: {len(rf['plan']['masked_columns'])} column(s) would be masked")
         proof = rf.get("proof") or {}
         ctx.journal.record("refresh", rows=built.get("rows"), masked=rf["plan"]["masked_columns"],
                            checked=proof.get("checked"), found=len(proof.get("found") or []))
