@@ -124,6 +124,16 @@ def iter_blocks(read, chunk=1 << 20):
         yield [rest]
 
 
+def tool_error(lines):
+    """The line of a PostgreSQL tool's stderr that says what went wrong (its first ERROR/FATAL/error line;
+    psql ends with the statement and a caret, which say nothing)."""
+    lines = [line.strip() for line in lines if line and line.strip()]
+    for line in lines:
+        if line.startswith(("ERROR:", "FATAL:")) or ": error:" in line or "ERROR:  " in line:
+            return line
+    return lines[0] if lines else "no message"
+
+
 # --------------------------------------------------------------------------
 # the proof's digests
 
@@ -184,7 +194,7 @@ def b64_digests(values):
 
 def digests_b64(text):
     """base64 text of dk64 bytes -> array('Q') of the digests, ascending."""
-    return unpack_digests(base64.b64decode(text or ""))
+    return unpack_digests(base64.b64decode(text or "", validate=True))
 
 
 def merge_b64(*texts):

@@ -43,10 +43,10 @@ import time
 
 from _common import BadArguments, HelperError, serve
 from _copytext import (MIN_LENGTH, NULL, b64_digests, decode_field, digester, encode_field, iter_blocks,
-                       membership, normalise, unpack_digests)
+                       membership, normalise, tool_error, unpack_digests)
 
 MAX_ROUNDS = 1000  # draws before a value is declared unmaskable (a tiny output space on a unique column)
-FAKER_ROUNDS = 8  # faker draws before falling back to a format mask of the draw (all draws were originals)
+FAKER_ROUNDS = 64  # faker draws before a format mask of the draw (every draw was an original: common names)
 FAKER_POOL = 1 << 16  # Faker outputs a rule draws from (built lazily: Faker costs ~50 us a value)
 CACHE_CAP = 1 << 17  # masked values remembered per column (names repeat)
 CACHE_PROBE = 1 << 13  # values masked before a column whose values hardly repeat stops caching
@@ -656,7 +656,7 @@ class TableMasker(object):
 
 
 class _Tail(threading.Thread):
-    """Reads a child's stderr to its end, keeping the last lines (a full pipe would stall the child)."""
+    """Reads a child's stderr to its end, keeping its first lines (a full pipe would stall the child)."""
 
     def __init__(self, pipe):
         threading.Thread.__init__(self, daemon=True)
@@ -664,11 +664,11 @@ class _Tail(threading.Thread):
 
     def run(self):
         for raw in iter(self.pipe.readline, b""):
-            self.lines = (self.lines + [raw.decode("utf-8", "replace").strip()])[-5:]
+            if len(self.lines) < 20:
+                self.lines.append(raw.decode("utf-8", "replace"))
 
     def last(self):
-        text = [line for line in self.lines if line]
-        return text[-1] if text else "no message"
+        return tool_error(self.lines)
 
 
 def _start(command):

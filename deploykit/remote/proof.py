@@ -35,7 +35,7 @@ import time
 
 from _common import BadArguments, HelperError, serve
 from _copytext import (MIN_LENGTH, NULL, decode_field, digester, digests_b64, iter_lines, membership, normalise,
-                       split_line)
+                       split_line, tool_error)
 
 SKIPPED_TYPES = ("int2", "int4", "int8", "float4", "float8", "numeric", "bool", "date", "time", "timetz",
                  "timestamp", "timestamptz", "interval", "uuid", "oid", "money", "serial", "bigserial")
@@ -247,10 +247,10 @@ def _run(argv, what):
 
 
 def _end(proc, what):
-    err = proc.stderr.read().decode("utf-8", "replace").strip().splitlines()
+    err = proc.stderr.read().decode("utf-8", "replace").splitlines()
     rc = proc.wait()
     if rc != 0:
-        raise ScanFailed("%s failed (exit %d): %s" % (what, rc, err[-1] if err else "no message"))
+        raise ScanFailed("%s failed (exit %d): %s" % (what, rc, tool_error(err)))
 
 
 def _psql_copy(psql, sql, what):
