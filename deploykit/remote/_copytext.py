@@ -1,0 +1,231 @@
+"""PostgreSQL COPY text format, the proof's digests and their wire encoding, shared by mask.py and proof.py.
+
+Standard library only, Python 3.9+. A helper imports it with
+``from _copytext import (...)``; deploykit.transport.bundle puts this text in
+place of that line (as it does for _common), so the host gets one program.
+
+COPY text: one row a line, fields split by a tab; ``\\N`` is NULL; a field's
+backslash escapes (``\\\\ \\b \\f \\n \\r \\t \\v``, octal ``\\NNN``, hex ``\\xHH``,
+any other ``\\c`` = c) give its bytes, read as UTF-8 (surrogateescape: bytes of
+another encoding survive a round trip). COPY TO writes only the escapes
+`encode_field` writes, so ``encode_field(decode_field(f)) == f`` for what it wrote.
+
+Digests (the shapes of issue 11): ``normalise(t) = " ".join(t.lower().split())``
+and ``digest(key, t)`` = keyed BLAKE2b-64 of t's UTF-8, as an int. A set of
+digests travels as "dk64": the digests sorted ascending, without duplicates,
+each 8 bytes big-endian, concatenated (raw in the mask stream's header,
+base64 in JSON answers and arguments).
+"""
+import array
+import base64
+import bisect
+import hashlib
+import re
+import sys
+
+NULL = b"\\N"
+MIN_LENGTH = 4  # a normalised value shorter than this is not digested: too common to prove anything
+
+_SIMPLE = {ord("b"): b"\x08", ord("f"): b"\x0c", ord("n"): b"\n", ord("r"): b"\r", ord("t"): b"\t",
+           ord("v"): b"\x0b"}
+_ESCAPE = re.compile(rb"\\(?:([0-7]{1,3})|x([0-9A-Fa-f]{1,2})|(.)|$)", re.S)
+# the bytes COPY TO escapes, and what it writes for them
+_SPECIAL = b"\\\t\n\r\x08\x0c\x0b"
+_OUT = ((b"\\", b"\\\\"), (b"\t", b"\\t"), (b"\n", b"\\n"), (b"\r", b"\\r"), (b"\x08", b"\\b"),
+        (b"\x0c", b"\\f"), (b"\x0b", b"\\v"))
+
+
+def _unescape(m):
+    octal, hexa, other = m.group(1), m.group(2), m.group(3)
+    if octal is not None:
+        return bytes((int(octal, 8) & 0xFF,))
+    if hexa is not None:
+        return bytes((int(hexa, 16),))
+    if other is None:  # a lone backslash ending the field: taken as itself
+        return b"\\"
+    return _SIMPLE.get(other[0], other)
+
+
+def unescape_bytes(field):
+    """A field's bytes after its escapes (the field is not NULL)."""
+    if b"\\" not in field:
+        return field
+    return _ESCAPE.sub(_unescape, field)
+
+
+def decode_field(field):
+    """One field of a COPY text line (bytes) -> str, or None for NULL."""
+    if field == NULL:
+        return None
+    if b"\\" not in field:
+        return field.decode("utf-8", "surrogateescape")
+    return _ESCAPE.sub(_unescape, field).decode("utf-8", "surrogateescape")
+
+
+def escape_bytes(data):
+    """Raw bytes -> the field COPY TO would write for them."""
+    if len(data.translate(None, _SPECIAL)) == len(data):
+        return data
+    for raw, out in _OUT:
+        data = data.replace(raw, out)
+    return data
+
+
+def encode_field(value):
+    """str (or None for NULL) -> one field of a COPY text line (bytes), as COPY TO writes it."""
+    if value is None:
+        return NULL
+    return escape_bytes(value.encode("utf-8", "surrogateescape"))
+
+
+def split_line(line):
+    """A COPY text line (bytes, without its newline) -> its decoded fields (None for NULL)."""
+    return [decode_field(f) for f in line.split(b"\t")]
+
+
+def join_line(values):
+    """Decoded fields -> a COPY text line (bytes, without its newline)."""
+    return b"\t".join(encode_field(v) for v in values)
+
+
+def iter_lines(read, chunk=1 << 20):
+    """The lines (bytes, no newline) of a COPY text stream read with read(n), up to its end or a `\\.` line."""
+    rest = b""
+    while True:
+        block = read(chunk)
+        if not block:
+            break
+        lines = (rest + block).split(b"\n") if rest else block.split(b"\n")
+        rest = lines.pop()
+        for line in lines:
+            if line == b"\\.":
+                return
+            yield line
+    if rest and rest != b"\\.":
+        yield rest
+
+
+def iter_blocks(read, chunk=1 << 20):
+    """Lists of whole lines (bytes, no newline) of a COPY text stream: a list per chunk read (the hot paths
+    loop over a list, not a generator); ends at the stream's end or a `\\.` line."""
+    rest = b""
+    while True:
+        block = read(chunk)
+        if not block:
+            break
+        lines = (rest + block).split(b"\n") if rest else block.split(b"\n")
+        rest = lines.pop()
+        if b"\\." in lines:
+            yield lines[:lines.index(b"\\.")]
+            return
+        if lines:
+            yield lines
+    if rest and rest != b"\\.":
+        yield [rest]
+
+
+def tool_error(lines):
+    """The line of a PostgreSQL tool's stderr that says what went wrong (its first ERROR/FATAL/error line;
+    psql ends with the statement and a caret, which say nothing)."""
+    lines = [line.strip() for line in lines if line and line.strip()]
+    for line in lines:
+        if line.startswith(("ERROR:", "FATAL:")) or ": error:" in line or "ERROR:  " in line:
+            return line
+    return lines[0] if lines else "no message"
+
+
+# --------------------------------------------------------------------------
+# the proof's digests
+
+
+def normalise(text):
+    """Case and whitespace folded: how a value is compared when not compared exactly.
+
+    Exactly ``" ".join(text.lower().split())``; faster for text already spaced by single spaces (every
+    whitespace character but the ASCII space is unprintable, so isprintable() rules them out)."""
+    low = text.lower()
+    if low.isprintable() and "  " not in low and low[:1] != " " and low[-1:] != " ":
+        return low
+    return " ".join(low.split())
+
+
+def digest(proof_key, text):
+    """The keyed 64-bit digest of a text, as an int."""
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8", "surrogateescape"), key=proof_key,
+                                          digest_size=8).digest(), "big")
+
+
+def digester(proof_key):
+    """digest(proof_key, .) as a fast closure: a copy of the keyed state, the key block hashed once."""
+    keyed = hashlib.blake2b(key=proof_key, digest_size=8)
+    copy, from_bytes = keyed.copy, int.from_bytes
+
+    def one(text):
+        h = copy()
+        h.update(text.encode("utf-8", "surrogateescape"))
+        return from_bytes(h.digest(), "big")
+    return one
+
+
+def pack_digests(values):
+    """Digests (ints, any order, duplicates allowed) -> dk64 bytes: sorted, unique, 8 bytes big-endian each."""
+    ordered = sorted(set(values))
+    arr = array.array("Q", ordered)
+    if sys.byteorder == "little":
+        arr.byteswap()
+    return arr.tobytes()
+
+
+def unpack_digests(data):
+    """dk64 bytes -> array('Q') of the digests, ascending."""
+    if len(data) % 8:
+        raise ValueError("a dk64 digest list is a multiple of 8 bytes long, got %d" % len(data))
+    arr = array.array("Q")
+    arr.frombytes(data)
+    if sys.byteorder == "little":
+        arr.byteswap()
+    return arr
+
+
+def b64_digests(values):
+    """Digests -> base64 text of their dk64 bytes (how they travel in JSON)."""
+    return base64.b64encode(pack_digests(values)).decode("ascii")
+
+
+def digests_b64(text):
+    """base64 text of dk64 bytes -> array('Q') of the digests, ascending."""
+    return unpack_digests(base64.b64decode(text or "", validate=True))
+
+
+def merge_b64(*texts):
+    """Several base64 dk64 lists -> one (their union)."""
+    out = set()
+    for text in texts:
+        out.update(digests_b64(text))
+    return b64_digests(out)
+
+
+def membership(sorted_digests):
+    """A fast `d in digests` for a sorted array('Q'): a bitmap of the high bits first (one index, most
+    misses end there), then a bisect on the array itself. No set of millions of ints is built."""
+    arr = sorted_digests
+    n = len(arr)
+    if not n:
+        return lambda d: False
+    bits = 1 << 16
+    while bits < 16 * n and bits < (1 << 28):
+        bits <<= 1
+    shift = 64 - bits.bit_length() + 1
+    bitmap = bytearray(bits >> 3)
+    for d in arr:
+        i = d >> shift
+        bitmap[i >> 3] |= 1 << (i & 7)
+    bisect_left = bisect.bisect_left
+
+    def contains(d):
+        i = d >> shift
+        if not bitmap[i >> 3] & (1 << (i & 7)):
+            return False
+        j = bisect_left(arr, d)
+        return j < n and arr[j] == d
+    return contains

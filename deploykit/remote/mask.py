@@ -1,0 +1,904 @@
+#!/usr/bin/env python3
+"""deploykit remote helper: mask a table's COPY stream on the source host, and digest its original values.
+
+Standalone (stdlib only; Faker imported only when a faker rule is used). Two ways in:
+
+``python mask.py stream`` (a filter, not the JSON protocol): stdin is one JSON
+header line ``{"command": [argv of psql ... COPY (...) TO STDOUT], "spec":
+COLUMN SPEC, "mask_key": hex, "proof_key": hex, "avoid_count": N}`` and then
+N*8 bytes, the dk64 list (sorted big-endian uint64) of the normalised digests
+of every original masked value of the run. The command is started with this
+environment (the password travels there; PGCLIENTENCODING=UTF8 unless set)
+and its rows leave on stdout masked, as COPY text in UTF-8. Exit 0 and one
+JSON line of counts on stderr; or exit 1 and one line ``mask: ...`` on stderr
+(the command failed, a value cannot be masked, a row is malformed); what was
+written before a failure was masked, but the caller must drop the copy.
+Stdin is read as bytes: a bootstrap must read the program with
+sys.stdin.buffer (as the agent's BOOT does), or it swallows the header.
+
+``python mask.py digests`` (READ_ONLY, JSON protocol) digests the original
+values of a table's masked columns for the proof.
+
+Masking is keyed BLAKE2b (hashlib.blake2b with ``key=``, RFC 7693's keyed
+mode: a PRF like HMAC, one C call per draw; SHAKE-128 over key+input where a
+draw needs more than 64 bytes). The 32-byte key is BLAKE2b of the mask key's
+bytes; each kind draws under its own ``person`` tag, with the round number:
+output = f(mask key, rule, value, round). Round 0 is the value's mask; a draw
+that equals the input (exactly or normalised), whose normalised digest is
+among the originals, or that a unique column already holds, is drawn again
+with the next round, so every guarantee holds deterministically (for a unique
+column, the later row in COPY order re-draws: same data and key, same output).
+"""
+import bisect
+import hashlib
+import ipaddress
+import json
+import math
+import os
+import random
+import subprocess
+import sys
+import threading
+import time
+
+from _common import BadArguments, HelperError, serve
+from _copytext import (MIN_LENGTH, NULL, b64_digests, decode_field, digester, encode_field, iter_blocks,
+                       membership, normalise, tool_error, unpack_digests)
+
+MAX_ROUNDS = 1000  # draws before a value is declared unmaskable (a tiny output space on a unique column)
+FAKER_ROUNDS = 64  # faker draws before a format mask of the draw (every draw was an original: common names)
+FAKER_POOL = 1 << 16  # Faker outputs a rule draws from (built lazily: Faker costs ~50 us a value)
+CACHE_CAP = 1 << 17  # masked values remembered per column (names repeat)
+CACHE_PROBE = 1 << 13  # values masked before a column whose values hardly repeat stops caching
+TLDS = ("com", "org", "net")
+KINDS = ("keep", "null", "fixed", "hash", "email", "phone", "format", "ip", "faker", "json")
+
+
+class MaskError(HelperError):
+    """A value or a rule that cannot be masked (names the table and column, never the value)."""
+
+
+def mask_key_bytes(mask_key):
+    """The 32-byte BLAKE2b key of a hex mask key."""
+    try:
+        raw = bytes.fromhex(mask_key)
+    except (TypeError, ValueError):
+        raise BadArguments("the mask key must be hex text")
+    if len(raw) < 16:
+        raise BadArguments("the mask key must be at least 16 bytes (32 hex digits)")
+    return hashlib.blake2b(raw, digest_size=32, person=b"deploykit-mask").digest()
+
+
+def proof_key_bytes(proof_key):
+    try:
+        raw = bytes.fromhex(proof_key)
+    except (TypeError, ValueError):
+        raise BadArguments("the proof key must be hex text")
+    if not 1 <= len(raw) <= 64:
+        raise BadArguments("the proof key must be 1 to 64 bytes")
+    return raw
+
+
+# --------------------------------------------------------------------------
+# draws: (text, round) -> text, one per kind
+
+
+class _Tag(object):
+    """The BLAKE2b person bytes of one kind: 8 bytes of tag, 8 of round."""
+
+    def __init__(self, tag):
+        self.base = tag.encode().ljust(8, b"\0")[:8]
+        self.first = [self.base + r.to_bytes(8, "big") for r in range(4)]
+
+    def __call__(self, rnd):
+        return self.first[rnd] if rnd < 4 else self.base + rnd.to_bytes(8, "big")
+
+
+def _encode(text):
+    return text.encode("utf-8", "surrogateescape")
+
+
+def _stream_bytes(key, person, data, n):
+    """n keyed pseudo-random bytes of data."""
+    if n <= 64:
+        return hashlib.blake2b(data, key=key, digest_size=max(n, 1), person=person).digest()[:n]
+    return hashlib.shake_128(key + person + data).digest(n)
+
+
+def _hex(key, person, data, n):
+    if n <= 128:
+        return hashlib.blake2b(data, key=key, digest_size=max((n + 1) // 2, 1), person=person).hexdigest()[:n]
+    return hashlib.shake_128(key + person + data).hexdigest((n + 1) // 2)[:n]
+
+
+def _table(fn):
+    return bytes(fn(i) for i in range(256))
+
+
+_T_LOW = _table(lambda i: 97 + i % 26)
+_T_DIG = _table(lambda i: 48 + i % 10)
+_M_ALPHA = _table(lambda i: 0xFF if 97 <= i <= 122 or 65 <= i <= 90 else 0)
+_M_CASE = _table(lambda i: 0x20 if 65 <= i <= 90 else 0)
+_M_DIG = _table(lambda i: 0xFF if 48 <= i <= 57 else 0)
+_LOWER = "abcdefghijklmnopqrstuvwxyz"
+_UPPER = _LOWER.upper()
+
+
+def _shape(key, person, text, letters):
+    """Digits (and letters, when `letters`) replaced by keyed draws of their class, case kept, everything
+    else kept; None when the text has nothing to replace.
+
+    ASCII text is done in a few C calls whatever its length: class masks and candidate characters by
+    bytes.translate, merged as big integers (an upper-case letter is its lower-case candidate with bit
+    0x20 cleared). Other text goes character by character (any letter -> an ASCII letter of its case)."""
+    data = _encode(text)
+    n = len(data)
+    ks = _stream_bytes(key, person, data, n)
+    frm = int.from_bytes
+    if data.isascii():
+        mdig = frm(data.translate(_M_DIG), "big")
+        out = frm(ks.translate(_T_DIG), "big") & mdig if mdig else 0
+        keep = mdig
+        if letters:
+            malpha = frm(data.translate(_M_ALPHA), "big")
+            if malpha:
+                out |= (frm(ks.translate(_T_LOW), "big") & malpha) ^ frm(data.translate(_M_CASE), "big")
+                keep |= malpha
+        if not keep:
+            return None
+        out |= frm(data, "big") & ~keep
+        return out.to_bytes(n, "big").decode("ascii")
+    chars = []
+    changed = False
+    for i, ch in enumerate(text):
+        b = ks[i % n]
+        if "0" <= ch <= "9" or (letters and ch.isdigit()):
+            chars.append(chr(48 + b % 10))
+            changed = True
+        elif letters and (ch.isalpha() or "\udc80" <= ch <= "\udcff"):  # a letter, or a byte of another encoding
+            chars.append(_UPPER[b % 26] if ch.isupper() else _LOWER[b % 26])
+            changed = True
+        else:
+            chars.append(ch)
+    return "".join(chars) if changed else None
+
+
+def _fallback(key, tag, text, rnd):
+    """Hex of the text's length: for a value its kind has nothing to replace in (no digit, no letter)."""
+    return _hex(key, tag(rnd), b"fallback" + _encode(text), max(len(text), 1))
+
+
+def draw_hash(key, rule, max_length):
+    tag = _Tag("hash")
+    length = rule.get("length")
+
+    def draw(text, rnd):
+        n = length or min(64, max(8, len(text)))
+        if max_length:
+            n = min(n, max_length)
+        return _hex(key, tag(rnd), _encode(text), n)
+    return draw
+
+
+def draw_email(key, rule, max_length):
+    tag = _Tag("email")
+    blake2b = hashlib.blake2b
+
+    def draw(text, rnd):
+        d = blake2b(_encode(text), key=key, digest_size=7, person=tag(rnd)).digest()
+        domain = "@example." + TLDS[d[6] % 3]
+        local = "u" + d[:6].hex()
+        if max_length and len(local) + len(domain) > max_length:
+            room = max_length - len(domain)
+            if room < 1:
+                return d.hex()[:max_length]
+            local = local[:room]
+        return local + domain
+    return draw
+
+
+def draw_phone(key, rule, max_length):
+    tag = _Tag("phone")
+
+    def draw(text, rnd):
+        out = _shape(key, tag(rnd), text, letters=False)
+        return _fallback(key, tag, text, rnd) if out is None else out
+    return draw
+
+
+def draw_format(key, rule, max_length):
+    tag = _Tag("format")
+
+    def draw(text, rnd):
+        out = _shape(key, tag(rnd), text, letters=True)
+        return _fallback(key, tag, text, rnd) if out is None else out
+    return draw
+
+
+def draw_ip(key, rule, max_length):
+    tag = _Tag("ip")
+    blake2b = hashlib.blake2b
+
+    def draw(text, rnd):
+        d = blake2b(_encode(text), key=key, digest_size=16, person=tag(rnd)).digest()
+        addr, slash, plen = text.strip().partition("/")
+        v6 = ":" in addr
+        bits = 128 if v6 else 32
+        if v6:
+            n = (0xFD << 120) | int.from_bytes(d[:15], "big")
+        else:
+            n = (10 << 24) | int.from_bytes(d[:3], "big")
+        suffix = ""
+        if slash and plen.isdigit():
+            p = min(int(plen), bits)
+            n &= ((1 << bits) - 1) ^ ((1 << (bits - p)) - 1)  # host bits zero: a valid cidr too
+            suffix = "/%d" % p
+        if v6:
+            return ipaddress.IPv6Address(n).compressed + suffix
+        return "%d.%d.%d.%d%s" % (n >> 24, (n >> 16) & 255, (n >> 8) & 255, n & 255, suffix)
+    return draw
+
+
+_fakers = {}
+
+
+def _faker_for(locale, label, provider):
+    """A Faker of one locale, imported on first use; a one-line error when the app's Python lacks it."""
+    if locale in _fakers:
+        return _fakers[locale]
+    try:
+        from faker import Faker
+    except ImportError:
+        raise MaskError("%s: the faker rule (provider %s) needs the Python package Faker, which %s cannot "
+                        "import: add Faker to the app's requirements, or use another rule (format, hash)"
+                        % (label, provider, sys.executable))
+    try:
+        fake = Faker(locale)
+    except (AttributeError, ValueError, ImportError) as e:
+        raise MaskError("%s: Faker has no locale %r (%s): use one such as en_US, de_DE or fr_FR"
+                        % (label, locale, e))
+    _fakers[locale] = fake
+    return fake
+
+
+def draw_faker(key, rule, max_length, label):
+    """Faker outputs come from a pool: pool[i] is Faker (the rule's provider and locale) seeded with
+    PRF(key, provider, locale, i), built as indexes are first drawn; a value takes pool[PRF(value, round)
+    mod size]. One keyed hash per value instead of ~50 us of Faker, and order never matters."""
+    provider, locale = rule.get("provider"), rule.get("locale") or "en_US"
+    if not isinstance(provider, str) or not provider.isidentifier() or provider.startswith("_"):
+        raise MaskError("%s: %r is not a Faker provider name" % (label, provider))
+    fake = _faker_for(locale, label, provider)
+    method = getattr(fake, provider, None)
+    if not callable(method):
+        raise MaskError("%s: Faker has no provider %r: name one such as first_name, last_name, name, "
+                        "street_address, city" % (label, provider))
+    tag = _Tag("faker")
+    seed_person = b"faker-pool".ljust(16, b"\0")
+    seed_data = ("%s\0%s" % (provider, locale)).encode()
+    pool = {}
+    blake2b = hashlib.blake2b
+    fmt = draw_format(key, {}, max_length)
+
+    def pooled(i):
+        out = pool.get(i)
+        if out is None:
+            seed = blake2b(seed_data + i.to_bytes(4, "big"), key=key, digest_size=8, person=seed_person).digest()
+            fake.seed_instance(int.from_bytes(seed, "big"))
+            try:
+                out = method()
+            except TypeError:
+                raise MaskError("%s: the Faker provider %r needs arguments: name one that takes none"
+                                % (label, provider))
+            out = out if isinstance(out, str) else str(out)
+            pool[i] = out
+        return out
+
+    def draw(text, rnd):
+        r = rnd if rnd < FAKER_ROUNDS else rnd % FAKER_ROUNDS
+        i = int.from_bytes(blake2b(_encode(text), key=key, digest_size=4, person=tag(r)).digest(), "big")
+        out = pooled(i % FAKER_POOL)
+        if rnd >= FAKER_ROUNDS:  # every plain draw was taken: the draw's shape, other letters
+            out = fmt(out, rnd)
+        return out
+    return draw
+
+
+DRAWS = {"hash": draw_hash, "email": draw_email, "phone": draw_phone, "format": draw_format, "ip": draw_ip}
+NORMAL_OUT = {"hash", "email", "ip"}  # kinds whose outputs are already normalised (lower case, no spaces)
+SAME_SPACES = {"format", "phone"}  # kinds that keep every whitespace character where it was
+
+
+# --------------------------------------------------------------------------
+# guards: the guarantees, around a draw
+
+
+class Counts(object):
+    __slots__ = ("masked", "redrawn")
+
+    def __init__(self):
+        self.masked = 0
+        self.redrawn = 0
+
+
+class Context(object):
+    """What every column of a stream shares: the keys, the originals to avoid, the digest function."""
+
+    def __init__(self, mask_key, proof_key=None, avoid=None):
+        self.key = mask_key_bytes(mask_key) if isinstance(mask_key, str) else mask_key
+        pk = proof_key_bytes(proof_key) if isinstance(proof_key, str) else (proof_key or b"deploykit-no-proof")
+        self.digest = digester(pk)
+        self.avoid = avoid if avoid is not None else (lambda d: False)
+
+
+def _guarded(draw, ctx, label, counts, unique=None, max_length=None, normal_out=False, same_spaces=False):
+    """str -> str: the first draw (round 0, 1, ...) that differs from the input, exactly and normalised,
+    fits max_length, is no original (its normalised digest is not in the avoid set) and, for a unique
+    column, is not yet taken (by normalised digest: outputs differing only in case count as taken).
+
+    normal_out: the kind's outputs are normalised already. same_spaces: the kind keeps every whitespace
+    character in place (format, phone), so the normalised forms are equal exactly when the lower-cased
+    texts are, and the input need not be normalised."""
+    digest, avoid = ctx.digest, ctx.avoid
+
+    def guarded(text):
+        norm_in = low_in = None
+        for rnd in range(MAX_ROUNDS):
+            out = draw(text, rnd)
+            cut = max_length is not None and len(out) > max_length
+            if cut:
+                out = out[:max_length]
+            if out == text:
+                continue
+            norm = out if normal_out else normalise(out)
+            if same_spaces and not cut:
+                if low_in is None:
+                    low_in = text.lower()
+                if out.lower() == low_in:
+                    continue
+            elif not (normal_out and len(out) > len(text) and text.isascii()):  # else it cannot be equal
+                if norm_in is None:
+                    norm_in = normalise(text)
+                if norm == norm_in:
+                    continue
+            if unique is not None:
+                d = digest(norm)
+                if d in unique or (len(norm) >= MIN_LENGTH and avoid(d)):
+                    continue
+                unique.add(d)
+            elif len(norm) >= MIN_LENGTH and avoid(digest(norm)):
+                continue
+            if rnd:
+                counts.redrawn += 1
+            return out
+        raise MaskError("%s: no masked value found in %d draws (the rule has too few outputs for this column%s);"
+                        " use hash or a longer format" % (label, MAX_ROUNDS, ", which is unique" if unique is not None
+                                                            else ""))
+    return guarded
+
+
+def _leaf_masker(rule, ctx, label, counts):
+    """str -> str for a rule inside a json rule (guarded; no unique, no max_length)."""
+    kind = rule.get("kind")
+    if kind == "null":
+        return lambda text: None
+    if kind == "fixed":
+        value = _fixed_value(rule, ctx, label)
+        return lambda text: value
+    if kind == "keep":
+        return lambda text: text
+    if kind == "faker":
+        draw = draw_faker(ctx.key, rule, None, label)
+    elif kind in DRAWS:
+        draw = DRAWS[kind](ctx.key, rule, None)
+    else:
+        raise MaskError("%s: %r cannot be used inside a json rule" % (label, kind))
+    guarded = _guarded(draw, ctx, label, counts, normal_out=kind in NORMAL_OUT, same_spaces=kind in SAME_SPACES)
+    cache = {}
+
+    def leaf(text):
+        if text == "":
+            return text
+        out = cache.get(text)
+        if out is None:
+            out = guarded(text)
+            if len(cache) >= CACHE_CAP:
+                cache.clear()
+            cache[text] = out
+        counts.masked += 1
+        return out
+    return leaf
+
+
+def _fixed_value(rule, ctx, label):
+    value = rule.get("value")
+    if not isinstance(value, str):
+        raise MaskError("%s: a fixed rule needs a text value" % label)
+    norm = normalise(value)
+    if len(norm) >= MIN_LENGTH and ctx.avoid(ctx.digest(norm)):
+        raise MaskError("%s: the fixed value is also an original value of a masked column, and the proof "
+                        "would find it: choose another fixed value" % label)
+    return value
+
+
+def json_paths(rule, label):
+    """[(parts, leaf rule)] of a json rule."""
+    paths = rule.get("paths")
+    if not isinstance(paths, dict) or not paths:
+        raise MaskError("%s: a json rule needs paths" % label)
+    out = []
+    for path, leaf in sorted(paths.items()):
+        if not isinstance(path, str) or not path or not isinstance(leaf, dict):
+            raise MaskError("%s: a json rule maps dotted paths to rules" % label)
+        out.append((path.split("."), leaf))
+    return out
+
+
+def walk(node, parts, fn, i=0):
+    """node with fn applied to what is at parts[i:] (`*`: every item of a list, every value of an object;
+    a number: that item of a list); what is not at the path is kept."""
+    if i == len(parts):
+        return fn(node)
+    part = parts[i]
+    if isinstance(node, dict):
+        if part == "*":
+            for k in node:
+                node[k] = walk(node[k], parts, fn, i + 1)
+        elif part in node:
+            node[part] = walk(node[part], parts, fn, i + 1)
+    elif isinstance(node, list):
+        if part == "*":
+            for j in range(len(node)):
+                node[j] = walk(node[j], parts, fn, i + 1)
+        elif part.isdigit() and int(part) < len(node):
+            node[int(part)] = walk(node[int(part)], parts, fn, i + 1)
+    return node
+
+
+def leaves(node, fn):
+    """fn over every scalar inside node (a container at a masked path is masked whole): strings as they
+    are, numbers and booleans as their JSON text; null stays null."""
+    if isinstance(node, dict):
+        return {k: leaves(v, fn) for k, v in node.items()}
+    if isinstance(node, list):
+        return [leaves(v, fn) for v in node]
+    if node is None:
+        return None
+    if isinstance(node, str):
+        return fn(node)
+    return fn(json.dumps(node))
+
+
+def _strings(node, found):
+    """Collect the string leaves inside node (what the proof digests of a json column)."""
+    if isinstance(node, dict):
+        for v in node.values():
+            _strings(v, found)
+    elif isinstance(node, list):
+        for v in node:
+            _strings(v, found)
+    elif isinstance(node, str):
+        found.append(node)
+    return node
+
+
+def _json_masker(rule, ctx, label, counts):
+    plan = []
+    for parts, leaf_rule in json_paths(rule, label):
+        kind = leaf_rule.get("kind")
+        if kind == "keep":
+            continue
+        leaf = _leaf_masker(leaf_rule, ctx, label, counts)
+        if kind in ("null", "fixed"):  # the whole node at the path is replaced
+            plan.append((parts, (lambda f: lambda node: f(None))(leaf)))
+        else:
+            plan.append((parts, (lambda f: lambda node: leaves(node, f))(leaf)))
+    loads, dumps = json.loads, json.dumps
+
+    def mask(text):
+        try:
+            doc = loads(text)
+        except ValueError:
+            raise MaskError("%s: a value is not valid JSON, and a json rule masks JSON documents only: fix the "
+                            "data or give the column another rule" % label)
+        for parts, fn in plan:
+            doc = walk(doc, parts, fn)
+        return dumps(doc, ensure_ascii=False)
+    return mask
+
+
+def value_masker(rule, ctx, label="table.column", unique=False, max_length=None, counts=None):
+    """str|None -> str|None: one column's rule, with every guarantee (NULL stays NULL and "" stays "" for
+    every kind but null (always NULL) and fixed (always its value); outputs fit max_length)."""
+    counts = counts if counts is not None else Counts()
+    if not isinstance(rule, dict) or rule.get("kind") not in KINDS:
+        raise MaskError("%s: unknown rule %r (kinds: %s)" % (label, rule, ", ".join(KINDS)))
+    kind = rule["kind"]
+    if kind == "keep":
+        return lambda text: text
+    if kind == "null":
+        return lambda text: None
+    if kind == "fixed":
+        value = _fixed_value(rule, ctx, label)
+        if max_length is not None and len(value) > max_length:
+            raise MaskError("%s: the fixed value is longer than the column's %d characters" % (label, max_length))
+        seen = [0]
+
+        def fixed(text):
+            seen[0] += 1
+            if unique and seen[0] > 1:
+                raise MaskError("%s is unique, and a fixed rule gives every row the same value: use hash or "
+                                "format" % label)
+            counts.masked += 1
+            return value
+        return fixed
+    if kind == "json":
+        mask = _json_masker(rule, ctx, label, counts)
+        return lambda text: text if not text else mask(text)
+    if kind == "faker":
+        draw = draw_faker(ctx.key, rule, max_length, label)
+    else:
+        draw = DRAWS[kind](ctx.key, rule, max_length)
+    guarded = _guarded(draw, ctx, label, counts, unique=set() if unique else None, max_length=max_length,
+                       normal_out=kind in NORMAL_OUT, same_spaces=kind in SAME_SPACES)
+
+    def one(text):
+        if not text:
+            return text
+        counts.masked += 1
+        return guarded(text)
+    return one
+
+
+def field_masker(rule, ctx, label="table.column", unique=False, max_length=None, counts=None):
+    """bytes -> bytes on COPY text fields: value_masker with the codec around it and, for a column that is
+    not unique, a cache of the masks already made (exact: a mask depends on the value alone)."""
+    counts = counts if counts is not None else Counts()
+    kind = rule.get("kind") if isinstance(rule, dict) else None
+    one = value_masker(rule, ctx, label, unique, max_length, counts)
+    if kind == "keep":
+        return lambda field: field
+    if kind == "null":
+        return lambda field: NULL
+    if kind == "fixed":
+        out = encode_field(rule["value"])
+
+        def fixed(field):
+            one(field)  # counts the row; the second row of a unique column is an error
+            return out
+        return fixed
+    if unique or kind == "json":
+        def direct(field):
+            if field == NULL or not field:
+                return field
+            return encode_field(one(decode_field(field)))
+        return direct
+    cache = {}
+    get = cache.get
+    looked = hits = 0
+    on = True
+
+    def cached(field):
+        nonlocal looked, hits, on
+        if field == NULL or not field:
+            return field
+        if not on:
+            return encode_field(one(decode_field(field)))
+        out = get(field)
+        if out is not None:
+            hits += 1
+            counts.masked += 1
+            return out
+        out = encode_field(one(decode_field(field)))
+        if len(cache) >= CACHE_CAP:
+            cache.clear()
+        cache[field] = out
+        looked += 1
+        if looked == CACHE_PROBE and hits * 8 < looked:  # mostly distinct values: the cache does not pay
+            on = False
+            cache.clear()
+        return out
+    return cached
+
+
+# --------------------------------------------------------------------------
+# a table's stream
+
+
+class TableMasker(object):
+    """The masks of one table's COPY lines, from its column spec."""
+
+    def __init__(self, spec, ctx):
+        self.table = str(spec.get("table") or "table")
+        self.columns = list(spec.get("columns") or [])
+        masks = spec.get("masks") or {}
+        unique = set(spec.get("unique") or ())
+        max_length = spec.get("max_length") or {}
+        if not self.columns:
+            raise BadArguments("the column spec of %s names no columns" % self.table)
+        unknown = sorted(set(masks) - set(self.columns))
+        if unknown:
+            raise BadArguments("%s: masked column %s is not among the copied columns" % (self.table, unknown[0]))
+        self.counts = {}
+        self.masked = []
+        for i, column in enumerate(self.columns):
+            rule = masks.get(column)
+            if rule is None:
+                continue
+            if not isinstance(rule, dict):
+                raise BadArguments("%s.%s: a rule is a JSON object with a kind" % (self.table, column))
+            if rule.get("kind") == "keep":
+                continue
+            counts = self.counts[column] = Counts()
+            fn = field_masker(rule, ctx, "%s.%s" % (self.table, column), unique=column in unique,
+                              max_length=max_length.get(column), counts=counts)
+            self.masked.append((i, fn))
+        self.rows = 0
+
+    def transform(self, lines):
+        """COPY text lines (bytes, no newline) -> the masked lines."""
+        ncols, masked = len(self.columns), self.masked
+        out = []
+        append = out.append
+        for line in lines:
+            f = line.split(b"\t")
+            if len(f) != ncols:
+                raise MaskError("%s: a row has %d fields, the spec names %d columns" % (self.table, len(f), ncols))
+            for i, fn in masked:
+                f[i] = fn(f[i])
+            append(b"\t".join(f))
+        self.rows += len(lines)
+        return out
+
+    def report(self):
+        return {"rows": self.rows,
+                "columns": {c: {"masked": n.masked, "redrawn": n.redrawn} for c, n in self.counts.items()}}
+
+
+class _Tail(threading.Thread):
+    """Reads a child's stderr to its end, keeping its first lines (a full pipe would stall the child)."""
+
+    def __init__(self, pipe):
+        threading.Thread.__init__(self, daemon=True)
+        self.pipe, self.lines = pipe, []
+
+    def run(self):
+        for raw in iter(self.pipe.readline, b""):
+            if len(self.lines) < 20:
+                self.lines.append(raw.decode("utf-8", "replace"))
+
+    def last(self):
+        return tool_error(self.lines)
+
+
+def _start(command):
+    if not isinstance(command, list) or not command or not all(isinstance(a, str) for a in command):
+        raise BadArguments("command must be a list of strings (an argv)")
+    env = dict(os.environ)
+    env.setdefault("PGCLIENTENCODING", "UTF8")
+    try:
+        proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                env=env)
+    except OSError as e:
+        raise MaskError("cannot start %s: %s" % (command[0], e.strerror or e))
+    tail = _Tail(proc.stderr)
+    tail.start()
+    return proc, tail
+
+
+def _finish(proc, tail, what):
+    rc = proc.wait()
+    tail.join(5)
+    if rc != 0:
+        raise MaskError("%s failed (exit %d): %s" % (what, rc, tail.last()))
+
+
+def _stop(proc):
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()
+
+
+def _read_exact(f, n):
+    chunks, left = [], n
+    while left:
+        block = f.read(min(left, 1 << 20))
+        if not block:
+            raise BadArguments("the header promised %d digest bytes, stdin ended after %d" % (n, n - left))
+        chunks.append(block)
+        left -= len(block)
+    return b"".join(chunks)
+
+
+def stream(stdin=None, stdout=None, stderr=None):
+    """The filter: header and digests in, the command's rows masked out. Returns the exit code."""
+    stdin = stdin or sys.stdin.buffer
+    stdout = stdout or sys.stdout.buffer
+    stderr = stderr or sys.stderr
+    start = time.monotonic()
+    proc = None
+    try:
+        try:
+            header = json.loads(stdin.readline().decode("utf-8"))
+        except ValueError:
+            raise BadArguments("the first line on stdin must be the JSON header")
+        if not isinstance(header, dict):
+            raise BadArguments("the header must be a JSON object")
+        count = header.get("avoid_count") or 0
+        if not isinstance(count, int) or count < 0:
+            raise BadArguments("avoid_count must be a whole number")
+        avoid = membership(unpack_digests(_read_exact(stdin, 8 * count)))
+        spec = header.get("spec")
+        if not isinstance(spec, dict):
+            raise BadArguments("the header has no column spec")
+        ctx = Context(header.get("mask_key"), header.get("proof_key"), avoid)
+        masker = TableMasker(spec, ctx)  # every rule checked (Faker imported) before the command starts
+        proc, tail = _start(header.get("command"))
+        size = 0
+        for lines in iter_blocks(proc.stdout.read):
+            out = masker.transform(lines)
+            size += sum(map(len, lines)) + len(lines)
+            stdout.write(b"\n".join(out) + b"\n")
+        _finish(proc, tail, header["command"][0])
+        stdout.flush()
+        report = masker.report()
+        report.update(bytes=size, seconds=round(time.monotonic() - start, 3))
+        stderr.write(json.dumps(report) + "\n")
+        stderr.flush()
+        return 0
+    except (Exception, KeyboardInterrupt) as e:
+        if proc is not None:
+            _stop(proc)
+        message = str(e) if isinstance(e, HelperError) else "%s: %s" % (type(e).__name__, e)
+        try:
+            stderr.write("mask: %s\n" % " ".join(message.split())[:2000])
+            stderr.flush()
+        except (OSError, ValueError):
+            pass
+        return 1
+
+
+# --------------------------------------------------------------------------
+# digests of the originals (for the proof)
+
+
+class _Reservoir(object):
+    """A uniform sample of k of a stream of values (Algorithm L: a few random draws per replacement)."""
+
+    def __init__(self, k, rng):
+        self.k, self.rng, self.items, self.seen = k, rng, [], 0
+        self.next = None
+        self.w = 1.0
+
+    def _skip(self):
+        self.w *= math.exp(math.log(1.0 - self.rng.random()) / self.k)
+        gap = math.log(1.0 - self.rng.random()) / math.log(1.0 - self.w) if self.w < 1.0 else 0.0
+        self.next += int(math.floor(gap)) + 1
+
+    def offer(self, value):
+        idx = self.seen
+        self.seen += 1
+        if idx < self.k:
+            self.items.append(value)
+            if idx == self.k - 1:
+                self.next = idx
+                self._skip()
+        elif idx == self.next:
+            self.items[self.rng.randrange(self.k)] = value
+            self._skip()
+
+
+class _Digests(object):
+    """One column's originals: counts, and the digests of their exact and normalised forms."""
+
+    def __init__(self, name, rule, digest, sample, rng, label):
+        self.name, self.digest, self.sample = name, digest, sample
+        self.rows = self.digested = self.short = 0
+        self.exact, self.normal = [], []
+        self.reservoir = _Reservoir(sample, rng) if sample else None
+        self.paths = json_paths(rule, label) if rule and rule.get("kind") == "json" else None
+        self.label = label
+
+    def add(self, field):
+        self.rows += 1
+        if field == NULL:
+            return
+        text = decode_field(field)
+        if self.paths is None:
+            self._one(text)
+            return
+        if not text:
+            return
+        try:
+            doc = json.loads(text)
+        except ValueError:
+            raise MaskError("%s: a value is not valid JSON, and a json rule masks JSON documents only: fix the "
+                            "data or give the column another rule" % self.label)
+        found = []
+        for parts, leaf_rule in self.paths:
+            if leaf_rule.get("kind") != "keep":
+                walk(doc, parts, lambda node: _strings(node, found))
+        for value in found:
+            self._one(value)
+
+    def _one(self, text):
+        norm = normalise(text)
+        if len(norm) < MIN_LENGTH:
+            self.short += 1
+            return
+        self.digested += 1
+        if self.reservoir is not None:
+            self.reservoir.offer((text, norm))
+        else:
+            self.exact.append(self.digest(text))
+            self.normal.append(self.digest(norm))
+
+    def result(self):
+        sampled = self.reservoir is not None and self.reservoir.seen > self.sample
+        if self.reservoir is not None:
+            for text, norm in self.reservoir.items:
+                self.exact.append(self.digest(text))
+                self.normal.append(self.digest(norm))
+        counts = {"rows": self.rows, "digested": self.digested, "skipped_short": self.short, "sampled": sampled}
+        return counts, {"exact": b64_digests(self.exact), "normalised": b64_digests(self.normal)}
+
+
+def digests(args):
+    """The digests of one table's original values of its masked columns.
+
+    {"command": [argv printing COPY text of `columns`], "columns": [...], "proof_key": hex,
+     "sample": "all" | N, "masks"?: {column: RULE} (json rules: their string leaves at the paths are
+     digested), "table"?: name for messages}
+    -> {"columns": {col: {"rows", "digested", "skipped_short", "sampled"}},
+        "digests": {col: {"exact": b64 dk64, "normalised": b64 dk64}}}
+    A sample of N keeps N values per column, drawn uniformly (seeded by the proof key: one run, one sample).
+    """
+    command = args.get("command")
+    columns = args.get("columns")
+    if not isinstance(columns, list) or not columns or not all(isinstance(c, str) for c in columns):
+        raise BadArguments("columns must be a list of column names")
+    pk = proof_key_bytes(args.get("proof_key"))
+    sample = args.get("sample", "all")
+    if sample == "all" or sample is None:
+        sample = None
+    elif isinstance(sample, bool) or not isinstance(sample, int) or sample < 1:
+        raise BadArguments("sample must be 'all' or a whole number")
+    masks = args.get("masks") or {}
+    table = str(args.get("table") or "table")
+    digest = digester(pk)
+    accs = []
+    for i, column in enumerate(columns):
+        rng = random.Random(hashlib.blake2b(column.encode(), key=pk, digest_size=16).digest())
+        accs.append((i, _Digests(column, masks.get(column), digest, sample, rng, "%s.%s" % (table, column))))
+    ncols = len(columns)
+    proc, tail = _start(command)
+    try:
+        for lines in iter_blocks(proc.stdout.read):
+            for line in lines:
+                fields = line.split(b"\t")
+                if len(fields) != ncols:
+                    raise MaskError("%s: a row has %d fields, %d columns were named" % (table, len(fields), ncols))
+                for i, acc in accs:
+                    acc.add(fields[i])
+        _finish(proc, tail, command[0])
+    except BaseException:
+        _stop(proc)
+        raise
+    out_counts, out_digests = {}, {}
+    for _i, acc in accs:
+        out_counts[acc.name], out_digests[acc.name] = acc.result()
+    return {"columns": out_counts, "digests": out_digests}
+
+
+READ_ONLY = {"digests"}  # what a dry-run may call (the stream only reads too: it is no action)
+ACTIONS = {"digests": digests}
+
+
+def main():
+    if sys.argv[1:] == ["stream"]:
+        sys.exit(stream())
+    sys.exit(serve(ACTIONS, name="mask.py", read_only=READ_ONLY))
+
+
+if __name__ == "__main__":
+    main()

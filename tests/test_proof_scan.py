@@ -1,0 +1,135 @@
+"""proof.py scan on a real database: an original value planted anywhere a refresh could leave one is found
+(exact, or with other case and spacing: normalised), and named by place only; a clean database finds none."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from .mask_rig import Originals, env, helper, tool
+
+PROOF = bytes(range(7, 39))
+ORIGINALS = ["Ann Original", "ann.original@corp.example", "+1 555 0100 77", "Secret Street 5", "Zed"]
+
+SCHEMA = """
+CREATE EXTENSION IF NOT EXISTS citext;
+CREATE SCHEMA other;
+CREATE TABLE people (
+    id int PRIMARY KEY,
+    name text,
+    email varchar(100),
+    nick citext,
+    code char(16),
+    tags text[],
+    profile jsonb,
+    doc json,
+    born date,
+    score numeric,
+    notes text DEFAULT 'nothing to see'
+);
+CREATE TABLE other.log (id int, line text, at timestamptz);
+INSERT INTO people VALUES
+    (1, 'Bob Masked', 'u1f3a9@example.org', 'Bob', 'AB12', '{one,two,"three four"}',
+     '{"contact": {"email": "u77@example.net", "phones": ["+9 999 0000 11"]}, "n": 1}', '[1, "x", {"k": "v"}]',
+     '2000-01-01', 4.5, 'plain text'),
+    (2, NULL, '', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
+    (3, 'Zed', 'zed@example.com', 'zed', 'ZED', '{}', '{}', 'null', NULL, NULL, '{"looks": "like json"}');
+INSERT INTO other.log VALUES (1, 'started', now()), (2, 'stopped', now());
+CREATE MATERIALIZED VIEW people_names AS SELECT id, upper(name) AS shout FROM people;
+COMMENT ON TABLE people IS 'who is who';
+"""
+
+
+@pytest.fixture
+def target(pg_cluster, pg_database_factory):
+    db = pg_database_factory("proof").name
+    pg_cluster.execute(db, SCHEMA)
+    return db
+
+
+def _originals():
+    orig = Originals(PROOF)
+    orig.add(*ORIGINALS)
+    return orig
+
+
+def scan(pg_cluster, db, dump=True, **extra):
+    args = dict(_originals().scan_args(), psql=[tool(pg_cluster, "psql"), "--no-password", "-d", db],
+                min_length=4, **extra)
+    if dump:
+        args["pg_dump"] = [tool(pg_cluster, "pg_dump"), "--no-password", "-d", db]
+    doc = helper("proof", "scan", args, environ=env(pg_cluster))
+    assert doc["ok"], doc
+    text = json.dumps(doc)
+    for value in ORIGINALS:  # where and how, never what
+        assert value not in text and value.lower() not in text
+    return doc
+
+
+def test_a_clean_target_finds_nothing_and_says_what_it_read(pg_cluster, target):
+    doc = scan(pg_cluster, target)
+    assert doc["found"] == []
+    assert doc["tables"]["people"]["rows"] == 3 and doc["tables"]["other.log"]["rows"] == 2
+    assert doc["tables"]["people_names"]["rows"] == 3  # a materialized view: not in the dump's data, read apart
+    assert doc["tables"]["people"]["values_checked"] == 17  # not NULL, not a number or a date
+    assert doc["checked"] >= doc["tables"]["people"]["values_checked"] + doc["literals"] and doc["literals"] > 3
+    assert doc["seconds"] >= 0
+    assert scan(pg_cluster, target, dump=False)["found"] == []  # 'Zed' is an original, but too short to prove
+
+
+@pytest.mark.parametrize("sql, where, how", [
+    ("UPDATE people SET name = 'Ann Original' WHERE id = 1", "people.name", "exact"),
+    ("UPDATE people SET name = '  ann   ORIGINAL ' WHERE id = 2", "people.name", "normalised"),
+    ("UPDATE people SET nick = 'ANN.ORIGINAL@CORP.EXAMPLE' WHERE id = 1", "people.nick", "normalised"),
+    ("UPDATE people SET code = 'Secret Street 5' WHERE id = 1", "people.code", "normalised"),  # char(16) pads
+    ("UPDATE people SET tags = ARRAY['x', 'Secret Street 5'] WHERE id = 1", "people.tags", "exact"),
+    ("""UPDATE people SET profile = jsonb_set(profile, '{contact,phones,0}', '"+1 555 0100 77"') WHERE id = 1""",
+     "people.profile", "exact"),
+    ("""UPDATE people SET doc = '[1, {"deep": ["x", "ann original"]}]' WHERE id = 1""", "people.doc", "normalised"),
+    ("""UPDATE people SET notes = '{"who": "Ann Original"}' WHERE id = 1""", "people.notes", "exact"),
+    ("INSERT INTO other.log VALUES (3, 'ann.original@corp.example', now())", "other.log.line", "exact"),
+])
+def test_a_planted_original_is_found_where_it_is(pg_cluster, target, sql, where, how):
+    pg_cluster.execute(target, sql)
+    for dump in (True, False):  # through the dump's COPY data, and by psql alone
+        doc = scan(pg_cluster, target, dump=dump)
+        assert doc["found"] == [{"where": where, "how": how, "count": 1}], (dump, doc["found"])
+
+
+def test_a_planted_original_in_a_materialized_view_is_found(pg_cluster, target):
+    pg_cluster.execute(target, "UPDATE people SET name = 'ann original' WHERE id = 1")
+    pg_cluster.execute(target, "REFRESH MATERIALIZED VIEW people_names")
+    found = scan(pg_cluster, target)["found"]
+    assert {"where": "people_names.shout", "how": "normalised", "count": 1} in found
+    assert {"where": "people.name", "how": "normalised", "count": 1} in found
+
+
+@pytest.mark.parametrize("sql, how", [
+    ("ALTER TABLE people ALTER COLUMN notes SET DEFAULT 'Ann Original'", "exact"),
+    ("COMMENT ON COLUMN people.email IS 'e.g.   ANN.original@corp.example'", None),  # inside a longer text: no
+    ("COMMENT ON COLUMN people.email IS 'ANN.original@corp.example'", "normalised"),
+    ("CREATE VIEW v AS SELECT id FROM people WHERE name <> 'Secret Street 5'", "exact"),
+    ("CREATE FUNCTION f() RETURNS text LANGUAGE sql AS $body$ SELECT 'Secret Street 5'::text $body$", "exact"),
+    ("CREATE FUNCTION g() RETURNS text LANGUAGE plpgsql AS $$ BEGIN RETURN E'Ann\\tOriginal'; END $$", "normalised"),
+    ("""ALTER TABLE people ALTER COLUMN profile SET DEFAULT '{"a": ["+1 555 0100 77"]}'""", "exact"),
+    ("ALTER TABLE people ALTER COLUMN tags SET DEFAULT '{\"Secret Street 5\", b}'", "exact"),
+])
+def test_an_original_only_in_the_dump_is_found_there(pg_cluster, target, sql, how):
+    pg_cluster.execute(target, sql)
+    found = scan(pg_cluster, target)["found"]
+    assert found == ([{"where": "pg_dump", "how": how, "count": found[0]["count"] if found else 0}] if how else []), found
+    assert not how or found[0]["count"] >= 1
+    assert scan(pg_cluster, target, dump=False)["found"] == []  # the tables alone hold none
+
+
+def test_bad_arguments_and_a_failing_tool_are_one_line_errors(pg_cluster, target):
+    base = dict(_originals().scan_args(), psql=[tool(pg_cluster, "psql"), "--no-password", "-d", target])
+    doc = helper("proof", "scan", dict(base, exact="***"), environ=env(pg_cluster))
+    assert doc["ok"] is False and doc["kind"] == "BadArguments"
+    doc = helper("proof", "scan", dict(base, psql="psql"), environ=env(pg_cluster))
+    assert doc["ok"] is False and doc["kind"] == "BadArguments"
+    doc = helper("proof", "scan", dict(base, psql=base["psql"][:-1] + ["no_such_db"]), environ=env(pg_cluster))
+    assert doc["ok"] is False and doc["kind"] == "ScanFailed" and "no_such_db" in doc["error"]
+    doc = helper("proof", "scan", dict(base, pg_dump=[tool(pg_cluster, "pg_dump"), "--no-such-flag"]),
+                 environ=env(pg_cluster))
+    assert doc["ok"] is False and doc["kind"] == "ScanFailed" and "pg_dump" in doc["error"]
