@@ -92,6 +92,10 @@ def masked_state(c, colour: str) -> dict:
             "contacts": pg.execute(db, "SELECT id, email, phone, notes::text, user_id FROM crm_contact ORDER BY id")}
 
 
+def databases(c, colour: str) -> set[str]:
+    return {r[0] for r in c.pg(colour).execute("postgres", "SELECT datname FROM pg_database")}
+
+
 def green_text(c) -> str:
     """Everything green's database holds, as one text: a plain pg_dump of it."""
     pg, db = c.pg("green"), c.config().databases[0].name
@@ -123,7 +127,7 @@ def test_refresh_masks_in_the_stream_proves_it_and_leaves_production_as_it_was(c
     seed_production(c)
     db = cfg.databases[0].name
     blue_before = (c.pg("blue").row_checksums(db), c.pg("blue").schema(db))
-    green_before = c.pg("green").row_checksums(db)
+    green_before, green_dbs = c.pg("green").row_checksums(db), databases(c, "green")
     # green's cluster starts without any of production's people
     assert cluster_files_hold(c, "green", originals()[:12]) == []
 
@@ -132,9 +136,7 @@ def test_refresh_masks_in_the_stream_proves_it_and_leaves_production_as_it_was(c
     cp = run(c, "refresh", "--from", "blue", "--to", "green", config=bare)
     assert cp.returncode == 2 and "look personal and have no refresh rule" in cp.stderr, cp.stdout[-3000:] + cp.stderr
     assert "auth_user.email" in cp.stderr and "--init-rules" in cp.stderr
-    assert c.pg("green").row_checksums(db) == green_before
-    assert [r[0] for r in c.pg("green").execute("postgres", "SELECT datname FROM pg_database")
-            if r[0] not in ("postgres", "template0", "template1", db)] == []
+    assert c.pg("green").row_checksums(db) == green_before and databases(c, "green") == green_dbs
     # --init-rules writes the suggestions (never over an existing file)
     cp = run(c, "refresh", "--from", "blue", "--init-rules", config=bare)
     assert cp.returncode == 0, cp.stdout[-3000:] + cp.stderr
@@ -202,14 +204,12 @@ def test_a_refresh_whose_proof_finds_an_original_drops_the_copy(colours_factory,
     db = cfg.databases[0].name
     c.pg("blue").psql(db, f"SET ROLE {OWNER}; CREATE TABLE audit_note (id serial PRIMARY KEY, body text);"
                           f"INSERT INTO audit_note (body) VALUES ('{person(3)['email'].upper()}');")
-    green_before = c.pg("green").row_checksums(db)
+    green_before, green_dbs = c.pg("green").row_checksums(db), databases(c, "green")
     config = configure(c, tmp_path, rules={**RULES, "audit_note.body": "keep"})
     cp = run(c, "refresh", "--from", "blue", "--to", "green", config=config)
     assert cp.returncode == 1 and "original value(s) found" in cp.stderr, cp.stdout[-3000:] + cp.stderr
     assert "audit_note.body" in cp.stderr and person(3)["email"] not in cp.stderr + cp.stdout
-    assert c.pg("green").row_checksums(db) == green_before
-    assert [r[0] for r in c.pg("green").execute("postgres", "SELECT datname FROM pg_database")
-            if r[0] not in ("postgres", "template0", "template1", db)] == []
+    assert c.pg("green").row_checksums(db) == green_before and databases(c, "green") == green_dbs
     assert not (c.host("green").deploy_to / ".deploykit" / "lock").exists()
 
 
