@@ -116,10 +116,10 @@ class Colours:
         status, body = self.through_router("/")
         return body.get("version") if status == 200 and isinstance(body, dict) else None
 
-    def hook_started(self, phase: str, playbook: str) -> bool:
-        """The newest transfer journal shows the hook before `phase` of `playbook` started (a run waits there:
-        the moment a test interrupts it)."""
-        runs = sorted(self.config().journal_dir.glob("*-transfer-*.jsonl"), key=lambda p: p.stat().st_mtime)
+    def hook_started(self, phase: str, playbook: str, command: str = "transfer") -> bool:
+        """The newest journal of `command` shows the hook before `phase` of `playbook` started (a run waits
+        there: the moment a test interrupts it)."""
+        runs = sorted(self.config().journal_dir.glob(f"*-{command}-*.jsonl"), key=lambda p: p.stat().st_mtime)
         for line in (runs[-1].read_text().splitlines() if runs else []):
             if '"step_start"' in line and '"hook"' in line:
                 e = json.loads(line)

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
+import time
 
 import pytest
 import requests
@@ -211,6 +213,69 @@ def test_a_refresh_whose_proof_finds_an_original_drops_the_copy(colours_factory,
     assert "audit_note.body" in cp.stderr and person(3)["email"] not in cp.stderr + cp.stdout
     assert c.pg("green").row_checksums(db) == green_before and databases(c, "green") == green_dbs
     assert not (c.host("green").deploy_to / ".deploykit" / "lock").exists()
+
+
+def test_a_subset_follows_the_foreign_keys_and_every_constraint_holds(colours_factory, tmp_path):
+    """subset: {auth.User: even ids}: half the users, and only the contacts of those (their foreign key points
+    at a reduced table); the build's foreign keys and unique constraints check every row."""
+    c = colours_factory(database="postgresql")
+    cfg = c.config()
+    for colour in ("blue", "green"):
+        assert api.release(cfg, colour, "v1.1").ok
+    seed_production(c)
+    db = cfg.databases[0].name
+    config = c.edit(lambda d: d.update(refresh={"key_env": KEY_ENV, "rules": RULES,
+                                                "subset": {"auth.User": "id % 2 = 0"}}), tmp_path / "subset.yaml")
+    cp = run(c, "refresh", "--from", "blue", "--to", "green", "--json", config=config)
+    assert cp.returncode == 0, cp.stdout[-4000:] + cp.stderr
+    kept = {r[0] for r in c.pg("blue").execute(db, "SELECT id FROM auth_user WHERE id % 2 = 0")}
+    contacts = c.pg("blue").execute(db, "SELECT count(*) FROM crm_contact WHERE user_id % 2 = 0")[0][0]
+    assert {r[0] for r in c.pg("green").execute(db, "SELECT id FROM auth_user")} == kept
+    assert c.pg("green").execute(db, "SELECT count(*) FROM crm_contact")[0][0] == contacts == USERS // 2
+    assert c.pg("green").execute(db, "SELECT count(*) FROM crm_contact c LEFT JOIN auth_user u ON u.id = c.user_id "
+                                     "WHERE u.id IS NULL")[0][0] == 0
+    rows = json.loads(cp.stdout.splitlines()[-1])["data"]["rows"]
+    assert rows["auth_user"] == len(kept) and rows["crm_contact"] == contacts
+
+
+REFRESH_PHASES = ["digests", "copy", "prove", "swap", "done"]
+
+
+def test_a_refresh_interrupted_at_each_phase_leaves_preproduction_as_it_was_or_complete(colours_factory, tmp_path):
+    """SIGINT while the hook before each phase runs: before the swap, green keeps its own data and no copy is
+    left; from the swap on, the refresh finishes (the copy was proved). Blue is untouched throughout."""
+    c = colours_factory(database="postgresql")
+    cfg = c.config()
+    for colour in ("blue", "green"):
+        assert api.release(cfg, colour, "v1.1").ok
+    seed_production(c)
+    db = cfg.databases[0].name
+    blue_before = (c.pg("blue").row_checksums(db), c.pg("blue").schema(db))
+    green_before, green_dbs = c.pg("green").row_checksums(db), databases(c, "green")
+    for phase in REFRESH_PHASES:
+        slow = c.edit(lambda d: d.update(refresh={"key_env": KEY_ENV, "rules": RULES},
+                                         hooks={"before": {phase: [{"run": "sleep 60", "on": "primary"}]}}),
+                      tmp_path / f"slow-{phase}.yaml")
+        proc = subprocess.Popen(c.cli_argv("refresh", "--from", "blue", "--to", "green", config=slow),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
+                                env={**c.env(), KEY_ENV: "k" * 24})
+        deadline = time.monotonic() + 300
+        while not c.hook_started(phase, "refresh", command="refresh"):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 130, (phase, out[-3000:] + err)
+        assert (c.pg("blue").row_checksums(db), c.pg("blue").schema(db)) == blue_before, phase
+        assert not (c.host("green").deploy_to / ".deploykit" / "lock").exists(), phase
+        if REFRESH_PHASES.index(phase) < REFRESH_PHASES.index("swap"):
+            assert c.pg("green").row_checksums(db) == green_before, phase  # as it was
+            assert databases(c, "green") == green_dbs, phase  # no copy left behind
+        else:
+            users = {r[0] for r in c.pg("green").execute(db, "SELECT email FROM auth_user")}
+            assert len(users) == USERS and not users & {person(i)["email"] for i in range(USERS)}, phase  # complete
+            assert requests.get(f"http://{c.http['green']}/", timeout=30).status_code == 200, phase
+    assert [o for o in originals() if o in green_text(c)] == []
 
 
 def test_no_masking_key_is_refused_before_any_host_changes(colours_factory, tmp_path):
