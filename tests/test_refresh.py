@@ -94,6 +94,13 @@ def masked_state(c, colour: str) -> dict:
             "contacts": pg.execute(db, "SELECT id, email, phone, notes::text, user_id FROM crm_contact ORDER BY id")}
 
 
+def media(c, colour: str) -> dict[str, str]:
+    import hashlib
+    root = c.host(colour).deploy_to / "shared" / "media"
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
 def databases(c, colour: str) -> set[str]:
     return {r[0] for r in c.pg(colour).execute("postgres", "SELECT datname FROM pg_database")}
 
@@ -224,10 +231,25 @@ def test_a_subset_follows_the_foreign_keys_and_every_constraint_holds(colours_fa
         assert api.release(cfg, colour, "v1.1").ok
     seed_production(c)
     db = cfg.databases[0].name
-    config = c.edit(lambda d: d.update(refresh={"key_env": KEY_ENV, "rules": RULES,
-                                                "subset": {"auth.User": "id % 2 = 0"}}), tmp_path / "subset.yaml")
+    blue_media = c.host("blue").deploy_to / "shared" / "media"
+    png = b"\x89PNG\r\n\x1a\n" + b"a face, in pixels " * 300
+    for rel, data in (("avatars/ada.png", png), ("exports/customers.csv", b"ada@corp-mail.test,+1 555\n"),
+                      ("docs/terms.txt", b"the terms")):
+        (blue_media / rel).parent.mkdir(parents=True, exist_ok=True)
+        (blue_media / rel).write_bytes(data)
+    blue_files = media(c, "blue")
+    (c.host("green").deploy_to / "shared" / "media").mkdir(parents=True, exist_ok=True)
+    config = c.edit(lambda d: d.update(media=["shared/media"], refresh={
+        "key_env": KEY_ENV, "rules": RULES, "subset": {"auth.User": "id % 2 = 0"},
+        "media": {"avatars/": "placeholder", "exports/": "exclude", "default": "keep"}}), tmp_path / "subset.yaml")
     cp = run(c, "refresh", "--from", "blue", "--to", "green", "--json", config=config)
     assert cp.returncode == 0, cp.stdout[-4000:] + cp.stderr
+    # media: the avatar replaced by a PNG of its size class (its bytes never left blue), exports left out
+    green_media = c.host("green").deploy_to / "shared" / "media"
+    avatar = (green_media / "avatars" / "ada.png").read_bytes()
+    assert avatar.startswith(b"\x89PNG") and b"a face" not in avatar and len(avatar) == 4096 < len(png)
+    assert not (green_media / "exports").exists() and (green_media / "docs" / "terms.txt").read_bytes() == b"the terms"
+    assert media(c, "blue") == blue_files
     kept = {r[0] for r in c.pg("blue").execute(db, "SELECT id FROM auth_user WHERE id % 2 = 0")}
     contacts = c.pg("blue").execute(db, "SELECT count(*) FROM crm_contact WHERE user_id % 2 = 0")[0][0]
     assert {r[0] for r in c.pg("green").execute(db, "SELECT id FROM auth_user")} == kept

@@ -74,8 +74,56 @@ def _tarinfo(rel, st, kind, path):
     return ti
 
 
+# the smallest valid file of each kind a placeholder can be (padded after its end, which readers ignore)
+def _png():
+    """A valid 1x1 transparent PNG (built here, so its checksums are right by construction)."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xffffffff)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 1, 8, 6, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\x00\x00\x00\x00\x00")) + chunk(b"IEND", b""))
+
+
+_PNG = _png()
+_GIF = bytes.fromhex("47494638396101000100800000ffffff00000021f90401000000002c00000000010001000002024401003b")
+_JPEG = bytes.fromhex("ffd8ffe000104a46494600010100000100010000ffdb004300080606070605080707070909080a0c140d0c0b0b0c"
+                      "1912130f141d1a1f1e1d1a1c1c20242e2720222c231c1c2837292c30313434341f27393d38323c2e333432ffc0000b"
+                      "080001000101011100ffc4001f0000010501010101010100000000000000000102030405060708090a0bffc400b5"
+                      "100002010303020403050504040000017d01020300041105122131410613516107227114328191a1082342b1c115"
+                      "52d1f02433627282090a161718191a25262728292a3435363738393a434445464748494a535455565758595a6364"
+                      "65666768696a737475767778797a838485868788898a92939495969798999aa2a3a4a5a6a7a8a9aab2b3b4b5b6b7"
+                      "b8b9bac2c3c4c5c6c7c8c9cad2d3d4d5d6d7d8d9dae1e2e3e4e5e6e7e8e9eaf1f2f3f4f5f6f7f8f9faffda0008"
+                      "010100003f00fbd3ffd9")
+_PDF = (b"%PDF-1.1\n1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj 2 0 obj<</Type/Pages/Kids[]/Count 0>>endobj\n"
+        b"trailer<</Root 1 0 R>>\n%%EOF\n")
+_KINDS = ((b"\x89PNG", _PNG, b"\0"), (b"GIF8", _GIF, b"\0"), (b"\xff\xd8\xff", _JPEG, b"\0"),
+          (b"%PDF", _PDF, b"%"))
+
+
+def placeholder(head, size):
+    """A file standing in for one of `size` bytes that starts with `head`: the same type (PNG, GIF, JPEG,
+    PDF; else text) and size class (the power of two at or below its size), made without its content."""
+    size_class = 0 if size <= 0 else 1 << (size.bit_length() - 1)
+    for magic, body, pad in _KINDS:
+        if head.startswith(magic):
+            return body + pad * max(0, size_class - len(body))
+    line = b"placeholder\n"
+    return (line * (size_class // len(line) + 1))[:size_class]
+
+
+def _media_action(rel, rules, default):
+    """exclude, keep or placeholder for one entry: the longest rule prefix that holds it, else the default."""
+    for prefix, action in rules:
+        if rel == prefix.rstrip("/") or rel.startswith(prefix if prefix.endswith("/") else prefix + "/"):
+            return action
+    return default
+
+
 def act_archive(args):
     import gzip
+    import io
     import tarfile
 
     root = _path_arg(args, "root")
@@ -84,7 +132,14 @@ def act_archive(args):
     level = int(args.get("compresslevel", 6))
     # files the receiver has already ({rel: {size, sha256}}): listed in the manifest, left out of the archive
     have = _arg(args, "skip", {}, dict)
-    left_out = 0
+    # media rules (a refresh): [[prefix, exclude|keep|placeholder], ...] and the default action; an excluded
+    # entry is not archived, a placeholder file is archived as placeholder() of it: its bytes never leave here
+    rules = sorted((tuple(r) for r in _arg(args, "rules", [], list)), key=lambda r: -len(r[0]))
+    default = _arg(args, "default", "keep", str)
+    if any(a not in ("exclude", "keep", "placeholder") for _p, a in rules) or default not in (
+            "exclude", "keep", "placeholder"):
+        raise BadArguments("media rules are exclude, keep or placeholder")
+    left_out = placeholders = excluded = 0
     if _within(dest, root) and os.path.isdir(root):
         raise BadArguments("dest %s lies inside the archived tree %s" % (dest, root))
     missing = not os.path.lexists(root)
@@ -112,6 +167,26 @@ def act_archive(args):
                     for rel, kind, st, path in _walk(root):
                         if kind == "other":
                             skipped.append(rel)
+                            continue
+                        action = _media_action(rel, rules, default) if (rules or default != "keep") else "keep"
+                        if action == "exclude":
+                            excluded += kind == "file"
+                            continue
+                        if kind == "file" and action == "placeholder":
+                            try:
+                                with open(path, "rb") as f:
+                                    body = placeholder(f.read(16), os.fstat(f.fileno()).st_size)
+                            except FileNotFoundError:
+                                continue
+                            digest = hashlib.sha256(body).hexdigest()
+                            files[rel] = {"size": len(body), "sha256": digest}
+                            placeholders += 1
+                            if have.get(rel) == files[rel]:
+                                left_out += 1
+                                continue
+                            ti = _tarinfo(rel, st, "file", path)
+                            ti.size = len(body)
+                            tar.addfile(ti, io.BytesIO(body))
                             continue
                         if kind == "file" and rel in have and st.st_size == have[rel].get("size"):
                             try:
@@ -158,6 +233,8 @@ def act_archive(args):
         "files": dict(sorted(files.items())),
         "count": len(files),
         "left_out": left_out,
+        "placeholders": placeholders,
+        "excluded": excluded,
     }
     if missing:
         out["missing"] = True

@@ -152,7 +152,9 @@ class SyncMedia(Step):
                     if not doc.get("absent"):
                         notes.append(f"{doc['item']}: again, {doc.get('sent_again', 0)} file(s) sent")
                 continue
-            doc = work.sync_media(ctx, src, dst, driver)
+            # `with: {masked: true}` (a refresh): its media rules (exclude, keep, placeholder) apply
+            rules = ctx.config.refresh.media if self.options.get("masked") and ctx.config.refresh else None
+            doc = work.sync_media(ctx, src, dst, driver, media_rules=rules)
             ctx.state.transfer.setdefault("media", []).append(doc)
             ctx.journal.record("transfer_sync", host=dst, source=src.name, **doc)
             ctx.record_progress()

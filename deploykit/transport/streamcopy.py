@@ -198,7 +198,7 @@ class SyncResult:
 
 
 def sync_tree(src: Host, src_root: str, dst: Host, dst_root: str, *, src_scratch: str, dst_scratch: str,
-              aside: str, progress=None) -> SyncResult:
+              aside: str, progress=None, media_rules: dict | None = None) -> SyncResult:
     """Make dst_root on dst equal to src_root on src, sending only the files that differ.
 
     Both sides are listed with per-file sha256. The source packs the files the
@@ -210,6 +210,10 @@ def sync_tree(src: Host, src_root: str, dst: Host, dst_root: str, *, src_scratch
     previous tree is kept whole at `aside`. The source is only read (its
     scratch archive is removed), and until the swap the target has its old
     tree untouched: a failure at any point leaves it as it was.
+
+    `media_rules` ({"prefix/": exclude|keep|placeholder, "default": ...}, a refresh's): excluded entries are
+    left out, placeholder files are replaced on the source by a file of the same type and size class, so
+    their bytes never leave it.
     """
     start = time.monotonic()
     theirs = dst.helper("files", "manifest", {"root": dst_root})
@@ -220,8 +224,11 @@ def sync_tree(src: Host, src_root: str, dst: Host, dst_root: str, *, src_scratch
     built = f"{dst_root.rstrip('/')}.part-{token}"
     src.run(f"mkdir -p -m 700 {q(src_scratch)}")
     try:
-        doc = src.helper("archives", "archive", {"root": src_root, "dest": packed, "skip": have},
-                         track="pack changed files")
+        args = {"root": src_root, "dest": packed, "skip": have}
+        if media_rules:
+            args["rules"] = [[p, a] for p, a in media_rules.items() if p != "default"]
+            args["default"] = media_rules.get("default", "keep")
+        doc = src.helper("archives", "archive", args, track="pack changed files")
         if doc.get("missing"):
             raise DeployError(f"{src.name}: {src_root} does not exist", hint="nothing was changed on the target")
         copy_file(src, packed, dst, arrived, progress=progress)

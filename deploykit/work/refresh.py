@@ -268,6 +268,24 @@ def suggest_rules(ctx, src, driver) -> list:
     return classify(models, db_columns, resolve(spec.rules if spec else {}, models, db_columns))
 
 
+def _uses_faker(rule: dict) -> bool:
+    return rule.get("kind") == "faker" or any(_uses_faker(r) for r in (rule.get("paths") or {}).values())
+
+
+def _require_faker(ctx, src, masks: dict) -> None:
+    """A faker rule masks with the app's own Faker on the source host: refused before anything is copied when
+    that Python cannot import it (the built-in kinds need nothing)."""
+    from ..pyenv import app_python
+    named = sorted(f"{t}.{c}" for t, spec in masks.items() for c, r in spec["masks"].items() if _uses_faker(r))
+    if not named:
+        return
+    python = app_python(ctx.config, src, layout.current(src))
+    if not src.run(f"{python} -c 'import faker'", check=False, read_only=True).ok:
+        raise PreflightFailed(f"{', '.join(named[:3])}: a faker rule, and the app's Python on {src.name} cannot "
+                              "import faker", hint="add Faker to the app's requirements (and release), or use a "
+                                                   "built-in kind: format, email, phone, hash")
+
+
 def plan_tables(ctx, src, driver) -> dict:
     """What the refresh copies and how (read-only, on the source's primary): every table in COPY column order,
     each masked column's rule (resolved through the source's live models), the subset's conditions.
@@ -289,5 +307,6 @@ def plan_tables(ctx, src, driver) -> dict:
         masks[name] = {"table": name, "columns": [c.column for c in t.columns], "masks": masked,
                        "unique": [c for c in masked if (t.column(c).unique or t.column(c).primary_key)],
                        "max_length": {c: t.column(c).max_length for c in masked if t.column(c).max_length}}
+    _require_faker(ctx, src, masks)
     return {"catalog": text, "tables": sorted(tables), "masks": masks, "where": where,
             "masked_columns": sorted(f"{t}.{c}" for t, spec_ in masks.items() for c in spec_["masks"])}

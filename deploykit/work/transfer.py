@@ -136,13 +136,13 @@ def staging(root: str, run_id: str) -> str:
     return f"{root.rstrip('/')}.dk-transfer-{run_id}"
 
 
-def _sync_into(ctx, src, dst, driver, new: str, what: str):
+def _sync_into(ctx, src, dst, driver, new: str, what: str, media_rules: dict | None = None):
     """sync_tree the source's tree into `new` beside the target's live one; the scratch archives are removed
     whatever happens, and the tree `new` held before is not kept."""
     scratch_src, scratch_dst = layout.scratch_dir(src, ctx.run_id), layout.scratch_dir(dst, ctx.run_id)
     try:
         got = sync_tree(src, driver.root(src), dst, new, src_scratch=scratch_src, dst_scratch=scratch_dst,
-                        aside=f"{new}.before", progress=ctx.bytes_progress(dst, what))
+                        aside=f"{new}.before", progress=ctx.bytes_progress(dst, what), media_rules=media_rules)
     finally:
         for host, path in ((src, scratch_src), (dst, scratch_dst)):
             host.run(f"rm -rf -- {q(path)}", check=False, always=True, timeout=60)
@@ -150,9 +150,10 @@ def _sync_into(ctx, src, dst, driver, new: str, what: str):
     return got
 
 
-def sync_media(ctx, src, dst, driver) -> dict:
+def sync_media(ctx, src, dst, driver, media_rules: dict | None = None) -> dict:
     """Make a tree beside the target's live one equal to the source's (writes frozen there): the target's
-    files hard-linked into it first, so that only the files that differ are sent. Nothing live changes."""
+    files hard-linked into it first, so that only the files that differ are sent. Nothing live changes.
+    `media_rules`: a refresh's (streamcopy.sync_tree): excluded and placeholder files."""
     root = driver.root(dst)
     new = staging(root, ctx.run_id)
     doc = {"item": driver.item_name, "root": root, "new": new, "swapped": False}
@@ -163,7 +164,7 @@ def sync_media(ctx, src, dst, driver) -> dict:
         dst.run(f"cp -al -- {q(root)} {q(new)}")
     stamp = _stamp(src, driver)  # before the pass: whatever changes during it shows in the frozen pass's stamp
     try:
-        got = _sync_into(ctx, src, dst, driver, new, f"sync {driver.item_name}")
+        got = _sync_into(ctx, src, dst, driver, new, f"sync {driver.item_name}", media_rules)
     except BaseException:
         dst.run(f"rm -rf -- {q(new)} {q(new + '.before')}", check=False, always=True, timeout=120)
         raise
