@@ -143,16 +143,20 @@ class PostgresDriver(Driver):
                 f"{len(rep['objects_not_owned'])} object(s) owned by others"]
 
     # -- plumbing ------------------------------------------------------------
-    def conn_args(self) -> str:
+    def conn_argv(self) -> list[str]:
+        """The libpq tools' connection arguments (as the admin role, never asking a password), as argv words."""
         s = self.spec
-        parts = ["--no-password"]
+        argv = ["--no-password"]
         if s.host:
-            parts.append(f"-h {q(s.host)}")
+            argv += ["-h", s.host]
         if s.port:
-            parts.append(f"-p {int(s.port)}")
+            argv += ["-p", str(int(s.port))]
         if s.admin_user:
-            parts.append(f"-U {q(s.admin_user)}")
-        return " ".join(parts)
+            argv += ["-U", s.admin_user]
+        return argv
+
+    def conn_args(self) -> str:
+        return " ".join(q(a) for a in self.conn_argv())
 
     def conn(self) -> dict:
         return {"host": self.spec.host, "port": self.spec.port, "user": self.spec.admin_user}

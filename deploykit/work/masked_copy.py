@@ -32,15 +32,7 @@ _BOOT = ("import sys;b=sys.stdin.buffer;n=int(b.readline());src=b.read(n).decode
 
 def psql_argv(driver, db: str, *commands: str) -> list[str]:
     """psql's argv for `commands` (each its own -c) on database db, as the admin role, never asking a password."""
-    argv = ["psql", "--no-password", "-X", "-q", "-v", "ON_ERROR_STOP=1"]
-    s = driver.spec
-    if s.host:
-        argv += ["-h", s.host]
-    if s.port:
-        argv += ["-p", str(int(s.port))]
-    if s.admin_user:
-        argv += ["-U", s.admin_user]
-    argv += ["-d", db]
+    argv = ["psql", *driver.conn_argv(), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", db]
     for c in commands:
         argv += ["-c", c]
     return argv

@@ -30,9 +30,8 @@ from .. import layout
 from ..errors import DeployError, PreflightFailed
 from ..sqltext import literal
 from ..transport.host import q
-from ..transport.streamcopy import copy_file
 from ..work import catalog
-from ..work.masked_copy import Snapshot, copy_tables, psql_argv
+from ..work.masked_copy import Snapshot, copy_tables, psql_argv, shell
 from ..work.subset import plan as subset_plan, select
 
 _MEMORY: dict[str, dict] = {}
@@ -132,15 +131,7 @@ def prove(ctx, dst, driver) -> dict:
 
 def _pg_dump_argv(driver, db: str) -> list[str]:
     """A plain pg_dump of db to stdout, as the admin role, never asking a password."""
-    argv = ["pg_dump", "--no-password"]
-    s = driver.spec
-    if s.host:
-        argv += ["-h", s.host]
-    if s.port:
-        argv += ["-p", str(int(s.port))]
-    if s.admin_user:
-        argv += ["-U", s.admin_user]
-    return argv + ["-d", db]
+    return ["pg_dump", *driver.conn_argv(), "-d", db]
 
 
 def pg_driver(ctx):
@@ -167,18 +158,35 @@ def mask_key(ctx) -> str:
 
 # -- the new database ---------------------------------------------------------------------------------------
 def _schema_file(ctx, src, dst, driver, snapshot_id: str) -> str:
-    """The source's schema (pg_dump -Fc --schema-only, in the copy's snapshot) on the target, checked on arrival."""
-    name = f"schema-{ctx.run_id}.dump"
-    made = posixpath.join(layout.scratch_dir(src, ctx.run_id), name)
-    there = posixpath.join(layout.scratch_dir(dst, ctx.run_id), name)
-    src.run(f"mkdir -p -m 700 {q(posixpath.dirname(made))} && pg_dump {driver.conn_args()} -Fc --schema-only "
-            f"--snapshot={q(snapshot_id)} --no-publications --no-subscriptions -f {q(made)} -d {q(driver.spec.name)}",
-            read_only=True, **driver.access(ctx, src, read_only=True))
+    """The source's schema (pg_dump -Fc --schema-only, in the copy's snapshot) streamed into a file on the
+    target (nothing is written on the source), read back by pg_restore --list before it is used."""
+    there = posixpath.join(layout.scratch_dir(dst, ctx.run_id), f"schema-{ctx.run_id}.dump")
+    dst.run(f"mkdir -p -m 700 {q(posixpath.dirname(there))}")
+    kw = driver.access(ctx, src, read_only=True)
+    dump = ["pg_dump", *driver.conn_argv(), "-Fc", "--schema-only", f"--snapshot={snapshot_id}",
+            "--no-publications", "--no-subscriptions", "-d", driver.spec.name]
+    reader = src.open_filter(shell(dump), env=kw["env"], secrets=kw["secrets"], read_only=True)
+    reader.end_input()
     try:
-        dst.run(f"mkdir -p -m 700 {q(posixpath.dirname(there))}")
-        copy_file(src, made, dst, there)
-    finally:
-        src.run(f"rm -f -- {q(made)}", check=False, always=True, timeout=60)
+        writer = dst.open_stream(f"umask 077 && cat > {q(there)}", write=True)
+    except BaseException:
+        reader.abort()
+        raise
+    try:
+        while chunk := reader.read(1 << 20):
+            writer.write(chunk)
+    except BaseException:
+        writer.abort()
+        reader.abort()
+        raise
+    got, sent = writer.close(), reader.close()
+    if not sent.ok:
+        raise DeployError(f"{src.name}: pg_dump of the schema failed (exit {sent.exited}): {sent.tail()}",
+                          hint="the target's own database is untouched")
+    if not got.ok:
+        raise DeployError(f"{dst.name}: writing the schema failed (exit {got.exited}): {got.tail()}",
+                          hint="check the free space on the target host")
+    dst.run(f"pg_restore --list {q(there)} > /dev/null")
     return there
 
 
