@@ -247,3 +247,29 @@ def test_a_failing_command_or_an_unmaskable_value_fails_in_one_line(pg_cluster, 
     short = subprocess.run([PY, str(mask.__file__), "stream"], input=b'{"avoid_count": 3, "spec": {}}\n' + b"x" * 5,
                            capture_output=True)
     assert short.returncode == 1 and "digest bytes" in short.stderr.decode()
+
+
+def test_digests_of_a_sample_say_so(pg_cluster, source):
+    src, rows = source
+    cols = ["email", "first_name", "payload"]
+    doc = helper("mask", "digests", {"command": copy_out(pg_cluster, src, _select(cols, "accounts")), "columns": cols,
+                                     "proof_key": PROOF.hex(), "sample": 500, "masks": RULES, "table": "accounts"},
+                 environ=env(pg_cluster))
+    email = doc["columns"]["email"]
+    assert email == {"rows": ROWS, "digested": ROWS, "skipped_short": 0, "sampled": True}
+    assert len(mask.digests_b64(doc["digests"]["email"]["exact"])) == 500
+    first = doc["columns"]["first_name"]
+    assert first["skipped_short"] == sum(1 for r in rows if len(r[3]) < 4) and first["sampled"] is True
+    payload = doc["columns"]["payload"]  # three string leaves at masked paths, four with the name
+    assert payload["rows"] == ROWS and payload["digested"] > 500 and payload["sampled"] is True
+    full = helper("mask", "digests", {"command": copy_out(pg_cluster, src, _select(cols, "accounts")), "columns": cols,
+                                      "proof_key": PROOF.hex(), "sample": 10 ** 6, "masks": RULES},
+                  environ=env(pg_cluster))
+    assert full["columns"]["email"]["sampled"] is False
+    assert len(mask.digests_b64(full["digests"]["email"]["normalised"])) == ROWS
+    expected = {mask.digest(PROOF, r[1]) for r in rows}
+    assert set(mask.digests_b64(full["digests"]["email"]["exact"])) == expected
+    leaves = {mask.digest(PROOF, mask.normalise(v)) for r in rows if r[9] for v in (
+        json.loads(r[9])["contact"]["email"], json.loads(r[9])["contact"]["name"], *json.loads(r[9])["contact"]["phones"])
+        if len(mask.normalise(v)) >= 4}
+    assert set(mask.digests_b64(full["digests"]["payload"]["normalised"])) == leaves  # not "plan": not masked

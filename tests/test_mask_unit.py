@@ -336,3 +336,37 @@ def test_a_cached_column_masks_exactly_as_an_uncached_one():
     names = ["Name%d" % rng.randrange(50) for _ in range(20000)] + ["Uniq%d" % i for i in range(20000)]
     for n in names:
         assert cached(n.encode()) == mask.encode_field(direct(n))
+
+
+def test_a_sample_is_uniform_and_the_same_for_one_proof_key():
+    def sample(seed):
+        r = mask._Reservoir(1000, random.Random(seed))
+        for i in range(100000):
+            r.offer(i)
+        return r
+
+    one = sample(b"k1")
+    assert len(one.items) == 1000 == len(set(one.items)) and one.seen == 100000
+    assert 45000 < sum(one.items) / 1000 < 55000  # the mean index of a uniform sample: 50000 +- ~900
+    assert sum(1 for i in one.items if i >= 90000) > 60  # the stream's end is sampled too (~100)
+    assert sample(b"k1").items == one.items and sample(b"k2").items != one.items
+    few = mask._Reservoir(10, random.Random(1))
+    for i in range(7):
+        few.offer(i)
+    assert sorted(few.items) == list(range(7))
+
+
+def test_format_keeps_what_is_no_letter_or_digit_in_any_script():
+    fn = masker({"kind": "format"})
+    text = "Zürich — 5 € / 中文 ok\u00a0end"
+    out = fn(text)
+    assert len(out) == len(text)
+    for a, b in zip(text, out):
+        if a.isalpha():
+            assert b.isascii() and b.isalpha() and a.isupper() == b.isupper()
+        elif a.isdigit():
+            assert b.isdigit()
+        else:
+            assert a == b
+    phone = masker({"kind": "phone"})("Tél. ١٢٣ 45")  # Arabic-Indic digits are digits too
+    assert phone[:5] == "Tél. " and phone[5:8].isdigit() and phone[8] == " " and phone[9:].isdigit()

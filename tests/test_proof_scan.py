@@ -91,9 +91,11 @@ def test_a_clean_target_finds_nothing_and_says_what_it_read(pg_cluster, target):
 ])
 def test_a_planted_original_is_found_where_it_is(pg_cluster, target, sql, where, how):
     pg_cluster.execute(target, sql)
-    for dump in (True, False):  # through the dump's COPY data, and by psql alone
-        doc = scan(pg_cluster, target, dump=dump)
-        assert doc["found"] == [{"where": where, "how": how, "count": 1}], (dump, doc["found"])
+    # through the dump's COPY data (checked here, or by forked workers), and by psql alone
+    for dump, jobs in ((True, 1), (True, 3), (False, 2)):
+        doc = scan(pg_cluster, target, dump=dump, jobs=jobs)
+        assert doc["found"] == [{"where": where, "how": how, "count": 1}], (dump, jobs, doc["found"])
+        assert doc["jobs"] == jobs
 
 
 def test_a_planted_original_in_a_materialized_view_is_found(pg_cluster, target):

@@ -105,9 +105,10 @@ def iter_lines(read, chunk=1 << 20):
         yield rest
 
 
-def iter_blocks(read, chunk=1 << 20):
-    """Lists of whole lines (bytes, no newline) of a COPY text stream: a list per chunk read (the hot paths
-    loop over a list, not a generator); ends at the stream's end or a `\\.` line."""
+def iter_blocks(read, chunk=1 << 20, stop=True):
+    """Lists of whole lines (bytes, no newline) of a stream read with read(n): a list per chunk read (the
+    hot paths loop over a list, not a generator). With stop, the lines of one COPY text stream: they end at
+    a `\\.` line; without, every line (a plain pg_dump, whose COPY blocks each end with one)."""
     rest = b""
     while True:
         block = read(chunk)
@@ -115,12 +116,12 @@ def iter_blocks(read, chunk=1 << 20):
             break
         lines = (rest + block).split(b"\n") if rest else block.split(b"\n")
         rest = lines.pop()
-        if b"\\." in lines:
+        if stop and b"\\." in lines:
             yield lines[:lines.index(b"\\.")]
             return
         if lines:
             yield lines
-    if rest and rest != b"\\.":
+    if rest and not (stop and rest == b"\\."):
         yield [rest]
 
 
@@ -156,7 +157,8 @@ def digest(proof_key, text):
 
 
 def digester(proof_key):
-    """digest(proof_key, .) as a fast closure: a copy of the keyed state, the key block hashed once."""
+    """digest(proof_key, .) as a fast closure: a copy of the keyed state, the key block hashed once
+    (`.keyed` is that state, for a hot loop to copy inline)."""
     keyed = hashlib.blake2b(key=proof_key, digest_size=8)
     copy, from_bytes = keyed.copy, int.from_bytes
 
@@ -164,6 +166,7 @@ def digester(proof_key):
         h = copy()
         h.update(text.encode("utf-8", "surrogateescape"))
         return from_bytes(h.digest(), "big")
+    one.keyed = keyed
     return one
 
 
@@ -211,7 +214,9 @@ def membership(sorted_digests):
     arr = sorted_digests
     n = len(arr)
     if not n:
-        return lambda d: False
+        empty = lambda d: False  # noqa: E731
+        empty.bitmap, empty.shift = b"\0", 64
+        return empty
     bits = 1 << 16
     while bits < 16 * n and bits < (1 << 28):
         bits <<= 1
@@ -228,4 +233,5 @@ def membership(sorted_digests):
             return False
         j = bisect_left(arr, d)
         return j < n and arr[j] == d
+    contains.bitmap, contains.shift = bitmap, shift  # for a hot loop to test the bitmap inline
     return contains

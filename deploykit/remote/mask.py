@@ -29,13 +29,14 @@ among the originals, or that a unique column already holds, is drawn again
 with the next round, so every guarantee holds deterministically (for a unique
 column, the later row in COPY order re-draws: same data and key, same output).
 """
-import bisect
+import array
 import hashlib
 import ipaddress
 import json
 import math
 import os
 import random
+import re
 import subprocess
 import sys
 import threading
@@ -47,8 +48,9 @@ from _copytext import (MIN_LENGTH, NULL, b64_digests, decode_field, digester, en
 
 MAX_ROUNDS = 1000  # draws before a value is declared unmaskable (a tiny output space on a unique column)
 FAKER_ROUNDS = 64  # faker draws before a format mask of the draw (every draw was an original: common names)
-FAKER_POOL = 1 << 16  # Faker outputs a rule draws from (built lazily: Faker costs ~50 us a value)
+FAKER_POOL = 1 << 14  # Faker outputs a rule draws from (built as drawn: Faker costs 30-70 us a value)
 CACHE_CAP = 1 << 17  # masked values remembered per column (names repeat)
+MEMO_CAP = 1 << 16  # faker outputs whose normalised digest is remembered
 CACHE_PROBE = 1 << 13  # values masked before a column whose values hardly repeat stops caching
 TLDS = ("com", "org", "net")
 KINDS = ("keep", "null", "fixed", "hash", "email", "phone", "format", "ip", "faker", "json")
@@ -120,47 +122,63 @@ _T_DIG = _table(lambda i: 48 + i % 10)
 _M_ALPHA = _table(lambda i: 0xFF if 97 <= i <= 122 or 65 <= i <= 90 else 0)
 _M_CASE = _table(lambda i: 0x20 if 65 <= i <= 90 else 0)
 _M_DIG = _table(lambda i: 0xFF if 48 <= i <= 57 else 0)
-_LOWER = "abcdefghijklmnopqrstuvwxyz"
-_UPPER = _LOWER.upper()
+
+
+_NON_ASCII = re.compile("[^\x00-\x7f]")
+
+
+def _proxy(text, letters, kept):
+    """ASCII text of the same length standing for `text` in _shape: a non-ASCII letter becomes 'a' or 'A'
+    (its case), a digit '0', and any other character \x01, its position noted in `kept` (put back after)."""
+    def one(m):
+        ch = m.group()
+        if ch.isdigit():
+            return "0"
+        if letters and (ch.isalpha() or "\udc80" <= ch <= "\udcff"):  # a letter, or a byte of another encoding
+            return "A" if ch.isupper() else "a"
+        kept.append(m.start())
+        return "\x01"
+    return _NON_ASCII.sub(one, text).encode("ascii")
 
 
 def _shape(key, person, text, letters):
     """Digits (and letters, when `letters`) replaced by keyed draws of their class, case kept, everything
     else kept; None when the text has nothing to replace.
 
-    ASCII text is done in a few C calls whatever its length: class masks and candidate characters by
-    bytes.translate, merged as big integers (an upper-case letter is its lower-case candidate with bit
-    0x20 cleared). Other text goes character by character (any letter -> an ASCII letter of its case)."""
+    A few C calls whatever the length: class masks and candidate characters by bytes.translate, merged as
+    big integers (an upper-case letter is its lower-case candidate with bit 0x20 cleared). Text that is
+    not ASCII goes through an ASCII proxy of the same length (a non-ASCII letter -> an ASCII letter of its
+    case); the draws are of the text itself."""
     data = _encode(text)
-    n = len(data)
+    kept = None
+    if data.isascii():
+        shape = data
+    else:
+        kept = []
+        shape = _proxy(text, letters, kept)
+    n = len(shape)
     ks = _stream_bytes(key, person, data, n)
     frm = int.from_bytes
-    if data.isascii():
-        mdig = frm(data.translate(_M_DIG), "big")
-        out = frm(ks.translate(_T_DIG), "big") & mdig if mdig else 0
-        keep = mdig
-        if letters:
-            malpha = frm(data.translate(_M_ALPHA), "big")
-            if malpha:
-                out |= (frm(ks.translate(_T_LOW), "big") & malpha) ^ frm(data.translate(_M_CASE), "big")
-                keep |= malpha
-        if not keep:
-            return None
-        out |= frm(data, "big") & ~keep
-        return out.to_bytes(n, "big").decode("ascii")
-    chars = []
-    changed = False
-    for i, ch in enumerate(text):
-        b = ks[i % n]
-        if "0" <= ch <= "9" or (letters and ch.isdigit()):
-            chars.append(chr(48 + b % 10))
-            changed = True
-        elif letters and (ch.isalpha() or "\udc80" <= ch <= "\udcff"):  # a letter, or a byte of another encoding
-            chars.append(_UPPER[b % 26] if ch.isupper() else _LOWER[b % 26])
-            changed = True
-        else:
-            chars.append(ch)
-    return "".join(chars) if changed else None
+    mdig = frm(shape.translate(_M_DIG), "big")
+    malpha = frm(shape.translate(_M_ALPHA), "big") if letters else 0
+    keep = mdig | malpha
+    if not keep:
+        return None
+    out = frm(shape, "big") & ~keep
+    if mdig:
+        out |= frm(ks.translate(_T_DIG), "big") & mdig
+    if malpha:
+        low = frm(ks.translate(_T_LOW), "big") & malpha
+        if not shape.islower():  # upper-case letters: their candidates lose bit 0x20
+            low ^= frm(shape.translate(_M_CASE), "big")
+        out |= low
+    out = out.to_bytes(n, "big").decode("ascii")
+    if kept:
+        chars = list(out)
+        for i in kept:
+            chars[i] = text[i]
+        out = "".join(chars)
+    return out
 
 
 def _fallback(key, tag, text, rnd):
@@ -307,6 +325,7 @@ def draw_faker(key, rule, max_length, label):
 DRAWS = {"hash": draw_hash, "email": draw_email, "phone": draw_phone, "format": draw_format, "ip": draw_ip}
 NORMAL_OUT = {"hash", "email", "ip"}  # kinds whose outputs are already normalised (lower case, no spaces)
 SAME_SPACES = {"format", "phone"}  # kinds that keep every whitespace character where it was
+PLAIN_OUT = {"hash", "email", "ip"}  # kinds whose outputs are ASCII letters, digits and .@:/ (no COPY escape)
 
 
 # --------------------------------------------------------------------------
@@ -331,15 +350,18 @@ class Context(object):
         self.avoid = avoid if avoid is not None else (lambda d: False)
 
 
-def _guarded(draw, ctx, label, counts, unique=None, max_length=None, normal_out=False, same_spaces=False):
+def _guarded(draw, ctx, label, counts, unique=None, max_length=None, normal_out=False, same_spaces=False,
+             memo=None):
     """str -> str: the first draw (round 0, 1, ...) that differs from the input, exactly and normalised,
     fits max_length, is no original (its normalised digest is not in the avoid set) and, for a unique
     column, is not yet taken (by normalised digest: outputs differing only in case count as taken).
 
     normal_out: the kind's outputs are normalised already. same_spaces: the kind keeps every whitespace
     character in place (format, phone), so the normalised forms are equal exactly when the lower-cased
-    texts are, and the input need not be normalised."""
+    texts are, and the input need not be normalised. memo: a dict keeping each output's normalised form
+    and digest (faker: outputs come from a pool, and repeat)."""
     digest, avoid = ctx.digest, ctx.avoid
+    keep_digest = unique is not None
 
     def guarded(text):
         norm_in = low_in = None
@@ -350,23 +372,29 @@ def _guarded(draw, ctx, label, counts, unique=None, max_length=None, normal_out=
                 out = out[:max_length]
             if out == text:
                 continue
-            norm = out if normal_out else normalise(out)
+            known = memo.get(out) if memo is not None else None
+            if known is None:
+                norm = out if normal_out else normalise(out)
+                d = digest(norm) if keep_digest or len(norm) >= MIN_LENGTH else None
+                if memo is not None and len(memo) < MEMO_CAP:
+                    memo[out] = (norm, d)
+            else:
+                norm, d = known
             if same_spaces and not cut:
                 if low_in is None:
                     low_in = text.lower()
                 if out.lower() == low_in:
                     continue
-            elif not (normal_out and len(out) > len(text) and text.isascii()):  # else it cannot be equal
+            elif not (len(norm) > len(text) and text.isascii()):  # else they cannot be equal
                 if norm_in is None:
                     norm_in = normalise(text)
                 if norm == norm_in:
                     continue
             if unique is not None:
-                d = digest(norm)
                 if d in unique or (len(norm) >= MIN_LENGTH and avoid(d)):
                     continue
                 unique.add(d)
-            elif len(norm) >= MIN_LENGTH and avoid(digest(norm)):
+            elif d is not None and avoid(d):
                 continue
             if rnd:
                 counts.redrawn += 1
@@ -393,7 +421,8 @@ def _leaf_masker(rule, ctx, label, counts):
         draw = DRAWS[kind](ctx.key, rule, None)
     else:
         raise MaskError("%s: %r cannot be used inside a json rule" % (label, kind))
-    guarded = _guarded(draw, ctx, label, counts, normal_out=kind in NORMAL_OUT, same_spaces=kind in SAME_SPACES)
+    guarded = _guarded(draw, ctx, label, counts, normal_out=kind in NORMAL_OUT, same_spaces=kind in SAME_SPACES,
+                       memo={} if kind == "faker" else None)
     cache = {}
 
     def leaf(text):
@@ -540,7 +569,8 @@ def value_masker(rule, ctx, label="table.column", unique=False, max_length=None,
     else:
         draw = DRAWS[kind](ctx.key, rule, max_length)
     guarded = _guarded(draw, ctx, label, counts, unique=set() if unique else None, max_length=max_length,
-                       normal_out=kind in NORMAL_OUT, same_spaces=kind in SAME_SPACES)
+                       normal_out=kind in NORMAL_OUT, same_spaces=kind in SAME_SPACES,
+                       memo={} if kind == "faker" else None)
 
     def one(text):
         if not text:
@@ -548,6 +578,10 @@ def value_masker(rule, ctx, label="table.column", unique=False, max_length=None,
         counts.masked += 1
         return guarded(text)
     return one
+
+
+def _plain(text):
+    return text.encode("ascii")
 
 
 def field_masker(rule, ctx, label="table.column", unique=False, max_length=None, counts=None):
@@ -567,11 +601,12 @@ def field_masker(rule, ctx, label="table.column", unique=False, max_length=None,
             one(field)  # counts the row; the second row of a unique column is an error
             return out
         return fixed
+    encode = _plain if kind in PLAIN_OUT else encode_field
     if unique or kind == "json":
         def direct(field):
             if field == NULL or not field:
                 return field
-            return encode_field(one(decode_field(field)))
+            return encode(one(decode_field(field)))
         return direct
     cache = {}
     get = cache.get
@@ -583,13 +618,13 @@ def field_masker(rule, ctx, label="table.column", unique=False, max_length=None,
         if field == NULL or not field:
             return field
         if not on:
-            return encode_field(one(decode_field(field)))
+            return encode(one(decode_field(field)))
         out = get(field)
         if out is not None:
             hits += 1
             counts.masked += 1
             return out
-        out = encode_field(one(decode_field(field)))
+        out = encode(one(decode_field(field)))
         if len(cache) >= CACHE_CAP:
             cache.clear()
         cache[field] = out
@@ -794,15 +829,14 @@ class _Digests(object):
     def __init__(self, name, rule, digest, sample, rng, label):
         self.name, self.digest, self.sample = name, digest, sample
         self.rows = self.digested = self.short = 0
-        self.exact, self.normal = [], []
+        self.exact, self.normal = array.array("Q"), array.array("Q")
         self.reservoir = _Reservoir(sample, rng) if sample else None
         self.paths = json_paths(rule, label) if rule and rule.get("kind") == "json" else None
         self.label = label
+        self.plain = self.paths is None  # digested (or sampled) inline by digest_rows
 
     def add(self, field):
-        self.rows += 1
-        if field == NULL:
-            return
+        """One field (not NULL) of the column."""
         text = decode_field(field)
         if self.paths is None:
             self._one(text)
@@ -843,6 +877,51 @@ class _Digests(object):
         return counts, {"exact": b64_digests(self.exact), "normalised": b64_digests(self.normal)}
 
 
+def digest_rows(accs, lines, ncols, table, keyed):
+    """Digest a block of COPY lines into the columns' accumulators; plain columns inline (normalise, the
+    normalised digest, and the exact one only when the value is not normalised already)."""
+    copy, from_bytes = keyed.copy, int.from_bytes
+    plain = [(i, acc, acc.exact.append, acc.normal.append) for i, acc in accs if acc.plain]
+    other = [(i, acc) for i, acc in accs if not acc.plain]
+    for line in lines:
+        fields = line.split(b"\t")
+        if len(fields) != ncols:
+            raise MaskError("%s: a row has %d fields, %d columns were named" % (table, len(fields), ncols))
+        for i, acc, add_exact, add_normal in plain:
+            field = fields[i]
+            if field == NULL:
+                continue
+            text = field.decode("utf-8", "surrogateescape") if b"\\" not in field else decode_field(field)
+            low = text.lower()  # normalise(text), inline
+            if not (low.isprintable() and "  " not in low and low[:1] != " " and low[-1:] != " "):
+                low = " ".join(low.split())
+            if len(low) < MIN_LENGTH:
+                acc.short += 1
+                continue
+            acc.digested += 1
+            sample = acc.reservoir
+            if sample is not None:  # most values are skipped: only the drawn ones are kept, to digest at the end
+                if sample.seen < sample.k or sample.seen == sample.next:
+                    sample.offer((text, low))
+                else:
+                    sample.seen += 1
+                continue
+            h = copy()
+            h.update(low.encode("utf-8", "surrogateescape"))
+            d = from_bytes(h.digest(), "big")
+            add_normal(d)
+            if low != text:
+                h = copy()
+                h.update(text.encode("utf-8", "surrogateescape"))
+                d = from_bytes(h.digest(), "big")
+            add_exact(d)
+        for i, acc in other:
+            if fields[i] != NULL:
+                acc.add(fields[i])
+    for _i, acc in accs:
+        acc.rows += len(lines)
+
+
 def digests(args):
     """The digests of one table's original values of its masked columns.
 
@@ -874,12 +953,7 @@ def digests(args):
     proc, tail = _start(command)
     try:
         for lines in iter_blocks(proc.stdout.read):
-            for line in lines:
-                fields = line.split(b"\t")
-                if len(fields) != ncols:
-                    raise MaskError("%s: a row has %d fields, %d columns were named" % (table, len(fields), ncols))
-                for i, acc in accs:
-                    acc.add(fields[i])
+            digest_rows(accs, lines, ncols, table, digest.keyed)
         _finish(proc, tail, command[0])
     except BaseException:
         _stop(proc)
