@@ -370,3 +370,12 @@ def test_format_keeps_what_is_no_letter_or_digit_in_any_script():
             assert a == b
     phone = masker({"kind": "phone"})("Tél. ١٢٣ 45")  # Arabic-Indic digits are digits too
     assert phone[:5] == "Tél. " and phone[5:8].isdigit() and phone[8] == " " and phone[9:].isdigit()
+
+
+def test_a_unique_faker_column_outgrows_its_pool_without_an_error():
+    """first_name has a few thousand outputs: a unique column of more values than that still fills, with
+    masks of the names' shape once the plain draws are taken."""
+    fn = masker({"kind": "faker", "provider": "first_name", "locale": "en_US"}, unique=True)
+    outs = [fn("person %d" % i) for i in range(12000)]
+    assert len({mask.normalise(o) for o in outs}) == len(outs)
+    assert all(o[:1].isupper() and o.replace(" ", "").replace("-", "").isalpha() for o in outs)

@@ -36,6 +36,7 @@ INSERT INTO people VALUES
     (3, 'Zed', 'zed@example.com', 'zed', 'ZED', '{}', '{}', 'null', NULL, NULL, '{"looks": "like json"}');
 INSERT INTO other.log VALUES (1, 'started', now()), (2, 'stopped', now());
 CREATE MATERIALIZED VIEW people_names AS SELECT id, upper(name) AS shout FROM people;
+CREATE MATERIALIZED VIEW people_ids AS SELECT id, born FROM people;
 COMMENT ON TABLE people IS 'who is who';
 """
 
@@ -71,6 +72,7 @@ def test_a_clean_target_finds_nothing_and_says_what_it_read(pg_cluster, target):
     assert doc["found"] == []
     assert doc["tables"]["people"]["rows"] == 3 and doc["tables"]["other.log"]["rows"] == 2
     assert doc["tables"]["people_names"]["rows"] == 3  # a materialized view: not in the dump's data, read apart
+    assert doc["tables"]["people_ids"] == {"rows": 3, "values_checked": 0}  # nothing that can hold text: counted
     assert doc["tables"]["people"]["values_checked"] == 17  # not NULL, not a number or a date
     assert doc["checked"] >= doc["tables"]["people"]["values_checked"] + doc["literals"] and doc["literals"] > 3
     assert doc["seconds"] >= 0

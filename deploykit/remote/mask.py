@@ -48,6 +48,7 @@ from _copytext import (MIN_LENGTH, NULL, b64_digests, decode_field, digester, en
 
 MAX_ROUNDS = 1000  # draws before a value is declared unmaskable (a tiny output space on a unique column)
 FAKER_ROUNDS = 64  # faker draws before a format mask of the draw (every draw was an original: common names)
+FAKER_UNIQUE_ROUNDS = 8  # the same in a unique column (where the pool runs out as the table grows)
 FAKER_POOL = 1 << 14  # Faker outputs a rule draws from (built as drawn: Faker costs 30-70 us a value)
 CACHE_CAP = 1 << 17  # masked values remembered per column (names repeat)
 MEMO_CAP = 1 << 16  # faker outputs whose normalised digest is remembered
@@ -279,10 +280,12 @@ def _faker_for(locale, label, provider):
     return fake
 
 
-def draw_faker(key, rule, max_length, label):
+def draw_faker(key, rule, max_length, label, plain_rounds=FAKER_ROUNDS):
     """Faker outputs come from a pool: pool[i] is Faker (the rule's provider and locale) seeded with
     PRF(key, provider, locale, i), built as indexes are first drawn; a value takes pool[PRF(value, round)
-    mod size]. One keyed hash per value instead of ~50 us of Faker, and order never matters."""
+    mod size]. One keyed hash per value instead of ~50 us of Faker, and order never matters. After
+    plain_rounds draws (all originals, or all taken in a unique column), a draw is a format mask of a
+    pool entry: the same shape, other letters."""
     provider, locale = rule.get("provider"), rule.get("locale") or "en_US"
     if not isinstance(provider, str) or not provider.isidentifier() or provider.startswith("_"):
         raise MaskError("%s: %r is not a Faker provider name" % (label, provider))
@@ -313,10 +316,10 @@ def draw_faker(key, rule, max_length, label):
         return out
 
     def draw(text, rnd):
-        r = rnd if rnd < FAKER_ROUNDS else rnd % FAKER_ROUNDS
+        r = rnd if rnd < plain_rounds else rnd % plain_rounds
         i = int.from_bytes(blake2b(_encode(text), key=key, digest_size=4, person=tag(r)).digest(), "big")
         out = pooled(i % FAKER_POOL)
-        if rnd >= FAKER_ROUNDS:  # every plain draw was taken: the draw's shape, other letters
+        if rnd >= plain_rounds:  # every plain draw was taken: the draw's shape, other letters
             out = fmt(out, rnd)
         return out
     return draw
@@ -565,7 +568,7 @@ def value_masker(rule, ctx, label="table.column", unique=False, max_length=None,
         mask = _json_masker(rule, ctx, label, counts)
         return lambda text: text if not text else mask(text)
     if kind == "faker":
-        draw = draw_faker(ctx.key, rule, max_length, label)
+        draw = draw_faker(ctx.key, rule, max_length, label, FAKER_UNIQUE_ROUNDS if unique else FAKER_ROUNDS)
     else:
         draw = DRAWS[kind](ctx.key, rule, max_length)
     guarded = _guarded(draw, ctx, label, counts, unique=set() if unique else None, max_length=max_length,

@@ -44,7 +44,7 @@ from _copytext import (MIN_LENGTH, NULL, decode_field, digester, digests_b64, it
                        normalise, split_line, tool_error)
 
 SKIPPED_TYPES = ("int2", "int4", "int8", "float4", "float8", "numeric", "bool", "date", "time", "timetz",
-                 "timestamp", "timestamptz", "interval", "uuid", "oid", "money", "serial", "bigserial")
+                 "timestamp", "timestamptz", "interval", "uuid", "oid", "money", "bit", "varbit")
 CACHE_CAP = 1 << 15  # distinct clean values remembered per column (statuses, countries repeat)
 MAX_JOBS = 4  # worker processes checking rows by default (at most; one per CPU)
 
@@ -67,7 +67,6 @@ SELECT n.nspname, c.relname, c.relkind, a.attname,
    AND n.nspname NOT LIKE 'pg\_temp\_%%'
  ORDER BY 1, 2, a.attnum
 ) TO STDOUT""" % ((", ".join("'%s'" % t for t in SKIPPED_TYPES),) * 2)
-TEXT_KINDS = ("text", "json", "text[]", "json[]")
 
 
 class ScanFailed(HelperError):
@@ -608,12 +607,15 @@ def _scan_dump(argv, tables, sink, checker, rows):
 
 
 def _scan_table(psql, schema, table, info, sink, rows):
-    """A table the dump did not hold: its text-like columns, read with psql COPY."""
+    """A table the dump did not hold: its columns that can hold text, read with psql COPY (a table with
+    none is only counted)."""
     cols = [c for c, k in info["columns"] if k != "skip"]
     name = info["name"]
-    rows.setdefault(name, 0)
     if not cols:
+        sql = "COPY (SELECT count(*) FROM %s.%s) TO STDOUT" % (_ident(schema), _ident(table))
+        rows[name] = int(b"".join(_psql_copy(psql, sql, "psql (counting %s)" % name)))
         return
+    rows.setdefault(name, 0)
     sql = "COPY (SELECT %s FROM %s.%s) TO STDOUT" % (", ".join(_ident(c) for c in cols), _ident(schema),
                                                       _ident(table))
     name, colspecs = _colspecs({(schema, table): info}, schema, table, cols)
