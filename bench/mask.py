@@ -15,7 +15,6 @@ the first file into a fresh cluster (the rig's) and times proof.py scan of it
 from __future__ import annotations
 
 import argparse
-import array
 import hashlib
 import io
 import json

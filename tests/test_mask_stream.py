@@ -13,7 +13,7 @@ from faker import Faker
 
 from deploykit.transport.bundle import helper_source
 
-from .mask_rig import PY, Originals, copy_in, copy_out, env, helper, mask, run_stream, tool
+from .mask_rig import PY, Originals, copy_in, copy_out, env, helper, mask, run_stream, tool, without_faker
 
 KEY = "5e" * 32
 PROOF = bytes(range(100, 116))
@@ -42,7 +42,7 @@ CREATE TABLE orders (
 """
 COLUMNS = ["id", "email", "username", "first_name", "name", "phone", "bio", "ip", "code", "payload", "note",
            "password", "created"]
-RULES = {
+RULES = without_faker({
     "email": {"kind": "email"},
     "username": {"kind": "hash", "length": 12},
     "first_name": {"kind": "faker", "provider": "first_name", "locale": "en_US"},
@@ -55,7 +55,7 @@ RULES = {
                                           "contact.name": {"kind": "faker", "provider": "name", "locale": "en_US"}}},
     "note": {"kind": "null"},
     "password": {"kind": "fixed", "value": "!"},
-}
+})
 SPEC = {"table": "accounts", "columns": COLUMNS, "masks": RULES, "unique": ["email", "username", "code"],
         "max_length": {"email": 254, "username": 12, "first_name": 30, "phone": 25, "code": 4, "password": 128}}
 ORDER_SPEC = {"table": "orders", "columns": ["id", "account_email", "total"],
@@ -180,9 +180,9 @@ def test_a_masked_copy_keeps_every_constraint_and_no_original(pg_cluster, pg_dat
 
     # the proof: no original anywhere in the target (its tables and a pg_dump of it), all of them in the source
     for db, clean in ((tgt, True), (src, False)):
-        scan = helper("proof", "scan", dict(orig.scan_args(), psql=[tool(pg_cluster, "psql"), "--no-password", "-d", db],
-                                            pg_dump=[tool(pg_cluster, "pg_dump"), "--no-password", "-d", db],
-                                            min_length=4), environ=env(pg_cluster))
+        args = dict(orig.scan_args(), psql=[tool(pg_cluster, "psql"), "--no-password", "-d", db],
+                    pg_dump=[tool(pg_cluster, "pg_dump"), "--no-password", "-d", db], min_length=4)
+        scan = helper("proof", "scan", args, environ=env(pg_cluster))
         assert scan["tables"]["accounts"]["rows"] == ROWS
         if clean:
             assert scan["found"] == [], scan["found"]
@@ -235,13 +235,16 @@ def test_a_failing_command_or_an_unmaskable_value_fails_in_one_line(pg_cluster, 
     assert b"ann.secret" not in bad.stdout and b"a@b.example" not in bad.stdout  # never passed through
 
     # Faker missing from the app's Python: refused before the command starts, naming the rule and the fix
-    nofaker = _stream(pg_cluster, src, SPEC, "accounts", b"",
+    spec = dict(SPEC, masks=dict(RULES, first_name={"kind": "faker", "provider": "first_name", "locale": "en_US"}))
+    nofaker = _stream(pg_cluster, src, spec, "accounts", b"",
                       argv=[PY, "-I", "-S", "-c", helper_source("mask"), "stream"])
     err = nofaker.stderr.decode()
     assert nofaker.returncode == 1 and len(err.strip().splitlines()) == 1 and nofaker.stdout == b""
     assert "accounts.first_name" in err and "Faker" in err and "add Faker to the app's requirements" in err
 
-    torn = run_stream({"command": copy_out(pg_cluster, db, "legacy"), "spec": dict(spec, columns=["payload"]),
+    spec = {"table": "legacy", "columns": ["payload"],
+            "masks": {"payload": {"kind": "json", "paths": {"user.email": {"kind": "email"}}}}}
+    torn = run_stream({"command": copy_out(pg_cluster, db, "legacy"), "spec": spec,
                        "mask_key": KEY}, environ=env(pg_cluster))
     assert torn.returncode == 1 and "a row has 2 fields" in torn.stderr.decode()
     short = subprocess.run([PY, str(mask.__file__), "stream"], input=b'{"avoid_count": 3, "spec": {}}\n' + b"x" * 5,
@@ -269,7 +272,22 @@ def test_digests_of_a_sample_say_so(pg_cluster, source):
     assert len(mask.digests_b64(full["digests"]["email"]["normalised"])) == ROWS
     expected = {mask.digest(PROOF, r[1]) for r in rows}
     assert set(mask.digests_b64(full["digests"]["email"]["exact"])) == expected
-    leaves = {mask.digest(PROOF, mask.normalise(v)) for r in rows if r[9] for v in (
-        json.loads(r[9])["contact"]["email"], json.loads(r[9])["contact"]["name"], *json.loads(r[9])["contact"]["phones"])
-        if len(mask.normalise(v)) >= 4}
+    contacts = [json.loads(r[9])["contact"] for r in rows if r[9]]
+    leaves = {mask.digest(PROOF, mask.normalise(v)) for c in contacts for v in [c["email"], c["name"], *c["phones"]]
+              if len(mask.normalise(v)) >= 4}
     assert set(mask.digests_b64(full["digests"]["payload"]["normalised"])) == leaves  # not "plan": not masked
+
+
+def test_a_reader_that_goes_away_stops_the_stream_and_its_command(pg_cluster, source):
+    src, _rows = source
+    header = {"command": copy_out(pg_cluster, src, _select(SPEC["columns"], "accounts")), "spec": SPEC,
+              "mask_key": KEY, "proof_key": PROOF.hex(), "avoid_count": 0}
+    proc = subprocess.Popen([PY, str(mask.__file__), "stream"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=env(pg_cluster))
+    proc.stdin.write((json.dumps(header) + "\n").encode())
+    proc.stdin.close()
+    assert proc.stdout.read(100)
+    proc.stdout.close()
+    assert proc.wait(60) == 1
+    err = proc.stderr.read().decode().strip().splitlines()
+    assert err == ["mask: the reader of the masked rows went away (broken pipe)"]

@@ -127,6 +127,8 @@ def test_digest_lists_travel_sorted_unique_big_endian():
     kept = set(values)
     probes = values[:2000] + [rng.getrandbits(64) for _ in range(20000)]
     assert all(member(p) == (p in kept) for p in probes)
+    lazy = mask.membership(mask.unpack_digests(packed), lazy=True)  # bisect first, the bitmap once it pays
+    assert all(lazy(p) == (p in kept) for p in probes + probes)
     assert not mask.membership(array.array("Q"))(5)
     with pytest.raises(ValueError):
         mask.unpack_digests(b"123")

@@ -765,7 +765,7 @@ def stream(stdin=None, stdout=None, stderr=None):
         count = header.get("avoid_count") or 0
         if not isinstance(count, int) or count < 0:
             raise BadArguments("avoid_count must be a whole number")
-        avoid = membership(unpack_digests(_read_exact(stdin, 8 * count)))
+        avoid = membership(unpack_digests(_read_exact(stdin, 8 * count)), lazy=True)
         spec = header.get("spec")
         if not isinstance(spec, dict):
             raise BadArguments("the header has no column spec")
@@ -787,7 +787,10 @@ def stream(stdin=None, stdout=None, stderr=None):
     except (Exception, KeyboardInterrupt) as e:
         if proc is not None:
             _stop(proc)
-        message = str(e) if isinstance(e, HelperError) else "%s: %s" % (type(e).__name__, e)
+        if isinstance(e, BrokenPipeError):
+            message = "the reader of the masked rows went away (broken pipe)"
+        else:
+            message = str(e) if isinstance(e, HelperError) else "%s: %s" % (type(e).__name__, e)
         try:
             stderr.write("mask: %s\n" % " ".join(message.split())[:2000])
             stderr.flush()
@@ -973,7 +976,9 @@ ACTIONS = {"digests": digests}
 
 def main():
     if sys.argv[1:] == ["stream"]:
-        sys.exit(stream())
+        code = stream()
+        sys.stderr.flush()
+        os._exit(code)  # not sys.exit: flushing a stdout the reader closed would print a second line
     sys.exit(serve(ACTIONS, name="mask.py", read_only=READ_ONLY))
 
 

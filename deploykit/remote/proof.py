@@ -36,6 +36,7 @@ import os
 import pickle
 import re
 import struct
+import subprocess
 import sys
 import time
 
@@ -418,9 +419,6 @@ class ForkSink(object):
 
 
 def _run(argv, what):
-    import subprocess
-    import os
-
     env = dict(os.environ)
     env.setdefault("PGCLIENTENCODING", "UTF8")
     try:
