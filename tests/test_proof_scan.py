@@ -139,3 +139,27 @@ def test_bad_arguments_and_a_failing_tool_are_one_line_errors(pg_cluster, target
     doc = helper("proof", "scan", dict(base, pg_dump=[tool(pg_cluster, "pg_dump"), "--no-such-flag"]),
                  environ=env(pg_cluster))
     assert doc["ok"] is False and doc["kind"] == "ScanFailed" and "pg_dump" in doc["error"]
+
+
+def test_the_helpers_answer_through_a_host_as_the_controller_calls_them(pg_cluster, target, tmp_path):
+    """Forked by the host's agent (the scan forks its own workers there), the password a secret."""
+    from .test_transport import local_host
+
+    pg_cluster.execute(target, "UPDATE people SET email = 'ann.original@corp.example' WHERE id = 1")
+    libpq = pg_cluster.env()
+    password = libpq.pop("PGPASSWORD")
+    host = local_host(tmp_path)
+    try:
+        psql = [tool(pg_cluster, "psql"), "--no-password", "-d", target]
+        doc = host.helper("proof", "scan", dict(_originals().scan_args(), psql=psql, jobs=2,
+                                                pg_dump=[tool(pg_cluster, "pg_dump"), "--no-password", "-d", target]),
+                          env=libpq, secrets={"PGPASSWORD": password})
+        assert doc["found"] == [{"where": "people.email", "how": "exact", "count": 1}]
+        digests = host.helper("mask", "digests", {
+            "command": psql + ["-X", "-c", "COPY (SELECT email, name FROM people) TO STDOUT"],
+            "columns": ["email", "name"], "proof_key": PROOF.hex(), "sample": "all"},
+            env=libpq, secrets={"PGPASSWORD": password})
+        assert digests["columns"]["email"] == {"rows": 3, "digested": 2, "skipped_short": 1, "sampled": False}
+        assert len(digests["digests"]["name"]["exact"]) == 12  # one digest (Zed is short): 8 bytes, base64
+    finally:
+        host.close()
