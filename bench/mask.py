@@ -7,7 +7,8 @@ table (id, email, name, created, bio: the pg_data_path dataset) and one with
 longer, messier text (names that repeat, bios of prose with tabs, newlines
 and non-ASCII), then times, per rule set, the stream transform in-process
 (CPU seconds of this process: MB/s per core) and `mask.py stream` as a host
-runs it, fed a `cat` of the file (its CPU and wall time). The avoid set holds
+runs it, fed a `cat` of the file (its CPU and wall time), in one process and
+with two workers (jobs 2). The avoid set holds
 --avoid random digests (the originals of a run). With --scan it also loads
 the first file into a fresh cluster (the rig's) and times proof.py scan of it
 (catalog, pg_dump, one pass), with one worker and with the default. Prints one JSON line per case.
@@ -89,9 +90,9 @@ def in_process(path: Path, rules: dict, avoid: bytes) -> dict:
             "mb_s_per_core": round(len(data) / 1e6 / cpu, 1), "us_per_row": round(cpu / tm.rows * 1e6, 2)}
 
 
-def by_stream(path: Path, rules: dict, avoid: bytes) -> dict:
+def by_stream(path: Path, rules: dict, avoid: bytes, jobs: int = 1) -> dict:
     header = {"command": ["cat", str(path)], "spec": {"table": "users", "columns": COLUMNS, "masks": rules},
-              "mask_key": KEY, "proof_key": PROOF.hex(), "avoid_count": len(avoid) // 8}
+              "mask_key": KEY, "proof_key": PROOF.hex(), "avoid_count": len(avoid) // 8, "jobs": jobs}
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.monotonic()
     with open(os.devnull, "wb") as sink:
@@ -103,7 +104,7 @@ def by_stream(path: Path, rules: dict, avoid: bytes) -> dict:
         raise SystemExit(proc.stderr.decode())
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     size = path.stat().st_size / 1e6
-    return {"wall_s": round(wall, 2), "cpu_s": round(cpu, 2), "mb_s_wall": round(size / wall, 1),
+    return {"jobs": jobs, "wall_s": round(wall, 2), "cpu_s": round(cpu, 2), "mb_s_wall": round(size / wall, 1),
             "mb_s_per_core": round(size / cpu, 1)}
 
 
@@ -162,9 +163,11 @@ def main(argv=None) -> int:
                 row = {"case": "transform", "data": name, "rules": case, **in_process(path, rules, avoid)}
                 print(json.dumps(row), flush=True)
                 results.append(row)
-            row = {"case": "stream", "data": name, "rules": "email+name+bio", **by_stream(path, RULES, avoid)}
-            print(json.dumps(row), flush=True)
-            results.append(row)
+            for jobs in (1, 2):
+                row = {"case": "stream", "data": name, "rules": "email+name+bio",
+                       **by_stream(path, RULES, avoid, jobs)}
+                print(json.dumps(row), flush=True)
+                results.append(row)
         if opts.scan:
             for one in scan_case(files["bench_users"], work):
                 row = {"case": "proof_scan", "data": "bench_users", **one}

@@ -30,13 +30,17 @@ with the next round, so every guarantee holds deterministically (for a unique
 column, the later row in COPY order re-draws: same data and key, same output).
 """
 import array
+import collections
 import hashlib
 import ipaddress
 import json
 import math
 import os
+import pickle
 import random
 import re
+import signal
+import struct
 import subprocess
 import sys
 import threading
@@ -354,7 +358,7 @@ class Context(object):
 
 
 def _guarded(draw, ctx, label, counts, unique=None, max_length=None, normal_out=False, same_spaces=False,
-             memo=None):
+             memo=None, keep_digest=False):
     """str -> str: the first draw (round 0, 1, ...) that differs from the input, exactly and normalised,
     fits max_length, is no original (its normalised digest is not in the avoid set) and, for a unique
     column, is not yet taken (by normalised digest: outputs differing only in case count as taken).
@@ -362,13 +366,16 @@ def _guarded(draw, ctx, label, counts, unique=None, max_length=None, normal_out=
     normal_out: the kind's outputs are normalised already. same_spaces: the kind keeps every whitespace
     character in place (format, phone), so the normalised forms are equal exactly when the lower-cased
     texts are, and the input need not be normalised. memo: a dict keeping each output's normalised form
-    and digest (faker: outputs come from a pool, and repeat)."""
-    digest, avoid = ctx.digest, ctx.avoid
-    keep_digest = unique is not None
+    and digest (faker: outputs come from a pool, and repeat).
 
-    def guarded(text):
+    guarded(text, start, info) starts at round `start` and appends (round, digest) of what it returns to
+    `info`: a unique column whose check is made elsewhere (keep_digest), by the stream's main process."""
+    digest, avoid = ctx.digest, ctx.avoid
+    keep_digest = keep_digest or unique is not None
+
+    def guarded(text, start=0, info=None):
         norm_in = low_in = None
-        for rnd in range(MAX_ROUNDS):
+        for rnd in range(start, MAX_ROUNDS):
             out = draw(text, rnd)
             cut = max_length is not None and len(out) > max_length
             if cut:
@@ -401,6 +408,8 @@ def _guarded(draw, ctx, label, counts, unique=None, max_length=None, normal_out=
                 continue
             if rnd:
                 counts.redrawn += 1
+            if info is not None:
+                info.append((rnd, d))
             return out
         raise MaskError("%s: no masked value found in %d draws (the rule has too few outputs for this column%s);"
                         " use hash or a longer format" % (label, MAX_ROUNDS, ", which is unique" if unique is not None
@@ -539,47 +548,58 @@ def _json_masker(rule, ctx, label, counts):
     return mask
 
 
-def value_masker(rule, ctx, label="table.column", unique=False, max_length=None, counts=None):
-    """str|None -> str|None: one column's rule, with every guarantee (NULL stays NULL and "" stays "" for
-    every kind but null (always NULL) and fixed (always its value); outputs fit max_length)."""
+def value_masker(rule, ctx, label="table.column", unique=False, max_length=None, counts=None, seen=None,
+                 defer=False):
+    """fn(text, start=0, info=None) -> masked text: one column's rule, with every guarantee (NULL stays NULL
+    and "" stays "" for every kind but null (always NULL) and fixed (always its value); outputs fit
+    max_length). A unique column keeps the digests of its outputs in `seen` (a new set by default); with
+    `defer` it does not look: it appends (round, digest) to `info` for whoever keeps `seen`."""
     counts = counts if counts is not None else Counts()
     if not isinstance(rule, dict) or rule.get("kind") not in KINDS:
         raise MaskError("%s: unknown rule %r (kinds: %s)" % (label, rule, ", ".join(KINDS)))
     kind = rule["kind"]
     if kind == "keep":
-        return lambda text: text
+        return lambda text, start=0, info=None: text
     if kind == "null":
-        return lambda text: None
+        return lambda text, start=0, info=None: None
+    if unique and seen is None and not defer:
+        seen = set()
     if kind == "fixed":
         value = _fixed_value(rule, ctx, label)
         if max_length is not None and len(value) > max_length:
             raise MaskError("%s: the fixed value is longer than the column's %d characters" % (label, max_length))
-        seen = [0]
+        taken = ctx.digest(normalise(value))
 
-        def fixed(text):
-            seen[0] += 1
-            if unique and seen[0] > 1:
-                raise MaskError("%s is unique, and a fixed rule gives every row the same value: use hash or "
-                                "format" % label)
+        def fixed(text, start=0, info=None):
+            if unique:
+                if info is not None:
+                    info.append((0, taken))
+                elif start or taken in seen:
+                    raise MaskError("%s is unique, and a fixed rule gives every row the same value: use hash or "
+                                    "format" % label)
+                else:
+                    seen.add(taken)
             counts.masked += 1
             return value
         return fixed
     if kind == "json":
         mask = _json_masker(rule, ctx, label, counts)
-        return lambda text: text if not text else mask(text)
+        return lambda text, start=0, info=None: text if not text else mask(text)
     if kind == "faker":
         draw = draw_faker(ctx.key, rule, max_length, label, FAKER_UNIQUE_ROUNDS if unique else FAKER_ROUNDS)
     else:
         draw = DRAWS[kind](ctx.key, rule, max_length)
-    guarded = _guarded(draw, ctx, label, counts, unique=set() if unique else None, max_length=max_length,
+    guarded = _guarded(draw, ctx, label, counts, unique=None if defer else seen, max_length=max_length,
                        normal_out=kind in NORMAL_OUT, same_spaces=kind in SAME_SPACES,
-                       memo={} if kind == "faker" else None)
+                       memo={} if kind == "faker" else None, keep_digest=unique)
 
-    def one(text):
+    def one(text, start=0, info=None):
         if not text:
+            if info is not None:
+                info.append(None)
             return text
         counts.masked += 1
-        return guarded(text)
+        return guarded(text, start, info)
     return one
 
 
@@ -587,29 +607,44 @@ def _plain(text):
     return text.encode("ascii")
 
 
-def field_masker(rule, ctx, label="table.column", unique=False, max_length=None, counts=None):
+def field_masker(rule, ctx, label="table.column", unique=False, max_length=None, counts=None, defer=False):
     """bytes -> bytes on COPY text fields: value_masker with the codec around it and, for a column that is
-    not unique, a cache of the masks already made (exact: a mask depends on the value alone)."""
+    not unique, a cache of the masks already made (exact: a mask depends on the value alone).
+
+    A unique column's function carries `.seen` (the digests taken) and `.redraw(field, start)` (the
+    field's mask from round `start` on, taken in `.seen`); with `defer` it carries `.infos` instead, a
+    list to which each field appends (round, digest) or None (NULL, empty), for the main process."""
     counts = counts if counts is not None else Counts()
     kind = rule.get("kind") if isinstance(rule, dict) else None
-    one = value_masker(rule, ctx, label, unique, max_length, counts)
+    unique = unique and kind not in ("keep", "null", "json")  # NULLs never collide; a document is no key
+    seen = set() if unique and not defer else None
+    one = value_masker(rule, ctx, label, unique, max_length, counts, seen=seen, defer=defer)
     if kind == "keep":
         return lambda field: field
     if kind == "null":
         return lambda field: NULL
-    if kind == "fixed":
-        out = encode_field(rule["value"])
-
-        def fixed(field):
-            one(field)  # counts the row; the second row of a unique column is an error
-            return out
-        return fixed
     encode = _plain if kind in PLAIN_OUT else encode_field
-    if unique or kind == "json":
-        def direct(field):
+    if kind == "fixed":
+        encode = encode_field
+    if unique and defer:
+        infos = []
+        add = infos.append
+
+        def deferred(field):
             if field == NULL or not field:
+                add(None)
+                return field
+            return encode(one(decode_field(field), 0, infos))
+        deferred.infos = infos
+        return deferred
+    if unique or kind in ("json", "fixed"):
+        def direct(field):
+            if kind != "fixed" and (field == NULL or not field):
                 return field
             return encode(one(decode_field(field)))
+        if unique:
+            direct.seen = seen
+            direct.redraw = lambda field, start: encode(one(decode_field(field), start))
         return direct
     cache = {}
     get = cache.get
@@ -644,9 +679,10 @@ def field_masker(rule, ctx, label="table.column", unique=False, max_length=None,
 
 
 class TableMasker(object):
-    """The masks of one table's COPY lines, from its column spec."""
+    """The masks of one table's COPY lines, from its column spec. With defer_unique, its unique columns
+    only note what they drew (`self.deferred`: [(field index, column, infos list)]): a forked worker's."""
 
-    def __init__(self, spec, ctx):
+    def __init__(self, spec, ctx, defer_unique=False):
         self.table = str(spec.get("table") or "table")
         self.columns = list(spec.get("columns") or [])
         masks = spec.get("masks") or {}
@@ -659,6 +695,8 @@ class TableMasker(object):
             raise BadArguments("%s: masked column %s is not among the copied columns" % (self.table, unknown[0]))
         self.counts = {}
         self.masked = []
+        self.deferred = []  # unique columns whose check the main process makes (defer_unique)
+        self.unique = {}  # column -> its field masker (with .seen and .redraw)
         for i, column in enumerate(self.columns):
             rule = masks.get(column)
             if rule is None:
@@ -669,13 +707,19 @@ class TableMasker(object):
                 continue
             counts = self.counts[column] = Counts()
             fn = field_masker(rule, ctx, "%s.%s" % (self.table, column), unique=column in unique,
-                              max_length=max_length.get(column), counts=counts)
+                              max_length=max_length.get(column), counts=counts, defer=defer_unique)
             self.masked.append((i, fn))
+            if hasattr(fn, "infos"):
+                self.deferred.append((i, column, fn.infos))
+            if hasattr(fn, "seen"):
+                self.unique[column] = fn
         self.rows = 0
 
     def transform(self, lines):
         """COPY text lines (bytes, no newline) -> the masked lines."""
         ncols, masked = len(self.columns), self.masked
+        for _i, _column, infos in self.deferred:
+            del infos[:]
         out = []
         append = out.append
         for line in lines:
@@ -688,9 +732,166 @@ class TableMasker(object):
         self.rows += len(lines)
         return out
 
+    def settle(self, lines, out, infos):
+        """The main process's part of a worker's block: every unique column's draws, in row order, taken in
+        its `seen`; a draw already taken is drawn again here from the next round (what one process would
+        have drawn). `out` (the worker's masked lines) is changed in place."""
+        for i, column, drawn in infos:
+            fn = self.unique[column]
+            seen, add = fn.seen, fn.seen.add
+            for row, info in enumerate(drawn):
+                if info is None:
+                    continue
+                if info[1] not in seen:
+                    add(info[1])
+                    continue
+                fields = out[row].split(b"\t")
+                fields[i] = fn.redraw(lines[row].split(b"\t")[i], info[0] + 1)
+                out[row] = b"\t".join(fields)
+                counts = self.counts[column]  # the worker counted this value already
+                counts.masked -= 1
+                counts.redrawn -= 1 if info[0] else 0
+        self.rows += len(lines)
+
     def report(self):
         return {"rows": self.rows,
                 "columns": {c: {"masked": n.masked, "redrawn": n.redrawn} for c, n in self.counts.items()}}
+
+    def add_counts(self, report):
+        """A worker's counts, added to these."""
+        for column, n in report["columns"].items():
+            self.counts[column].masked += n["masked"]
+            self.counts[column].redrawn += n["redrawn"]
+
+
+# --------------------------------------------------------------------------
+# forked workers: the blocks of one stream masked on several CPUs
+
+
+def _send(fd, obj):
+    data = pickle.dumps(obj, protocol=2)
+    view = memoryview(struct.pack(">I", len(data)) + data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _receive(fd):
+    head = _read_fd(fd, 4)
+    return pickle.loads(_read_fd(fd, struct.unpack(">I", head)[0]))
+
+
+def _read_fd(fd, n):
+    chunks = []
+    while n:
+        block = os.read(fd, min(n, 1 << 20))
+        if not block:
+            raise EOFError("the other end went away")
+        chunks.append(block)
+        n -= len(block)
+    return b"".join(chunks)
+
+
+def _mask_worker(inbox, outbox, worker):
+    """In a forked worker: blocks in, masked blocks (and the unique columns' draws) out. Never returns."""
+    code = 0
+    try:
+        null = os.open(os.devnull, os.O_RDWR)
+        os.dup2(null, 0)  # the stream's stdin and stdout are the main process's alone
+        os.dup2(null, 1)
+        while True:
+            msg = _receive(inbox)
+            if msg is None:
+                _send(outbox, ("counts", worker.report()))
+                break
+            out = worker.transform(msg.split(b"\n"))
+            _send(outbox, ("rows", b"\n".join(out), [(i, c, list(d)) for i, c, d in worker.deferred]))
+    except BaseException as e:  # noqa: B902 - told to the main process, which fails the stream
+        try:
+            text = str(e) if isinstance(e, HelperError) else "%s: %s" % (type(e).__name__, e)
+            _send(outbox, ("error", text))
+        except BaseException:
+            pass
+        code = 1
+    os._exit(code)
+
+
+class Workers(object):
+    """`jobs` forked workers masking the blocks of one stream in turn; the main process keeps the order,
+    settles the unique columns and writes. Forked before the command (and its stderr thread) starts."""
+
+    def __init__(self, spec, ctx, jobs):
+        worker = TableMasker(spec, ctx, defer_unique=True)
+        self.pool = []
+        for _ in range(jobs):
+            to_r, to_w = os.pipe()
+            from_r, from_w = os.pipe()
+            pid = os.fork()
+            if pid == 0:
+                os.close(to_w)
+                os.close(from_r)
+                for _pid, w, r in self.pool:
+                    os.close(w)
+                    os.close(r)
+                _mask_worker(to_r, from_w, worker)
+            os.close(to_r)
+            os.close(from_w)
+            self.pool.append((pid, to_w, from_r))
+        self.inflight = collections.deque()
+        self.turn = 0
+
+    def _answer(self, from_r):
+        try:
+            msg = _receive(from_r)
+        except (EOFError, OSError):
+            raise MaskError("a masking worker ended without an answer")
+        if msg[0] == "error":
+            raise MaskError(msg[1])
+        return msg
+
+    def put(self, lines, main, write):
+        """Give a block to the next worker; write what comes back, in order, once every worker has one."""
+        if len(self.inflight) == len(self.pool):
+            self._take(main, write)
+        _pid, to_w, from_r = self.pool[self.turn % len(self.pool)]
+        self.turn += 1
+        try:
+            _send(to_w, b"\n".join(lines))
+        except OSError:
+            self._answer(from_r)  # its error, if it told one
+            raise MaskError("a masking worker ended early")
+        self.inflight.append((from_r, lines))
+
+    def _take(self, main, write):
+        from_r, lines = self.inflight.popleft()
+        _kind, data, infos = self._answer(from_r)
+        out = data.split(b"\n")
+        main.settle(lines, out, infos)
+        write(b"\n".join(out) + b"\n")
+
+    def finish(self, main, write):
+        while self.inflight:
+            self._take(main, write)
+        for _pid, to_w, from_r in self.pool:
+            _send(to_w, None)
+            main.add_counts(self._answer(from_r)[1])
+        self.close()
+
+    def close(self):
+        for pid, to_w, from_r in self.pool:
+            for fd in (to_w, from_r):
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+            try:
+                os.waitpid(pid, 0)
+            except OSError:
+                pass
+        self.pool = []
 
 
 class _Tail(threading.Thread):
@@ -754,7 +955,7 @@ def stream(stdin=None, stdout=None, stderr=None):
     stdout = stdout or sys.stdout.buffer
     stderr = stderr or sys.stderr
     start = time.monotonic()
-    proc = None
+    proc = workers = None
     try:
         try:
             header = json.loads(stdin.readline().decode("utf-8"))
@@ -765,18 +966,30 @@ def stream(stdin=None, stdout=None, stderr=None):
         count = header.get("avoid_count") or 0
         if not isinstance(count, int) or count < 0:
             raise BadArguments("avoid_count must be a whole number")
-        avoid = membership(unpack_digests(_read_exact(stdin, 8 * count)), lazy=True)
+        digests = unpack_digests(_read_exact(stdin, 8 * count))
         spec = header.get("spec")
         if not isinstance(spec, dict):
             raise BadArguments("the header has no column spec")
+        jobs = header.get("jobs") or 1
+        if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+            raise BadArguments("jobs must be a whole number of at least 1")
+        avoid = membership(digests, lazy=jobs == 1)  # forked workers share one bitmap, built before
         ctx = Context(header.get("mask_key"), header.get("proof_key"), avoid)
         masker = TableMasker(spec, ctx)  # every rule checked (Faker imported) before the command starts
+        if jobs > 1:
+            workers = Workers(spec, ctx, jobs)
         proc, tail = _start(header.get("command"))
         size = 0
+        write = stdout.write
         for lines in iter_blocks(proc.stdout.read):
-            out = masker.transform(lines)
             size += sum(map(len, lines)) + len(lines)
-            stdout.write(b"\n".join(out) + b"\n")
+            if workers is not None:
+                workers.put(lines, masker, write)
+            else:
+                write(b"\n".join(masker.transform(lines)) + b"\n")
+        if workers is not None:
+            workers.finish(masker, write)
+            workers = None
         _finish(proc, tail, header["command"][0])
         stdout.flush()
         report = masker.report()
@@ -787,6 +1000,8 @@ def stream(stdin=None, stdout=None, stderr=None):
     except (Exception, KeyboardInterrupt) as e:
         if proc is not None:
             _stop(proc)
+        if workers is not None:
+            workers.close()
         if isinstance(e, BrokenPipeError):
             message = "the reader of the masked rows went away (broken pipe)"
         else:
