@@ -276,6 +276,13 @@ def test_digests_of_a_sample_say_so(pg_cluster, source):
     leaves = {mask.digest(PROOF, mask.normalise(v)) for c in contacts for v in [c["email"], c["name"], *c["phones"]]
               if len(mask.normalise(v)) >= 4}
     assert set(mask.digests_b64(full["digests"]["payload"]["normalised"])) == leaves  # not "plan": not masked
+    cols = cols + ["bio", "name", "phone"]  # over 1 MB of rows: more than one block
+    args = {"command": copy_out(pg_cluster, src, _select(cols, "accounts")), "columns": cols,
+            "proof_key": PROOF.hex(), "sample": "all", "masks": RULES}
+    assert len(subprocess.run(args["command"], env=env(pg_cluster), capture_output=True).stdout) > 1 << 20
+    alone = helper("mask", "digests", args, environ=env(pg_cluster))
+    forked = helper("mask", "digests", dict(args, jobs=3), environ=env(pg_cluster))  # blocks in workers
+    assert forked == alone
 
 
 def test_a_reader_that_goes_away_stops_the_stream_and_its_command(pg_cluster, source):

@@ -171,8 +171,11 @@ def digester(proof_key):
 
 
 def pack_digests(values):
-    """Digests (ints, any order, duplicates allowed) -> dk64 bytes: sorted, unique, 8 bytes big-endian each."""
-    ordered = sorted(set(values))
+    """Digests (ints, any order, duplicates allowed) -> dk64 bytes: sorted, unique, 8 bytes big-endian each.
+    (Sorted lists concatenated sort fast: timsort merges their runs.)"""
+    ordered = sorted(values)
+    if len(set(ordered)) != len(ordered):
+        ordered = list(dict.fromkeys(ordered))  # sorted: the first of each run of equal digests, in order
     arr = array.array("Q", ordered)
     if sys.byteorder == "little":
         arr.byteswap()

@@ -36,11 +36,8 @@ import ipaddress
 import json
 import math
 import os
-import pickle
 import random
 import re
-import signal
-import struct
 import subprocess
 import sys
 import threading
@@ -48,7 +45,8 @@ import time
 
 from _common import BadArguments, HelperError, serve
 from _copytext import (MIN_LENGTH, NULL, b64_digests, decode_field, digester, encode_field, iter_blocks,
-                       membership, normalise, tool_error, unpack_digests)
+                       membership, normalise, pack_digests, tool_error, unpack_digests)
+from _forks import Pool, receive, send
 
 MAX_ROUNDS = 1000  # draws before a value is declared unmaskable (a tiny output space on a unique column)
 FAKER_ROUNDS = 64  # faker draws before a format mask of the draw (every draw was an original: common names)
@@ -404,7 +402,7 @@ def _guarded(draw, ctx, label, counts, unique=None, max_length=None, normal_out=
                 if d in unique or (len(norm) >= MIN_LENGTH and avoid(d)):
                     continue
                 unique.add(d)
-            elif d is not None and avoid(d):
+            elif len(norm) >= MIN_LENGTH and avoid(d):  # (d is made whenever the output is that long)
                 continue
             if rnd:
                 counts.redrawn += 1
@@ -768,51 +766,17 @@ class TableMasker(object):
 # forked workers: the blocks of one stream masked on several CPUs
 
 
-def _send(fd, obj):
-    data = pickle.dumps(obj, protocol=2)
-    view = memoryview(struct.pack(">I", len(data)) + data)
-    while view:
-        view = view[os.write(fd, view):]
-
-
-def _receive(fd):
-    head = _read_fd(fd, 4)
-    return pickle.loads(_read_fd(fd, struct.unpack(">I", head)[0]))
-
-
-def _read_fd(fd, n):
-    chunks = []
-    while n:
-        block = os.read(fd, min(n, 1 << 20))
-        if not block:
-            raise EOFError("the other end went away")
-        chunks.append(block)
-        n -= len(block)
-    return b"".join(chunks)
-
-
-def _mask_worker(inbox, outbox, worker):
-    """In a forked worker: blocks in, masked blocks (and the unique columns' draws) out. Never returns."""
-    code = 0
-    try:
-        null = os.open(os.devnull, os.O_RDWR)
-        os.dup2(null, 0)  # the stream's stdin and stdout are the main process's alone
-        os.dup2(null, 1)
+def _mask_worker(worker):
+    """What a forked worker runs: blocks in, masked blocks (and the unique columns' draws) out."""
+    def work(inbox, outbox):
         while True:
-            msg = _receive(inbox)
+            msg = receive(inbox)
             if msg is None:
-                _send(outbox, ("counts", worker.report()))
-                break
+                send(outbox, ("counts", worker.report()))
+                return
             out = worker.transform(msg.split(b"\n"))
-            _send(outbox, ("rows", b"\n".join(out), [(i, c, list(d)) for i, c, d in worker.deferred]))
-    except BaseException as e:  # noqa: B902 - told to the main process, which fails the stream
-        try:
-            text = str(e) if isinstance(e, HelperError) else "%s: %s" % (type(e).__name__, e)
-            _send(outbox, ("error", text))
-        except BaseException:
-            pass
-        code = 1
-    os._exit(code)
+            send(outbox, ("rows", b"\n".join(out), [(i, c, list(d)) for i, c, d in worker.deferred]))
+    return work
 
 
 class Workers(object):
@@ -820,50 +784,23 @@ class Workers(object):
     settles the unique columns and writes. Forked before the command (and its stderr thread) starts."""
 
     def __init__(self, spec, ctx, jobs):
-        worker = TableMasker(spec, ctx, defer_unique=True)
-        self.pool = []
-        for _ in range(jobs):
-            to_r, to_w = os.pipe()
-            from_r, from_w = os.pipe()
-            pid = os.fork()
-            if pid == 0:
-                os.close(to_w)
-                os.close(from_r)
-                for _pid, w, r in self.pool:
-                    os.close(w)
-                    os.close(r)
-                _mask_worker(to_r, from_w, worker)
-            os.close(to_r)
-            os.close(from_w)
-            self.pool.append((pid, to_w, from_r))
+        self.pool = Pool(jobs, _mask_worker(TableMasker(spec, ctx, defer_unique=True)))
         self.inflight = collections.deque()
         self.turn = 0
 
-    def _answer(self, from_r):
-        try:
-            msg = _receive(from_r)
-        except (EOFError, OSError):
-            raise MaskError("a masking worker ended without an answer")
-        if msg[0] == "error":
-            raise MaskError(msg[1])
-        return msg
-
     def put(self, lines, main, write):
-        """Give a block to the next worker; write what comes back, in order, once every worker has one."""
+        """Give a block to the next worker; write what comes back, in order, once every worker has one
+        (the worker given a block has always handed back its last one: no pipe waits on another)."""
         if len(self.inflight) == len(self.pool):
             self._take(main, write)
-        _pid, to_w, from_r = self.pool[self.turn % len(self.pool)]
+        k = self.turn % len(self.pool)
         self.turn += 1
-        try:
-            _send(to_w, b"\n".join(lines))
-        except OSError:
-            self._answer(from_r)  # its error, if it told one
-            raise MaskError("a masking worker ended early")
-        self.inflight.append((from_r, lines))
+        self.pool.put(k, b"\n".join(lines))
+        self.inflight.append((k, lines))
 
     def _take(self, main, write):
-        from_r, lines = self.inflight.popleft()
-        _kind, data, infos = self._answer(from_r)
+        k, lines = self.inflight.popleft()
+        _kind, data, infos = self.pool.answer(k)
         out = data.split(b"\n")
         main.settle(lines, out, infos)
         write(b"\n".join(out) + b"\n")
@@ -871,27 +808,13 @@ class Workers(object):
     def finish(self, main, write):
         while self.inflight:
             self._take(main, write)
-        for _pid, to_w, from_r in self.pool:
-            _send(to_w, None)
-            main.add_counts(self._answer(from_r)[1])
-        self.close()
+        for k in range(len(self.pool)):
+            self.pool.put(k, None)
+            main.add_counts(self.pool.answer(k)[1])
+        self.pool.close()
 
     def close(self):
-        for pid, to_w, from_r in self.pool:
-            for fd in (to_w, from_r):
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
-            try:
-                os.waitpid(pid, 0)
-            except OSError:
-                pass
-        self.pool = []
+        self.pool.close()
 
 
 class _Tail(threading.Thread):
@@ -1143,12 +1066,25 @@ def digest_rows(accs, lines, ncols, table, keyed):
         acc.rows += len(lines)
 
 
+def _digest_worker(accs, ncols, table, keyed):
+    """What a forked worker runs: blocks of rows in; at the end, each column's counts and digests out."""
+    def work(inbox, outbox):
+        while True:
+            msg = receive(inbox)
+            if msg is None:
+                send(outbox, [(a.rows, a.digested, a.short, pack_digests(a.exact), pack_digests(a.normal))
+                              for _i, a in accs])  # sorted here: the parent merges sorted runs
+                return
+            digest_rows(accs, msg.split(b"\n"), ncols, table, keyed)
+    return work
+
+
 def digests(args):
     """The digests of one table's original values of its masked columns.
 
     {"command": [argv printing COPY text of `columns`], "columns": [...], "proof_key": hex,
      "sample": "all" | N, "masks"?: {column: RULE} (json rules: their string leaves at the paths are
-     digested), "table"?: name for messages}
+     digested), "table"?: name for messages, "jobs"?: forked workers digesting blocks (not for a sample)}
     -> {"columns": {col: {"rows", "digested", "skipped_short", "sampled"}},
         "digests": {col: {"exact": b64 dk64, "normalised": b64 dk64}}}
     A sample of N keeps N values per column, drawn uniformly (seeded by the proof key: one run, one sample).
@@ -1171,14 +1107,38 @@ def digests(args):
         rng = random.Random(hashlib.blake2b(column.encode(), key=pk, digest_size=16).digest())
         accs.append((i, _Digests(column, masks.get(column), digest, sample, rng, "%s.%s" % (table, column))))
     ncols = len(columns)
-    proc, tail = _start(command)
+    jobs = args.get("jobs") or 1
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise BadArguments("jobs must be a whole number of at least 1")
+    pool = Pool(jobs, _digest_worker(accs, ncols, table, digest.keyed)) if jobs > 1 and sample is None else None
+    proc = None
     try:
+        proc, tail = _start(command)
+        turn = 0
         for lines in iter_blocks(proc.stdout.read):
-            digest_rows(accs, lines, ncols, table, digest.keyed)
+            if pool is None:
+                digest_rows(accs, lines, ncols, table, digest.keyed)
+            else:
+                pool.put(turn % len(pool), b"\n".join(lines))
+                turn += 1
         _finish(proc, tail, command[0])
+        if pool is not None:
+            for k in range(len(pool)):
+                pool.put(k, None)
+            for k in range(len(pool)):
+                for (_i, acc), (rows, digested, short, exact, normal) in zip(accs, pool.answer(k)):
+                    acc.rows += rows
+                    acc.digested += digested
+                    acc.short += short
+                    acc.exact.extend(unpack_digests(exact))
+                    acc.normal.extend(unpack_digests(normal))
     except BaseException:
-        _stop(proc)
+        if proc is not None:
+            _stop(proc)
         raise
+    finally:
+        if pool is not None:
+            pool.close()
     out_counts, out_digests = {}, {}
     for _i, acc in accs:
         out_counts[acc.name], out_digests[acc.name] = acc.result()

@@ -33,9 +33,7 @@ min_length are never digested, so never compared.
 """
 import json
 import os
-import pickle
 import re
-import struct
 import subprocess
 import sys
 import time
@@ -43,6 +41,7 @@ import time
 from _common import BadArguments, HelperError, serve
 from _copytext import (MIN_LENGTH, NULL, decode_field, digester, digests_b64, iter_blocks, iter_lines, membership,
                        normalise, split_line, tool_error)
+from _forks import Pool, receive, send
 
 SKIPPED_TYPES = ("int2", "int4", "int8", "float4", "float8", "numeric", "bool", "date", "time", "timetz",
                  "timestamp", "timestamptz", "interval", "uuid", "oid", "money", "bit", "varbit")
@@ -283,51 +282,17 @@ class LocalSink(object):
         return self.checker.found, self.checked
 
 
-def _send(fd, obj):
-    data = pickle.dumps(obj, protocol=2)
-    _write_all(fd, struct.pack(">I", len(data)) + data)
-
-
-def _write_all(fd, data):
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
-
-
-def _read_all(fd, n):
-    chunks = []
-    while n:
-        block = os.read(fd, min(n, 1 << 20))
-        if not block:
-            raise EOFError
-        chunks.append(block)
-        n -= len(block)
-    return b"".join(chunks)
-
-
-def _receive(fd):
-    (size,) = struct.unpack(">I", _read_all(fd, 4))
-    return pickle.loads(_read_all(fd, size))
-
-
-def _worker(inbox, outbox, checker):
-    """A forked worker: blocks of rows in, its finds and counts out at the end. Never returns."""
-    code = 0
-    try:
+def _scan_worker(checker):
+    """What a forked worker runs: blocks of rows in; at the end, its finds and counts out."""
+    def work(inbox, outbox):
         sink = LocalSink(checker)
         while True:
-            msg = _receive(inbox)
-            if msg[0] == "end":
-                break
-            sink.rows(msg[1], msg[2], msg[3].split(b"\n"))
-        _send(outbox, ("done",) + sink.finish())
-    except BaseException as e:  # noqa: B902 - told to the parent, which fails the scan
-        try:
-            _send(outbox, ("error", "%s: %s" % (type(e).__name__, e)))
-        except BaseException:
-            pass
-        code = 1
-    os._exit(code)
+            msg = receive(inbox)
+            if msg is None:
+                send(outbox, ("done",) + sink.finish())
+                return
+            sink.rows(msg[0], msg[1], msg[2].split(b"\n"))
+    return work
 
 
 class ForkSink(object):
@@ -335,83 +300,31 @@ class ForkSink(object):
     turn; the finds and counts are summed at the end. The reader, pg_dump and the workers run at once."""
 
     def __init__(self, checker, jobs):
-        self.workers = []
-        for _ in range(jobs):
-            to_r, to_w = os.pipe()
-            from_r, from_w = os.pipe()
-            pid = os.fork()
-            if pid == 0:
-                os.close(to_w)
-                os.close(from_r)
-                for other in self.workers:
-                    os.close(other[1])
-                    os.close(other[2])
-                _worker(to_r, from_w, checker)
-            os.close(to_r)
-            os.close(from_w)
-            self.workers.append((pid, to_w, from_r))
+        self.pool = Pool(jobs, _scan_worker(checker))
         self.turn = 0
 
     def rows(self, name, colspecs, lines):
-        if not lines:
-            return
-        pid, to_w, _from = self.workers[self.turn % len(self.workers)]
-        self.turn += 1
-        try:
-            _send(to_w, ("rows", name, colspecs, b"\n".join(lines)))
-        except OSError:
-            raise ScanFailed("a scan worker ended early: %s" % self._error(pid))
-
-    def _error(self, pid):
-        for wpid, _to, from_r in self.workers:
-            if wpid == pid:
-                try:
-                    msg = _receive(from_r)
-                except (EOFError, OSError):
-                    return "no message"
-                return msg[1] if msg[0] == "error" else "no message"
-        return "no message"
+        if lines:
+            self.pool.put(self.turn % len(self.pool), (name, colspecs, b"\n".join(lines)))
+            self.turn += 1
 
     def finish(self):
-        found, checked, errors = {}, {}, []
-        for _pid, to_w, _from in self.workers:
-            try:
-                _send(to_w, ("end",))
-            except OSError:
-                pass
-            os.close(to_w)
-        for pid, _to, from_r in self.workers:
-            try:
-                msg = _receive(from_r)
-            except (EOFError, OSError):
-                msg = ("error", "no answer")
-            os.close(from_r)
-            os.waitpid(pid, 0)
-            if msg[0] != "done":
-                errors.append(msg[1])
-                continue
-            for key, n in msg[1].items():
-                found[key] = found.get(key, 0) + n
-            for key, n in msg[2].items():
-                checked[key] = checked.get(key, 0) + n
-        self.workers = []
-        if errors:
-            raise ScanFailed("a scan worker failed: %s" % errors[0])
+        found, checked = {}, {}
+        try:
+            for k in range(len(self.pool)):
+                self.pool.put(k, None)
+            for k in range(len(self.pool)):
+                _done, their_found, their_checked = self.pool.answer(k)
+                for key, n in their_found.items():
+                    found[key] = found.get(key, 0) + n
+                for key, n in their_checked.items():
+                    checked[key] = checked.get(key, 0) + n
+        finally:
+            self.pool.close()
         return found, checked
 
     def abort(self):
-        for pid, to_w, from_r in self.workers:
-            for fd in (to_w, from_r):
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
-            try:
-                os.kill(pid, 9)
-                os.waitpid(pid, 0)
-            except OSError:
-                pass
-        self.workers = []
+        self.pool.close()
 
 
 # --------------------------------------------------------------------------
