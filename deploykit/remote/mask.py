@@ -5,7 +5,7 @@ Standalone (stdlib only; Faker imported only when a faker rule is used). Two way
 
 ``python mask.py stream`` (a filter, not the JSON protocol): stdin is one JSON
 header line ``{"command": [argv of psql ... COPY (...) TO STDOUT], "spec":
-COLUMN SPEC, "mask_key": hex, "proof_key": hex, "avoid_count": N}`` and then
+COLUMN SPEC, "mask_key": hex, "proof_key": hex, "avoid_count": N, "jobs"?: W}`` and then
 N*8 bytes, the dk64 list (sorted big-endian uint64) of the normalised digests
 of every original masked value of the run. The command is started with this
 environment (the password travels there; PGCLIENTENCODING=UTF8 unless set)
@@ -14,7 +14,10 @@ JSON line of counts on stderr; or exit 1 and one line ``mask: ...`` on stderr
 (the command failed, a value cannot be masked, a row is malformed); what was
 written before a failure was masked, but the caller must drop the copy.
 Stdin is read as bytes: a bootstrap must read the program with
-sys.stdin.buffer (as the agent's BOOT does), or it swallows the header.
+sys.stdin.buffer (as the agent's BOOT does), or it swallows the header. All
+of stdin is read before anything is written: write it all, then read. With
+jobs W > 1, blocks of rows are masked by W forked workers; the main process
+keeps their order and settles the unique columns, so the bytes are the same.
 
 ``python mask.py digests`` (READ_ONLY, JSON protocol) digests the original
 values of a table's masked columns for the proof.
