@@ -381,3 +381,18 @@ def test_a_unique_faker_column_outgrows_its_pool_without_an_error():
     outs = [fn("person %d" % i) for i in range(12000)]
     assert len({mask.normalise(o) for o in outs}) == len(outs)
     assert all(o[:1].isupper() and o.replace(" ", "").replace("-", "").isalpha() for o in outs)
+
+
+def test_the_stream_stops_at_an_end_of_data_line_and_adds_no_row(tmp_path):
+    """COPY text may end with a `\\.` line: nothing after it is data, and it adds no empty row."""
+    from .mask_rig import run_stream
+
+    data = tmp_path / "rows.copy"
+    data.write_bytes(b"1\tann@corp.example\n\\.\n" + b"2\tnot data\n" * 100000)  # more than a pipe holds
+    spec = {"table": "t", "columns": ["id", "email"], "masks": {"email": {"kind": "email"}}}
+    done = run_stream({"command": ["cat", str(data)], "spec": spec, "mask_key": KEY, "proof_key": PROOF.hex()})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count(b"\n") == 1 and done.stdout.startswith(b"1\tu")
+    data.write_bytes(b"\\.\n")
+    done = run_stream({"command": ["cat", str(data)], "spec": spec, "mask_key": KEY, "proof_key": PROOF.hex()})
+    assert done.returncode == 0 and done.stdout == b""

@@ -22,6 +22,7 @@ import bisect
 import hashlib
 import re
 import sys
+import threading
 
 NULL = b"\\N"
 MIN_LENGTH = 4  # a normalised value shorter than this is not digested: too common to prove anything
@@ -123,6 +124,24 @@ def iter_blocks(read, chunk=1 << 20, stop=True):
             yield lines
     if rest and not (stop and rest == b"\\."):
         yield [rest]
+
+
+class ToolStderr(threading.Thread):
+    """Reads a PostgreSQL tool's stderr to its end in a thread, keeping its first lines (a full pipe would
+    stall the tool while its stdout is read). Start it after any fork."""
+
+    def __init__(self, pipe):
+        threading.Thread.__init__(self, daemon=True)
+        self.pipe, self.lines = pipe, []
+
+    def run(self):
+        for raw in iter(self.pipe.readline, b""):
+            if len(self.lines) < 20:
+                self.lines.append(raw.decode("utf-8", "replace"))
+
+    def error(self):
+        self.join(5)
+        return tool_error(self.lines)
 
 
 def tool_error(lines):

@@ -43,12 +43,11 @@ import random
 import re
 import subprocess
 import sys
-import threading
 import time
 
 from _common import BadArguments, HelperError, serve
 from _copytext import (MIN_LENGTH, NULL, b64_digests, decode_field, digester, encode_field, iter_blocks,
-                       membership, normalise, pack_digests, tool_error, unpack_digests)
+                       membership, normalise, pack_digests, ToolStderr, unpack_digests)
 from _forks import Pool, receive, send
 
 MAX_ROUNDS = 1000  # draws before a value is declared unmaskable (a tiny output space on a unique column)
@@ -820,22 +819,6 @@ class Workers(object):
         self.pool.close()
 
 
-class _Tail(threading.Thread):
-    """Reads a child's stderr to its end, keeping its first lines (a full pipe would stall the child)."""
-
-    def __init__(self, pipe):
-        threading.Thread.__init__(self, daemon=True)
-        self.pipe, self.lines = pipe, []
-
-    def run(self):
-        for raw in iter(self.pipe.readline, b""):
-            if len(self.lines) < 20:
-                self.lines.append(raw.decode("utf-8", "replace"))
-
-    def last(self):
-        return tool_error(self.lines)
-
-
 def _start(command):
     if not isinstance(command, list) or not command or not all(isinstance(a, str) for a in command):
         raise BadArguments("command must be a list of strings (an argv)")
@@ -846,16 +829,17 @@ def _start(command):
                                 env=env)
     except OSError as e:
         raise MaskError("cannot start %s: %s" % (command[0], e.strerror or e))
-    tail = _Tail(proc.stderr)
+    tail = ToolStderr(proc.stderr)
     tail.start()
     return proc, tail
 
 
 def _finish(proc, tail, what):
+    while proc.stdout.read(1 << 20):  # whatever follows an end-of-data line: the command must not wait on it
+        pass
     rc = proc.wait()
-    tail.join(5)
     if rc != 0:
-        raise MaskError("%s failed (exit %d): %s" % (what, rc, tail.last()))
+        raise MaskError("%s failed (exit %d): %s" % (what, rc, tail.error()))
 
 
 def _stop(proc):
@@ -908,6 +892,8 @@ def stream(stdin=None, stdout=None, stderr=None):
         size = 0
         write = stdout.write
         for lines in iter_blocks(proc.stdout.read):
+            if not lines:  # (an end-of-data line first in a block)
+                continue
             size += sum(map(len, lines)) + len(lines)
             if workers is not None:
                 workers.put(lines, masker, write)

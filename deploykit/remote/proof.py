@@ -40,7 +40,7 @@ import time
 
 from _common import BadArguments, HelperError, serve
 from _copytext import (MIN_LENGTH, NULL, decode_field, digester, digests_b64, iter_blocks, iter_lines, membership,
-                       normalise, split_line, tool_error)
+                       normalise, split_line, ToolStderr)
 from _forks import Pool, receive, send
 
 SKIPPED_TYPES = ("int2", "int4", "int8", "float4", "float8", "numeric", "bool", "date", "time", "timetz",
@@ -335,17 +335,22 @@ def _run(argv, what):
     env = dict(os.environ)
     env.setdefault("PGCLIENTENCODING", "UTF8")
     try:
-        return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 env=env)
     except OSError as e:
         raise ScanFailed("cannot start %s (%s): %s" % (argv[0], what, e.strerror or e))
+    proc.tail = ToolStderr(proc.stderr)
+    proc.tail.start()
+    return proc
 
 
 def _end(proc, what):
-    err = proc.stderr.read().decode("utf-8", "replace").splitlines()
+    while proc.stdout.read(1 << 20):  # whatever follows an end-of-data line: the tool must not wait on it
+        pass
     rc = proc.wait()
     if rc != 0:
-        raise ScanFailed("%s failed (exit %d): %s" % (what, rc, tool_error(err)))
+        raise ScanFailed("%s failed (exit %d): %s" % (what, rc, proc.tail.error()))
+    proc.tail.join(5)
 
 
 def _psql_copy(psql, sql, what):
