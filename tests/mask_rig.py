@@ -13,6 +13,22 @@ from deploykit.transport.bundle import load_helper
 REMOTE = Path(__file__).resolve().parent.parent / "deploykit" / "remote"
 PY = os.environ.get("DEPLOYKIT_HELPER_PYTHON") or sys.executable
 mask = load_helper("mask")  # the program a host runs (_common and _copytext inlined), as a module
+# whether the helpers' Python (DEPLOYKIT_HELPER_PYTHON: another interpreter, maybe without Faker) has Faker
+HAS_FAKER = subprocess.run([PY, "-c", "import faker"], capture_output=True).returncode == 0
+
+
+def without_faker(rules: dict) -> dict:
+    """The rules as a Python without Faker can run them: faker rules become format rules (same guarantees)."""
+    if HAS_FAKER:
+        return rules
+    out = {}
+    for col, rule in rules.items():
+        if rule["kind"] == "faker":
+            rule = {"kind": "format"}
+        elif rule["kind"] == "json":
+            rule = dict(rule, paths=without_faker(rule["paths"]))
+        out[col] = rule
+    return out
 
 
 def tool(cluster, name: str) -> str:

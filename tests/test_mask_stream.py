@@ -13,7 +13,7 @@ from faker import Faker
 
 from deploykit.transport.bundle import helper_source
 
-from .mask_rig import PY, Originals, copy_in, copy_out, env, helper, mask, run_stream, tool
+from .mask_rig import PY, Originals, copy_in, copy_out, env, helper, mask, run_stream, tool, without_faker
 
 KEY = "5e" * 32
 PROOF = bytes(range(100, 116))
@@ -42,7 +42,7 @@ CREATE TABLE orders (
 """
 COLUMNS = ["id", "email", "username", "first_name", "name", "phone", "bio", "ip", "code", "payload", "note",
            "password", "created"]
-RULES = {
+RULES = without_faker({
     "email": {"kind": "email"},
     "username": {"kind": "hash", "length": 12},
     "first_name": {"kind": "faker", "provider": "first_name", "locale": "en_US"},
@@ -55,7 +55,7 @@ RULES = {
                                           "contact.name": {"kind": "faker", "provider": "name", "locale": "en_US"}}},
     "note": {"kind": "null"},
     "password": {"kind": "fixed", "value": "!"},
-}
+})
 SPEC = {"table": "accounts", "columns": COLUMNS, "masks": RULES, "unique": ["email", "username", "code"],
         "max_length": {"email": 254, "username": 12, "first_name": 30, "phone": 25, "code": 4, "password": 128}}
 ORDER_SPEC = {"table": "orders", "columns": ["id", "account_email", "total"],
@@ -180,9 +180,9 @@ def test_a_masked_copy_keeps_every_constraint_and_no_original(pg_cluster, pg_dat
 
     # the proof: no original anywhere in the target (its tables and a pg_dump of it), all of them in the source
     for db, clean in ((tgt, True), (src, False)):
-        scan = helper("proof", "scan", dict(orig.scan_args(), psql=[tool(pg_cluster, "psql"), "--no-password", "-d", db],
-                                            pg_dump=[tool(pg_cluster, "pg_dump"), "--no-password", "-d", db],
-                                            min_length=4), environ=env(pg_cluster))
+        args = dict(orig.scan_args(), psql=[tool(pg_cluster, "psql"), "--no-password", "-d", db],
+                    pg_dump=[tool(pg_cluster, "pg_dump"), "--no-password", "-d", db], min_length=4)
+        scan = helper("proof", "scan", args, environ=env(pg_cluster))
         assert scan["tables"]["accounts"]["rows"] == ROWS
         if clean:
             assert scan["found"] == [], scan["found"]
@@ -235,15 +235,103 @@ def test_a_failing_command_or_an_unmaskable_value_fails_in_one_line(pg_cluster, 
     assert b"ann.secret" not in bad.stdout and b"a@b.example" not in bad.stdout  # never passed through
 
     # Faker missing from the app's Python: refused before the command starts, naming the rule and the fix
-    nofaker = _stream(pg_cluster, src, SPEC, "accounts", b"",
+    spec = dict(SPEC, masks=dict(RULES, first_name={"kind": "faker", "provider": "first_name", "locale": "en_US"}))
+    nofaker = _stream(pg_cluster, src, spec, "accounts", b"",
                       argv=[PY, "-I", "-S", "-c", helper_source("mask"), "stream"])
     err = nofaker.stderr.decode()
     assert nofaker.returncode == 1 and len(err.strip().splitlines()) == 1 and nofaker.stdout == b""
     assert "accounts.first_name" in err and "Faker" in err and "add Faker to the app's requirements" in err
 
-    torn = run_stream({"command": copy_out(pg_cluster, db, "legacy"), "spec": dict(spec, columns=["payload"]),
+    spec = {"table": "legacy", "columns": ["payload"],
+            "masks": {"payload": {"kind": "json", "paths": {"user.email": {"kind": "email"}}}}}
+    torn = run_stream({"command": copy_out(pg_cluster, db, "legacy"), "spec": spec,
                        "mask_key": KEY}, environ=env(pg_cluster))
     assert torn.returncode == 1 and "a row has 2 fields" in torn.stderr.decode()
     short = subprocess.run([PY, str(mask.__file__), "stream"], input=b'{"avoid_count": 3, "spec": {}}\n' + b"x" * 5,
                            capture_output=True)
     assert short.returncode == 1 and "digest bytes" in short.stderr.decode()
+
+
+def test_digests_of_a_sample_say_so(pg_cluster, source):
+    src, rows = source
+    cols = ["email", "first_name", "payload"]
+    doc = helper("mask", "digests", {"command": copy_out(pg_cluster, src, _select(cols, "accounts")), "columns": cols,
+                                     "proof_key": PROOF.hex(), "sample": 500, "masks": RULES, "table": "accounts"},
+                 environ=env(pg_cluster))
+    email = doc["columns"]["email"]
+    assert email == {"rows": ROWS, "digested": ROWS, "skipped_short": 0, "sampled": True}
+    assert len(mask.digests_b64(doc["digests"]["email"]["exact"])) == 500
+    first = doc["columns"]["first_name"]
+    assert first["skipped_short"] == sum(1 for r in rows if len(r[3]) < 4) and first["sampled"] is True
+    payload = doc["columns"]["payload"]  # three string leaves at masked paths, four with the name
+    assert payload["rows"] == ROWS and payload["digested"] > 500 and payload["sampled"] is True
+    full = helper("mask", "digests", {"command": copy_out(pg_cluster, src, _select(cols, "accounts")), "columns": cols,
+                                      "proof_key": PROOF.hex(), "sample": 10 ** 6, "masks": RULES},
+                  environ=env(pg_cluster))
+    assert full["columns"]["email"]["sampled"] is False
+    assert len(mask.digests_b64(full["digests"]["email"]["normalised"])) == ROWS
+    expected = {mask.digest(PROOF, r[1]) for r in rows}
+    assert set(mask.digests_b64(full["digests"]["email"]["exact"])) == expected
+    contacts = [json.loads(r[9])["contact"] for r in rows if r[9]]
+    leaves = {mask.digest(PROOF, mask.normalise(v)) for c in contacts for v in [c["email"], c["name"], *c["phones"]]
+              if len(mask.normalise(v)) >= 4}
+    assert set(mask.digests_b64(full["digests"]["payload"]["normalised"])) == leaves  # not "plan": not masked
+    cols = cols + ["bio", "name", "phone"]  # over 1 MB of rows: more than one block
+    args = {"command": copy_out(pg_cluster, src, _select(cols, "accounts")), "columns": cols,
+            "proof_key": PROOF.hex(), "sample": "all", "masks": RULES}
+    assert len(subprocess.run(args["command"], env=env(pg_cluster), capture_output=True).stdout) > 1 << 20
+    alone = helper("mask", "digests", args, environ=env(pg_cluster))
+    forked = helper("mask", "digests", dict(args, jobs=3), environ=env(pg_cluster))  # blocks in workers
+    assert forked == alone
+
+
+def test_a_reader_that_goes_away_stops_the_stream_and_its_command(pg_cluster, source):
+    src, _rows = source
+    header = {"command": copy_out(pg_cluster, src, _select(SPEC["columns"], "accounts")), "spec": SPEC,
+              "mask_key": KEY, "proof_key": PROOF.hex(), "avoid_count": 0}
+    proc = subprocess.Popen([PY, str(mask.__file__), "stream"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=env(pg_cluster))
+    proc.stdin.write((json.dumps(header) + "\n").encode())
+    proc.stdin.close()
+    assert proc.stdout.read(100)
+    proc.stdout.close()
+    assert proc.wait(60) == 1
+    err = proc.stderr.read().decode().strip().splitlines()
+    assert err == ["mask: the reader of the masked rows went away (broken pipe)"]
+
+
+def test_workers_mask_exactly_as_one_process_does(pg_cluster, pg_database_factory):
+    """jobs > 1: blocks masked in forked workers, the unique columns settled in the main process in row
+    order. 30000 codes in a space of 67600 shapes collide often, within blocks and across them."""
+    db = pg_database_factory("maskjobs").name
+    schema = "CREATE TABLE codes (id int PRIMARY KEY, code varchar(4) NOT NULL UNIQUE, who text, filler text)"
+    pg_cluster.execute(db, schema)
+    pg_cluster.execute(db, """INSERT INTO codes SELECT g, chr(65 + g % 26) || chr(97 + g / 26 % 26)
+                              || lpad((g / 676)::text, 2, '0'), 'Person ' || (g % 500), repeat('x', 100)
+                              FROM generate_series(0, 29999) g""")
+    spec = {"table": "codes", "columns": ["id", "code", "who", "filler"],
+            "masks": {"code": {"kind": "format"}, "who": {"kind": "format"}}, "unique": ["code"],
+            "max_length": {"code": 4}}
+    header = {"command": copy_out(pg_cluster, db, "codes"), "spec": spec, "mask_key": KEY, "proof_key": PROOF.hex()}
+    one = run_stream(header, environ=env(pg_cluster))
+    assert one.returncode == 0, one.stderr
+    report = json.loads(one.stderr.decode().splitlines()[-1])
+    assert report["columns"]["code"]["redrawn"] > 1000
+    for jobs in (2, 3):
+        many = run_stream(dict(header, jobs=jobs), environ=env(pg_cluster))
+        assert many.returncode == 0, many.stderr
+        assert many.stdout == one.stdout
+        assert json.loads(many.stderr.decode().splitlines()[-1])["columns"] == report["columns"]
+    tgt = pg_database_factory("maskjobs2").name
+    pg_cluster.execute(tgt, schema)
+    copy_in(pg_cluster, tgt, "codes", one.stdout)  # the unique constraint holds
+    assert pg_cluster.execute(tgt, "SELECT count(*) FROM codes c JOIN generate_series(0, 29999) g ON "
+                                   "c.code = chr(65 + g % 26) || chr(97 + g / 26 % 26) || lpad((g / 676)::text, 2, "
+                                   "'0') AND c.id = g") == [(0,)]
+
+    # a worker's error is the stream's: one line, the command stopped
+    pg_cluster.execute(db, "UPDATE codes SET who = 'not json' WHERE id = 29000")
+    bad = run_stream(dict(header, jobs=2, spec=dict(spec, masks={"who": {"kind": "json", "paths": {
+        "a": {"kind": "email"}}}})), environ=env(pg_cluster))
+    err = bad.stderr.decode().strip().splitlines()
+    assert bad.returncode == 1 and len(err) == 1 and "codes.who" in err[0] and "not valid JSON" in err[0]

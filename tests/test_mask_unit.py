@@ -127,6 +127,8 @@ def test_digest_lists_travel_sorted_unique_big_endian():
     kept = set(values)
     probes = values[:2000] + [rng.getrandbits(64) for _ in range(20000)]
     assert all(member(p) == (p in kept) for p in probes)
+    lazy = mask.membership(mask.unpack_digests(packed), lazy=True)  # bisect first, the bitmap once it pays
+    assert all(lazy(p) == (p in kept) for p in probes + probes)
     assert not mask.membership(array.array("Q"))(5)
     with pytest.raises(ValueError):
         mask.unpack_digests(b"123")
@@ -336,3 +338,61 @@ def test_a_cached_column_masks_exactly_as_an_uncached_one():
     names = ["Name%d" % rng.randrange(50) for _ in range(20000)] + ["Uniq%d" % i for i in range(20000)]
     for n in names:
         assert cached(n.encode()) == mask.encode_field(direct(n))
+
+
+def test_a_sample_is_uniform_and_the_same_for_one_proof_key():
+    def sample(seed):
+        r = mask._Reservoir(1000, random.Random(seed))
+        for i in range(100000):
+            r.offer(i)
+        return r
+
+    one = sample(b"k1")
+    assert len(one.items) == 1000 == len(set(one.items)) and one.seen == 100000
+    assert 45000 < sum(one.items) / 1000 < 55000  # the mean index of a uniform sample: 50000 +- ~900
+    assert sum(1 for i in one.items if i >= 90000) > 60  # the stream's end is sampled too (~100)
+    assert sample(b"k1").items == one.items and sample(b"k2").items != one.items
+    few = mask._Reservoir(10, random.Random(1))
+    for i in range(7):
+        few.offer(i)
+    assert sorted(few.items) == list(range(7))
+
+
+def test_format_keeps_what_is_no_letter_or_digit_in_any_script():
+    fn = masker({"kind": "format"})
+    text = "Zürich — 5 € / 中文 ok\u00a0end"
+    out = fn(text)
+    assert len(out) == len(text)
+    for a, b in zip(text, out):
+        if a.isalpha():
+            assert b.isascii() and b.isalpha() and a.isupper() == b.isupper()
+        elif a.isdigit():
+            assert b.isdigit()
+        else:
+            assert a == b
+    phone = masker({"kind": "phone"})("Tél. ١٢٣ 45")  # Arabic-Indic digits are digits too
+    assert phone[:5] == "Tél. " and phone[5:8].isdigit() and phone[8] == " " and phone[9:].isdigit()
+
+
+def test_a_unique_faker_column_outgrows_its_pool_without_an_error():
+    """first_name has a few thousand outputs: a unique column of more values than that still fills, with
+    masks of the names' shape once the plain draws are taken."""
+    fn = masker({"kind": "faker", "provider": "first_name", "locale": "en_US"}, unique=True)
+    outs = [fn("person %d" % i) for i in range(12000)]
+    assert len({mask.normalise(o) for o in outs}) == len(outs)
+    assert all(o[:1].isupper() and o.replace(" ", "").replace("-", "").isalpha() for o in outs)
+
+
+def test_the_stream_stops_at_an_end_of_data_line_and_adds_no_row(tmp_path):
+    """COPY text may end with a `\\.` line: nothing after it is data, and it adds no empty row."""
+    from .mask_rig import run_stream
+
+    data = tmp_path / "rows.copy"
+    data.write_bytes(b"1\tann@corp.example\n\\.\n" + b"2\tnot data\n" * 100000)  # more than a pipe holds
+    spec = {"table": "t", "columns": ["id", "email"], "masks": {"email": {"kind": "email"}}}
+    done = run_stream({"command": ["cat", str(data)], "spec": spec, "mask_key": KEY, "proof_key": PROOF.hex()})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count(b"\n") == 1 and done.stdout.startswith(b"1\tu")
+    data.write_bytes(b"\\.\n")
+    done = run_stream({"command": ["cat", str(data)], "spec": spec, "mask_key": KEY, "proof_key": PROOF.hex()})
+    assert done.returncode == 0 and done.stdout == b""

@@ -36,6 +36,7 @@ INSERT INTO people VALUES
     (3, 'Zed', 'zed@example.com', 'zed', 'ZED', '{}', '{}', 'null', NULL, NULL, '{"looks": "like json"}');
 INSERT INTO other.log VALUES (1, 'started', now()), (2, 'stopped', now());
 CREATE MATERIALIZED VIEW people_names AS SELECT id, upper(name) AS shout FROM people;
+CREATE MATERIALIZED VIEW people_ids AS SELECT id, born FROM people;
 COMMENT ON TABLE people IS 'who is who';
 """
 
@@ -71,6 +72,7 @@ def test_a_clean_target_finds_nothing_and_says_what_it_read(pg_cluster, target):
     assert doc["found"] == []
     assert doc["tables"]["people"]["rows"] == 3 and doc["tables"]["other.log"]["rows"] == 2
     assert doc["tables"]["people_names"]["rows"] == 3  # a materialized view: not in the dump's data, read apart
+    assert doc["tables"]["people_ids"] == {"rows": 3, "values_checked": 0}  # nothing that can hold text: counted
     assert doc["tables"]["people"]["values_checked"] == 17  # not NULL, not a number or a date
     assert doc["checked"] >= doc["tables"]["people"]["values_checked"] + doc["literals"] and doc["literals"] > 3
     assert doc["seconds"] >= 0
@@ -91,9 +93,11 @@ def test_a_clean_target_finds_nothing_and_says_what_it_read(pg_cluster, target):
 ])
 def test_a_planted_original_is_found_where_it_is(pg_cluster, target, sql, where, how):
     pg_cluster.execute(target, sql)
-    for dump in (True, False):  # through the dump's COPY data, and by psql alone
-        doc = scan(pg_cluster, target, dump=dump)
-        assert doc["found"] == [{"where": where, "how": how, "count": 1}], (dump, doc["found"])
+    # through the dump's COPY data (checked here, or by forked workers), and by psql alone
+    for dump, jobs in ((True, 1), (True, 3), (False, 2)):
+        doc = scan(pg_cluster, target, dump=dump, jobs=jobs)
+        assert doc["found"] == [{"where": where, "how": how, "count": 1}], (dump, jobs, doc["found"])
+        assert doc["jobs"] == jobs
 
 
 def test_a_planted_original_in_a_materialized_view_is_found(pg_cluster, target):
@@ -117,8 +121,10 @@ def test_a_planted_original_in_a_materialized_view_is_found(pg_cluster, target):
 def test_an_original_only_in_the_dump_is_found_there(pg_cluster, target, sql, how):
     pg_cluster.execute(target, sql)
     found = scan(pg_cluster, target)["found"]
-    assert found == ([{"where": "pg_dump", "how": how, "count": found[0]["count"] if found else 0}] if how else []), found
-    assert not how or found[0]["count"] >= 1
+    if how is None:
+        assert found == []
+    else:
+        assert [(f["where"], f["how"]) for f in found] == [("pg_dump", how)] and found[0]["count"] >= 1, found
     assert scan(pg_cluster, target, dump=False)["found"] == []  # the tables alone hold none
 
 
@@ -133,3 +139,27 @@ def test_bad_arguments_and_a_failing_tool_are_one_line_errors(pg_cluster, target
     doc = helper("proof", "scan", dict(base, pg_dump=[tool(pg_cluster, "pg_dump"), "--no-such-flag"]),
                  environ=env(pg_cluster))
     assert doc["ok"] is False and doc["kind"] == "ScanFailed" and "pg_dump" in doc["error"]
+
+
+def test_the_helpers_answer_through_a_host_as_the_controller_calls_them(pg_cluster, target, tmp_path):
+    """Forked by the host's agent (the scan forks its own workers there), the password a secret."""
+    from .test_transport import local_host
+
+    pg_cluster.execute(target, "UPDATE people SET email = 'ann.original@corp.example' WHERE id = 1")
+    libpq = pg_cluster.env()
+    password = libpq.pop("PGPASSWORD")
+    host = local_host(tmp_path)
+    try:
+        psql = [tool(pg_cluster, "psql"), "--no-password", "-d", target]
+        doc = host.helper("proof", "scan", dict(_originals().scan_args(), psql=psql, jobs=2,
+                                                pg_dump=[tool(pg_cluster, "pg_dump"), "--no-password", "-d", target]),
+                          env=libpq, secrets={"PGPASSWORD": password})
+        assert doc["found"] == [{"where": "people.email", "how": "exact", "count": 1}]
+        digests = host.helper("mask", "digests", {
+            "command": psql + ["-X", "-c", "COPY (SELECT email, name FROM people) TO STDOUT"],
+            "columns": ["email", "name"], "proof_key": PROOF.hex(), "sample": "all"},
+            env=libpq, secrets={"PGPASSWORD": password})
+        assert digests["columns"]["email"] == {"rows": 3, "digested": 2, "skipped_short": 1, "sampled": False}
+        assert len(digests["digests"]["name"]["exact"]) == 12  # one digest (Zed is short): 8 bytes, base64
+    finally:
+        host.close()

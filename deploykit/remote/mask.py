@@ -5,7 +5,7 @@ Standalone (stdlib only; Faker imported only when a faker rule is used). Two way
 
 ``python mask.py stream`` (a filter, not the JSON protocol): stdin is one JSON
 header line ``{"command": [argv of psql ... COPY (...) TO STDOUT], "spec":
-COLUMN SPEC, "mask_key": hex, "proof_key": hex, "avoid_count": N}`` and then
+COLUMN SPEC, "mask_key": hex, "proof_key": hex, "avoid_count": N, "jobs"?: W}`` and then
 N*8 bytes, the dk64 list (sorted big-endian uint64) of the normalised digests
 of every original masked value of the run. The command is started with this
 environment (the password travels there; PGCLIENTENCODING=UTF8 unless set)
@@ -14,7 +14,10 @@ JSON line of counts on stderr; or exit 1 and one line ``mask: ...`` on stderr
 (the command failed, a value cannot be masked, a row is malformed); what was
 written before a failure was masked, but the caller must drop the copy.
 Stdin is read as bytes: a bootstrap must read the program with
-sys.stdin.buffer (as the agent's BOOT does), or it swallows the header.
+sys.stdin.buffer (as the agent's BOOT does), or it swallows the header. All
+of stdin is read before anything is written: write it all, then read. With
+jobs W > 1, blocks of rows are masked by W forked workers; the main process
+keeps their order and settles the unique columns, so the bytes are the same.
 
 ``python mask.py digests`` (READ_ONLY, JSON protocol) digests the original
 values of a table's masked columns for the proof.
@@ -29,26 +32,30 @@ among the originals, or that a unique column already holds, is drawn again
 with the next round, so every guarantee holds deterministically (for a unique
 column, the later row in COPY order re-draws: same data and key, same output).
 """
-import bisect
+import array
+import collections
 import hashlib
 import ipaddress
 import json
 import math
 import os
 import random
+import re
 import subprocess
 import sys
-import threading
 import time
 
 from _common import BadArguments, HelperError, serve
 from _copytext import (MIN_LENGTH, NULL, b64_digests, decode_field, digester, encode_field, iter_blocks,
-                       membership, normalise, tool_error, unpack_digests)
+                       membership, normalise, pack_digests, ToolStderr, unpack_digests)
+from _forks import Pool, receive, send
 
 MAX_ROUNDS = 1000  # draws before a value is declared unmaskable (a tiny output space on a unique column)
 FAKER_ROUNDS = 64  # faker draws before a format mask of the draw (every draw was an original: common names)
-FAKER_POOL = 1 << 16  # Faker outputs a rule draws from (built lazily: Faker costs ~50 us a value)
+FAKER_UNIQUE_ROUNDS = 8  # the same in a unique column (where the pool runs out as the table grows)
+FAKER_POOL = 1 << 14  # Faker outputs a rule draws from (built as drawn: Faker costs 30-70 us a value)
 CACHE_CAP = 1 << 17  # masked values remembered per column (names repeat)
+MEMO_CAP = 1 << 16  # faker outputs whose normalised digest is remembered
 CACHE_PROBE = 1 << 13  # values masked before a column whose values hardly repeat stops caching
 TLDS = ("com", "org", "net")
 KINDS = ("keep", "null", "fixed", "hash", "email", "phone", "format", "ip", "faker", "json")
@@ -120,47 +127,63 @@ _T_DIG = _table(lambda i: 48 + i % 10)
 _M_ALPHA = _table(lambda i: 0xFF if 97 <= i <= 122 or 65 <= i <= 90 else 0)
 _M_CASE = _table(lambda i: 0x20 if 65 <= i <= 90 else 0)
 _M_DIG = _table(lambda i: 0xFF if 48 <= i <= 57 else 0)
-_LOWER = "abcdefghijklmnopqrstuvwxyz"
-_UPPER = _LOWER.upper()
+
+
+_NON_ASCII = re.compile("[^\x00-\x7f]")
+
+
+def _proxy(text, letters, kept):
+    """ASCII text of the same length standing for `text` in _shape: a non-ASCII letter becomes 'a' or 'A'
+    (its case), a digit '0', and any other character \x01, its position noted in `kept` (put back after)."""
+    def one(m):
+        ch = m.group()
+        if ch.isdigit():
+            return "0"
+        if letters and (ch.isalpha() or "\udc80" <= ch <= "\udcff"):  # a letter, or a byte of another encoding
+            return "A" if ch.isupper() else "a"
+        kept.append(m.start())
+        return "\x01"
+    return _NON_ASCII.sub(one, text).encode("ascii")
 
 
 def _shape(key, person, text, letters):
     """Digits (and letters, when `letters`) replaced by keyed draws of their class, case kept, everything
     else kept; None when the text has nothing to replace.
 
-    ASCII text is done in a few C calls whatever its length: class masks and candidate characters by
-    bytes.translate, merged as big integers (an upper-case letter is its lower-case candidate with bit
-    0x20 cleared). Other text goes character by character (any letter -> an ASCII letter of its case)."""
+    A few C calls whatever the length: class masks and candidate characters by bytes.translate, merged as
+    big integers (an upper-case letter is its lower-case candidate with bit 0x20 cleared). Text that is
+    not ASCII goes through an ASCII proxy of the same length (a non-ASCII letter -> an ASCII letter of its
+    case); the draws are of the text itself."""
     data = _encode(text)
-    n = len(data)
+    kept = None
+    if data.isascii():
+        shape = data
+    else:
+        kept = []
+        shape = _proxy(text, letters, kept)
+    n = len(shape)
     ks = _stream_bytes(key, person, data, n)
     frm = int.from_bytes
-    if data.isascii():
-        mdig = frm(data.translate(_M_DIG), "big")
-        out = frm(ks.translate(_T_DIG), "big") & mdig if mdig else 0
-        keep = mdig
-        if letters:
-            malpha = frm(data.translate(_M_ALPHA), "big")
-            if malpha:
-                out |= (frm(ks.translate(_T_LOW), "big") & malpha) ^ frm(data.translate(_M_CASE), "big")
-                keep |= malpha
-        if not keep:
-            return None
-        out |= frm(data, "big") & ~keep
-        return out.to_bytes(n, "big").decode("ascii")
-    chars = []
-    changed = False
-    for i, ch in enumerate(text):
-        b = ks[i % n]
-        if "0" <= ch <= "9" or (letters and ch.isdigit()):
-            chars.append(chr(48 + b % 10))
-            changed = True
-        elif letters and (ch.isalpha() or "\udc80" <= ch <= "\udcff"):  # a letter, or a byte of another encoding
-            chars.append(_UPPER[b % 26] if ch.isupper() else _LOWER[b % 26])
-            changed = True
-        else:
-            chars.append(ch)
-    return "".join(chars) if changed else None
+    mdig = frm(shape.translate(_M_DIG), "big")
+    malpha = frm(shape.translate(_M_ALPHA), "big") if letters else 0
+    keep = mdig | malpha
+    if not keep:
+        return None
+    out = frm(shape, "big") & ~keep
+    if mdig:
+        out |= frm(ks.translate(_T_DIG), "big") & mdig
+    if malpha:
+        low = frm(ks.translate(_T_LOW), "big") & malpha
+        if not shape.islower():  # upper-case letters: their candidates lose bit 0x20
+            low ^= frm(shape.translate(_M_CASE), "big")
+        out |= low
+    out = out.to_bytes(n, "big").decode("ascii")
+    if kept:
+        chars = list(out)
+        for i in kept:
+            chars[i] = text[i]
+        out = "".join(chars)
+    return out
 
 
 def _fallback(key, tag, text, rnd):
@@ -261,10 +284,12 @@ def _faker_for(locale, label, provider):
     return fake
 
 
-def draw_faker(key, rule, max_length, label):
+def draw_faker(key, rule, max_length, label, plain_rounds=FAKER_ROUNDS):
     """Faker outputs come from a pool: pool[i] is Faker (the rule's provider and locale) seeded with
     PRF(key, provider, locale, i), built as indexes are first drawn; a value takes pool[PRF(value, round)
-    mod size]. One keyed hash per value instead of ~50 us of Faker, and order never matters."""
+    mod size]. One keyed hash per value instead of ~50 us of Faker, and order never matters. After
+    plain_rounds draws (all originals, or all taken in a unique column), a draw is a format mask of a
+    pool entry: the same shape, other letters."""
     provider, locale = rule.get("provider"), rule.get("locale") or "en_US"
     if not isinstance(provider, str) or not provider.isidentifier() or provider.startswith("_"):
         raise MaskError("%s: %r is not a Faker provider name" % (label, provider))
@@ -295,10 +320,10 @@ def draw_faker(key, rule, max_length, label):
         return out
 
     def draw(text, rnd):
-        r = rnd if rnd < FAKER_ROUNDS else rnd % FAKER_ROUNDS
+        r = rnd if rnd < plain_rounds else rnd % plain_rounds
         i = int.from_bytes(blake2b(_encode(text), key=key, digest_size=4, person=tag(r)).digest(), "big")
         out = pooled(i % FAKER_POOL)
-        if rnd >= FAKER_ROUNDS:  # every plain draw was taken: the draw's shape, other letters
+        if rnd >= plain_rounds:  # every plain draw was taken: the draw's shape, other letters
             out = fmt(out, rnd)
         return out
     return draw
@@ -307,6 +332,7 @@ def draw_faker(key, rule, max_length, label):
 DRAWS = {"hash": draw_hash, "email": draw_email, "phone": draw_phone, "format": draw_format, "ip": draw_ip}
 NORMAL_OUT = {"hash", "email", "ip"}  # kinds whose outputs are already normalised (lower case, no spaces)
 SAME_SPACES = {"format", "phone"}  # kinds that keep every whitespace character where it was
+PLAIN_OUT = {"hash", "email", "ip"}  # kinds whose outputs are ASCII letters, digits and .@:/ (no COPY escape)
 
 
 # --------------------------------------------------------------------------
@@ -331,45 +357,59 @@ class Context(object):
         self.avoid = avoid if avoid is not None else (lambda d: False)
 
 
-def _guarded(draw, ctx, label, counts, unique=None, max_length=None, normal_out=False, same_spaces=False):
+def _guarded(draw, ctx, label, counts, unique=None, max_length=None, normal_out=False, same_spaces=False,
+             memo=None, keep_digest=False):
     """str -> str: the first draw (round 0, 1, ...) that differs from the input, exactly and normalised,
     fits max_length, is no original (its normalised digest is not in the avoid set) and, for a unique
     column, is not yet taken (by normalised digest: outputs differing only in case count as taken).
 
     normal_out: the kind's outputs are normalised already. same_spaces: the kind keeps every whitespace
     character in place (format, phone), so the normalised forms are equal exactly when the lower-cased
-    texts are, and the input need not be normalised."""
-    digest, avoid = ctx.digest, ctx.avoid
+    texts are, and the input need not be normalised. memo: a dict keeping each output's normalised form
+    and digest (faker: outputs come from a pool, and repeat).
 
-    def guarded(text):
+    guarded(text, start, info) starts at round `start` and appends (round, digest) of what it returns to
+    `info`: a unique column whose check is made elsewhere (keep_digest), by the stream's main process."""
+    digest, avoid = ctx.digest, ctx.avoid
+    keep_digest = keep_digest or unique is not None
+
+    def guarded(text, start=0, info=None):
         norm_in = low_in = None
-        for rnd in range(MAX_ROUNDS):
+        for rnd in range(start, MAX_ROUNDS):
             out = draw(text, rnd)
             cut = max_length is not None and len(out) > max_length
             if cut:
                 out = out[:max_length]
             if out == text:
                 continue
-            norm = out if normal_out else normalise(out)
+            known = memo.get(out) if memo is not None else None
+            if known is None:
+                norm = out if normal_out else normalise(out)
+                d = digest(norm) if keep_digest or len(norm) >= MIN_LENGTH else None
+                if memo is not None and len(memo) < MEMO_CAP:
+                    memo[out] = (norm, d)
+            else:
+                norm, d = known
             if same_spaces and not cut:
                 if low_in is None:
                     low_in = text.lower()
                 if out.lower() == low_in:
                     continue
-            elif not (normal_out and len(out) > len(text) and text.isascii()):  # else it cannot be equal
+            elif not (len(norm) > len(text) and text.isascii()):  # else they cannot be equal
                 if norm_in is None:
                     norm_in = normalise(text)
                 if norm == norm_in:
                     continue
             if unique is not None:
-                d = digest(norm)
                 if d in unique or (len(norm) >= MIN_LENGTH and avoid(d)):
                     continue
                 unique.add(d)
-            elif len(norm) >= MIN_LENGTH and avoid(digest(norm)):
+            elif len(norm) >= MIN_LENGTH and avoid(d):  # (d is made whenever the output is that long)
                 continue
             if rnd:
                 counts.redrawn += 1
+            if info is not None:
+                info.append((rnd, d))
             return out
         raise MaskError("%s: no masked value found in %d draws (the rule has too few outputs for this column%s);"
                         " use hash or a longer format" % (label, MAX_ROUNDS, ", which is unique" if unique is not None
@@ -393,7 +433,8 @@ def _leaf_masker(rule, ctx, label, counts):
         draw = DRAWS[kind](ctx.key, rule, None)
     else:
         raise MaskError("%s: %r cannot be used inside a json rule" % (label, kind))
-    guarded = _guarded(draw, ctx, label, counts, normal_out=kind in NORMAL_OUT, same_spaces=kind in SAME_SPACES)
+    guarded = _guarded(draw, ctx, label, counts, normal_out=kind in NORMAL_OUT, same_spaces=kind in SAME_SPACES,
+                       memo={} if kind == "faker" else None)
     cache = {}
 
     def leaf(text):
@@ -507,71 +548,103 @@ def _json_masker(rule, ctx, label, counts):
     return mask
 
 
-def value_masker(rule, ctx, label="table.column", unique=False, max_length=None, counts=None):
-    """str|None -> str|None: one column's rule, with every guarantee (NULL stays NULL and "" stays "" for
-    every kind but null (always NULL) and fixed (always its value); outputs fit max_length)."""
+def value_masker(rule, ctx, label="table.column", unique=False, max_length=None, counts=None, seen=None,
+                 defer=False):
+    """fn(text, start=0, info=None) -> masked text: one column's rule, with every guarantee (NULL stays NULL
+    and "" stays "" for every kind but null (always NULL) and fixed (always its value); outputs fit
+    max_length). A unique column keeps the digests of its outputs in `seen` (a new set by default); with
+    `defer` it does not look: it appends (round, digest) to `info` for whoever keeps `seen`."""
     counts = counts if counts is not None else Counts()
     if not isinstance(rule, dict) or rule.get("kind") not in KINDS:
         raise MaskError("%s: unknown rule %r (kinds: %s)" % (label, rule, ", ".join(KINDS)))
     kind = rule["kind"]
     if kind == "keep":
-        return lambda text: text
+        return lambda text, start=0, info=None: text
     if kind == "null":
-        return lambda text: None
+        return lambda text, start=0, info=None: None
+    if unique and seen is None and not defer:
+        seen = set()
     if kind == "fixed":
         value = _fixed_value(rule, ctx, label)
         if max_length is not None and len(value) > max_length:
             raise MaskError("%s: the fixed value is longer than the column's %d characters" % (label, max_length))
-        seen = [0]
+        taken = ctx.digest(normalise(value))
 
-        def fixed(text):
-            seen[0] += 1
-            if unique and seen[0] > 1:
-                raise MaskError("%s is unique, and a fixed rule gives every row the same value: use hash or "
-                                "format" % label)
+        def fixed(text, start=0, info=None):
+            if unique:
+                if info is not None:
+                    info.append((0, taken))
+                elif start or taken in seen:
+                    raise MaskError("%s is unique, and a fixed rule gives every row the same value: use hash or "
+                                    "format" % label)
+                else:
+                    seen.add(taken)
             counts.masked += 1
             return value
         return fixed
     if kind == "json":
         mask = _json_masker(rule, ctx, label, counts)
-        return lambda text: text if not text else mask(text)
+        return lambda text, start=0, info=None: text if not text else mask(text)
     if kind == "faker":
-        draw = draw_faker(ctx.key, rule, max_length, label)
+        draw = draw_faker(ctx.key, rule, max_length, label, FAKER_UNIQUE_ROUNDS if unique else FAKER_ROUNDS)
     else:
         draw = DRAWS[kind](ctx.key, rule, max_length)
-    guarded = _guarded(draw, ctx, label, counts, unique=set() if unique else None, max_length=max_length,
-                       normal_out=kind in NORMAL_OUT, same_spaces=kind in SAME_SPACES)
+    guarded = _guarded(draw, ctx, label, counts, unique=None if defer else seen, max_length=max_length,
+                       normal_out=kind in NORMAL_OUT, same_spaces=kind in SAME_SPACES,
+                       memo={} if kind == "faker" else None, keep_digest=unique)
 
-    def one(text):
+    def one(text, start=0, info=None):
         if not text:
+            if info is not None:
+                info.append(None)
             return text
         counts.masked += 1
-        return guarded(text)
+        return guarded(text, start, info)
     return one
 
 
-def field_masker(rule, ctx, label="table.column", unique=False, max_length=None, counts=None):
+def _plain(text):
+    return text.encode("ascii")
+
+
+def field_masker(rule, ctx, label="table.column", unique=False, max_length=None, counts=None, defer=False):
     """bytes -> bytes on COPY text fields: value_masker with the codec around it and, for a column that is
-    not unique, a cache of the masks already made (exact: a mask depends on the value alone)."""
+    not unique, a cache of the masks already made (exact: a mask depends on the value alone).
+
+    A unique column's function carries `.seen` (the digests taken) and `.redraw(field, start)` (the
+    field's mask from round `start` on, taken in `.seen`); with `defer` it carries `.infos` instead, a
+    list to which each field appends (round, digest) or None (NULL, empty), for the main process."""
     counts = counts if counts is not None else Counts()
     kind = rule.get("kind") if isinstance(rule, dict) else None
-    one = value_masker(rule, ctx, label, unique, max_length, counts)
+    unique = unique and kind not in ("keep", "null", "json")  # NULLs never collide; a document is no key
+    seen = set() if unique and not defer else None
+    one = value_masker(rule, ctx, label, unique, max_length, counts, seen=seen, defer=defer)
     if kind == "keep":
         return lambda field: field
     if kind == "null":
         return lambda field: NULL
+    encode = _plain if kind in PLAIN_OUT else encode_field
     if kind == "fixed":
-        out = encode_field(rule["value"])
+        encode = encode_field
+    if unique and defer:
+        infos = []
+        add = infos.append
 
-        def fixed(field):
-            one(field)  # counts the row; the second row of a unique column is an error
-            return out
-        return fixed
-    if unique or kind == "json":
-        def direct(field):
+        def deferred(field):
             if field == NULL or not field:
+                add(None)
                 return field
-            return encode_field(one(decode_field(field)))
+            return encode(one(decode_field(field), 0, infos))
+        deferred.infos = infos
+        return deferred
+    if unique or kind in ("json", "fixed"):
+        def direct(field):
+            if kind != "fixed" and (field == NULL or not field):
+                return field
+            return encode(one(decode_field(field)))
+        if unique:
+            direct.seen = seen
+            direct.redraw = lambda field, start: encode(one(decode_field(field), start))
         return direct
     cache = {}
     get = cache.get
@@ -583,13 +656,13 @@ def field_masker(rule, ctx, label="table.column", unique=False, max_length=None,
         if field == NULL or not field:
             return field
         if not on:
-            return encode_field(one(decode_field(field)))
+            return encode(one(decode_field(field)))
         out = get(field)
         if out is not None:
             hits += 1
             counts.masked += 1
             return out
-        out = encode_field(one(decode_field(field)))
+        out = encode(one(decode_field(field)))
         if len(cache) >= CACHE_CAP:
             cache.clear()
         cache[field] = out
@@ -606,9 +679,10 @@ def field_masker(rule, ctx, label="table.column", unique=False, max_length=None,
 
 
 class TableMasker(object):
-    """The masks of one table's COPY lines, from its column spec."""
+    """The masks of one table's COPY lines, from its column spec. With defer_unique, its unique columns
+    only note what they drew (`self.deferred`: [(field index, column, infos list)]): a forked worker's."""
 
-    def __init__(self, spec, ctx):
+    def __init__(self, spec, ctx, defer_unique=False):
         self.table = str(spec.get("table") or "table")
         self.columns = list(spec.get("columns") or [])
         masks = spec.get("masks") or {}
@@ -621,6 +695,8 @@ class TableMasker(object):
             raise BadArguments("%s: masked column %s is not among the copied columns" % (self.table, unknown[0]))
         self.counts = {}
         self.masked = []
+        self.deferred = []  # unique columns whose check the main process makes (defer_unique)
+        self.unique = {}  # column -> its field masker (with .seen and .redraw)
         for i, column in enumerate(self.columns):
             rule = masks.get(column)
             if rule is None:
@@ -631,13 +707,19 @@ class TableMasker(object):
                 continue
             counts = self.counts[column] = Counts()
             fn = field_masker(rule, ctx, "%s.%s" % (self.table, column), unique=column in unique,
-                              max_length=max_length.get(column), counts=counts)
+                              max_length=max_length.get(column), counts=counts, defer=defer_unique)
             self.masked.append((i, fn))
+            if hasattr(fn, "infos"):
+                self.deferred.append((i, column, fn.infos))
+            if hasattr(fn, "seen"):
+                self.unique[column] = fn
         self.rows = 0
 
     def transform(self, lines):
         """COPY text lines (bytes, no newline) -> the masked lines."""
         ncols, masked = len(self.columns), self.masked
+        for _i, _column, infos in self.deferred:
+            del infos[:]
         out = []
         append = out.append
         for line in lines:
@@ -650,25 +732,91 @@ class TableMasker(object):
         self.rows += len(lines)
         return out
 
+    def settle(self, lines, out, infos):
+        """The main process's part of a worker's block: every unique column's draws, in row order, taken in
+        its `seen`; a draw already taken is drawn again here from the next round (what one process would
+        have drawn). `out` (the worker's masked lines) is changed in place."""
+        for i, column, drawn in infos:
+            fn = self.unique[column]
+            seen, add = fn.seen, fn.seen.add
+            for row, info in enumerate(drawn):
+                if info is None:
+                    continue
+                if info[1] not in seen:
+                    add(info[1])
+                    continue
+                fields = out[row].split(b"\t")
+                fields[i] = fn.redraw(lines[row].split(b"\t")[i], info[0] + 1)
+                out[row] = b"\t".join(fields)
+                counts = self.counts[column]  # the worker counted this value already
+                counts.masked -= 1
+                counts.redrawn -= 1 if info[0] else 0
+        self.rows += len(lines)
+
     def report(self):
         return {"rows": self.rows,
                 "columns": {c: {"masked": n.masked, "redrawn": n.redrawn} for c, n in self.counts.items()}}
 
+    def add_counts(self, report):
+        """A worker's counts, added to these."""
+        for column, n in report["columns"].items():
+            self.counts[column].masked += n["masked"]
+            self.counts[column].redrawn += n["redrawn"]
 
-class _Tail(threading.Thread):
-    """Reads a child's stderr to its end, keeping its first lines (a full pipe would stall the child)."""
 
-    def __init__(self, pipe):
-        threading.Thread.__init__(self, daemon=True)
-        self.pipe, self.lines = pipe, []
+# --------------------------------------------------------------------------
+# forked workers: the blocks of one stream masked on several CPUs
 
-    def run(self):
-        for raw in iter(self.pipe.readline, b""):
-            if len(self.lines) < 20:
-                self.lines.append(raw.decode("utf-8", "replace"))
 
-    def last(self):
-        return tool_error(self.lines)
+def _mask_worker(worker):
+    """What a forked worker runs: blocks in, masked blocks (and the unique columns' draws) out."""
+    def work(inbox, outbox):
+        while True:
+            msg = receive(inbox)
+            if msg is None:
+                send(outbox, ("counts", worker.report()))
+                return
+            out = worker.transform(msg.split(b"\n"))
+            send(outbox, ("rows", b"\n".join(out), [(i, c, list(d)) for i, c, d in worker.deferred]))
+    return work
+
+
+class Workers(object):
+    """`jobs` forked workers masking the blocks of one stream in turn; the main process keeps the order,
+    settles the unique columns and writes. Forked before the command (and its stderr thread) starts."""
+
+    def __init__(self, spec, ctx, jobs):
+        self.pool = Pool(jobs, _mask_worker(TableMasker(spec, ctx, defer_unique=True)))
+        self.inflight = collections.deque()
+        self.turn = 0
+
+    def put(self, lines, main, write):
+        """Give a block to the next worker; write what comes back, in order, once every worker has one
+        (the worker given a block has always handed back its last one: no pipe waits on another)."""
+        if len(self.inflight) == len(self.pool):
+            self._take(main, write)
+        k = self.turn % len(self.pool)
+        self.turn += 1
+        self.pool.put(k, b"\n".join(lines))
+        self.inflight.append((k, lines))
+
+    def _take(self, main, write):
+        k, lines = self.inflight.popleft()
+        _kind, data, infos = self.pool.answer(k)
+        out = data.split(b"\n")
+        main.settle(lines, out, infos)
+        write(b"\n".join(out) + b"\n")
+
+    def finish(self, main, write):
+        while self.inflight:
+            self._take(main, write)
+        for k in range(len(self.pool)):
+            self.pool.put(k, None)
+            main.add_counts(self.pool.answer(k)[1])
+        self.pool.close()
+
+    def close(self):
+        self.pool.close()
 
 
 def _start(command):
@@ -681,16 +829,17 @@ def _start(command):
                                 env=env)
     except OSError as e:
         raise MaskError("cannot start %s: %s" % (command[0], e.strerror or e))
-    tail = _Tail(proc.stderr)
+    tail = ToolStderr(proc.stderr)
     tail.start()
     return proc, tail
 
 
 def _finish(proc, tail, what):
+    while proc.stdout.read(1 << 20):  # whatever follows an end-of-data line: the command must not wait on it
+        pass
     rc = proc.wait()
-    tail.join(5)
     if rc != 0:
-        raise MaskError("%s failed (exit %d): %s" % (what, rc, tail.last()))
+        raise MaskError("%s failed (exit %d): %s" % (what, rc, tail.error()))
 
 
 def _stop(proc):
@@ -716,7 +865,7 @@ def stream(stdin=None, stdout=None, stderr=None):
     stdout = stdout or sys.stdout.buffer
     stderr = stderr or sys.stderr
     start = time.monotonic()
-    proc = None
+    proc = workers = None
     try:
         try:
             header = json.loads(stdin.readline().decode("utf-8"))
@@ -727,18 +876,32 @@ def stream(stdin=None, stdout=None, stderr=None):
         count = header.get("avoid_count") or 0
         if not isinstance(count, int) or count < 0:
             raise BadArguments("avoid_count must be a whole number")
-        avoid = membership(unpack_digests(_read_exact(stdin, 8 * count)))
+        digests = unpack_digests(_read_exact(stdin, 8 * count))
         spec = header.get("spec")
         if not isinstance(spec, dict):
             raise BadArguments("the header has no column spec")
+        jobs = header.get("jobs") or 1
+        if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+            raise BadArguments("jobs must be a whole number of at least 1")
+        avoid = membership(digests, lazy=jobs == 1)  # forked workers share one bitmap, built before
         ctx = Context(header.get("mask_key"), header.get("proof_key"), avoid)
         masker = TableMasker(spec, ctx)  # every rule checked (Faker imported) before the command starts
+        if jobs > 1:
+            workers = Workers(spec, ctx, jobs)
         proc, tail = _start(header.get("command"))
         size = 0
+        write = stdout.write
         for lines in iter_blocks(proc.stdout.read):
-            out = masker.transform(lines)
+            if not lines:  # (an end-of-data line first in a block)
+                continue
             size += sum(map(len, lines)) + len(lines)
-            stdout.write(b"\n".join(out) + b"\n")
+            if workers is not None:
+                workers.put(lines, masker, write)
+            else:
+                write(b"\n".join(masker.transform(lines)) + b"\n")
+        if workers is not None:
+            workers.finish(masker, write)
+            workers = None
         _finish(proc, tail, header["command"][0])
         stdout.flush()
         report = masker.report()
@@ -749,7 +912,12 @@ def stream(stdin=None, stdout=None, stderr=None):
     except (Exception, KeyboardInterrupt) as e:
         if proc is not None:
             _stop(proc)
-        message = str(e) if isinstance(e, HelperError) else "%s: %s" % (type(e).__name__, e)
+        if workers is not None:
+            workers.close()
+        if isinstance(e, BrokenPipeError):
+            message = "the reader of the masked rows went away (broken pipe)"
+        else:
+            message = str(e) if isinstance(e, HelperError) else "%s: %s" % (type(e).__name__, e)
         try:
             stderr.write("mask: %s\n" % " ".join(message.split())[:2000])
             stderr.flush()
@@ -794,15 +962,14 @@ class _Digests(object):
     def __init__(self, name, rule, digest, sample, rng, label):
         self.name, self.digest, self.sample = name, digest, sample
         self.rows = self.digested = self.short = 0
-        self.exact, self.normal = [], []
+        self.exact, self.normal = array.array("Q"), array.array("Q")
         self.reservoir = _Reservoir(sample, rng) if sample else None
         self.paths = json_paths(rule, label) if rule and rule.get("kind") == "json" else None
         self.label = label
+        self.plain = self.paths is None  # digested (or sampled) inline by digest_rows
 
     def add(self, field):
-        self.rows += 1
-        if field == NULL:
-            return
+        """One field (not NULL) of the column."""
         text = decode_field(field)
         if self.paths is None:
             self._one(text)
@@ -843,12 +1010,70 @@ class _Digests(object):
         return counts, {"exact": b64_digests(self.exact), "normalised": b64_digests(self.normal)}
 
 
+def digest_rows(accs, lines, ncols, table, keyed):
+    """Digest a block of COPY lines into the columns' accumulators; plain columns inline (normalise, the
+    normalised digest, and the exact one only when the value is not normalised already)."""
+    copy, from_bytes = keyed.copy, int.from_bytes
+    plain = [(i, acc, acc.exact.append, acc.normal.append) for i, acc in accs if acc.plain]
+    other = [(i, acc) for i, acc in accs if not acc.plain]
+    for line in lines:
+        fields = line.split(b"\t")
+        if len(fields) != ncols:
+            raise MaskError("%s: a row has %d fields, %d columns were named" % (table, len(fields), ncols))
+        for i, acc, add_exact, add_normal in plain:
+            field = fields[i]
+            if field == NULL:
+                continue
+            text = field.decode("utf-8", "surrogateescape") if b"\\" not in field else decode_field(field)
+            low = text.lower()  # normalise(text), inline
+            if not (low.isprintable() and "  " not in low and low[:1] != " " and low[-1:] != " "):
+                low = " ".join(low.split())
+            if len(low) < MIN_LENGTH:
+                acc.short += 1
+                continue
+            acc.digested += 1
+            sample = acc.reservoir
+            if sample is not None:  # most values are skipped: only the drawn ones are kept, to digest at the end
+                if sample.seen < sample.k or sample.seen == sample.next:
+                    sample.offer((text, low))
+                else:
+                    sample.seen += 1
+                continue
+            h = copy()
+            h.update(low.encode("utf-8", "surrogateescape"))
+            d = from_bytes(h.digest(), "big")
+            add_normal(d)
+            if low != text:
+                h = copy()
+                h.update(text.encode("utf-8", "surrogateescape"))
+                d = from_bytes(h.digest(), "big")
+            add_exact(d)
+        for i, acc in other:
+            if fields[i] != NULL:
+                acc.add(fields[i])
+    for _i, acc in accs:
+        acc.rows += len(lines)
+
+
+def _digest_worker(accs, ncols, table, keyed):
+    """What a forked worker runs: blocks of rows in; at the end, each column's counts and digests out."""
+    def work(inbox, outbox):
+        while True:
+            msg = receive(inbox)
+            if msg is None:
+                send(outbox, [(a.rows, a.digested, a.short, pack_digests(a.exact), pack_digests(a.normal))
+                              for _i, a in accs])  # sorted here: the parent merges sorted runs
+                return
+            digest_rows(accs, msg.split(b"\n"), ncols, table, keyed)
+    return work
+
+
 def digests(args):
     """The digests of one table's original values of its masked columns.
 
     {"command": [argv printing COPY text of `columns`], "columns": [...], "proof_key": hex,
      "sample": "all" | N, "masks"?: {column: RULE} (json rules: their string leaves at the paths are
-     digested), "table"?: name for messages}
+     digested), "table"?: name for messages, "jobs"?: forked workers digesting blocks (not for a sample)}
     -> {"columns": {col: {"rows", "digested", "skipped_short", "sampled"}},
         "digests": {col: {"exact": b64 dk64, "normalised": b64 dk64}}}
     A sample of N keeps N values per column, drawn uniformly (seeded by the proof key: one run, one sample).
@@ -871,19 +1096,38 @@ def digests(args):
         rng = random.Random(hashlib.blake2b(column.encode(), key=pk, digest_size=16).digest())
         accs.append((i, _Digests(column, masks.get(column), digest, sample, rng, "%s.%s" % (table, column))))
     ncols = len(columns)
-    proc, tail = _start(command)
+    jobs = args.get("jobs") or 1
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise BadArguments("jobs must be a whole number of at least 1")
+    pool = Pool(jobs, _digest_worker(accs, ncols, table, digest.keyed)) if jobs > 1 and sample is None else None
+    proc = None
     try:
+        proc, tail = _start(command)
+        turn = 0
         for lines in iter_blocks(proc.stdout.read):
-            for line in lines:
-                fields = line.split(b"\t")
-                if len(fields) != ncols:
-                    raise MaskError("%s: a row has %d fields, %d columns were named" % (table, len(fields), ncols))
-                for i, acc in accs:
-                    acc.add(fields[i])
+            if pool is None:
+                digest_rows(accs, lines, ncols, table, digest.keyed)
+            else:
+                pool.put(turn % len(pool), b"\n".join(lines))
+                turn += 1
         _finish(proc, tail, command[0])
+        if pool is not None:
+            for k in range(len(pool)):
+                pool.put(k, None)
+            for k in range(len(pool)):
+                for (_i, acc), (rows, digested, short, exact, normal) in zip(accs, pool.answer(k)):
+                    acc.rows += rows
+                    acc.digested += digested
+                    acc.short += short
+                    acc.exact.extend(unpack_digests(exact))
+                    acc.normal.extend(unpack_digests(normal))
     except BaseException:
-        _stop(proc)
+        if proc is not None:
+            _stop(proc)
         raise
+    finally:
+        if pool is not None:
+            pool.close()
     out_counts, out_digests = {}, {}
     for _i, acc in accs:
         out_counts[acc.name], out_digests[acc.name] = acc.result()
@@ -896,7 +1140,9 @@ ACTIONS = {"digests": digests}
 
 def main():
     if sys.argv[1:] == ["stream"]:
-        sys.exit(stream())
+        code = stream()
+        sys.stderr.flush()
+        os._exit(code)  # not sys.exit: flushing a stdout the reader closed would print a second line
     sys.exit(serve(ACTIONS, name="mask.py", read_only=READ_ONLY))
 
 

@@ -24,22 +24,29 @@ from the dump, or no pg_dump given) are read with psql COPY. Outside the COPY
 data, every string literal of the dump (comments, defaults, view and function
 bodies, dollar-quoted too) is checked, JSON and arrays within as above.
 
-A value is compared as it is (its digest among "exact") and normalised (case
-and whitespace folded, among "normalised"); values whose normalised form is
-shorter than min_length are never digested, so never compared.
+A value is compared normalised (case and whitespace folded: its digest among
+"normalised") and, when that finds it, as it is (among "exact": exact when
+it is there, normalised if not). An exact original is a normalised one too,
+as the controller builds both lists from the same values, so one digest
+decides most values. Values whose normalised form is shorter than
+min_length are never digested, so never compared.
 """
 import json
+import os
 import re
+import subprocess
 import sys
 import time
 
 from _common import BadArguments, HelperError, serve
-from _copytext import (MIN_LENGTH, NULL, decode_field, digester, digests_b64, iter_lines, membership, normalise,
-                       split_line, tool_error)
+from _copytext import (MIN_LENGTH, NULL, decode_field, digester, digests_b64, iter_blocks, iter_lines, membership,
+                       normalise, split_line, ToolStderr)
+from _forks import Pool, receive, send
 
 SKIPPED_TYPES = ("int2", "int4", "int8", "float4", "float8", "numeric", "bool", "date", "time", "timetz",
-                 "timestamp", "timestamptz", "interval", "uuid", "oid", "money", "serial", "bigserial")
+                 "timestamp", "timestamptz", "interval", "uuid", "oid", "money", "bit", "varbit")
 CACHE_CAP = 1 << 15  # distinct clean values remembered per column (statuses, countries repeat)
+MAX_JOBS = 4  # worker processes checking rows by default (at most; one per CPU)
 
 CATALOG_SQL = r"""COPY (
 SELECT n.nspname, c.relname, c.relkind, a.attname,
@@ -60,7 +67,6 @@ SELECT n.nspname, c.relname, c.relkind, a.attname,
    AND n.nspname NOT LIKE 'pg\_temp\_%%'
  ORDER BY 1, 2, a.attnum
 ) TO STDOUT""" % ((", ".join("'%s'" % t for t in SKIPPED_TYPES),) * 2)
-TEXT_KINDS = ("text", "json", "text[]", "json[]")
 
 
 class ScanFailed(HelperError):
@@ -87,13 +93,10 @@ class Checker(object):
         norm = normalise(text)
         if len(norm) < self.min:
             return False
-        d = self.digest(text)
-        if self.exact(d):
-            how = "exact"
-        elif self.normal(d if norm == text else self.digest(norm)):
-            how = "normalised"
-        else:
+        d = self.digest(norm)
+        if not self.normal(d):  # an exact original is a normalised one too: one digest decides most values
             return False
+        how = "exact" if self.exact(d if norm == text else self.digest(text)) else "normalised"
         key = (where, how)
         self.found[key] = self.found.get(key, 0) + 1
         return True
@@ -183,50 +186,145 @@ def parse_array(text):
     return out
 
 
+KIND_CODES = {"text": 0, "json": 1, "text[]": 2, "json[]": 3, "other": 4, "skip": 5}
+TEXT, JSON, TEXT_ARRAY, JSON_ARRAY, OTHER, SKIP = range(6)
+
+
 class Column(object):
-    """How one column's COPY fields are checked: by its kind, with a cache of clean values seen."""
+    """One column of a table's COPY data: where a find is reported, how its values are read, and the clean
+    values already seen (statuses, countries repeat; a column of distinct values stops remembering)."""
 
-    __slots__ = ("where", "fn", "cache", "misses", "min")
+    __slots__ = ("where", "kind", "cache", "misses")
 
-    def __init__(self, where, kind, checker):
-        self.where, self.min = where, checker.min
+    def __init__(self, where, kind):
+        self.where, self.kind = where, KIND_CODES.get(kind, OTHER)
         self.cache = set()
         self.misses = 0
-        if kind == "json":
-            self.fn = checker.json_text
-        elif kind == "text[]":
-            self.fn = lambda text, where: checker.array(text, where, False)
-        elif kind == "json[]":
-            self.fn = lambda text, where: checker.array(text, where, True)
-        elif kind == "text":
-            self.fn = checker.maybe_json
-        elif kind == "skip":
-            self.fn = None
-        else:
-            self.fn = checker.text
 
 
-def _check_fields(columns, fields, checker):
-    """Check one row's fields; returns how many values (not NULL) were looked at."""
+def check_rows(columns, lines, checker):
+    """Check a block of COPY text lines of one table; returns how many values (not NULL) were looked at.
+
+    The common case (a plain text value, no JSON inside) is checked inline (normalise, the keyed digest,
+    the bitmap of the originals' digests: most values end there); the rest by Checker's methods."""
+    minlen = checker.min
+    normal, text_check = checker.normal, checker.text
+    copy, from_bytes = checker.digest.keyed.copy, int.from_bytes
+    bitmap, shift = normal.bitmap, normal.shift
+    wanted = [(i, c) for i, c in enumerate(columns) if c.kind != SKIP]
+    width = len(columns)
     n = 0
-    for col, field in zip(columns, fields):
-        fn = col.fn
-        if fn is None or field == NULL:
-            continue
-        n += 1
-        if len(field) < col.min:  # its normalised form is shorter still: never an original
-            continue
-        cache = col.cache
-        if cache is None:
-            fn(decode_field(field), col.where)
-        elif field not in cache and not fn(decode_field(field), col.where):  # clean: remember it
-            if len(cache) < CACHE_CAP:
-                cache.add(field)
+    for line in lines:
+        fields = line.split(b"\t")
+        if len(fields) != width:
+            raise ScanFailed("%s: a row of %d fields, the COPY header names %d columns"
+                             % (columns[0].where.rsplit(".", 1)[0] if columns else "?", len(fields), width))
+        for i, col in wanted:
+            field = fields[i]
+            if field == NULL:
+                continue
+            n += 1
+            if len(field) < minlen:  # its normalised form is shorter still: never an original
+                continue
+            cache = col.cache
+            if cache is not None and field in cache:
+                continue
+            text = field.decode("utf-8", "surrogateescape") if b"\\" not in field else decode_field(field)
+            kind = col.kind
+            if kind == TEXT and text[:1] not in ("{", "["):
+                low = text.lower()  # normalise(text), inline
+                if not (low.isprintable() and "  " not in low and low[:1] != " " and low[-1:] != " "):
+                    low = " ".join(low.split())
+                hit = False
+                if len(low) >= minlen:
+                    h = copy()
+                    h.update(low.encode("utf-8", "surrogateescape"))
+                    d = from_bytes(h.digest(), "big")
+                    j = d >> shift
+                    if bitmap[j >> 3] & (1 << (j & 7)) and normal(d):
+                        hit = text_check(text, col.where)  # counts it, exact or normalised
+            elif kind == TEXT:
+                hit = checker.maybe_json(text, col.where)
+            elif kind == JSON:
+                hit = checker.json_text(text, col.where)
+            elif kind == TEXT_ARRAY:
+                hit = checker.array(text, col.where, False)
+            elif kind == JSON_ARRAY:
+                hit = checker.array(text, col.where, True)
             else:
-                col.misses += 1
-                if col.misses > CACHE_CAP:  # a column of distinct values: the cache does not pay
-                    col.cache = None
+                hit = text_check(text, col.where)
+            if cache is not None and not hit:
+                if len(cache) < CACHE_CAP:
+                    cache.add(field)
+                else:
+                    col.misses += 1
+                    if col.misses > CACHE_CAP:  # a column of distinct values: remembering does not pay
+                        col.cache = None
     return n
+
+
+class LocalSink(object):
+    """Checks blocks of rows in this process."""
+
+    def __init__(self, checker):
+        self.checker = checker
+        self.columns = {}
+        self.checked = {}
+
+    def rows(self, name, colspecs, lines):
+        columns = self.columns.get(name)
+        if columns is None:
+            columns = self.columns[name] = [Column(where, kind) for where, kind in colspecs]
+        self.checked[name] = self.checked.get(name, 0) + check_rows(columns, lines, self.checker)
+
+    def finish(self):
+        """(found {(where, how): n}, values checked {table: n})."""
+        return self.checker.found, self.checked
+
+
+def _scan_worker(checker):
+    """What a forked worker runs: blocks of rows in; at the end, its finds and counts out."""
+    def work(inbox, outbox):
+        sink = LocalSink(checker)
+        while True:
+            msg = receive(inbox)
+            if msg is None:
+                send(outbox, ("done",) + sink.finish())
+                return
+            sink.rows(msg[0], msg[1], msg[2].split(b"\n"))
+    return work
+
+
+class ForkSink(object):
+    """Checks blocks of rows in forked workers (the digests are shared copy-on-write), one block each in
+    turn; the finds and counts are summed at the end. The reader, pg_dump and the workers run at once."""
+
+    def __init__(self, checker, jobs):
+        self.pool = Pool(jobs, _scan_worker(checker))
+        self.turn = 0
+
+    def rows(self, name, colspecs, lines):
+        if lines:
+            self.pool.put(self.turn % len(self.pool), (name, colspecs, b"\n".join(lines)))
+            self.turn += 1
+
+    def finish(self):
+        found, checked = {}, {}
+        try:
+            for k in range(len(self.pool)):
+                self.pool.put(k, None)
+            for k in range(len(self.pool)):
+                _done, their_found, their_checked = self.pool.answer(k)
+                for key, n in their_found.items():
+                    found[key] = found.get(key, 0) + n
+                for key, n in their_checked.items():
+                    checked[key] = checked.get(key, 0) + n
+        finally:
+            self.pool.close()
+        return found, checked
+
+    def abort(self):
+        self.pool.close()
 
 
 # --------------------------------------------------------------------------
@@ -234,23 +332,25 @@ def _check_fields(columns, fields, checker):
 
 
 def _run(argv, what):
-    import subprocess
-    import os
-
     env = dict(os.environ)
     env.setdefault("PGCLIENTENCODING", "UTF8")
     try:
-        return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 env=env)
     except OSError as e:
         raise ScanFailed("cannot start %s (%s): %s" % (argv[0], what, e.strerror or e))
+    proc.tail = ToolStderr(proc.stderr)
+    proc.tail.start()
+    return proc
 
 
 def _end(proc, what):
-    err = proc.stderr.read().decode("utf-8", "replace").splitlines()
+    while proc.stdout.read(1 << 20):  # whatever follows an end-of-data line: the tool must not wait on it
+        pass
     rc = proc.wait()
     if rc != 0:
-        raise ScanFailed("%s failed (exit %d): %s" % (what, rc, tool_error(err)))
+        raise ScanFailed("%s failed (exit %d): %s" % (what, rc, proc.tail.error()))
+    proc.tail.join(5)
 
 
 def _psql_copy(psql, sql, what):
@@ -368,35 +468,51 @@ def _check_sql(text, checker):
     return n
 
 
-def _scan_dump(argv, tables, checker, stats):
-    """Read the plain dump once: COPY data by its columns' kinds, the SQL around it by its literals."""
+def _colspecs(tables, schema, table, names):
+    """The report's name of a table and (where, kind) of its columns, from the catalog."""
+    info = tables.get((schema, table))
+    kinds = dict(info["columns"]) if info else {}
+    name = info["name"] if info else (table if schema == "public" else "%s.%s" % (schema, table))
+    return name, tuple(("%s.%s" % (name, c), kinds.get(c, "other")) for c in names)
+
+
+def _scan_dump(argv, tables, sink, checker, rows):
+    """Read the plain dump once: COPY data to the sink by blocks, the SQL around it by its literals.
+    Returns the tables whose data it held, and how many literals were checked."""
     proc = _run(list(argv), "pg_dump")
-    seen = set()
-    sql = []
-    literal_count = 0
+    seen, sql, literal_count = set(), [], 0
+    current = None  # (name, colspecs) of the COPY block being read
     try:
-        lines = iter_lines(proc.stdout.read)
-        for raw in lines:
-            if raw.startswith(b"COPY ") and raw.endswith(b"FROM stdin;"):
-                head = _copy_header(raw.decode("utf-8", "surrogateescape"))
-                if head is not None:
+        for lines in iter_blocks(proc.stdout.read, stop=False):
+            i, n = 0, len(lines)
+            while i < n:
+                if current is None:
+                    line = lines[i]
+                    i += 1
+                    head = None
+                    if line.startswith(b"COPY ") and line.endswith(b"FROM stdin;"):
+                        head = _copy_header(line.decode("utf-8", "surrogateescape"))
+                    if head is None:
+                        sql.append(line.decode("utf-8", "surrogateescape"))
+                        continue
                     literal_count += _check_sql("\n".join(sql), checker)
                     sql = []
                     schema, table, names = head
-                    info = tables.get((schema, table))
-                    kinds = dict(info["columns"]) if info else {}
-                    name = info["name"] if info else (table if schema == "public" else "%s.%s" % (schema, table))
-                    columns = [Column("%s.%s" % (name, c), kinds.get(c, "other"), checker) for c in names]
-                    rows = checked = 0
-                    for data in _until_end(lines):
-                        rows += 1
-                        checked += _check_fields(columns, data.split(b"\t"), checker)
-                    entry = stats.setdefault(name, {"rows": 0, "values_checked": 0})
-                    entry["rows"] += rows
-                    entry["values_checked"] += checked
+                    current = _colspecs(tables, schema, table, names)
                     seen.add((schema, table))
+                    rows.setdefault(current[0], 0)
                     continue
-            sql.append(raw.decode("utf-8", "surrogateescape"))
+                try:
+                    j = lines.index(b"\\.", i)
+                except ValueError:
+                    j = n
+                if j > i:
+                    sink.rows(current[0], current[1], lines[i:j])
+                    rows[current[0]] += j - i
+                i = j
+                if j < n:
+                    i += 1
+                    current = None
         literal_count += _check_sql("\n".join(sql), checker)
     except BaseException:
         proc.kill()
@@ -406,26 +522,29 @@ def _scan_dump(argv, tables, checker, stats):
     return seen, literal_count
 
 
-def _until_end(lines):
-    for line in lines:
-        if line == b"\\.":
-            return
-        yield line
-
-
-def _scan_table(psql, schema, table, info, checker, stats):
-    """A table the dump did not hold: its text-like columns, read with psql COPY."""
-    cols = [(c, k) for c, k in info["columns"] if k != "skip"]
+def _scan_table(psql, schema, table, info, sink, rows):
+    """A table the dump did not hold: its columns that can hold text, read with psql COPY (a table with
+    none is only counted)."""
+    cols = [c for c, k in info["columns"] if k != "skip"]
     name = info["name"]
-    entry = stats.setdefault(name, {"rows": 0, "values_checked": 0})
     if not cols:
+        sql = "COPY (SELECT count(*) FROM %s.%s) TO STDOUT" % (_ident(schema), _ident(table))
+        rows[name] = int(b"".join(_psql_copy(psql, sql, "psql (counting %s)" % name)))
         return
-    sql = "COPY (SELECT %s FROM %s.%s) TO STDOUT" % (", ".join(_ident(c) for c, _k in cols), _ident(schema),
+    rows.setdefault(name, 0)
+    sql = "COPY (SELECT %s FROM %s.%s) TO STDOUT" % (", ".join(_ident(c) for c in cols), _ident(schema),
                                                       _ident(table))
-    columns = [Column("%s.%s" % (name, c), k, checker) for c, k in cols]
-    for line in _psql_copy(psql, sql, "psql (reading %s)" % name):
-        entry["rows"] += 1
-        entry["values_checked"] += _check_fields(columns, line.split(b"\t"), checker)
+    name, colspecs = _colspecs({(schema, table): info}, schema, table, cols)
+    proc = _run(list(psql) + ["-X", "-q", "-v", "ON_ERROR_STOP=1", "-c", sql], "psql (reading %s)" % name)
+    try:
+        for lines in iter_blocks(proc.stdout.read):
+            sink.rows(name, colspecs, lines)
+            rows[name] += len(lines)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    _end(proc, "psql (reading %s)" % name)
 
 
 def _argv(args, name, required=True):
@@ -454,18 +573,34 @@ def scan(args):
         exact, normalised = digests_b64(args.get("exact")), digests_b64(args.get("normalised"))
     except ValueError as e:
         raise BadArguments("exact and normalised must be base64 dk64 digest lists: %s" % e)
+    jobs = args.get("jobs")
+    if jobs is None:
+        jobs = min(MAX_JOBS, os.cpu_count() or 1)
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise BadArguments("jobs must be a whole number of at least 1")
     checker = Checker(proof_key, exact, normalised, min_length)
     tables = catalog(psql)
-    stats = {}
-    seen, literal_count = set(), 0
-    if pg_dump:
-        seen, literal_count = _scan_dump(pg_dump, tables, checker, stats)
-    for key in sorted(tables):
-        if key not in seen:
-            _scan_table(psql, key[0], key[1], tables[key], checker, stats)
+    rows = {}
+    sink = ForkSink(checker, jobs) if jobs > 1 else LocalSink(checker)
+    try:
+        seen, literal_count = set(), 0
+        if pg_dump:
+            seen, literal_count = _scan_dump(pg_dump, tables, sink, checker, rows)
+        for key in sorted(tables):
+            if key not in seen:
+                _scan_table(psql, key[0], key[1], tables[key], sink, rows)
+        found, checked = sink.finish()
+    except BaseException:
+        if isinstance(sink, ForkSink):
+            sink.abort()
+        raise
+    if isinstance(sink, ForkSink):
+        for key, n in found.items():  # the workers' finds, added to the literals' own
+            checker.found[key] = checker.found.get(key, 0) + n
+    stats = {name: {"rows": n, "values_checked": checked.get(name, 0)} for name, n in sorted(rows.items())}
     values = sum(t["values_checked"] for t in stats.values())
     return {"tables": stats, "checked": values + literal_count, "literals": literal_count,
-            "found": checker.report(), "seconds": round(time.monotonic() - start, 3)}
+            "found": checker.report(), "seconds": round(time.monotonic() - start, 3), "jobs": jobs}
 
 
 READ_ONLY = {"scan"}  # what a dry-run may call
