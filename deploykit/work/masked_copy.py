@@ -91,7 +91,7 @@ def _reader(ctx, driver, src, snapshot_id: str, table: Table, columns: list[str]
     stream = src.open_filter(f"cd {q(mask['release_dir'])} && exec {python} -c {q(_BOOT)}", env=kw["env"],
                              secrets=kw["secrets"], read_only=True)
     header = {"command": copy, "spec": mask["spec"], "mask_key": mask["mask_key"], "proof_key": mask["proof_key"],
-              "avoid_count": len(mask["avoid"]) // 8}
+              "avoid_count": len(mask["avoid"]) // 8, "jobs": mask.get("jobs", 1)}
     try:
         stream.write(b"%d\n" % len(source) + source + json.dumps(header).encode() + b"\n" + mask["avoid"])
         stream.end_input()

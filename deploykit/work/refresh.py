@@ -95,7 +95,8 @@ def collect_digests(ctx, src, driver, plan: dict) -> dict:
                          f"SET TRANSACTION SNAPSHOT {literal(snap.id)}",
                          f"COPY ({select(tables[name], cols, plan['where'].get(name))}) TO STDOUT", "COMMIT")
         got = src.helper("mask", "digests", {"command": copy, "columns": cols, "proof_key": mem["proof_key"],
-                                             "sample": sample or "all", "masks": spec["masks"], "table": name},
+                                             "sample": sample or "all", "masks": spec["masks"], "table": name,
+                                             "jobs": 1 if sample else driver.jobs(src)},
                          env=kw["env"], secrets=kw["secrets"], timeout=ctx.config.command_timeout)
         for col, counts in got["columns"].items():
             stats["columns"] += 1
@@ -123,7 +124,8 @@ def prove(ctx, dst, driver) -> dict:
     report = dst.helper("proof", "scan", {"psql": psql, "pg_dump": _pg_dump_argv(driver, built["name"]),
                                           "proof_key": mem["proof_key"],
                                           "exact": base64.b64encode(mem["exact"]).decode(),
-                                          "normalised": base64.b64encode(mem["avoid"]).decode()},
+                                          "normalised": base64.b64encode(mem["avoid"]).decode(),
+                                          "jobs": driver.jobs(dst)},
                         env=kw["env"], secrets=kw["secrets"], timeout=ctx.config.command_timeout)
     report["originals"] = len(mem["avoid"]) // 8
     return report
@@ -224,7 +226,7 @@ def build(ctx, src, dst, driver, plan: dict, record) -> dict:
             job = {"table": t, "columns": [c.column for c in t.columns], "where": plan["where"].get(name)}
             if spec and spec.get("masks"):
                 job["mask"] = {"spec": spec, "release_dir": release_dir, "mask_key": mem["mask_key"],
-                               "proof_key": mem["proof_key"], "avoid": mem["avoid"]}
+                               "proof_key": mem["proof_key"], "avoid": mem["avoid"], "jobs": driver.jobs(src)}
             jobs.append(job)
         start = time.monotonic()
         copied = copy_tables(ctx, driver, src, dst, new, snap.id, jobs, driver.jobs(dst))
