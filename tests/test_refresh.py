@@ -242,6 +242,12 @@ def test_a_subset_follows_the_foreign_keys_and_every_constraint_holds(colours_fa
     config = c.edit(lambda d: d.update(media=["shared/media"], refresh={
         "key_env": KEY_ENV, "rules": RULES, "subset": {"auth.User": "id % 2 = 0"},
         "media": {"avatars/": "placeholder", "exports/": "exclude", "default": "keep"}}), tmp_path / "subset.yaml")
+    green_before, green_dbs = c.pg("green").row_checksums(db), databases(c, "green")
+    dry = run(c, "refresh", "--from", "blue", "--to", "green", "--dry-run", config=config)
+    assert dry.returncode == 0 and "nothing was changed" in dry.stdout, dry.stdout[-3000:] + dry.stderr
+    assert "column(s) masked" in dry.stdout  # the rules were resolved and the columns classified for real
+    assert c.pg("green").row_checksums(db) == green_before and databases(c, "green") == green_dbs
+    assert not (c.host("green").deploy_to / "shared" / "media" / "avatars").exists()
     cp = run(c, "refresh", "--from", "blue", "--to", "green", "--json", config=config)
     assert cp.returncode == 0, cp.stdout[-4000:] + cp.stderr
     # media: the avatar replaced by a PNG of its size class (its bytes never left blue), exports left out
