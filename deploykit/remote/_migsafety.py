@@ -350,8 +350,7 @@ def _state_only(op, c):
 
 
 def _run_sql(op, c):
-    sql = op.sql
-    if not sql or (isinstance(sql, (list, tuple)) and not sql) or sql == getattr(type(op), "noop", object()):
+    if not op.sql:  # RunSQL.noop is ""
         return _verdict(SAFE, "raw SQL that does nothing")
     breaks = sorted({f["breaks"] for f in c["facts"] or [] if f.get("breaks")})
     if breaks:
@@ -572,5 +571,4 @@ def _lock_text(locks, vendor, sql_error, classification):
         if sql_error == PYTHON_ONLY:
             return "none" if classification == SAFE else "unknown (runs Python)"
         return "unknown (no SQL)"
-    text = describe_lock(locks)
-    return text + ("; rewrites the table" if locks["rewrite"] and "rewritten" not in text else "")
+    return describe_lock(locks)
