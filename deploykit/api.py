@@ -141,6 +141,25 @@ def status(config: Config, stage: str, *, reporter: Reporter | None = None) -> d
         return {"run": run.ctx.run_id, "hosts": hosts}
 
 
+def plan(config: Config, stage: str, tag: str | None = None, *, python: str | None = None,
+         reporter: Reporter | None = None) -> dict:
+    """The migrations a release of TAG (default: the newest tag) would run on the stage, each operation
+    classified for a release while the old code serves (deploykit plan): read-only, nothing is refused.
+
+    Returns the helper's `safety` answer (see remote/django_state.py) with `source` (where it was
+    classified), `from` (the live release), `to` (the revision) and `run`. `python`: the controller's
+    interpreter for a tag whose code is not on the stage yet (work/migration_safety).
+    """
+    revision = resolve(config.repo, tag)  # an unknown tag stops here, before any host
+    with Run(config, stage, command="plan", dry_run=True, takeover=False,
+             options={"tag": tag, "python": python}) as run:
+        run.ctx.revision = revision
+        result = run.play(lambda: run_playbook(run.ctx, "plan", reporter), reporter)
+        if not result.ok:
+            raise result.error
+        return {"run": run.ctx.run_id, **(run.ctx.state.migration_safety or {})}
+
+
 def host_journals(config: Config, stage: str, ref: str | None) -> tuple[str | None, list[dict], dict]:
     """A run's journal as the stage's hosts keep it (deploykit log --from-host): read-only, no run of its own.
 

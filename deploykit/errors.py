@@ -74,6 +74,24 @@ class PreflightFailed(DeployError):
     """A read-only check found a mistake before anything changed."""
 
 
+class UnsafeForRollingRelease(PreflightFailed):
+    """Migrations the old code, still serving while a rolling release switches its batches, does not survive
+    (work/migration_safety.unsafe_operations): refused before anything changed."""
+
+    hint = ("--all-at-once (downtime: processes stopped during migrate) or split it over two releases "
+            "(expand, then contract)")
+    SHOWN = 2
+
+    def __init__(self, operations, hint: str | None = None):
+        self.operations = list(operations)
+        shown = [f"{o['app']}.{o['migration']}: {o['describe']} ({o['why']})" if i == 0 else
+                 f"{o['app']}.{o['migration']}: {o['describe']}" for i, o in enumerate(self.operations[:self.SHOWN])]
+        more = len(self.operations) - self.SHOWN
+        told = "operation is" if len(self.operations) == 1 else "operations are"
+        super().__init__(f"{len(self.operations)} migration {told} unsafe while the old code still serves in a "
+                         f"rolling release: {'; '.join(shown)}" + (f"; and {more} more" if more > 0 else ""), hint)
+
+
 class MaskKeyMissing(DeployError):
     """The anonymized refresh has no masking key in the controller's environment."""
 

@@ -188,3 +188,34 @@ def run_steps_table(doc: dict) -> Table:
                           escape(r["phase"]), escape(r["step"]), Text(r["status"], style=STYLE.get(r["status"], "")),
                           f"{r['seconds']:.2f}", Text(r["message"]))
     return table
+
+
+CLASS_STYLE = {"safe": "green", "review": "yellow", "unsafe": "bold red"}
+
+
+def _lock_cell(op: dict) -> str:
+    """'ACCESS EXCLUSIVE, brief; no rewrite' (PostgreSQL), else what the helper said ('n/a (sqlite)')."""
+    text = op.get("lock_text") or "-"
+    if op.get("rewrite") is None:
+        return text
+    if op["rewrite"]:
+        return text if "rewritten" in text else f"{text}; table rewrite"
+    return f"{text}; no rewrite"
+
+
+def migration_plan_table(plan: dict) -> Table:
+    """deploykit plan: one row per operation, a section per migration."""
+    to = (plan.get("to") or {})
+    live = plan.get("from") or {}
+    table = Table(title=f"migrations {live.get('tag') or live.get('id') or 'none'} -> "
+                        f"{to.get('tag') or (to.get('commit') or '')[:10]}")
+    for col in ("app", "migration", "operation", "class", "lock / rewrite", "why"):
+        table.add_column(col, overflow="fold")
+    for step in plan.get("steps") or []:
+        for i, op in enumerate(step.get("operations") or []):
+            cls = op["classification"]
+            table.add_row(escape(step["app"]) if i == 0 else "", escape(step["name"]) if i == 0 else "",
+                          escape(f"{op['index']}. {op['describe']}"), f"[{CLASS_STYLE.get(cls, '')}]{cls}[/]",
+                          escape(_lock_cell(op)), escape(op["why"]))
+        table.add_section()
+    return table

@@ -26,8 +26,8 @@ from .ending import REFUSED, ending, exit_code, status_ending
 from .errors import DeployError
 from .display import Display, current, run_result_doc
 from . import runreport
-from .report import (backups_table, colours_table, releases_table, run_steps_table, runs_table, status_table,
-                     timings_table)
+from .report import (backups_table, colours_table, migration_plan_table, releases_table, run_steps_table, runs_table,
+                     status_table, timings_table)
 from .scaffold import init_project
 from .state import runlog
 
@@ -224,6 +224,45 @@ def check(c, host=None, config=None, stage=None, json=False):
     text = f"deploykit: check of {host}: every check passed; nothing was changed"
     out.result({"command": "check", "ok": True, "code": 0, "line": text, "run": result.run_id,
                 "holders": result.data.get("holders", [])})
+    out.line(text, style="green")
+
+
+@task(auto_shortflags=False, help=_help(
+    tag="the git tag whose migrations are classified (default: the newest tag)",
+    python="for a tag whose code is not on the stage yet: the controller's interpreter that imports the "
+           "project's settings (default: the one running deploykit)"))
+@user_errors
+def plan(c, host=None, tag=None, python=None, config=None, stage=None, json=False):
+    """The migrations a release of TAG would run, each operation classified for a rolling release (the old
+    code still serves): safe, review or unsafe, with the lock and table rewrite each takes on PostgreSQL.
+
+    Read-only: nothing is changed and nothing is refused (exit 0); a rolling release refuses the unsafe ones.
+    The tag's own code classifies: on the primary when a release of it is there, else from a checkout on the
+    controller against the applied migrations read from the primary.
+    """
+    from .work.migration_safety import counts_text, source_text, unsafe_operations
+
+    cfg = _config(config, host)
+    found = api.plan(cfg, host, tag, python=python)
+    out = current()
+    to = (found.get("to") or {}).get("tag") or (found.get("to") or {}).get("commit", "")[:10]
+    unsafe = unsafe_operations(found)
+    text = f"deploykit: plan of {to} on {host}: {counts_text(found)}; nothing was changed"
+    out.result({**found, "command": "plan", "ok": True, "code": 0, "line": text, "stage": host, "unsafe": unsafe})
+    if found.get("steps"):
+        out.print(migration_plan_table(found))
+    else:
+        out.line(f"no migration to apply: the database has every migration of {to}")
+    for app, names in sorted((found.get("unmatched") or {}).items()):
+        out.line(f"the database has {app} migrations {to} does not know: {', '.join(names)} (a rollback target?)",
+                 style="yellow")
+    out.line(source_text(found), style="dim")
+    if unsafe:
+        first = unsafe[0]
+        out.line(f"a rolling release refuses it: {first['app']}.{first['migration']} {first['describe']}"
+                 + (f" and {len(unsafe) - 1} more" if len(unsafe) > 1 else "") + "; the ways out: --all-at-once "
+                 "(downtime: processes stopped during migrate) or split it over two releases (expand, then contract)",
+                 style="bold red")
     out.line(text, style="green")
 
 
@@ -543,4 +582,4 @@ def refresh(c, host=None, from_=None, to=None, init_rules=False, dry_run=False, 
 
 
 ns = Collection(release, rollback, backup, restore, check, releases, backups, unlock, status, log, init,
-                switch, colours, transfer, refresh)
+                switch, colours, transfer, refresh, plan)

@@ -18,8 +18,11 @@ head of its own branch, forked from its parent tag::
              |         |-- v1.3-broken-health      (broken-health)
              |         |-- v1.3-broken-migration   (broken-migration)
              |         |-- v2.0: an irreversible data migration (irreversible)
-             |         `-- v1.4-shelf (shelf) -- v1.5-squashed (squash)
-             `-- v1.1-dotenv (dotenv-1.1) -- v1.2-dotenv (dotenv)
+             |         |-- v1.4-shelf (shelf) -- v1.5-squashed (squash)
+             |         |-- v1.6-drop-field: removes Book.isbn (drop-field)
+             |         `-- v1.6-not-null: adds NOT NULL Book.copies without a default (not-null)
+             |-- v1.1-dotenv (dotenv-1.1) -- v1.2-dotenv (dotenv)
+             `-- v1.6-additive: a nullable column and a new table (additive)
 
 Each tag's ``requirements.txt`` pins ``dk-sample-extra`` (1.0 at v1.0, 1.1
 from v1.1, 1.3 in v1.3-broken-health), a wheel of the test wheelhouse
@@ -31,7 +34,11 @@ serving environment has. ``v1.4-shelf`` adds the reusable app ``dk_shelf``
 ``0001_squashed_0003_shelf_label`` + ``0004_shelf_colour``): rollbacks across
 squashes. The ``-dotenv`` tags load ``.env`` in ``manage.py`` and
 ``wsgi.py``; their settings read ``DATABASE_URL`` from the environment only
-(a Django helper that bypassed manage.py would see SQLite).
+(a Django helper that bypassed manage.py would see SQLite). The ``v1.6-*``
+tags are the migrations a rolling release must judge (``deploykit plan``):
+purely additive from v1.1 (``0004_book_subtitle_loan``: a nullable column, a
+new table), a removed field from v1.2 (``0005_remove_book_isbn``) and a NOT
+NULL column whose one-off default is not kept (``0005_book_copies``).
 
 Command line: ``python -m deploykit_testing.samplerepo DEST``.
 """
@@ -52,7 +59,8 @@ SAMPLE_DIR = Path(__file__).resolve().parent / "sample"
 
 #: Tags in commit-date order (oldest first).
 TAGS = ["v1.0", "v1.1", "v1.2", "v1.3-broken-health", "v1.3-broken-migration", "v2.0",
-        "v1.4-shelf", "v1.5-squashed", "v1.1-dotenv", "v1.2-dotenv"]
+        "v1.4-shelf", "v1.5-squashed", "v1.1-dotenv", "v1.2-dotenv", "v1.6-additive", "v1.6-drop-field",
+        "v1.6-not-null"]
 #: Tag -> the tag its tree and commit derive from.
 PARENTS = {
     "v1.0": None,
@@ -65,6 +73,9 @@ PARENTS = {
     "v1.5-squashed": "v1.4-shelf",
     "v1.1-dotenv": "v1.1",
     "v1.2-dotenv": "v1.1-dotenv",
+    "v1.6-additive": "v1.1",
+    "v1.6-drop-field": "v1.2",
+    "v1.6-not-null": "v1.2",
 }
 #: Tag -> branch its commit is made on.
 BRANCHES = {
@@ -78,6 +89,9 @@ BRANCHES = {
     "v1.5-squashed": "squash",
     "v1.1-dotenv": "dotenv-1.1",
     "v1.2-dotenv": "dotenv",
+    "v1.6-additive": "additive",
+    "v1.6-drop-field": "drop-field",
+    "v1.6-not-null": "not-null",
 }
 #: Tag -> overlay directories under SAMPLE_DIR, applied in order over the parent's tree.
 SOURCES = {tag: (("base",) if PARENTS[tag] is None else (tag,)) for tag in TAGS}
@@ -94,6 +108,9 @@ APP_VERSIONS = {
     "v1.5-squashed": "1.5",
     "v1.1-dotenv": "1.1",
     "v1.2-dotenv": "1.2",
+    "v1.6-additive": "1.6",
+    "v1.6-drop-field": "1.6",
+    "v1.6-not-null": "1.6",
 }
 #: Latest library migration of each tag's tree.
 LAST_MIGRATIONS = {
@@ -107,6 +124,9 @@ LAST_MIGRATIONS = {
     "v1.5-squashed": "0005_book_edition",
     "v1.1-dotenv": "0003_default_genres",
     "v1.2-dotenv": "0004_book_isbn",
+    "v1.6-additive": "0004_book_subtitle_loan",
+    "v1.6-drop-field": "0005_remove_book_isbn",
+    "v1.6-not-null": "0005_book_copies",
 }
 
 AUTHOR_NAME = "Deploykit Sample"

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RUNTIME = ROOT / "deploykit"
 APART = ("deploykit_testing", "deploykit_demo")
 OPERATOR_TASKS = {"release", "rollback", "backup", "backups", "restore", "releases", "check", "unlock", "init",
-                  "status", "log", "switch", "colours", "transfer", "refresh"}
+                  "status", "log", "switch", "colours", "transfer", "refresh", "plan"}
 DEVELOPER_TASKS = {"demo", "test", "bench", "faults"}
 
 

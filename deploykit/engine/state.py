@@ -37,6 +37,7 @@ class RunState:
     freeze: dict[str, dict] = field(default_factory=dict)  # host -> the freeze this run started there (work/freeze)
     freeze_seconds: float | None = None  # how long writes were frozen (the longest host), for the ending line
     colours: dict = field(default_factory=dict)  # colours: colour -> its live release and data age
+    migration_safety: dict | None = None  # the migrations' plan, each operation classified (classify_migrations)
 
     RESUMABLE = ("snapshots", "migrations", "plan", "restore", "derived", "router", "transfer", "refresh")
 

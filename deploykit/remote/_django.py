@@ -31,8 +31,28 @@ def _setup(args):
             settings = None
     if settings:
         os.environ["DJANGO_SETTINGS_MODULE"] = settings
+    if args.get("offline") is not None:
+        _offline_databases(args["offline"])
     django.setup()
     return django
+
+
+def _offline_databases(engines):
+    """Replace the settings' DATABASES, before anything connects, by databases of the same engines that
+    cannot be reached (a socket directory that does not exist; SQLite in memory): what is asked is then
+    answered without a database (the controller's copy of a tag, see django_state's `safety`)."""
+    from django.conf import settings
+
+    configured = dict(getattr(settings, "DATABASES", None) or {})
+    engines = engines or {}
+    out = {}
+    for alias in sorted(set(configured) | set(engines)):
+        engine = engines.get(alias) or (configured.get(alias) or {}).get("ENGINE") or "django.db.backends.sqlite3"
+        sqlite = "sqlite" in engine
+        out[alias] = {"ENGINE": engine, "NAME": ":memory:" if sqlite else "deploykit_offline", "USER": "",
+                      "PASSWORD": "", "HOST": "" if sqlite else "/nonexistent/deploykit-offline", "PORT": "",
+                      "OPTIONS": {}}
+    settings.DATABASES = out
 
 
 def _connection(args):

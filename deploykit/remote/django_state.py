@@ -34,12 +34,22 @@ Actions (all take database?; run directly, also project_dir and settings?):
   check     {args: [...]} -> {output}: `manage.py check ARGS` (read-only)
   databases {resolve?: [path, ...]} -> {databases: {alias: {ENGINE, NAME, HOST, PORT, USER}},
              resolved: {path: realpath}}; a SQLite NAME is its absolute real path
+  safety    {targets?: [[app, name], ...] (default: every leaf of this code's graph, as `migrate`),
+             applied?: [[app, name], ...] (taken as the applied migrations: the database is not read),
+             offline?: {alias: ENGINE} (run directly only: DATABASES replaced by unreachable ones of those
+             engines, the SQL written without a database), sql?: true}
+          -> {vendor, django, offline, targets, unmatched: {app: [name]}, classification, counts: {safe,
+              review, unsafe}, steps: [{app, name, backwards, atomic, classification, operations: [
+                {index, operation, describe, classification: safe|review|unsafe, why, tables, lock, blocks,
+                 held, rewrite, lock_text, sql: [...], sql_error}]}]}
+             the forward plan, each operation judged for the old code still serving (_migsafety)
 """
 import os
 import sys
 
 from _common import progress, serve, serve_session
 from _django import _close_connections, _connection, _setup
+from _migsafety import (analyse_plan, plan_executor, write_without_database)
 
 
 def _forwards(graph):
@@ -196,6 +206,28 @@ def migrate(args):
             "state": read_state(connection)}
 
 
+def safety(args):
+    """The forward plan to this code's leaves, each operation classified for a release while the old code serves.
+
+    With `applied` the plan starts from those migrations (the controller's
+    copy of a tag, with the live state read from the host); with `offline`
+    nothing connects: the SQL is written as Django would, constraint names
+    of the live database excepted.
+    """
+    django = _setup(args)
+    connection = _connection(args)
+    offline = args.get("offline") is not None
+    if offline:
+        write_without_database(connection)
+    executor = plan_executor(connection, args.get("applied"))
+    targets = _targets(args) or sorted(executor.loader.graph.leaf_nodes())
+    plan_ = executor.migration_plan(targets)
+    out = analyse_plan(executor, plan_, connection, with_sql=args.get("sql", True), atomic=not offline)
+    out.update({"ok": True, "changed": False, "django": django.get_version(), "offline": offline,
+                "targets": [list(t) for t in targets], "unmatched": _state_of(executor.loader)["unmatched"]})
+    return out
+
+
 def _command(name, *argv, **options):
     """Run a management command as `manage.py NAME ARGV` would (system checks included); its output."""
     import io
@@ -277,8 +309,8 @@ def databases(args):
 
 
 ACTIONS = {"state": state, "graph": graph, "plan": plan, "migrate": migrate, "databases": databases,
-           "apply": apply, "collectstatic": collectstatic, "check": check}
-READ_ONLY = {"state", "graph", "plan", "databases", "check"}
+           "apply": apply, "collectstatic": collectstatic, "check": check, "safety": safety}
+READ_ONLY = {"state", "graph", "plan", "databases", "check", "safety"}
 
 
 def main():
