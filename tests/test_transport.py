@@ -360,3 +360,21 @@ def test_a_forked_helper_is_killed_at_its_timeout_and_by_cancel(host):
         assert host.helper("files", "read_json", {"path": "/nonexistent"})["exists"] is False
     finally:
         srv.close()
+
+
+@pytest.mark.rig
+def test_a_helper_takes_arguments_of_megabytes_through_the_agent(ssh_rig, tmp_path):
+    """A refresh hands its proof scan megabytes of digests: the agent's zygote must still start the helper
+    (its own messages carry no arguments; they go to the worker's stdin)."""
+    import base64 as b64
+    import os as _os
+
+    data = _os.urandom(3 << 20)
+    host = ssh_host(ssh_rig, tmp_path)
+    try:
+        target = str(ssh_rig.hosts[0].deploy_to / "big.bin")
+        got = host.helper("files", "write_file", {"path": target, "content_b64": b64.b64encode(data).decode()})
+        assert got["size"] == len(data) and Path(target).read_bytes() == data
+        assert host.helper("files", "sha256", {"path": target})["size"] == len(data)  # the zygote lives on
+    finally:
+        host.close()

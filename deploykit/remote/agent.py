@@ -302,7 +302,11 @@ class Zygote(object):
             self.ids += 1
             slot = [threading.Event(), threading.Event(), {}]
             self.waiting[self.ids] = slot
-            socket.send_fds(self.sock, [json.dumps(dict(req, id=self.ids)).encode()], fds)
+            # the arguments go to the worker's stdin (helper()), not through here: a message of this socket
+            # is read whole or not at all, and arguments can be megabytes (a refresh's digests)
+            head = dict((k, v) for k, v in req.items() if k != "args")
+            head["id"] = self.ids
+            socket.send_fds(self.sock, [json.dumps(head).encode()], fds)
         return self.ids, slot
 
 
