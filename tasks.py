@@ -41,16 +41,18 @@ BENCHES = {
     "data": ["pg_data_path.py"],    # dumps, restores, snapshots, revert against pg_dump/pg_restore, django-dbbackup
     "downtime": ["downtime.py"],    # release and recovery downtime at --size-mb, per snapshot_budget
     "transfer": ["transfer.py"],    # blue/green transfer freeze (copy, replicate) against pg_dump/copy/pg_restore
+    "refresh": ["refresh.py"],      # anonymized refresh (masked copy, proof, swap) against pg_dump -j + pg_restore -j
 }
-SIZED = ("data", "downtime", "transfer")  # the benches that take --size-mb
-ROUNDED = ("release", "transfer")         # and --rounds
+SIZED = ("data", "downtime", "transfer", "refresh")  # the benches that take --size-mb
+ROUNDED = ("release", "transfer", "refresh")         # and --rounds
 
 
-@task(auto_shortflags=False, help={"only": "transport, release, data, downtime or transfer (default: all, in that order)",
+@task(auto_shortflags=False, help={"only": "transport, release, data, downtime, transfer or refresh (default: all, in that "
+                                           "order)",
                                    "size_mb": "dataset size in MB for the data path and downtime benches (default "
-                                              "1500) and the transfer bench (default: 300 and 1500)",
+                                              "1500) and the transfer and refresh benches (default: 300 and 1500)",
                                    "rounds": "interleaved rounds of the release bench (default 5) and of the "
-                                             "transfer bench (default 3)",
+                                             "transfer and refresh benches (default 3)",
                                    "json": "directory for the JSON results (one file per bench)"})
 def bench(c, only=None, size_mb=None, rounds=None, json=None):
     """Benchmarks, each against its baseline measured in the same run: transport, release, data path."""

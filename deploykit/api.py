@@ -448,7 +448,7 @@ def refresh(config: Config, source: str, target: str, *, dry_run: bool = False,
         built = next((b for b in (ctx.state.restore or {}).get("built", []) if b.get("rows")), {})
         proof = rf.get("proof") or {}
         result.data.update({"source": source, "target": target, "rows": built.get("rows"),
-                            "timings": built.get("timings"),
+                            "timings": built.get("timings"), "copied": built.get("copied"),
                             "masked": (rf.get("plan") or {}).get("masked_columns"),
                             "digests": rf.get("digests"),
                             "proof": {k: proof.get(k) for k in ("checked", "originals", "found", "seconds")

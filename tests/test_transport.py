@@ -378,3 +378,15 @@ def test_a_helper_takes_arguments_of_megabytes_through_the_agent(ssh_rig, tmp_pa
         assert host.helper("files", "sha256", {"path": target})["size"] == len(data)  # the zygote lives on
     finally:
         host.close()
+
+
+def test_agent_lines_are_split_exactly_whatever_the_chunks():
+    """The SSH agent's answers are read by _Lines (paramiko's readline is quadratic in a line's length)."""
+    import io
+
+    from deploykit.transport.host import _Lines
+
+    lines = [b'{"id": 1}\n', b'{"id": 2, "big": "' + b"x" * 300_000 + b'"}\n', b"\n", b'{"id": 3}\n', b"partial"]
+    for chunk in (1, 7, 4096, 1 << 20):
+        reader = _Lines(io.BytesIO(b"".join(lines)).read, chunk=chunk)
+        assert [reader.readline() for _ in lines] == lines and reader.readline() == b""

@@ -761,7 +761,7 @@ class SSHHost(Host):
             chan.set_combine_stderr(True)  # a shell's complaint (no such python) is read, and ignored, as a line
             chan.exec_command(f"exec {q(self.python)} -I -S -c {q(BOOT)}")
             chan.sendall(agent_payload())
-            reader = chan.makefile("rb")
+            reader = _Lines(chan.recv)
         except (OSError, EOFError, socket.timeout) as exc:
             raise self._lost(exc) from None
         except Exception as exc:
@@ -851,6 +851,32 @@ class SSHHost(Host):
         except (OSError, EOFError) as exc:
             raise self._lost(exc) from None
         self.run(f"mv -f {q(tmp)} {q(remote)}")
+
+
+class _Lines:
+    """Lines read from `recv(n)` in large chunks (paramiko's own readline is quadratic in a line's length: an
+    agent's answer of a hundred megabytes, a refresh's digests, took minutes)."""
+
+    def __init__(self, recv, chunk: int = 1 << 20):
+        self._recv, self._chunk = recv, chunk
+        self._buf = bytearray()
+        self._scanned = 0  # the buffer holds no newline before this position
+
+    def readline(self) -> bytes:
+        while True:
+            end = self._buf.find(b"\n", self._scanned)
+            if end >= 0:
+                line = bytes(self._buf[:end + 1])
+                del self._buf[:end + 1]
+                self._scanned = 0
+                return line
+            self._scanned = len(self._buf)
+            data = self._recv(self._chunk)
+            if not data:
+                line, self._buf = bytes(self._buf), bytearray()
+                self._scanned = 0
+                return line
+            self._buf += data
 
 
 class _LocalPipe:
