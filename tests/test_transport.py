@@ -180,6 +180,16 @@ def test_helper_source_crosses_the_channel_once(host):
     assert sum(len(d) for d in sent) < len(json.dumps(helper_source("files"))) + 3000  # once, not three times
 
 
+def test_a_helper_with_arguments_larger_than_a_datagram_answers_and_the_next_one_too(host, tmp_path):
+    """The arguments go on the helper's stdin, never to the zygote (whose one-datagram read once cut a request
+    of more than 1 MB, killing it: every later helper of the run went unanswered)."""
+    big = "x" * (6 << 20)  # a refresh's proof digests are tens of MB
+    path = str(tmp_path / "big.json")
+    assert host.helper("files", "write_json", {"path": path, "data": big})["changed"] is True
+    assert host.helper("files", "read_json", {"path": path})["data"] == big
+    assert host.helper("files", "read_json", {"path": "/nonexistent"})["exists"] is False
+
+
 def test_journal_lines_are_appended_in_order_and_flushed_by_close(tmp_path):
     host = local_host(tmp_path)
     path = str(tmp_path / "deploy" / ".deploykit" / "journal" / "r.jsonl")

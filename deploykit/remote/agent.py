@@ -295,21 +295,27 @@ class Zygote(object):
 
     def start(self, req, fds):
         with self.lock:
-            if req["digest"] not in self.sources:
-                self.sock.send(json.dumps({"op": "source", "digest": req["digest"], "name": req["name"],
-                                           "text": _sources[req["digest"]]}).encode())
-                self.sources.add(req["digest"])
             self.ids += 1
             slot = [threading.Event(), threading.Event(), {}]
             self.waiting[self.ids] = slot
-            # the arguments go to the worker's stdin (helper()), not through here: a message of this socket
-            # is read whole or not at all, and arguments can be megabytes (a refresh's digests)
-            head = dict((k, v) for k, v in req.items() if k != "args")
-            head["id"] = self.ids
-            socket.send_fds(self.sock, [json.dumps(head).encode()], fds)
+            # what the worker needs, never the arguments (they go on its stdin): a datagram of any size
+            # would be cut at the zygote's read (which kills it), or refused by the socket
+            work = {k: req.get(k) for k in WORKER_KEYS}
+            try:
+                if req["digest"] not in self.sources:
+                    self.sock.send(json.dumps({"op": "source", "digest": req["digest"], "name": req["name"],
+                                               "text": _sources[req["digest"]]}).encode())
+                    self.sources.add(req["digest"])
+                socket.send_fds(self.sock, [json.dumps(dict(work, id=self.ids)).encode()], fds)
+            except OSError as exc:  # answered as a helper that did not start, never left unanswered
+                self.waiting.pop(self.ids, None)
+                slot[2]["error"] = "the zygote is gone (%s)" % exc
+                slot[0].set()
+                slot[1].set()
         return self.ids, slot
 
 
+WORKER_KEYS = ("digest", "name", "action", "env", "cwd")  # what the zygote's worker reads of a request
 _forked = {}  # token -> pid of the helper worker running for it
 
 
