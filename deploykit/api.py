@@ -24,15 +24,28 @@ from .state.releases import Registry, new_release_id
 
 
 def release(config: Config, stage: str, tag: str | None = None, *, dry_run: bool = False,
-            reporter: Reporter | None = None) -> RunResult:
-    """Back up, release TAG (default: the newest tag), verify; recover on failure."""
+            reporter: Reporter | None = None, batches: list | None = None, all_at_once: bool = False) -> RunResult:
+    """Back up, release TAG (default: the newest tag), verify; recover on failure.
+
+    In batches (`batches`, else rollout.batches; not with `all_at_once`): playbooks/release_rolling.yml.
+    `all_at_once`: every host together, the writers stopped during the migrate, whatever the migrations do.
+    """
     revision = resolve(config.repo, tag)  # an unknown tag stops here, before any host
-    with Run(config, stage, command="release", dry_run=dry_run, options={"tag": tag}) as run:
+    rolling = bool(batches or config.rollout.batches) and not all_at_once
+    options = {"tag": tag, **({"batches": batches} if batches else {}), **({"all_at_once": True} if all_at_once else {})}
+    with Run(config, stage, command="release", dry_run=dry_run, options=options) as run:
         ctx = run.ctx
         ctx.revision = revision
         ctx.release_id = new_release_id(revision.commit)
         ctx.backup_id = new_backup_id(f"pre-{revision.commit[:7]}")
-        return run.play(lambda: run_playbook(ctx, "release", reporter), reporter)
+
+        def body():
+            result = run_playbook(ctx, "release_rolling" if rolling else "release", reporter)
+            if ctx.state.rollout:
+                result.data["rollout"] = ctx.state.rollout
+            result.data["release_id"] = ctx.release_id
+            return result
+        return run.play(body, reporter)
 
 
 def rollback(config: Config, stage: str, *, to_tag: str | None = None, to_commit: str | None = None,

@@ -38,6 +38,19 @@ def timings_table(result: RunResult, title: str = "step timings") -> Table:
     return table
 
 
+def rollout_table(rollout: dict) -> Table:
+    """A rolling release, per host: its batch, what it reached (done, back, failed, built), why it failed."""
+    table = Table(title="rollout")
+    for col in ("host", "batch", "state", "why"):
+        table.add_column(col)
+    batch_of = {h: i + 1 for i, batch in enumerate(rollout.get("batches") or []) for h in batch}
+    for host, state in (rollout.get("hosts") or {}).items():
+        style = {"done": "green", "failed": "bold red", "back": "yellow"}.get(state, "")
+        table.add_row(escape(host), str(batch_of.get(host, "-")), Text(state, style=style),
+                      escape((rollout.get("failures") or {}).get(host) or ""))
+    return table
+
+
 def releases_table(rows: list[dict], sizes: dict | None = None) -> Table:
     table = Table(title="releases")
     for col in ("release", "commit", "tags", "status", "migrations (leaf per app)", "backup"):

@@ -22,12 +22,13 @@ from rich.table import Table
 
 from . import api
 from .config import load_config
+from .config.rollout import parse_batch_option
 from .ending import REFUSED, ending, exit_code, status_ending
 from .errors import DeployError
 from .display import Display, current, run_result_doc
 from . import runreport
-from .report import (backups_table, colours_table, migration_plan_table, releases_table, run_steps_table, runs_table,
-                     status_table, timings_table)
+from .report import (backups_table, colours_table, migration_plan_table, releases_table, rollout_table, run_steps_table,
+                     runs_table, status_table, timings_table)
 from .scaffold import init_project
 from .state import runlog
 
@@ -108,13 +109,28 @@ def _help(**extra) -> dict:
 CONFIG_HELP = "path of deploykit.yaml (default: $DEPLOYKIT_CONFIG or ./deploykit.yaml)"
 
 
-@task(auto_shortflags=False, help=_help(tag="git tag to release (default: the newest tag)",
-                                       dry_run="say what each step would do; nothing on any host can be changed"))
+@task(auto_shortflags=False, help=_help(
+    tag="git tag to release (default: the newest tag)",
+    dry_run="say what each step would do; nothing on any host can be changed",
+    batch="roll the app hosts in batches, e.g. 1,25%,100% (over rollout.batches): drained, switched, checked, "
+          "put back, batch by batch",
+    all_at_once="every host at once, processes stopped during the migrate (downtime), even when rollout.batches "
+                "is set: for migrations the old code does not survive"))
 @user_errors
-def release(c, host=None, tag=None, dry_run=False, config=None, stage=None, json=False):
-    """Back up, release a git tag, verify it; on failure put code, data and media back."""
+def release(c, host=None, tag=None, dry_run=False, config=None, stage=None, json=False, batch=None,
+            all_at_once=False):
+    """Back up, release a git tag, verify it; on failure put code, data and media back.
+
+    With rollout.batches (or --batch) the app hosts are switched in batches behind the balancer, after
+    migrations checked safe while the old code serves; a failure puts the switched hosts back, and the same
+    command run again resumes with the hosts not done.
+    """
     cfg = _config(config, host)
-    result = api.release(cfg, host, tag, dry_run=_dry(c, dry_run), reporter=current().step)
+    result = api.release(cfg, host, tag, dry_run=_dry(c, dry_run), reporter=current().step,
+                         batches=parse_batch_option(batch), all_at_once=all_at_once)
+    rollout = result.data.get("rollout")
+    if rollout and rollout.get("batches") and not current().json_mode:
+        current().print(rollout_table(rollout))
     _finish(result, f"release {result.data.get('release_id')}", "release")
 
 

@@ -7,6 +7,8 @@ host that renders it.
 """
 from __future__ import annotations
 
+import difflib
+
 import posixpath
 import re
 from dataclasses import dataclass
@@ -65,6 +67,27 @@ def backup_order(path: Path, order: list[str], configured: dict[str, bool]) -> N
         if configured[kind] and kind not in order:
             raise fail(path, "backup_order", f"{kind!r} is configured but missing, so it would never be backed up",
                        f"add {kind} to backup_order (usual order: {', '.join(BACKUP_KINDS)})")
+
+
+def host_roles(path: Path, stages: dict, declared: list[str]) -> None:
+    """Every role of a host is built in or declared in 'roles:' (a typo is not a new role)."""
+    known = set(ROLES) | set(declared)
+    for stage, hosts in stages.items():
+        for i, h in enumerate(hosts):
+            for role in sorted(h.roles - known):
+                near = difflib.get_close_matches(role, sorted(known), n=1)
+                hint = f"did you mean {near[0]!r}? " if near else ""
+                raise fail(path, f"stages.{stage}.hosts[{i}].roles", f"unknown role {role!r}",
+                           f"{hint}use roles from {', '.join(sorted(known))}, or declare your own in 'roles:'")
+
+
+def process_roles(path: Path, processes: list, declared: list[str]) -> None:
+    known = {"all"} | set(ROLES) | set(declared)
+    for i, proc in enumerate(processes):
+        if proc.on not in known:
+            near = difflib.get_close_matches(proc.on, sorted(known), n=1)
+            raise fail(path, f"processes[{i}].on", f"unknown role {proc.on!r}",
+                       (f"did you mean {near[0]!r}? " if near else "") + f"use one of {', '.join(sorted(known))}")
 
 
 def hooks(path: Path, hooks: dict, phases: set[str], roles_in_use: set[str]) -> None:

@@ -143,10 +143,12 @@ def parse_address(address: str) -> tuple[str | None, str, int]:
 
 
 def _roles(value: Any) -> set[str]:
+    """Built-in roles and the operator's own (declared in the top-level 'roles:', checked by the loader)."""
     of_kind(value, list)
     for role in value:
-        if not isinstance(role, str) or role not in ROLES:
-            raise problem(f"unknown role {show(role)}", f"use roles from {', '.join(sorted(ROLES))}")
+        if not isinstance(role, str) or not IDENTIFIER.match(role):
+            raise problem(f"unknown role {show(role)}", f"use roles from {', '.join(sorted(ROLES))} or a name "
+                                                        "declared in 'roles:'")
     if not value:
         raise problem("empty", f"give the host at least one role from {', '.join(sorted(ROLES))}")
     return set(value)

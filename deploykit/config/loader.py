@@ -109,7 +109,7 @@ def _process(i: int, p: Process, found: list[Template]) -> ProcessSpec:
         base = f"{ctl} -c {conf}" if conf else ctl
         return ProcessSpec(p.name, f"{base} start {program}", f"{base} stop {program}", f"{base} restart {program}",
                            f"{base} status {program}", p.writes, manager="supervisor", program=program, conf=conf,
-                           ctl=ctl)
+                           ctl=ctl, on=p.on)
     if p.systemd is not None:
         sd = p.systemd
         found += [Template(f"{where}systemd.unit", sd.unit, one_word=True),
@@ -117,12 +117,12 @@ def _process(i: int, p: Process, found: list[Template]) -> ProcessSpec:
         ctl = f"{sd.systemctl} --user" if sd.user else sd.systemctl
         return ProcessSpec(p.name, f"{ctl} start {sd.unit}", f"{ctl} stop {sd.unit}", f"{ctl} restart {sd.unit}",
                            f"{ctl} is-active {sd.unit}", p.writes, manager="systemd", unit=sd.unit, user=sd.user,
-                           systemctl=sd.systemctl)
+                           systemctl=sd.systemctl, on=p.on)
     for verb in ("start", "stop", "restart", "status"):
         if getattr(p, verb) is not None:
             found.append(Template(f"{where}{verb}", getattr(p, verb)))
     return ProcessSpec(p.name, p.start, p.stop, p.restart or f"{p.stop} && {p.start}", p.status or "true", p.writes,
-                       manager="commands")
+                       manager="commands", on=p.on)
 
 
 def _database(alias: str, d: Database, found: list[Template]) -> DatabaseSpec:
@@ -196,6 +196,8 @@ def _resolve(doc: Document, path: Path) -> Config:
     found += [Template(f"install[{i}]", cmd) for i, cmd in enumerate(doc.install)]
     hooks = {when: {phase: [{"run": h.run, "on": h.on, "timeout": h.timeout} for h in items]
                     for phase, items in getattr(doc.hooks, when).items()} for when in ("before", "after")}
+    checks.host_roles(path, stages, doc.roles)
+    checks.process_roles(path, processes, doc.roles)
     roles_in_use = {role for hosts in stages.values() for h in hosts for role in h.roles}
     checks.hooks(path, hooks, playbook_phases(playbooks_dir), roles_in_use)
     for when, entries in hooks.items():
@@ -213,7 +215,7 @@ def _resolve(doc: Document, path: Path) -> Config:
         command_timeout=doc.ssh.command_timeout, min_free_mb=doc.min_free_mb, snapshots=doc.snapshots,
         snapshot_budget=doc.snapshot_budget,
         playbooks_dir=playbooks_dir, journal_dir=journal_dir, venv=doc.venv, lock=doc.lock,
-        keep_runs=doc.keep_runs, freeze=doc.freeze, colours=colours.resolve(path, doc.colours, stages),
+        keep_runs=doc.keep_runs, freeze=doc.freeze, rollout=doc.rollout, colours=colours.resolve(path, doc.colours, stages),
         refresh=refresh.resolve(path, doc.refresh, _local_path(path, "refresh.rules_file", doc.refresh.rules_file,
                                                                project_dir) if doc.refresh else None))
     if "freeze" in doc.model_fields_set:  # a config that never mentions the freeze is not refused for it

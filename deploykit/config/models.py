@@ -20,6 +20,7 @@ from .fields import (
     HostPath, JsonPaths, KeepReleases, Label, LocalPath, ModulePath, Number, OneOf, PgName, Roles, Text, TextList, Vars,
     Whole, check_of, names, of_kind, problem, show, type_name,
 )
+from .rollout import WORKER_POLICIES, BatchSizes, Duration, Rate
 from .rules import KeyEnv, Media, ProofSample, Rules, Subset
 
 
@@ -275,6 +276,7 @@ class Process(Section):
     status: Text | None = key("command that succeeds while it runs", "status: ./bin/beat status", None,
                               default_text="true")
     writes: Flag = key("stopped before a snapshot or a restore (it writes to the data)", "writes: false", True)
+    on: Text = key("the role of the hosts it runs on ('all': every host of the stage)", "on: worker", "app")
 
     @classmethod
     def check_keys(cls, data: dict) -> None:
@@ -639,6 +641,29 @@ class Refresh(Section):
                        default_factory=Proof)
 
 
+class RolloutSpec(Section):
+    """A rolling release: batches of app hosts, each drained, switched, restarted, checked and put back."""
+
+    shape: ClassVar = ("expected a mapping", "write 'rollout: {batches: [1, 25%, 100%], pause: 5s, max_fail: 0}'")
+
+    batches: BatchSizes | None = key(
+        "batch sizes (hosts or % of the stage's app hosts; the last repeats; the first batch is the canary); "
+        "unset: every host at once, as a release always did", "batches: [1, 25%, 100%]", None,
+        default_text="all at once")
+    pause: Duration = key("the wait after each batch but the last, before its gate is judged", "pause: 5s", 0.0)
+    max_fail: Whole(0) = key("hosts that may fail (each is put back on the previous release) before the whole "
+                             "rollout is undone", "max_fail: 0", 0)
+    max_error_rate: Rate = key("the gate: the share of answers through the balancer during a batch that may be "
+                               "errors (5xx, or no answer); above it the rollout is undone", "max_error_rate: 1%", 0.0,
+                               default_text="0%")
+    min_requests: Whole(0) = key("the gate judges the error rate only when the balancer saw at least this many "
+                                 "requests in the batch", "min_requests: 20", 1)
+    workers: OneOf(*WORKER_POLICIES) = key(
+        "with_batch: hosts with the worker role are rolled in the batches like the others (without a drain); "
+        "around_migrate: their processes stop before the migrate, and after it they are switched and started "
+        "before the first batch", "workers: around_migrate", "with_batch")
+
+
 class Document(Section):
     """deploykit.yaml as a whole."""
 
@@ -655,6 +680,9 @@ class Document(Section):
     stages: Named(Stage, "mapping of stage name to stage", "stage name",
                   empty=("no stage defined", "add at least one stage, e.g. 'prod: {hosts: [local]}'")) = key(
         "the inventory: each stage's hosts", "stages: {prod: {hosts: [deploy@10.0.0.5]}}")
+    roles: TextList() = key("the operator's own host roles, beside app, primary, db, web and worker (steps, hooks "
+                            "and processes can target them with 'on:')", "roles: [cron, search]",
+                            default_factory=list)
     processes: Listed(Process, "list of processes") = key(
         "the processes a release restarts", "processes: [{name: web, supervisor: {program: library-web}}]",
         default_factory=list)
@@ -714,3 +742,6 @@ class Document(Section):
                                   "/etc/nginx/deploykit/library.conf, upstream: library}}}", None)
     refresh: Refresh | None = key("the anonymized refresh (deploykit refresh): production's data without its people",
                                   "refresh: {key_env: DEPLOYKIT_REFRESH_KEY, rules_file: refresh-rules.yaml}", None)
+    rollout: RolloutSpec = key("a stage of many app hosts released in batches behind a balancer (README: Rolling "
+                               "releases)", "rollout: {batches: [1, 25%, 100%], pause: 5s, max_fail: 0}",
+                               default_factory=RolloutSpec, default_text="all at once")

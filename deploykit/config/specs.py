@@ -85,6 +85,7 @@ class ProcessSpec:
     unit: str | None = None  # systemd unit
     user: bool = False  # systemd: the user's own manager (systemctl --user)
     systemctl: str | None = None  # systemd: the systemctl command (default: systemctl)
+    on: str = "app"  # the role of the hosts it runs on ("all": every host)
 
 
 @dataclass
@@ -225,6 +226,7 @@ class Config:
     snapshot_budget: float = 2.0  # seconds the writers may stay stopped for snapshots (work/snapshots.py)
     colours: ColoursSpec | None = None  # blue/green (deploykit switch, deploykit colours)
     refresh: RefreshSpec | None = None  # the anonymized refresh (deploykit refresh)
+    rollout: Any = None  # models.RolloutSpec: batches of a rolling release (work/rollout.py); None: all at once
 
     def stage(self, name: str) -> list[HostSpec]:
         if name not in self.stages:

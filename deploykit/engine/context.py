@@ -63,6 +63,8 @@ class Context:
         self.primary: Host = self.primary_of(stage)
         self.home: Host = self.primary  # the run's own stage's primary: its lock carries the progress
         self._focused: list | None = None  # [stage, phases in it, the run's own (stage, hosts, primary)]
+        self.batch: dict | None = None  # the batch of a rolling release the steps run in (engine/batches.py)
+        self.tolerate = None  # in a batch: callable(failed [(host, error)]) -> True when the rollout goes on
         local_state.prepare(config, current=self.run_id)  # .deploykit/ with its .gitignore; old journals pruned
         self.journal = Journal(self.run_id, config.journal_dir, self.every_host)
         self.options = options or {}
@@ -136,6 +138,26 @@ class Context:
                 if self._focused[1] == 0:
                     self.stage, self.hosts, self.primary = self._focused[2]
                     self._focused = None
+
+    @contextmanager
+    def narrow(self, names: list[str], *, batch, of, started: float, tolerate):
+        """Steps see only these hosts of the stage for a while (a batch of a rolling release); the primary stays
+        the stage's. `tolerate(failed)`: what the runner asks when hosts' steps fail (engine/batches.py)."""
+        with self.lock:
+            saved = (self.hosts, self.batch, self.tolerate)
+            self.hosts = [h for h in saved[0] if h.name in names]
+            self.batch = {"batch": batch, "of": of, "started": started, "hosts": list(names)}
+            self.tolerate = tolerate
+        try:
+            yield
+        finally:
+            with self.lock:
+                self.hosts, self.batch, self.tolerate = saved
+
+    def drop_hosts(self, hosts: list[Host]) -> None:
+        """Hosts that failed drop out of the rest of their batch."""
+        with self.lock:
+            self.hosts = [h for h in self.hosts if h not in hosts]
 
     @property
     def app_hosts(self) -> list[Host]:

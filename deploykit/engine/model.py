@@ -12,7 +12,9 @@ in either stops the other. A procedure declares how a run it handled ends
 (`says:`): exit codes follow these declarations, never the names. A phase
 with `stage: ROLE` runs its steps on the stage the run's option `stages`
 names for that role (a transfer: `source`, `target`), as if it were the
-run's own stage.
+run's own stage. A phase with `batches: rollout` runs its steps once per
+batch of a rolling release, on that batch's hosts only; `batches: back`
+once per host to put back on the previous release, one host at a time.
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ from ..errors import ConfigError
 
 BUILTIN_DIR = Path(__file__).resolve().parent.parent / "playbooks"
 SCOPES = ("app", "primary", "all", "controller")
+BATCHES = ("rollout", "back")  # a phase run per batch of a rolling release (engine/batches.py)
 ENDS = ("undone", "finished", "refused")
 # the list of phases; "stages" is the old key, still read in playbooks written before the rename
 PHASES_KEYS = ("phases", "stages")
@@ -46,6 +49,7 @@ class Phase:
     before_changes: bool = False  # a failure here changed nothing of the app: a refusal (exit 2)
     runs_with: str | None = None  # the next phase, run at the same time as this one
     stage: str | None = None  # a role (source, target) of the run's option `stages`: the phase's steps run there
+    batches: str | None = None  # "rollout": the steps run per batch of ctx.state.rollout; "back": per host to put back
 
 
 def overlapping(phases: list[Phase]) -> list[list[Phase]]:
@@ -82,6 +86,7 @@ def _playbook_file(name: str, config) -> Path:
 
 def load_playbook(name: str, config, _seen: tuple = ()) -> Playbook:
     from ..steps import builtin
+    from ..steps.base import WHEN
 
     STEPS = builtin()  # the built-in steps register themselves on first use
 
@@ -116,14 +121,33 @@ def load_playbook(name: str, config, _seen: tuple = ()) -> Playbook:
                 raise ConfigError(f"{where}.steps[{j}]: unknown step {step!r}",
                                   hint=f"use one of: {', '.join(sorted(STEPS))}")
             scope = s.get("on")
-            if scope is not None and scope not in SCOPES:
+            if scope is not None and scope not in SCOPES and scope not in _roles(config):
                 raise ConfigError(f"{where}.steps[{j}].on: unknown scope {scope!r}",
-                                  hint=f"use one of {', '.join(SCOPES)}")
-            calls.append(StepCall(step, scope, s.get("with") or {}))
+                                  hint=f"use one of {', '.join(SCOPES)} or a role of the stages' hosts "
+                                       f"({', '.join(sorted(_roles(config)))})")
+            options = s.get("with") or {}
+            if options.get("when") is not None and options["when"] not in WHEN:
+                raise ConfigError(f"{where}.steps[{j}].with.when: unknown condition {options['when']!r}",
+                                  hint=f"use one of {', '.join(sorted(WHEN))}")
+            calls.append(StepCall(step, scope, options))
+        batches = ph.get("batches")
+        if batches is not None and batches not in BATCHES:
+            raise ConfigError(f"{where}.batches: unknown value {batches!r}", hint=f"use one of {', '.join(BATCHES)}")
+        if batches is not None and ph.get("runs_with"):
+            raise ConfigError(f"{where}: a phase run in batches cannot run at the same time as another (runs_with)",
+                              hint="remove runs_with or batches")
         phases.append(Phase(ph["name"], calls, ph.get("on_failure", raw.get("on_failure")),
-                            bool(ph.get("before_changes", False)), ph.get("runs_with"), ph.get("stage")))
+                            bool(ph.get("before_changes", False)), ph.get("runs_with"), ph.get("stage"), batches))
     _check_overlaps(path, phases)
     return Playbook(raw.get("name", name), raw.get("description", ""), phases, path, ends, raw.get("says") or "")
+
+
+def _roles(config) -> set[str]:
+    """The roles a step may be scoped to: the built-in ones and every role a host of a stage has."""
+    from ..config.fields import ROLES
+
+    stages = getattr(config, "stages", None) or {}
+    return set(ROLES) | {r for hosts in stages.values() for h in hosts for r in (getattr(h, "roles", None) or ())}
 
 
 def _check_overlaps(path: Path, phases: list[Phase]) -> None:

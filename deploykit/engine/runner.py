@@ -104,6 +104,21 @@ def _run_phase(ctx, book: str, phase: Phase, result: RunResult, reporter, stop=N
 
 
 def _run_phase_steps(ctx, book: str, phase: Phase, result: RunResult, reporter, stop=None) -> None:
+    if phase.batches and getattr(ctx, "batch", None) is None:
+        from .batches import run_batches
+
+        def steps(ph):
+            _run_steps(ctx, book, ph, result, reporter, stop)
+
+        def book_phases(name):
+            for ph in load_playbook(name, ctx.config).phases:
+                ctx.journal.record("phase", playbook=name, phase=ph.name)
+                _run_steps(ctx, name, ph, result, reporter, stop)
+        return run_batches(ctx, book, phase, result, reporter, steps, book_phases)
+    _run_steps(ctx, book, phase, result, reporter, stop)
+
+
+def _run_steps(ctx, book: str, phase: Phase, result: RunResult, reporter, stop=None) -> None:
     _run_hooks(ctx, "before", phase.name, book, result, reporter)
     for call in phase.steps:
         _check_interrupt(ctx, stop)
@@ -170,7 +185,7 @@ def _run_step(ctx, book: str, phase: str, call: StepCall, result: RunResult, rep
     """
     step = STEPS[call.step](call.options)
     scope = call.scope or step.scope
-    hosts = [h for h in _hosts_for(ctx, scope) if step.applies(ctx, h)]
+    hosts = [h for h in _hosts_for(ctx, scope) if step.wanted(ctx, h) and step.applies(ctx, h)]
     if len(hosts) > 1:
         with ThreadPoolExecutor(max_workers=len(hosts)) as pool:
             outcomes = list(pool.map(lambda h: _on_host(ctx, book, phase, step, h), hosts))
@@ -182,6 +197,10 @@ def _run_step(ctx, book: str, phase: str, call: StepCall, result: RunResult, rep
         if exc is not None and error is None and not step.continue_on_error:
             error = exc
     if error is not None:
+        failed = [(h, exc) for h, (_, exc) in zip(hosts, outcomes) if exc is not None and h is not None]
+        tolerate = getattr(ctx, "tolerate", None)
+        if tolerate is not None and failed and tolerate(failed):
+            return  # a batch of a rolling release within max_fail: those hosts are put back, the others go on
         raise error
 
 

@@ -38,8 +38,10 @@ class RunState:
     freeze_seconds: float | None = None  # how long writes were frozen (the longest host), for the ending line
     colours: dict = field(default_factory=dict)  # colours: colour -> its live release and data age
     migration_safety: dict | None = None  # the migrations' plan, each operation classified (classify_migrations)
+    rollout: dict = field(default_factory=dict)  # a rolling release: batches, each host's state (work/rollout.py)
 
-    RESUMABLE = ("snapshots", "migrations", "plan", "restore", "derived", "router", "transfer", "refresh")
+    RESUMABLE = ("snapshots", "migrations", "plan", "restore", "derived", "router", "transfer", "refresh",
+                 "rollout")
 
     def export(self) -> dict:
         """The resumable fields that hold something (JSON)."""

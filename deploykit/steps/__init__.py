@@ -9,6 +9,6 @@ from .base import STEPS, Outcome, Step, register  # noqa: F401
 def builtin() -> dict:
     """Every built-in step, by name (imported on first use)."""
     from . import (checks, code, data, django, freeze, health, hooks, migration_safety, preflight,  # noqa: F401
-                   pyenv, refresh, registry, replicate, rollback, router, services, status, transfer, unlock)
+                   pyenv, refresh, registry, replicate, rollback, rollout, router, services, status, transfer, unlock)
 
     return STEPS

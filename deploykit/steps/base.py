@@ -16,6 +16,18 @@ def register(cls):
     return cls
 
 
+def _workers_around_migrate(ctx, host) -> bool:
+    """rollout.workers: around_migrate, and a host that only runs workers."""
+    from ..work.rollout import worker_only
+
+    return (ctx.config.rollout is not None and ctx.config.rollout.workers == "around_migrate" and host is not None
+            and worker_only(host))
+
+
+#: conditions a playbook can put on any step (`with: {when: NAME}`)
+WHEN = {"workers_around_migrate": _workers_around_migrate}
+
+
 @dataclass
 class Outcome:
     changed: bool = False
@@ -41,6 +53,11 @@ class Step:
 
     def applies(self, ctx, host) -> bool:
         return True
+
+    def wanted(self, ctx, host) -> bool:
+        """The playbook's `with: {when: CONDITION}` (WHEN), for any step: false skips the host."""
+        cond = self.options.get("when")
+        return cond is None or WHEN[cond](ctx, host)
 
     def describe(self, ctx, host) -> str:
         return self.__doc__.strip().splitlines()[0] if self.__doc__ else self.name

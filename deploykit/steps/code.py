@@ -8,7 +8,8 @@ from ..errors import DeployError
 from ..transport.host import q
 from .base import Outcome, Step, register
 from ..pyenv import prune_envs
-from ..work.code import link_shared, move_aside, run_install, switch_current, upload_commit
+from ..work.code import built_here, link_shared, move_aside, run_install, switch_current, upload_commit
+from ..work.rollout import mark
 
 
 @register
@@ -24,6 +25,8 @@ class UploadCode(Step):
 
     def run(self, ctx, host):
         rev, dest = ctx.revision, ctx.release_dir(host)
+        if (ctx.state.rollout or {}).get("resumed_from") and built_here(host, dest, rev.commit):
+            return Outcome(message=f"{dest}: built by run {ctx.state.rollout['resumed_from']}, kept (resumed)")
         if host.exists(dest):
             raise DeployError(f"{host.name}: {dest} already exists", hint="each release id is new; remove the stray directory")
         size_kb = upload_commit(ctx, host, rev.commit, rev.tag, dest) // 1024
@@ -65,6 +68,10 @@ class SwitchCurrent(Step):
         return f"would switch {layout.current(host)} -> {ctx.release_dir(host)}"
 
     def run(self, ctx, host):
+        if ctx.state.rollout:  # kept in the lock before the switch: a run dying now still puts this host back
+            with ctx.lock:
+                mark(ctx.state.rollout, host.name, "switched")
+            ctx.record_progress()
         previous = switch_current(host, ctx.release_dir(host))
         ctx.state.switched[host.name] = previous
         return Outcome(changed=True, message=f"current -> {ctx.release_id}",

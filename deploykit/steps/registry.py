@@ -18,7 +18,8 @@ class RecordRelease(Step):
         state = ctx.state.migrations or {}
         registry.add({**release_entry(ctx), "migrations": state.get("applied", {}), "leaves": state.get("leaves", {}),
                       "replaced": state.get("replaced", {}), "unmatched": state.get("unmatched", {}),
-                      "snapshots": dict(ctx.state.snapshots)})
+                      "snapshots": dict(ctx.state.snapshots),
+                      **({"rollout": {**ctx.state.rollout, "run_id": ctx.run_id}} if ctx.state.rollout else {})})
         registry.make_live(ctx.release_id)
         save_registry(ctx, registry)
         return Outcome(changed=True, message=f"{ctx.release_id} live")

@@ -10,7 +10,12 @@ from ..processes import manager_for
 def _each(ctx, verb: str, host, writers_only: bool = False, **how) -> list[str]:
     """Do one verb to each configured process through its manager; what was done, per process."""
     return [getattr(manager_for(proc), verb)(host, **how) for proc in ctx.config.processes
-            if not (writers_only and not proc.writes)]
+            if not (writers_only and not proc.writes) and runs_on(proc, host)]
+
+
+def runs_on(proc, host) -> bool:
+    """A process runs on the hosts of its role (`on:`, default app)."""
+    return proc.on == "all" or proc.on in host.roles
 
 
 @register
@@ -39,6 +44,8 @@ class StopProcesses(Step):
         return f"would stop {', '.join(p.name for p in ctx.config.processes) or 'no process'}"
 
     def applies(self, ctx, host):
+        if self.options.get("for_snapshot") and ctx.options.get("all_at_once"):
+            return True  # --all-at-once: migrations the old code does not survive run with every process stopped
         if self.options.get("for_snapshot"):  # only when a database will be snapshot (choose_snapshots)
             plan = ctx.state.snapshot_plan
             return (ctx.config.snapshots and bool(capable(ctx.config, "snapshot"))

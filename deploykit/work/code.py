@@ -36,6 +36,12 @@ def upload_commit(ctx, host, commit: str, tag: str | None, dest: str) -> int:
     return Path(local).stat().st_size
 
 
+def built_here(host, dest: str, commit: str) -> bool:
+    """dest is a complete release directory of commit (renamed into place only once whole: its REVISION says)."""
+    res = host.run(f"head -n 1 {q(posixpath.join(dest, 'REVISION'))}", check=False, read_only=True)
+    return res.ok and res.stdout.strip() == commit
+
+
 def is_shared_file(rel: str) -> bool:
     """A shared path that names a file (db.sqlite3, .env): it must exist; a directory is made when missing."""
     return bool(posixpath.splitext(rel)[1] or posixpath.basename(rel).startswith("."))

@@ -1,0 +1,140 @@
+"""A rolling release's own steps: plan the batches, refuse migrations the old code does not survive,
+drain and put back each host at the balancer, judge each batch (the gate), record what each host reached."""
+from __future__ import annotations
+
+import time
+
+from ..state.releases import Registry
+from ..work import balance
+from ..work import rollout as plan
+from ..work.migration_safety import counts_text, refuse_unsafe
+from ..work.registry import release_entry, save_registry
+from .base import Outcome, Step, register
+
+
+def _rolled_hosts(ctx) -> list[str]:
+    """The hosts a rollout switches in batches: the app hosts; with workers: around_migrate, not the hosts
+    that are only workers (those are switched right after the migrate)."""
+    hosts = [h for h in ctx.hosts if "app" in h.roles or h.is_primary]
+    if ctx.config.rollout.workers == "around_migrate":
+        hosts = [h for h in hosts if not plan.worker_only(h)]
+    return [h.name for h in hosts]
+
+
+@register
+class PlanRollout(Step):
+    """Cut the app hosts into batches (rollout.batches or --batch); resume the hosts an earlier run left."""
+
+    name = "plan_rollout"
+    scope = "controller"
+    read_only = True
+
+    def run(self, ctx, host):
+        spec = ctx.options.get("batches") or ctx.config.rollout.batches
+        resumed = plan.resumable(Registry.load(ctx.primary), ctx.revision.commit) if ctx.revision else None
+        if resumed and not ctx.dry_run:
+            ctx.release_id = resumed["id"]  # the same release: its builds on the hosts are reused
+        ctx.state.rollout = plan.new_rollout(_rolled_hosts(ctx), spec, ctx.config.rollout.max_fail,
+                                             (resumed or {}).get("rollout"))
+        state = ctx.state.rollout
+        sizes = " + ".join(str(len(b)) for b in state["batches"]) or "none"
+        done = [h for h, s in state["hosts"].items() if s == "done"]
+        note = (f"; resumes {resumed['id']} (run {state['resumed_from']}): {len(done)} host(s) done are skipped"
+                if resumed else "")
+        return Outcome(message=f"{len(state['batches'])} batch(es) of {sizes} host(s){note}",
+                       diff="\n".join(f"batch {i + 1}: {', '.join(b)}" for i, b in enumerate(state["batches"])))
+
+
+@register
+class RefuseUnsafeMigrations(Step):
+    """Refuse, before anything live changes, migrations the old code still serving does not survive."""
+
+    name = "refuse_unsafe_migrations"
+    scope = "controller"
+    read_only = True
+
+    def run(self, ctx, host):
+        doc = ctx.state.migration_safety or {}
+        refuse_unsafe(doc)
+        return Outcome(message=f"every operation is safe while the old code serves ({counts_text(doc)})")
+
+
+@register
+class Drain(Step):
+    """Take the host out of the balancer: no new request reaches it, the ones in flight end."""
+
+    name = "drain"
+    scope = "app"
+
+    def describe(self, ctx, host):
+        return balance.describe(ctx, host, "drain")
+
+    def run(self, ctx, host):
+        return Outcome(**balance.drain(ctx, host))
+
+
+@register
+class Undrain(Step):
+    """Put the host back into the balancer (after its health check passed)."""
+
+    name = "undrain"
+    scope = "app"
+
+    def describe(self, ctx, host):
+        return balance.describe(ctx, host, "undrain")
+
+    def run(self, ctx, host):
+        return Outcome(**balance.undrain(ctx, host))
+
+
+@register
+class Gate(Step):
+    """After a batch: wait rollout.pause (not after the last), then judge the errors the balancer saw."""
+
+    name = "gate"
+    scope = "controller"
+    read_only = True  # it reads the balancer's answers; a dry-run describes the batches without it
+
+    def run(self, ctx, host):
+        spec, batch = ctx.config.rollout, ctx.batch or {}
+        last = batch.get("batch") == batch.get("of")
+        waited = 0.0
+        if spec.pause and not last and not ctx.dry_run:
+            ctx.progress(None, f"pause {spec.pause:g}s before batch {batch.get('batch', 0) + 1}")
+            waited = _pause(ctx, spec.pause)
+        counts = balance.errors_since(ctx, batch.get("started") or time.time())
+        ok, text = plan.gate_verdict(counts, spec.max_error_rate, spec.min_requests)
+        ctx.journal.record("gate", batch=batch.get("batch"), ok=ok, counts=counts, waited=round(waited, 3))
+        if not ok:
+            raise plan.RolloutFailed(f"batch {batch.get('batch')} of {batch.get('of')}: the gate failed: {text}",
+                                     hint="look at the app's errors on the batch's hosts; the rollout is undone, "
+                                          "fix and run the same command again (it resumes)")
+        return Outcome(message=f"batch {batch.get('batch')}/{batch.get('of')}: {text}"
+                               + (f"; paused {waited:.1f}s" if waited else ""))
+
+
+def _pause(ctx, seconds: float) -> float:
+    """Sleep, but wake for an interrupt (the runner stops the rollout right after)."""
+    start = time.monotonic()
+    while time.monotonic() - start < seconds and ctx.interrupted is None:
+        time.sleep(min(0.1, seconds - (time.monotonic() - start)))
+    return time.monotonic() - start
+
+
+@register
+class RecordRollout(Step):
+    """Record the undone rollout in the registry: which host reached what; the next run resumes from it."""
+
+    name = "record_rollout"
+    scope = "controller"
+    continue_on_error = True
+
+    def run(self, ctx, host):
+        state = ctx.state.rollout or {}
+        registry = Registry.load(ctx.primary)
+        entry = registry.get(ctx.release_id) or registry.add(release_entry(ctx))
+        entry.update(status="failed", error=ctx.failure.one_line() if ctx.failure else None, undone_by=ctx.run_id,
+                     rollout={**state, "run_id": ctx.run_id, "resumable": True})
+        save_registry(ctx, registry)
+        rows = plan.summary_rows(state)
+        return Outcome(changed=True, message=", ".join(f"{r['host']}: {r['state']}" for r in rows))
