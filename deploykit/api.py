@@ -13,12 +13,13 @@ from . import layout
 from .engine import takeover
 from .state.backups import list_backups, new_backup_id, verify
 from .config import Config
-from .errors import BackupInvalid, DeployError, NotConfirmed
+from .errors import BackupInvalid, DeployError, NotConfirmed, PartialRollout
 from .transport.host import q
 from .gitrepo import Revision, resolve
 from .planning import PlanError, find_target
 from .engine import Reporter, RunResult, run_playbook
 from .work import colour_writes
+from .work.rollout import partial as rollout_partial
 from .engine.run import Run
 from .state.releases import Registry, new_release_id
 
@@ -43,6 +44,11 @@ def release(config: Config, stage: str, tag: str | None = None, *, dry_run: bool
             result = run_playbook(ctx, "release_rolling" if rolling else "release", reporter)
             if ctx.state.rollout:
                 result.data["rollout"] = ctx.state.rollout
+                behind = rollout_partial(ctx.state.rollout)
+                if result.ok and behind and not ctx.dry_run:
+                    result.ok, result.failed_phase, result.data["partial"] = False, "rollout", True
+                    result.error = PartialRollout(f"{len(behind)} host(s) failed within rollout.max_fail and serve "
+                                                  f"the previous release: {', '.join(behind)}")
             result.data["release_id"] = ctx.release_id
             return result
         return run.play(body, reporter)

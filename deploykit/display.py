@@ -91,9 +91,13 @@ class Display:
             return
         kind = entry.get("event")
         host = entry.get("host") or "controller"
-        if kind == "step_start":
+        if kind == "batch":
+            console.print(Text(f"  batch {entry.get('batch')}/{entry.get('of')}: {', '.join(entry.get('hosts') or [])}",
+                               style="bold"))
+        elif kind == "step_start":
             with self._lock:
-                self.active[host] = {"step": entry.get("step"), "t": entry.get("t") or time.time(), "text": ""}
+                self.active[host] = {"step": entry.get("step"), "t": entry.get("t") or time.time(), "text": "",
+                                     "batch": f"batch {entry['batch']}/{entry['of']}" if entry.get("batch") else ""}
             self._refresh()
         elif kind == "step":
             with self._lock:
@@ -151,8 +155,9 @@ class Display:
         now = time.time()
         out = Text()
         for host, doing in sorted(self.active.items()):
-            out.append(f"  … {host:<12} {doing.get('step') or '':<22} {max(0.0, now - (doing.get('t') or now)):6.1f}s  ",
-                       style="cyan")
+            batch = f"{doing['batch']:<11} " if doing.get("batch") else ""
+            out.append(f"  … {host:<12} {batch}{doing.get('step') or '':<22} "
+                       f"{max(0.0, now - (doing.get('t') or now)):6.1f}s  ", style="cyan")
             out.append(f"{doing.get('text') or ''}\n", style="dim")
         return out
 

@@ -122,6 +122,8 @@ def ending(result, what: str, command: str) -> Ending:
             return Ending(UNKNOWN, f"{what}: done, but the app is NOT serving; {where}")
         return Ending(OK, f"{what}: done; {where}")
     err = _err(result.error)
+    if data.get("partial"):  # every host serves: most the new release, the ones named the previous
+        return Ending(FAILED, f"{what} partly done: {err}; {where}")
     at = f" at {result.failed_phase}" if result.failed_phase else ""
     interrupted = data.get("interrupted")
     recovery = result.recovery
@@ -143,7 +145,8 @@ def ending(result, what: str, command: str) -> Ending:
         return Ending(UNKNOWN, f"{what} {how}; {recovery.playbook} done, but the app is NOT serving; {where}")
     if recovery.ends == "undone":
         back = recovery.says.format(previous=data.get("previous")) if recovery.says else "undone"
-        return Ending(INTERRUPTED if interrupted else FAILED, f"{what} {how}; {back}; {where}")
+        refused = result.refused and by_class == REFUSED  # refused after a build beside: the build is set aside
+        return Ending(INTERRUPTED if interrupted else REFUSED if refused else FAILED, f"{what} {how}; {back}; {where}")
     return Ending(INTERRUPTED if interrupted else OK, f"{what} {how}; finished by {recovery.playbook}; {where}")
 
 

@@ -123,5 +123,11 @@ class PersonalColumnsWithoutRule(DeployError):
         super().__init__(f"{len(names)} {told} no refresh rule: {', '.join(names[:self.SHOWN])}{more}", hint)
 
 
+class PartialRollout(DeployError):
+    """A rolling release went on past hosts that failed within rollout.max_fail: they serve the previous release."""
+
+    hint = "fix those hosts, then run the same command again: it resumes with only them"
+
+
 class HardStop(BaseException):
     """A second interrupt: stop at once, keep the lock and the journal so the same command finishes the work."""

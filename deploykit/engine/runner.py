@@ -213,7 +213,9 @@ def _on_host(ctx, book: str, phase: str, step: Step, host) -> tuple[StepRecord, 
 
     if ctx.dry_run and not step.read_only:
         return StepRecord(book, phase, step.name, hname, "planned", 0.0, step.describe(ctx, host)), None
-    ctx.journal.record("step_start", host=host, playbook=book, phase=phase, step=step.name)
+    batch = getattr(ctx, "batch", None)
+    where = {"batch": batch["batch"], "of": batch["of"]} if batch and batch.get("batch") else {}
+    ctx.journal.record("step_start", host=host, playbook=book, phase=phase, step=step.name, **where)
     ctx.doing(book, phase, step.name)
     try:
         outcome = step.run(ctx, host) or Outcome()

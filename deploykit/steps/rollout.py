@@ -34,6 +34,9 @@ class PlanRollout(Step):
         resumed = plan.resumable(Registry.load(ctx.primary), ctx.revision.commit) if ctx.revision else None
         if resumed and not ctx.dry_run:
             ctx.release_id = resumed["id"]  # the same release: its builds on the hosts are reused
+            if resumed.get("status") == "live":  # partly rolled: the way back is still the release before it
+                ctx.previous = Registry.load(ctx.primary).get(resumed.get("previous")) if resumed.get("previous") \
+                    else None
         ctx.state.rollout = plan.new_rollout(_rolled_hosts(ctx), spec, ctx.config.rollout.max_fail,
                                              (resumed or {}).get("rollout"))
         state = ctx.state.rollout
@@ -55,6 +58,8 @@ class RefuseUnsafeMigrations(Step):
 
     def run(self, ctx, host):
         doc = ctx.state.migration_safety or {}
+        if ctx.previous is None:
+            return Outcome(message=f"a first release: no old code serves, nothing to refuse ({counts_text(doc)})")
         refuse_unsafe(doc)
         return Outcome(message=f"every operation is safe while the old code serves ({counts_text(doc)})")
 

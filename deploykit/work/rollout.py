@@ -108,12 +108,19 @@ def gate_verdict(counts: dict | None, max_rate: float, min_requests: int) -> tup
 def resumable(registry, commit: str) -> dict | None:
     """The newest registry entry of this commit whose rollout was undone and may be resumed (None: none)."""
     for entry in reversed(registry.releases):
-        if entry.get("commit") == commit and (entry.get("rollout") or {}).get("resumable") \
-                and entry.get("status") == "failed":
-            return entry
+        rollout = entry.get("rollout") or {}
+        if entry.get("commit") == commit and rollout.get("resumable") and entry.get("status") == "failed":
+            return entry  # undone past max_fail: every host not done is rolled again
         if entry.get("status") == "live":
+            if entry.get("commit") == commit and any(s != "done" for s in (rollout.get("hosts") or {}).values()):
+                return entry  # live on most hosts; those within max_fail that were put back are rolled now
             return None  # a release went live since: start afresh
     return None
+
+
+def partial(rollout: dict) -> list[str]:
+    """Hosts a rollout that went on put back (within max_fail): not released, the rerun resumes them."""
+    return [h for h, s in (rollout or {}).get("hosts", {}).items() if s in ("back", "failed")]
 
 
 def worker_only(host) -> bool:
