@@ -55,7 +55,8 @@ def applied_migrations(st) -> list:
 def test_batches_switch_in_order_and_the_cli_shows_each_host(stage_factory):
     st = stage_factory(3)
     configure(st, batches=[1, "50%", "100%"], pause="0.2s")
-    assert api.release(st.config(), st.name, "v1.1").ok  # a first release: no batches yet to keep old code up
+    first = api.release(st.config(), st.name, "v1.1")  # a first release rolls too (no old code to refuse for)
+    assert first.ok, first.error
     cp = st.cli("release", "--stage", st.name, "--tag", "v1.6-additive")
     assert cp.returncode == 0, cp.stdout[-3000:] + cp.stderr[-2000:]
     assert tags(st) == {h.name: "v1.6-additive" for h in st.hosts}
@@ -78,7 +79,8 @@ def test_batches_switch_in_order_and_the_cli_shows_each_host(stage_factory):
 def test_a_migration_removing_a_field_is_refused_when_rolling_and_allowed_all_at_once(stage_factory):
     st = stage_factory(2)
     configure(st, batches=[1, "100%"])
-    assert api.release(st.config(), st.name, "v1.2").ok
+    first = api.release(st.config(), st.name, "v1.2")
+    assert first.ok, first.error
     before = st.tree(ignore_journal=True)
     cp = st.cli("release", "--stage", st.name, "--tag", "v1.6-drop-field")
     assert cp.returncode == 2, cp.stdout[-2000:] + cp.stderr[-2000:]
@@ -96,7 +98,8 @@ def test_a_migration_removing_a_field_is_refused_when_rolling_and_allowed_all_at
 def test_a_canary_that_fails_its_health_check_is_put_back_and_no_other_host_changes(stage_factory):
     st = stage_factory(3)
     configure(st, batches=[1, "100%"])
-    assert api.release(st.config(), st.name, "v1.1").ok
+    first = api.release(st.config(), st.name, "v1.1")
+    assert first.ok, first.error
     break_host(st, st.hosts[0], "v1.6-additive")  # the new release fails its health check on the canary
     others = {h.name: st.current_target(h) for h in st.hosts[1:]}
     pids = {h.name: st.supervisors[i].program_pid("web") for i, h in enumerate(st.hosts)}
@@ -122,7 +125,8 @@ def test_a_canary_that_fails_its_health_check_is_put_back_and_no_other_host_chan
 def test_a_host_failing_in_the_second_batch_undoes_the_rollout_and_the_rerun_resumes(stage_factory):
     st = stage_factory(4)
     configure(st, batches=[1, "50%", "100%"], max_fail=0)
-    assert api.release(st.config(), st.name, "v1.1").ok
+    first = api.release(st.config(), st.name, "v1.1")
+    assert first.ok, first.error
     broken = break_host(st, st.hosts[2], "v1.6-additive")  # host3: batch 2
     res = api.release(st.config(), st.name, "v1.6-additive")
     assert not res.ok and res.failed_phase == "rollout", res.error
@@ -154,7 +158,8 @@ def test_a_host_failing_in_the_second_batch_undoes_the_rollout_and_the_rerun_res
 def test_within_max_fail_the_rollout_goes_on_and_the_rerun_resumes_only_the_failed_host(stage_factory):
     st = stage_factory(3)
     configure(st, batches=[1], max_fail=1)
-    assert api.release(st.config(), st.name, "v1.1").ok
+    first = api.release(st.config(), st.name, "v1.1")
+    assert first.ok, first.error
     broken = break_host(st, st.hosts[1], "v1.6-additive")
     cp = st.cli("release", "--stage", st.name, "--tag", "v1.6-additive")
     assert cp.returncode == 1, cp.stdout[-3000:] + cp.stderr[-2000:]
@@ -173,7 +178,8 @@ def test_within_max_fail_the_rollout_goes_on_and_the_rerun_resumes_only_the_fail
 def test_an_interrupt_mid_rollout_puts_the_switched_hosts_back(stage_factory):
     st = stage_factory(2)
     configure(st, batches=[1, "100%"], pause="60s")
-    assert api.release(st.config(), st.name, "v1.1").ok
+    first = api.release(st.config(), st.name, "v1.1")
+    assert first.ok, first.error
     proc = subprocess.Popen(st.cli_argv("release", "--stage", st.name, "--tag", "v1.6-additive"),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=st.env())
     deadline = time.monotonic() + 300
@@ -188,3 +194,68 @@ def test_an_interrupt_mid_rollout_puts_the_switched_hosts_back(stage_factory):
     for h in st.hosts:
         assert st.get(h, "/health/")[0] == 200
     assert not (st.primary.deploy_to / ".deploykit" / "lock").exists()
+
+
+def test_a_dry_run_of_a_rolling_release_shows_the_batches_and_changes_nothing(stage_factory):
+    st = stage_factory(3)
+    configure(st, batches=[1, "100%"])
+    first = api.release(st.config(), st.name, "v1.1")
+    assert first.ok, first.error
+    before = st.tree(ignore_journal=True)
+    cp = st.cli("release", "--stage", st.name, "--tag", "v1.6-additive", "--dry-run", "--batch", "2")
+    assert cp.returncode == 0, cp.stdout[-3000:] + cp.stderr[-2000:]
+    assert "batch 1/2: host1, host2" in cp.stdout and "batch 2/2: host3" in cp.stdout, cp.stdout[-3000:]
+    assert st.tree(ignore_journal=True) == before
+    bad = st.cli("release", "--stage", st.name, "--tag", "v1.6-additive", "--batch", "0")
+    assert bad.returncode == 2 and "--batch 0" in bad.stderr, bad.stderr[-2000:]
+    assert st.tree(ignore_journal=True) == before
+
+
+def test_a_controller_killed_mid_rollout_is_finished_by_the_next_command_then_resumed(stage_factory):
+    st = stage_factory(2)
+    configure(st, batches=[1, "100%"], pause="60s")
+    first = api.release(st.config(), st.name, "v1.1")
+    assert first.ok, first.error
+    proc = subprocess.Popen(st.cli_argv("release", "--stage", st.name, "--tag", "v1.6-additive"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=st.env())
+    deadline = time.monotonic() + 300
+    while tags(st)["host1"] != "v1.6-additive" and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    time.sleep(1.0)
+    proc.kill()  # SIGKILL: nothing of the controller runs any more
+    proc.communicate(timeout=60)
+    assert tags(st)["host1"] == "v1.6-additive"
+    again = st.cli("release", "--stage", st.name, "--tag", "v1.6-additive")
+    # the dead run's procedure (rollout_undo) is run first: host1 back; then this run asks to be run again
+    assert again.returncode == 1 and "rollout_undo" in again.stderr, again.stdout[-3000:] + again.stderr[-2000:]
+    assert tags(st) == {h.name: "v1.1" for h in st.hosts}
+    configure(st, batches=[1, "100%"])  # no pause
+    last = api.release(st.config(), st.name, "v1.6-additive")
+    assert last.ok, last.error
+    assert last.data["rollout"]["resumed_from"] is not None
+    assert tags(st) == {h.name: "v1.6-additive" for h in st.hosts}
+
+
+def test_workers_around_the_migrate_stop_before_it_and_run_the_new_code_before_the_first_batch(stage_factory):
+    st = stage_factory(3)
+    doc = yaml.safe_load(st.config_path.read_text())
+    doc["stages"][st.name]["hosts"][2]["roles"] = ["app", "worker"]  # the app's code, only its workers
+    doc["processes"].append({"name": "worker", "on": "worker", "writes": True,
+                             "start": "echo start $(head -n 1 {deploy_to}/current/REVISION) >> {deploy_to}/worker.log",
+                             "stop": "echo stop >> {deploy_to}/worker.log"})
+    st.config_path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    configure(st, batches=[1], workers="around_migrate")
+    first = api.release(st.config(), st.name, "v1.1")
+    assert first.ok, first.error
+    log = st.hosts[2].deploy_to / "worker.log"
+    log.write_text("")
+    res = api.release(st.config(), st.name, "v1.6-additive")
+    assert res.ok, res.error
+    assert res.data["rollout"]["batches"] == [["host1"], ["host2"]], "the worker host is not in a batch"
+    order = [(r.step, r.host) for r in res.records if r.status != "skipped"]
+    stop, migrate = order.index(("stop_processes", "host3")), order.index(("migrate", "host1"))
+    switch, start = order.index(("switch_current", "host3")), order.index(("start_processes", "host3"))
+    assert stop < migrate < switch < start < order.index(("switch_current", "host1"))
+    assert log.read_text().split("\n")[:2] == ["stop", f"start {commit_of(st, 'v1.6-additive')}"], log.read_text()
+    assert ("restart_processes", "host3") not in order
+    assert tags(st)["host3"] == "v1.6-additive"

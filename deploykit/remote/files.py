@@ -108,6 +108,8 @@ def act_atomic_symlink(args):
     target = _arg(args, "target", kind=str)
     if not target or "\x00" in target:
         raise BadArguments("argument 'target' is not a usable path")
+    if args.get("must_be_dir") and not os.path.isdir(os.path.join(os.path.dirname(link), target)):
+        raise BadArguments("%s is not a directory on this host: %s is left as it was" % (target, link))
     previous = None
     if os.path.islink(link):
         previous = os.readlink(link)

@@ -11,6 +11,7 @@ import ast
 import functools
 import hashlib
 import re
+import threading
 import types
 from pathlib import Path
 
@@ -19,13 +20,17 @@ REMOTE_DIR = Path(__file__).resolve().parent.parent / "remote"
 _IMPORT = re.compile(r"^from (_[a-z]+) import (\([^)]*\)|[^\n]*)[^\n]*\n", re.M)
 # `READ_ONLY = {...}` in a helper: the actions it lets a dry-run call
 _READ_ONLY = re.compile(r"^READ_ONLY = (\{[^}\n]*\}|set\(\))", re.M)
+# CPython 3.11 (to 3.11.7 at least) can fail ast.parse run by two threads at once ("SystemError: AST constructor
+# recursion depth mismatch"): the steps of a run ask for helpers from a thread per host
+_PARSING = threading.Lock()
 
 
 @functools.lru_cache(maxsize=None)
 def _shared_body(name: str) -> str:
     """remote/<name>.py without its docstring (it speaks of the file, not of the program it lands in)."""
     text = (REMOTE_DIR / f"{name}.py").read_text()
-    doc = ast.get_docstring(ast.parse(text), clean=False)
+    with _PARSING:
+        doc = ast.get_docstring(ast.parse(text), clean=False)
     if doc is not None:
         text = text.split('"""', 2)[2].lstrip("\n")
     return text

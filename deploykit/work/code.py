@@ -77,7 +77,7 @@ def run_install(ctx, host, dest: str) -> int:
 
 def switch_current(host, target: str) -> str | None:
     """Point `current` at target atomically; return what it pointed at before."""
-    doc = host.helper("files", "atomic_symlink", {"link": layout.current(host), "target": target})
+    doc = host.helper("files", "atomic_symlink", {"link": layout.current(host), "target": target, "must_be_dir": True})
     return doc.get("previous")
 
 
