@@ -27,6 +27,8 @@ def run_batches(ctx, book: str, phase, result, reporter, run_steps, run_book_pha
     """`run_steps(phase)`: the runner's steps-of-a-phase; `run_book_phases(name)`: a playbook's phases, as
     steps of this run (used to put one host back)."""
     state = ctx.state.rollout
+    if not state and ctx.dry_run:  # a procedure described by name (the dry-run of every playbook): its steps once
+        return run_steps(phase)
     if not state:
         raise DeployError(f"playbook {book}: phase {phase.name} runs in batches, but the run has no rollout plan",
                           hint="run it through 'deploykit release' (its plan_rollout step makes the plan)")

@@ -14,8 +14,9 @@ def _each(ctx, verb: str, host, writers_only: bool = False, **how) -> list[str]:
 
 
 def runs_on(proc, host) -> bool:
-    """A process runs on the hosts of its role (`on:`, default app)."""
-    return proc.on == "all" or proc.on in host.roles
+    """A process runs on the hosts of its role (`on:`, default app); a host that names no roles runs them all."""
+    roles = getattr(host, "roles", None)
+    return proc.on == "all" or roles is None or proc.on in roles
 
 
 @register
