@@ -14,6 +14,7 @@
         freeze                   while it exists, writes are frozen (JSON: since, mode, retry_after, run id)
         freeze.lock              flock'ed shared by each write request, exclusively by the freezer (drain)
         router.json              on a router host: the colour it serves, since when, by which run
+        balancer.json            on a balancer host: its servers and which are drained, since when, by which run
         run/<run id>.pids        long commands of a run, for whoever finishes it
         journal/<run id>.jsonl   the host's copy of a run's journal
 
@@ -38,6 +39,7 @@ PENDING_ROLLBACK = f"{STATE_DIR}/pending.json"
 FREEZE_FLAG = f"{STATE_DIR}/freeze"  # the write freeze (deploykit.django.middleware reads it too)
 FREEZE_LOCK = f"{STATE_DIR}/freeze.lock"
 ROUTER_STATE = f"{STATE_DIR}/router.json"
+BALANCER_STATE = f"{STATE_DIR}/balancer.json"
 PREVIOUS_SUFFIX = ".deploykit-previous"  # beside a file deploykit owns outside deploy_to: the one it replaced
 MANIFEST = "manifest.json"  # in a backup directory
 CODE_ARCHIVE = "code.tar.gz"  # in a backup directory
@@ -131,6 +133,14 @@ def under_deploy_to(host, path: str) -> str:
 
 def router_state(host) -> str:
     return host.path(ROUTER_STATE)
+
+
+def balancer_state(host) -> str:
+    return host.path(BALANCER_STATE)
+
+
+# nginx's pid file where Debian's package puts it (rollout.balancer.nginx.pid_file's default)
+NGINX_PID = "/run/nginx.pid"
 
 
 # on a colour's primary: when the router began to serve it, and its write counters then

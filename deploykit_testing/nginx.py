@@ -32,7 +32,7 @@ error_log {prefix}/error.log notice;
 events {{ worker_connections 64; }}
 http {{
     access_log {prefix}/access.log;
-    client_body_temp_path {prefix}/tmp/body;
+{http_extra}    client_body_temp_path {prefix}/tmp/body;
     proxy_temp_path {prefix}/tmp/proxy;
     fastcgi_temp_path {prefix}/tmp/fastcgi;
     uwsgi_temp_path {prefix}/tmp/uwsgi;
@@ -40,13 +40,17 @@ http {{
     include {prefix}/conf.d/*.conf;
     server {{
         listen {address}:{port};
-        location / {{
+{server_extra}        location / {{
             proxy_pass http://{upstream};
             proxy_set_header Host $host;
-        }}
+{location_extra}        }}
     }}
 }}
 """
+
+
+def _lines(directives, indent: int) -> str:
+    return "".join(" " * indent + d + "\n" for d in directives)
 
 
 def find_nginx() -> str:
@@ -71,6 +75,10 @@ class Nginx:
         return self.prefix / "conf.d" / f"{self.upstream}.conf"
 
     @property
+    def pid_file(self) -> Path:
+        return self.prefix / "nginx.pid"
+
+    @property
     def conf(self) -> Path:
         return self.prefix / "nginx.conf"
 
@@ -84,15 +92,21 @@ class Nginx:
         return f"http://{self.address}:{self.port}{path}"
 
     @classmethod
-    def start(cls, prefix: Path, upstream: str, servers: list[str], timeout: float = 15.0) -> "Nginx":
-        """nginx serving `upstream` at `servers` (an upstream file without a colour: none is live yet)."""
+    def start(cls, prefix: Path, upstream: str, servers: list[str], timeout: float = 15.0, *,
+              http_extra: list[str] = (), server_extra: list[str] = (), location_extra: list[str] = ()) -> "Nginx":
+        """nginx serving `upstream` at `servers` (an upstream file without a colour: none is live yet).
+
+        The *_extra are directives (each ending with ';') added to the http block, the server and its
+        location: a balancer's log_format and access_log, proxy_next_upstream, ..."""
         ngx = cls(Path(prefix).absolute(), upstream)
         for sub in ("conf.d", "tmp", "logs"):
             (ngx.prefix / sub).mkdir(parents=True, exist_ok=True)
         ngx.upstream_file.write_text(f"upstream {upstream} {{\n" + "".join(f"    server {s};\n" for s in servers)
                                      + "}\n")
         ngx.port = free_port(ngx.address)
-        ngx.conf.write_text(CONF.format(prefix=ngx.prefix, address=ngx.address, port=ngx.port, upstream=upstream))
+        ngx.conf.write_text(CONF.format(prefix=ngx.prefix, address=ngx.address, port=ngx.port, upstream=upstream,
+                                        http_extra=_lines(http_extra, 4), server_extra=_lines(server_extra, 8),
+                                        location_extra=_lines(location_extra, 12)))
         argv = shlex.split(ngx.command)
         check = subprocess.run([*argv, "-t"], capture_output=True, text=True, timeout=30)
         if check.returncode != 0:

@@ -31,6 +31,10 @@ Fixtures:
     ``make(database="sqlite") -> Colours``: blue and green stages of the
     sample project and nginx in front of them (:mod:`deploykit_testing.colours`);
     ``database="postgresql"``: each colour with its own PostgreSQL server.
+``balanced_fleet_factory`` (function)
+    ``make(n=4, database="postgresql") -> BalancedFleet``: n app hosts of the
+    sample project (one shared PostgreSQL database) behind a real nginx that
+    balances over all of them (:mod:`deploykit_testing.fleet`).
 ``unique_name`` (function)
     ``unique_name(prefix="dk") -> "dk_1a2b3c4d"``: short, random, a valid
     unquoted SQL identifier and file name.
@@ -203,9 +207,9 @@ def nginx_factory():
 
     made = []
 
-    def make(prefix: Path, upstream: str, servers: list[str]):
+    def make(prefix: Path, upstream: str, servers: list[str], **extra):
         try:
-            ngx = Nginx.start(prefix, upstream, servers)
+            ngx = Nginx.start(prefix, upstream, servers, **extra)
         except RigError as exc:
             pytest.fail(f"cannot start the test nginx: {exc}", pytrace=False)
         made.append(ngx)
@@ -246,3 +250,23 @@ def colours_factory(ssh_rig_factory, sample_repo, wheelhouse, nginx_factory, tmp
     yield make
     for colours in made:
         colours.stop()
+
+
+@pytest.fixture
+def balanced_fleet_factory(ssh_rig_factory, pg_cluster, sample_repo, wheelhouse, nginx_factory):
+    """make(n=4, database="postgresql") -> BalancedFleet: n app hosts (host1 the primary) behind nginx on host n+1."""
+    from .fleet import make_balanced_fleet
+
+    made = []
+
+    def make(n: int = 4, database: str = "postgresql"):
+        if database != "postgresql":
+            raise ValueError(f"a balanced fleet shares one PostgreSQL database, not {database!r}")
+        rig = ssh_rig_factory(n + 1)
+        fleet = make_balanced_fleet(rig, pg_cluster, sample_repo, wheelhouse, nginx_factory, n)
+        made.append(fleet)
+        return fleet
+
+    yield make
+    for fleet in made:
+        fleet.stop()

@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from ..errors import ConfigError
-from . import checks, colours, refresh
+from . import balancer, checks, colours, refresh
 from .checks import Template
 from .fields import parse_address
 from .models import Database, DataPath, Document, Health, Process, Stage
@@ -218,6 +218,7 @@ def _resolve(doc: Document, path: Path) -> Config:
         keep_runs=doc.keep_runs, freeze=doc.freeze, rollout=doc.rollout, colours=colours.resolve(path, doc.colours, stages),
         refresh=refresh.resolve(path, doc.refresh, _local_path(path, "refresh.rules_file", doc.refresh.rules_file,
                                                                project_dir) if doc.refresh else None))
+    config.balancer = balancer.resolve(path, doc.rollout.balancer, stages, config.colours)
     if "freeze" in doc.model_fields_set:  # a config that never mentions the freeze is not refused for it
         checks.freeze(path, doc.freeze, processes, doc.ssh.command_timeout)
     checks.templates(path, stages, found)

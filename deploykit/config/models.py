@@ -15,6 +15,7 @@ from typing import Annotated, Any, ClassVar
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, model_validator
 from pydantic_core import PydanticCustomError, PydanticUndefined
 
+from .. import layout
 from .fields import (
     BACKUP_KINDS, KEY, SAFE_NAME, WHERE, Address, AnyText, BackupOrder, Engine, EnvName, Flag, Headers, HostDir,
     HostPath, JsonPaths, KeepReleases, Label, LocalPath, ModulePath, Number, OneOf, PgName, Roles, Text, TextList, Vars,
@@ -641,6 +642,91 @@ class Refresh(Section):
                        default_factory=Proof)
 
 
+SERVER_OPTION = re.compile(r"^[A-Za-z0-9_.:=/-]+(?: [A-Za-z0-9_.:=/-]+)*$")  # nginx words: no ';', braces, quotes
+
+
+class BalancerNginx(Section):
+    """The built-in nginx balancer: deploykit owns one upstream file listing every app server (drained: down)."""
+
+    shape: ClassVar = ("expected a mapping", "write 'nginx: {upstream_file: /etc/nginx/deploykit/app.conf, "
+                                             "upstream: app, access_log: /var/log/nginx/app-balancer.log}'")
+
+    upstream_file: HostDir = key("the upstream file on the router host (absolute; deploykit writes it whole, "
+                                 "nginx.conf includes it inside 'http {}')",
+                                 "upstream_file: /etc/nginx/deploykit/library.conf")
+    upstream: Text = key("the name of the upstream block (proxy_pass http://NAME)", "upstream: library")
+    command: Text = key("how to run nginx on the router host ('-t' and '-s reload' are appended)",
+                        "command: sudo nginx", "nginx")
+    pid_file: HostDir = key("nginx's pid file on the router host (its 'pid' directive): a drain waits until the "
+                            "master's workers from before the reload are gone", "pid_file: /run/nginx.pid",
+                            layout.NGINX_PID)
+    access_log: HostDir = key("the access log in deploykit's format (log_format deploykit: README, Rolling "
+                              "releases) that errors() counts 5xx and upstream failures from",
+                              "access_log: /var/log/nginx/library-balancer.log")
+    server_options: Text | None = key("words after each server's address (nginx 'server' parameters)",
+                                      "server_options: max_fails=1 fail_timeout=5s", None,
+                                      default_text="none: nginx's defaults")
+    directives: TextList() = key("lines inside the upstream block before the servers (without ';')",
+                                 "directives: [keepalive 16, least_conn]", default_factory=list)
+
+    @model_validator(mode="after")
+    def _words(self) -> "BalancerNginx":
+        if not COLOUR_NAME.match(self.upstream):
+            raise problem(f"{self.upstream!r} cannot name an upstream block", "use only letters, digits, _ . -",
+                          at=("upstream",))
+        if self.server_options is not None and not SERVER_OPTION.match(self.server_options):
+            raise problem(f"{self.server_options!r} is not a list of nginx server parameters",
+                          "write words such as 'max_fails=1 fail_timeout=5s' (no ';', braces or quotes)",
+                          at=("server_options",))
+        for i, line in enumerate(self.directives):
+            if not SERVER_OPTION.match(line):
+                raise problem(f"{line!r} is not one nginx directive", "write e.g. 'keepalive 16' (no ';', braces "
+                              "or quotes)", at=("directives", i))
+        return self
+
+
+class BalancerCommands(Section):
+    """The command driver: the operator's own commands, run on the router host in its deploy_to."""
+
+    shape: ClassVar = ("expected a mapping", "write 'command: {drain: ./bin/drain {server}, restore: "
+                                             "./bin/restore {server}, errors: ./bin/errors {since}}'")
+
+    drain: Text = key("takes {server} (a quoted word) out of the balancer; exits 0 only once no request is in "
+                      "flight there", "drain: ./bin/drain {server}")
+    restore: Text = key("puts {server} back in the balancer; exits 0 once it gets requests",
+                        "restore: ./bin/restore {server}")
+    errors: Text = key("read-only: prints JSON {requests: N, errors: M} of the answers since {since} (epoch "
+                       "seconds on the router host)", "errors: ./bin/errors {since}")
+
+
+class BalancerSpec(Section):
+    """The load balancer in front of a stage's app hosts: a rolling release drains and restores each host."""
+
+    shape: ClassVar = ("expected a mapping", "write 'balancer: {stage: edge, serves: prod, nginx: {...}}'")
+
+    stage: Text = key("the stage whose hosts run the balancer (a stage of 'stages:')", "stage: edge")
+    serves: Text = key("the stage whose app hosts it balances over", "serves: prod")
+    nginx: BalancerNginx | None = key("the built-in nginx driver", "nginx: {upstream_file: /etc/nginx/deploykit/"
+                                      "library.conf, upstream: library, access_log: /var/log/nginx/library.log}",
+                                      None)
+    command: BalancerCommands | None = key(
+        "the command driver, for any other balancer",
+        "command: {drain: './bin/drain {server}', restore: './bin/restore {server}', errors: './bin/errors "
+        "{since}'}", None)
+    server: Text = key("each app host's address as the balancer reaches it (a template rendered per host: the "
+                       "app's bind address)", "server: '{hostname}:{port}'", "{hostname}:{port}")
+    drain_timeout: Number() = key("seconds a drain may wait for the requests in flight on the server to end",
+                                  "drain_timeout: 60", 60.0)
+
+    @classmethod
+    def check_keys(cls, data: dict) -> None:
+        drivers = [k for k in ("nginx", "command") if data.get(k) is not None]
+        if len(drivers) != 1:
+            found = ", ".join(drivers) or "none"
+            raise problem(f"needs exactly one of 'nginx:' or 'command:' (found: {found})",
+                          "give the built-in nginx driver or your own drain/restore/errors commands, not both")
+
+
 class RolloutSpec(Section):
     """A rolling release: batches of app hosts, each drained, switched, restarted, checked and put back."""
 
@@ -662,6 +748,11 @@ class RolloutSpec(Section):
         "with_batch: hosts with the worker role are rolled in the batches like the others (without a drain); "
         "around_migrate: their processes stop before the migrate, and after it they are switched and started "
         "before the first batch", "workers: around_migrate", "with_batch")
+    balancer: BalancerSpec | None = key(
+        "the balancer in front of the app hosts (drain, restore, error rate)",
+        "balancer: {stage: edge, serves: prod, nginx: {upstream_file: /etc/nginx/deploykit/library.conf, "
+        "upstream: library, access_log: /var/log/nginx/library.log}}", None,
+        default_text="none: hosts are not drained")
 
 
 class Document(Section):

@@ -158,6 +158,28 @@ class ColoursSpec:
     servers: dict[str, list[str]]
 
 
+@dataclass
+class BalancerConfig:
+    """The balancer in front of one stage's app hosts (rollout.balancer): its stage, driver and each host's
+    address as the balancer reaches it."""
+
+    stage: str  # the stage whose hosts run the balancer
+    serves: str  # the stage whose app hosts it balances
+    driver: str  # a key of deploykit.routers.BALANCERS
+    servers: dict[str, str]  # app host name -> address (in the stage's order)
+    drain_timeout: float = 60.0
+    upstream_file: str | None = None  # nginx: the file deploykit owns on the balancer host
+    upstream: str | None = None  # nginx: the upstream block's name
+    nginx: str = "nginx"  # nginx: how to run it there (a template)
+    pid_file: str | None = None  # nginx: its master's pid file
+    access_log: str | None = None  # nginx: the log in deploykit's format
+    server_options: str | None = None  # nginx: words after each server's address
+    directives: list[str] = field(default_factory=list)  # nginx: lines inside the upstream block
+    drain: str | None = None  # command: takes {server} out
+    restore: str | None = None  # command: puts {server} back
+    errors: str | None = None  # command: prints {"requests": n, "errors": m} since {since}
+
+
 MIN_MASK_KEY = 16  # characters of the masking key: a short one could be guessed from masked values
 
 
@@ -227,6 +249,7 @@ class Config:
     colours: ColoursSpec | None = None  # blue/green (deploykit switch, deploykit colours)
     refresh: RefreshSpec | None = None  # the anonymized refresh (deploykit refresh)
     rollout: Any = None  # models.RolloutSpec: batches of a rolling release (work/rollout.py); None: all at once
+    balancer: BalancerConfig | None = None  # rollout.balancer: drain/restore/errors of a rolling release
 
     def stage(self, name: str) -> list[HostSpec]:
         if name not in self.stages:

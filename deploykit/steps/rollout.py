@@ -40,11 +40,13 @@ class PlanRollout(Step):
         ctx.state.rollout = plan.new_rollout(_rolled_hosts(ctx), spec, ctx.config.rollout.max_fail,
                                              (resumed or {}).get("rollout"))
         state = ctx.state.rollout
+        balancer = balance.check(ctx, state["batches"])
+        state["marks"] = balance.mark(ctx)  # the first batch's gate counts from here (the migrate included)
         sizes = " + ".join(str(len(b)) for b in state["batches"]) or "none"
         done = [h for h, s in state["hosts"].items() if s == "done"]
         note = (f"; resumes {resumed['id']} (run {state['resumed_from']}): {len(done)} host(s) done are skipped"
                 if resumed else "")
-        return Outcome(message=f"{len(state['batches'])} batch(es) of {sizes} host(s){note}",
+        return Outcome(message=f"{len(state['batches'])} batch(es) of {sizes} host(s){note}; {balancer}",
                        diff="\n".join(f"batch {i + 1}: {', '.join(b)}" for i, b in enumerate(state["batches"])))
 
 
@@ -107,7 +109,10 @@ class Gate(Step):
         if spec.pause and not last and not ctx.dry_run:
             ctx.progress(None, f"pause {spec.pause:g}s before batch {batch.get('batch', 0) + 1}")
             waited = _pause(ctx, spec.pause)
-        counts = balance.errors_since(ctx, batch.get("started") or time.time())
+        state = ctx.state.rollout or {}
+        counts = balance.errors_since(ctx, state.get("marks"))
+        if not ctx.dry_run:
+            state["marks"] = balance.mark(ctx)  # the next batch counts from here
         ok, text = plan.gate_verdict(counts, spec.max_error_rate, spec.min_requests)
         ctx.journal.record("gate", batch=batch.get("batch"), ok=ok, counts=counts, waited=round(waited, 3))
         if not ok:

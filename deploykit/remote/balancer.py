@@ -1,0 +1,196 @@
+#!/usr/bin/env python3
+"""deploykit remote helper: what a balancer host can tell about nginx's workers and its access log.
+
+    workers        the nginx master (from its pid file) and its children, each as [pid, start time] (read-only)
+    wait_reloaded  wait until the master has children that were not in `before` and, with `old_gone`, none of
+                   `before` is left: the reload is in effect and the old workers finished their requests
+                   (read-only: it only watches)
+    mark           where the access log ends now and the host's clock: the `since` of a later count (read-only)
+    count          the requests the access log holds since a mark: 5xx answers, upstream tries that failed,
+                   per upstream server (read-only)
+
+A reload makes nginx start new workers with the new configuration and tell
+the old ones to stop taking connections and exit once their requests ended.
+An old worker's pid is compared with its start time (field 22 of
+/proc/PID/stat), so a pid reused later is not taken for it. The access log is
+deploykit's format (one JSON object a line: msec, status, upstream_addr,
+upstream_status; routers/nginx_balancer.py LOG_FORMAT); a log rotated since
+the mark is read on from the rotated file (NAME.1) when it is the same file.
+Standalone (stdlib only, Python 3.9+; _common.py is inlined when it is sent).
+"""
+
+import json
+import os
+import re
+import sys
+import time
+
+from _common import BadArguments, _arg, _path_arg, progress, serve
+
+SEPARATOR = re.compile(r"\s*(?:,|\s:\s)\s*")  # $upstream_addr: ", " between tries, " : " between redirects
+
+
+def _stat(pid):
+    """(state, ppid, start time) of a process, None when it is gone."""
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as f:
+            text = f.read().decode("ascii", "replace")
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    fields = text.rsplit(")", 1)[1].split()
+    return fields[0], int(fields[1]), int(fields[19])
+
+
+def _master(pid_file):
+    try:
+        with open(pid_file) as f:
+            text = f.read().strip()
+    except FileNotFoundError:
+        raise FileNotFoundError("no nginx pid file at %s: is nginx running, and is that its 'pid' directive?"
+                                % pid_file) from None
+    if not text.isdigit():
+        raise BadArguments("%s does not hold a pid (%r)" % (pid_file, text[:40]))
+    pid = int(text)
+    if _stat(pid) is None:
+        raise ProcessLookupError("nginx's pid file %s names pid %d, which is not running" % (pid_file, pid))
+    return pid
+
+
+def _children(master):
+    out = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        st = _stat(int(name))
+        if st is not None and st[1] == master and st[0] != "Z":
+            out.append([int(name), st[2]])
+    return sorted(out)
+
+
+def _alive(entry):
+    st = _stat(entry[0])
+    return st is not None and st[0] != "Z" and st[2] == entry[1]
+
+
+def act_workers(args):
+    master = _master(_path_arg(args, "pid_file"))
+    return {"master": master, "workers": _children(master)}
+
+
+def act_wait_reloaded(args):
+    pid_file = _path_arg(args, "pid_file")
+    before = [list(map(int, e)) for e in _arg(args, "before", kind=list)]
+    old_gone = _arg(args, "old_gone", True, kind=bool)
+    timeout = _arg(args, "timeout", 60.0, kind=float)
+    start = time.monotonic()
+    said = 0.0
+    while True:
+        master = _master(pid_file)
+        now = _children(master)
+        new = [e for e in now if e not in before]
+        left = [e for e in before if _alive(e)]
+        waited = time.monotonic() - start
+        if new and (not old_gone or not left):
+            return {"done": True, "waited": round(waited, 3), "new": [e[0] for e in new], "left": []}
+        if waited >= timeout:
+            return {"done": False, "waited": round(waited, 3), "new": [e[0] for e in new],
+                    "left": [e[0] for e in left]}
+        if waited - said >= 5:
+            said = waited
+            progress("nginx: %d old worker(s) still finishing their requests" % len(left))
+        time.sleep(0.05)
+
+
+def _end(path):
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None, 0
+    return st.st_ino, st.st_size
+
+
+def act_mark(args):
+    path = _path_arg(args, "path", None)
+    inode, size = _end(path) if path else (None, 0)
+    return {"time": time.time(), "inode": inode, "offset": size}
+
+
+def _lines(path, offset):
+    """The complete lines of a file from `offset`, and where they end."""
+    with open(path, "rb") as f:
+        f.seek(offset)
+        data = f.read()
+    end = data.rfind(b"\n") + 1
+    return data[:end].splitlines(), offset + end
+
+
+def _tries(entry):
+    addrs = [a for a in SEPARATOR.split(entry.get("upstream_addr") or "") if a]
+    codes = [c for c in SEPARATOR.split(entry.get("upstream_status") or "") if c]
+    return [(a, codes[i] if i < len(codes) else "-") for i, a in enumerate(addrs) if a != "-"]
+
+
+def act_count(args):
+    path = _path_arg(args, "path")
+    since = _arg(args, "since", kind=dict)
+    t0 = time.time()  # before reading: a line past what is read now has a later time (the next mark's)
+    after = float(_arg(since, "time", 0.0, kind=float))
+    inode, offset = since.get("inode"), int(since.get("offset") or 0)
+    now_inode, now_size = _end(path)
+    if now_inode is None:
+        raise FileNotFoundError("no access log at %s: is it the access_log nginx writes in deploykit's format?"
+                                % path)
+    chunks = []
+    if inode is not None and now_inode == inode and now_size >= offset:
+        chunks.append((path, offset, None))
+    else:  # rotated (or truncated) since the mark: the rest of the old file, then the new one from its start
+        rotated = path + ".1"
+        if inode is not None and _end(rotated)[0] == inode:
+            chunks.append((rotated, offset, None))
+        chunks.append((path, 0, after))
+    requests = errors = upstream_errors = unparsed = 0
+    statuses, servers = {}, {}
+    end = offset
+    for name, start, not_before in chunks:
+        lines, end = _lines(name, start)
+        for raw in lines:
+            try:
+                entry = json.loads(raw.decode("utf-8", "replace"))
+                msec, status = float(entry["msec"]), int(entry["status"])
+            except (ValueError, KeyError, TypeError):
+                unparsed += 1
+                continue
+            if not_before is not None and msec < not_before:  # the offset is exact; times only in a new file
+                continue
+            requests += 1
+            statuses[str(status)] = statuses.get(str(status), 0) + 1
+            if status >= 500:
+                errors += 1
+            for addr, code in _tries(entry):
+                s = servers.setdefault(addr, {"requests": 0, "errors": 0})
+                s["requests"] += 1
+                if not code.isdigit() or int(code) >= 500:
+                    s["errors"] += 1
+                    upstream_errors += 1
+    return {"requests": requests, "errors": errors, "upstream_errors": upstream_errors, "unparsed": unparsed,
+            "statuses": statuses, "servers": servers,
+            "mark": {"time": t0, "inode": now_inode, "offset": end}}
+
+
+READ_ONLY = {"workers", "wait_reloaded", "mark", "count"}
+
+ACTIONS = {
+    "workers": act_workers,
+    "wait_reloaded": act_wait_reloaded,
+    "mark": act_mark,
+    "count": act_count,
+}
+
+
+def main(argv=None, stdin=None, stdout=None):
+    return serve(ACTIONS, argv, stdin, stdout, name="balancer.py", read_only=READ_ONLY,
+                 private_umask=lambda action: False)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

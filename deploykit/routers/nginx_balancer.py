@@ -1,0 +1,153 @@
+"""The built-in nginx balancer: one upstream file deploykit owns lists every app server, a drained one `down`.
+
+A drain or a restore writes the whole file beside and renames it into place
+(remote/router.py), then `nginx -t` and `nginx -s reload`; when either fails
+the file it replaced is put back and nothing is reloaded. A reload makes the
+master start new workers with the new file and tell the old ones to finish
+their requests and exit: a drain returns once every worker from before the
+reload is gone (remote/balancer.py wait_reloaded, up to drain_timeout), so no
+request is in flight on the drained server any more. Errors are counted from
+an access log in deploykit's format (LOG_FORMAT, which the operator's
+nginx.conf declares and its server uses: `access_log PATH deploykit;`).
+"""
+from __future__ import annotations
+
+from .. import layout
+from ..state.journal import utc_now
+from .balancer import Balancer, BalancerError, NotInUseYet
+
+#: the access log format errors() reads: one JSON object a line (nginx >= 1.11.8 for escape=json)
+LOG_FORMAT = ("log_format deploykit escape=json '{\"msec\":\"$msec\",\"status\":\"$status\","
+              "\"method\":\"$request_method\",\"upstream_addr\":\"$upstream_addr\","
+              "\"upstream_status\":\"$upstream_status\",\"request_time\":\"$request_time\"}';")
+
+
+def upstream_text(name: str, servers: list[str], drained, run_id: str, options: str | None = None,
+                  directives: list[str] | tuple = ()) -> str:
+    """The upstream block: every server, the drained ones `down` (nginx sends them no new request)."""
+    down = [s for s in servers if s in drained]
+    lines = [f"# deploykit balancer: {name}",
+             f"# drained: {', '.join(down) or 'none'}",
+             f"# written by deploykit run {run_id} at {utc_now()}; deploykit rewrites this file whole",
+             f"upstream {name} {{"]
+    lines += [f"    {d};" for d in directives]
+    for s in servers:
+        words = [s] + ([options] if options else []) + (["down"] if s in down else [])
+        lines.append(f"    server {' '.join(words)};")
+    return "\n".join(lines + ["}", ""])
+
+
+class NginxBalancer(Balancer):
+    kind = "nginx"
+
+    def _nginx(self, host, args: str, read_only: bool = False):
+        return host.run(f"{host.render(self.spec.nginx)} {args}", check=False, read_only=read_only)
+
+    def _state_extra(self) -> dict:
+        return {"upstream": self.spec.upstream, "upstream_file": self.spec.upstream_file}
+
+    def _workers(self, host) -> list:
+        try:
+            return host.helper("balancer", "workers", {"pid_file": self.spec.pid_file})["workers"]
+        except BalancerError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a helper's failure: said as the balancer's
+            raise BalancerError(f"{host.name}: cannot see nginx's workers: {_said(exc)}",
+                                hint="set rollout.balancer.nginx.pid_file to nginx's 'pid' and check nginx "
+                                     "runs") from None
+
+    # -- read-only -------------------------------------------------------------------
+    def check(self, ctx, host) -> list[str]:
+        problems = []
+        doc = host.helper("router", "read_upstream", {"path": self.spec.upstream_file})
+        if not doc.get("dir_exists"):
+            problems.append(f"{host.name}: no directory for the upstream file {self.spec.upstream_file}")
+        res = self._nginx(host, "-t", read_only=True)
+        if not res.ok:
+            problems.append(f"{host.name}: nginx -t fails before any change ('{host.render(self.spec.nginx)} "
+                            f"-t'): {res.tail(2)}")
+        try:
+            self._workers(host)
+        except BalancerError as exc:
+            problems.append(str(exc))
+        end = self.mark(ctx, host)
+        if end["inode"] is None:
+            problems.append(f"{host.name}: no access log at {self.spec.access_log} (nginx writes it in "
+                            "deploykit's format: 'access_log PATH deploykit;')")
+        else:
+            tail = host.helper("balancer", "count", {"path": self.spec.access_log, "since": {
+                **end, "offset": max(0, end["offset"] - 8192), "time": 0}})
+            if tail["requests"] == 0 and tail["unparsed"] > 1:  # the first line read may be cut
+                problems.append(f"{host.name}: the access log {self.spec.access_log} is not in deploykit's format "
+                                "(declare LOG_FORMAT of deploykit.routers.nginx_balancer in nginx.conf and write "
+                                "'access_log PATH deploykit;')")
+        return problems
+
+    def mark(self, ctx, host) -> dict:
+        return host.helper("balancer", "mark", {"path": self.spec.access_log})
+
+    def errors(self, ctx, host, since) -> dict:
+        if not isinstance(since, dict):  # epoch seconds on the balancer host's clock
+            since = {"time": float(since), "inode": None, "offset": 0}
+        return host.helper("balancer", "count", {"path": self.spec.access_log, "since": since})
+
+    # -- changes ---------------------------------------------------------------------
+    def drain(self, ctx, host, server: str) -> str:
+        self._known(server)
+        before = self.state(host)["drained"]
+        drained = self._with(ctx, host, server)
+        self._refuse_last(host, drained, server)
+        self._record(ctx, host, drained)  # first: a run that dies mid-way leaves it listed as drained
+        try:
+            waited = self._apply(ctx, host, drained, old_gone=True)
+        except NotInUseYet:
+            raise  # the file nginx checked is in place: the server stays listed as drained
+        except BalancerError:
+            self._record(ctx, host, {s: v for s, v in before.items() if s in self.servers})
+            raise
+        return f"{server} drained on {host.name} (old workers gone after {waited:.1f} s)"
+
+    def restore(self, ctx, host, server: str) -> str:
+        self._known(server)
+        drained = self._without(host, server)
+        self._apply(ctx, host, drained, old_gone=False)
+        self._record(ctx, host, drained)  # after: until nginx uses the file, the server stays listed as drained
+        return f"{server} restored on {host.name}"
+
+    def _apply(self, ctx, host, drained: dict, old_gone: bool) -> float:
+        """Install the upstream file for `drained`, check it, reload, wait until nginx uses it; seconds waited."""
+        path, previous = self.spec.upstream_file, layout.previous_of(self.spec.upstream_file)
+        workers = self._workers(host)
+        text = upstream_text(self.spec.upstream, self.servers, drained, ctx.run_id, self.spec.server_options,
+                             self.spec.directives)
+        doc = host.helper("router", "install_upstream", {"path": path, "previous": previous, "text": text})
+        for args, what in (("-t", "refused the new upstream file"), ("-s reload", "did not reload")):
+            res = self._nginx(host, args)
+            if not res.ok:
+                host.helper("router", "put_back", {"path": path, "previous": previous,
+                                                   "had_previous": doc["had_previous"]})
+                raise BalancerError(
+                    f"{host.name}: nginx {args} {what}: {res.tail(2)}; the previous upstream file was put back and "
+                    "nginx was not reloaded: the balancer serves as before",
+                    hint=f"fix the nginx configuration on {host.name} (run '{host.render(self.spec.nginx)} -t' "
+                         "there), then run again")
+        timeout = self.spec.drain_timeout
+        res = host.helper("balancer", "wait_reloaded", {"pid_file": self.spec.pid_file, "before": workers,
+                                                        "old_gone": old_gone, "timeout": timeout},
+                          timeout=timeout + 30)
+        if not res["done"]:
+            if not res["new"]:
+                raise NotInUseYet(f"{host.name}: nginx started no new worker within {timeout:g} s of the reload; "
+                                  "the new upstream file is in place but may not be in use",
+                                  hint="see nginx's error log on the balancer host, then run again")
+            else:
+                raise NotInUseYet(f"{host.name}: nginx's old workers (pids {', '.join(map(str, res['left']))}) "
+                                  f"still serve requests {timeout:g} s after the reload; new requests avoid the "
+                                  "drained server, but some in flight there have not ended",
+                                  hint="raise rollout.balancer.drain_timeout, or bound nginx's wait with "
+                                       "worker_shutdown_timeout; 'restore' puts the server back")
+        return res["waited"]
+
+
+def _said(exc: Exception) -> str:
+    return exc.one_line() if hasattr(exc, "one_line") else str(exc)
