@@ -89,8 +89,13 @@ def test_a_migration_removing_a_field_is_refused_when_rolling_and_allowed_all_at
     live = {k: v for k, v in st.tree(ignore_journal=True).items() if ":releases/" not in k and ":failed/" not in k
             and ":backups/" not in k and ":.deploykit" not in k}
     assert live == {k: v for k, v in before.items() if k in live}, "nothing live changed"
-    cp = st.cli("release", "--stage", st.name, "--tag", "v1.6-drop-field", "--all-at-once")
+    cp = st.cli("release", "--stage", st.name, "--tag", "v1.6-drop-field", "--all-at-once", "--json")
     assert cp.returncode == 0, cp.stdout[-3000:] + cp.stderr[-2000:]
+    events = [json.loads(line) for line in cp.stdout.splitlines() if line.startswith("{")]
+    done = [(e.get("step"), e.get("host"), e.get("status")) for e in events if e.get("event") == "step"]
+    stops = [i for i, (step, _, status) in enumerate(done) if step == "stop_processes" and status == "changed"]
+    migrate = done.index(("migrate", "host1", "changed"))
+    assert len(stops) == 2 and max(stops) < migrate, "every writer stopped during the migrate (downtime)"
     assert tags(st) == {h.name: "v1.6-drop-field" for h in st.hosts}
     assert not st.pg.execute(st.db, "SELECT 1 FROM information_schema.columns WHERE table_name = 'library_book' AND column_name = 'isbn'"), "removed"
 
