@@ -41,10 +41,11 @@ BENCHES = {
     "data": ["pg_data_path.py"],    # dumps, restores, snapshots, revert against pg_dump/pg_restore, django-dbbackup
     "downtime": ["downtime.py"],    # release and recovery downtime at --size-mb, per snapshot_budget
     "transfer": ["transfer.py"],    # blue/green transfer freeze (copy, replicate) against pg_dump/copy/pg_restore
-    "refresh": ["refresh.py"],      # anonymized refresh (masked copy, proof, swap) against pg_dump -j + pg_restore -j
+    "refresh": ["refresh.py"],
+    "rolling": ["rolling.py"],      # a rolling release behind nginx: its own time against its pauses + health checks      # anonymized refresh (masked copy, proof, swap) against pg_dump -j + pg_restore -j
 }
 SIZED = ("data", "downtime", "transfer", "refresh")  # the benches that take --size-mb
-ROUNDED = ("release", "transfer", "refresh")         # and --rounds
+ROUNDED = ("release", "transfer", "refresh", "rolling")         # and --rounds
 
 
 @task(auto_shortflags=False, help={"only": "transport, release, data, downtime, transfer or refresh (default: all, in that "

@@ -59,8 +59,12 @@ class ProcessManager:
     def stop(self, host) -> str:
         return self._do(host, "stop")
 
-    def restart(self, host) -> str:
-        return self._do(host, "restart")
+    def restart(self, host, wait: bool = True) -> str:
+        """`wait=False`: stopped, then started as start(wait=False) does (the health check after proves it)."""
+        if wait:
+            return self._do(host, "restart")
+        self.stop(host)
+        return self.start(host, wait=False)
 
     def _do(self, host, verb: str) -> str:
         """Run one verb; return what was done as the step reports it, or raise DeployError."""

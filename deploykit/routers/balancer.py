@@ -100,6 +100,14 @@ class Balancer:
         """Put `server` back: return once the balancer sends it requests again."""
         raise NotImplementedError
 
+    def drain_all(self, ctx, host, servers: list[str]) -> str:
+        """Take several servers out at once (a rolling batch); a driver that can does it in one change."""
+        return "; ".join(self.drain(ctx, host, s) for s in servers)
+
+    def restore_all(self, ctx, host, servers: list[str]) -> str:
+        """Put several servers back at once (a rolling batch)."""
+        return "; ".join(self.restore(ctx, host, s) for s in servers)
+
     def mark(self, ctx, host) -> dict:
         """Read-only: a point to count errors from (`errors(ctx, host, since=mark)`)."""
         raise NotImplementedError

@@ -93,26 +93,37 @@ class NginxBalancer(Balancer):
 
     # -- changes ---------------------------------------------------------------------
     def drain(self, ctx, host, server: str) -> str:
-        self._known(server)
+        return self.drain_all(ctx, host, [server])
+
+    def drain_all(self, ctx, host, servers: list[str]) -> str:
+        """Every server of `servers` marked down in one upstream file and one reload."""
+        for server in servers:
+            self._known(server)
         before = self.state(host)["drained"]
-        drained = self._with(ctx, host, server)
-        self._refuse_last(host, drained, server)
-        self._record(ctx, host, drained)  # first: a run that dies mid-way leaves it listed as drained
+        drained = {s: v for s, v in before.items() if s in self.servers}
+        for server in servers:
+            drained.setdefault(server, {"since": utc_now(), "run_id": ctx.run_id})
+        self._refuse_last(host, drained, ", ".join(servers))
+        self._record(ctx, host, drained)  # first: a run that dies mid-way leaves them listed as drained
         try:
             waited = self._apply(ctx, host, drained, old_gone=True)
         except NotInUseYet:
-            raise  # the file nginx checked is in place: the server stays listed as drained
+            raise  # the file nginx checked is in place: the servers stay listed as drained
         except BalancerError:
             self._record(ctx, host, {s: v for s, v in before.items() if s in self.servers})
             raise
-        return f"{server} drained on {host.name} (old workers gone after {waited:.1f} s)"
+        return f"{', '.join(servers)} drained on {host.name} (old workers gone after {waited:.1f} s)"
 
     def restore(self, ctx, host, server: str) -> str:
-        self._known(server)
-        drained = self._without(host, server)
+        return self.restore_all(ctx, host, [server])
+
+    def restore_all(self, ctx, host, servers: list[str]) -> str:
+        for server in servers:
+            self._known(server)
+        drained = {s: v for s, v in self.state(host)["drained"].items() if s in self.servers and s not in servers}
         self._apply(ctx, host, drained, old_gone=False)
-        self._record(ctx, host, drained)  # after: until nginx uses the file, the server stays listed as drained
-        return f"{server} restored on {host.name}"
+        self._record(ctx, host, drained)  # after: until nginx uses the file, the servers stay listed as drained
+        return f"{', '.join(servers)} restored on {host.name}"
 
     def _apply(self, ctx, host, drained: dict, old_gone: bool) -> float:
         """Install the upstream file for `drained`, check it, reload, wait until nginx uses it; seconds waited."""

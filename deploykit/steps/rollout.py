@@ -66,32 +66,40 @@ class RefuseUnsafeMigrations(Step):
         return Outcome(message=f"every operation is safe while the old code serves ({counts_text(doc)})")
 
 
+def _targets(ctx, host) -> list:
+    """The host; run `on: controller`, every host of the run (a rolling batch: its hosts, in one change)."""
+    return [host] if host is not None else [h for h in ctx.hosts if "app" in h.roles or h.is_primary]
+
+
 @register
 class Drain(Step):
-    """Take the host out of the balancer: no new request reaches it, the ones in flight end."""
+    """Take the host out of the balancer: no new request reaches it, the ones in flight end.
+
+    `on: controller` (a rolling batch): every host of the batch at once, one reload of the balancer.
+    """
 
     name = "drain"
     scope = "app"
 
     def describe(self, ctx, host):
-        return balance.describe(ctx, host, "drain")
+        return "; ".join(balance.describe(ctx, h, "drain") for h in _targets(ctx, host))
 
     def run(self, ctx, host):
-        return Outcome(**balance.drain(ctx, host))
+        return Outcome(**balance.drain(ctx, _targets(ctx, host)))
 
 
 @register
 class Undrain(Step):
-    """Put the host back into the balancer (after its health check passed)."""
+    """Put the host back into the balancer (after its health check passed); `on: controller`: the batch's."""
 
     name = "undrain"
     scope = "app"
 
     def describe(self, ctx, host):
-        return balance.describe(ctx, host, "undrain")
+        return "; ".join(balance.describe(ctx, h, "undrain") for h in _targets(ctx, host))
 
     def run(self, ctx, host):
-        return Outcome(**balance.undrain(ctx, host))
+        return Outcome(**balance.undrain(ctx, _targets(ctx, host)))
 
 
 @register

@@ -21,7 +21,11 @@ def runs_on(proc, host) -> bool:
 
 @register
 class RestartProcesses(Step):
-    """Restart the app's processes so they run the new `current`."""
+    """Restart the app's processes so they run the new `current`.
+
+    `with: {wait: false}` (a rolling batch): stopped, then spawned without waiting out the manager's own
+    start-up time; the health check that follows in the playbook proves they serve.
+    """
 
     name = "restart_processes"
     scope = "app"
@@ -30,7 +34,7 @@ class RestartProcesses(Step):
         return f"would restart {', '.join(p.name for p in ctx.config.processes) or 'no process'}"
 
     def run(self, ctx, host):
-        done = _each(ctx, "restart", host)
+        done = _each(ctx, "restart", host, wait=bool(self.options.get("wait", True)))
         return Outcome(changed=bool(done), message=", ".join(done) or "no process configured")
 
 

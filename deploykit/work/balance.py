@@ -60,28 +60,38 @@ def check(ctx, batches: list[list[str]]) -> str:
     return f"balancer on {', '.join(h.name for h in hosts)}: {len(balancer.servers)} server(s)"
 
 
-def drain(ctx, host) -> dict:
+def _servers(ctx, balancer, hosts) -> list[str]:
+    return [balancer.server_of(h) for h in hosts if h.name in spec(ctx).servers]
+
+
+def drain(ctx, hosts: list) -> dict:
+    """Take these app hosts out of the balancer, in one change per balancer host (a batch together)."""
     if spec(ctx) is None:
         return {"message": "no balancer configured (rollout.balancer): not drained"}
-    balancer, hosts = _driver(ctx)
-    server = balancer.server_of(host)
+    balancer, edges = _driver(ctx)
+    servers = _servers(ctx, balancer, hosts)
+    if not servers:
+        return {"message": "not behind the balancer"}
     notes = []
-    for bh in hosts:
+    for bh in edges:
         with _CHANGING[bh.name]:
-            notes.append(f"{bh.name}: {balancer.drain(ctx, bh, server)}")
-    return {"changed": True, "message": f"{server} drained ({'; '.join(notes)})", "diff": f"- {server}"}
+            notes.append(balancer.drain_all(ctx, bh, servers))
+    return {"changed": True, "message": "; ".join(notes), "diff": "\n".join(f"- {s}" for s in servers)}
 
 
-def undrain(ctx, host) -> dict:
+def undrain(ctx, hosts: list) -> dict:
+    """Put these app hosts back into the balancer, in one change per balancer host."""
     if spec(ctx) is None:
         return {"message": "no balancer configured (rollout.balancer)"}
-    balancer, hosts = _driver(ctx)
-    server = balancer.server_of(host)
+    balancer, edges = _driver(ctx)
+    servers = _servers(ctx, balancer, hosts)
+    if not servers:
+        return {"message": "not behind the balancer"}
     notes = []
-    for bh in hosts:
+    for bh in edges:
         with _CHANGING[bh.name]:
-            notes.append(f"{bh.name}: {balancer.restore(ctx, bh, server)}")
-    return {"changed": True, "message": f"{server} back in the balancer ({'; '.join(notes)})", "diff": f"+ {server}"}
+            notes.append(balancer.restore_all(ctx, bh, servers))
+    return {"changed": True, "message": "; ".join(notes), "diff": "\n".join(f"+ {s}" for s in servers)}
 
 
 def mark(ctx) -> dict | None:
