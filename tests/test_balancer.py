@@ -234,6 +234,8 @@ def test_the_upstream_text_lists_every_server_and_marks_the_drained_down():
                          "    server 10.0.0.6:8000 max_fails=1 fail_timeout=5s down;",
                          "    server 10.0.0.7:8000 max_fails=1 fail_timeout=5s;", "}"]
     plain = upstream_text("app", ["unix:/run/a.sock"], [], "RUN")
+    for name in ("msec", "status", "upstream_addr", "upstream_status"):  # what the log count reads
+        assert f'"{name}":"${name}"' in LOG_FORMAT and "escape=json" in LOG_FORMAT
     assert "# drained: none" in plain and "    server unix:/run/a.sock;" in plain and text.endswith("}\n")
 
 
@@ -380,7 +382,8 @@ def _count(path, since):
 
 def _mark(path):
     cp = subprocess.run([sys.executable, str(REMOTE / "balancer.py"), "mark"], capture_output=True, text=True,
-                        input=json.dumps({"path": str(path)}), timeout=60, env={**os.environ, "DEPLOYKIT_READ_ONLY": "1"})
+                        input=json.dumps({"path": str(path)}), timeout=60,
+                        env={**os.environ, "DEPLOYKIT_READ_ONLY": "1"})  # read-only: a dry-run may mark
     return json.loads(cp.stdout)
 
 
