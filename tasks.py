@@ -42,17 +42,18 @@ BENCHES = {
     "downtime": ["downtime.py"],    # release and recovery downtime at --size-mb, per snapshot_budget
     "transfer": ["transfer.py"],    # blue/green transfer freeze (copy, replicate) against pg_dump/copy/pg_restore
     "refresh": ["refresh.py"],      # anonymized refresh (masked copy, proof, swap) against pg_dump -j + pg_restore -j
+    "fleet": ["fleet.py"],          # a release to 8 sshd hosts against one host, per-step max/sum, CPU per host
 }
 SIZED = ("data", "downtime", "transfer", "refresh")  # the benches that take --size-mb
-ROUNDED = ("release", "transfer", "refresh")         # and --rounds
+ROUNDED = ("release", "transfer", "refresh", "fleet")  # and --rounds
 
 
-@task(auto_shortflags=False, help={"only": "transport, release, data, downtime, transfer or refresh (default: all, in that "
+@task(auto_shortflags=False, help={"only": "transport, release, data, downtime, transfer, refresh or fleet (default: all, in that "
                                            "order)",
                                    "size_mb": "dataset size in MB for the data path and downtime benches (default "
                                               "1500) and the transfer and refresh benches (default: 300 and 1500)",
-                                   "rounds": "interleaved rounds of the release bench (default 5) and of the "
-                                             "transfer and refresh benches (default 3)",
+                                   "rounds": "interleaved rounds of the release and fleet benches (default 5) and of "
+                                             "the transfer and refresh benches (default 3)",
                                    "json": "directory for the JSON results (one file per bench)"})
 def bench(c, only=None, size_mb=None, rounds=None, json=None):
     """Benchmarks, each against its baseline measured in the same run: transport, release, data path."""
