@@ -491,11 +491,20 @@ class Host:
     def _close_sessions(self) -> None:
         with self._active_lock:
             sessions, self._sessions = list(self._sessions.values()), {}
-        for session in sessions:
+
+        def close(session) -> None:
             try:
                 session.close(timeout=10)
             except Exception:
                 session.abort()
+        # at once: each waits for its command to end (a Django's, a psql's), none for another's
+        threads = [threading.Thread(target=close, args=(s,), daemon=True) for s in sessions[1:]]
+        for t in threads:
+            t.start()
+        if sessions:
+            close(sessions[0])
+        for t in threads:
+            t.join()
 
     def _forget(self, token: str) -> None:
         with self._active_lock:
