@@ -7,8 +7,9 @@ Two stages of the sample project (deploykit_testing.fleet.make_fleet): "one"
 host with supervisord + gunicorn, the first the primary that runs the
 migrations; both stages' databases on one PostgreSQL cluster made by initdb
 (each stage its own database). Both stages are released v1.0 then v1.1
-first (both release environments built: a round reuses them, as a release
-whose requirements did not change does). Then, --rounds times, interleaved
+first (both release environments built on every host: those two are
+reported apart, `warmup: true`, not in the medians; a round reuses them, as
+a release whose requirements did not change does). Then, --rounds times, interleaved
 (the order alternates by round), each stage gets `api.release` of the other
 tag (v1.1 -> v1.0 -> v1.1 ...: every round really releases: upload, env,
 migrate, collectstatic, switch, restart, health on every host).
@@ -18,9 +19,11 @@ the sum over hosts, so the cost of each extra host is visible; and CPU
 seconds: the controller (this process and its children, e.g. git archive),
 each host's (its sshd and every session, agent and helper under it, plus its
 supervisord and gunicorn: /proc, the live processes and those reaped), the
-PostgreSQL server's, and the whole machine's busy time (/proc/stat). A
-machine of C cores cannot do the hosts' CPU work in less than its sum over
-C: the "CPU floor" says how much of the fleet's wall time that explains.
+PostgreSQL server's, and the whole machine's busy time (/proc/stat);
+"other" is the machine's less ours: whoever else shares the machine. A
+machine of C cores cannot do the release's own CPU work (controller, hosts,
+PostgreSQL) in less than its sum over C: the "CPU floor" says how much of
+the fleet's wall time that explains, before any waiting.
 One JSON line per release on stdout; the tables on stderr; --json FILE holds
 every row and the summary.
 """
@@ -182,7 +185,7 @@ def summarize(rows: list[dict], n: int, cores: int) -> dict:
     if c1["hosts_sum"] is not None and cn["hosts_sum"] is not None:
         # what one more host adds to the work every core must share, and the wall time that work alone needs
         s["cpu_per_extra_host"] = (cn["hosts_sum"] - c1["hosts_sum"]) / (n - 1) if n > 1 else None
-        s["cpu_floor"] = (cn["machine"] or 0.0) / cores
+        s["cpu_floor"] = ((cn["controller"] or 0.0) + cn["hosts_sum"] + (cn["postgres"] or 0.0)) / cores
         s["cpu_floor_ratio"] = s["cpu_floor"] / s["wall_1"] if s["wall_1"] else None
     steps: dict[str, dict] = {}
     for r in many + one:
@@ -197,6 +200,13 @@ def summarize(rows: list[dict], n: int, cores: int) -> dict:
         steps[k] = d
     s["steps"] = steps
     return s
+
+
+def first_releases(warmups: list[dict]) -> list[dict]:
+    """The first release of each tag per stage (its environment built on every host): wall, release_env, CPU."""
+    return [{"stage": r["stage"], "hosts": r["hosts"], "tag": r["tag"], "wall": r["wall"],
+             "release_env": r["steps"].get("release/release_env"), "cpu_hosts": r["cpu"]["hosts_sum"]}
+            for r in warmups]
 
 
 def _f(v, fmt="{:6.2f}") -> str:
@@ -218,9 +228,14 @@ def print_tables(s: dict) -> None:
             f"{_f(c['per_host'], '{:9.2f}')}{_f(c['postgres'], '{:9.2f}')}{_f(c['other'], '{:8.2f}')}"
             f"{_f(c['machine'], '{:9.2f}')}")
     if s.get("cpu_floor") is not None:
-        log(f"one more host costs {s['cpu_per_extra_host']:.2f} CPU s; the {n}-host release's machine CPU over "
-            f"{s['cores']} cores is {s['cpu_floor']:.2f} s = {s['cpu_floor_ratio']:.2f}× the 1-host wall before any "
-            "waiting")
+        log(f"one more host costs {s['cpu_per_extra_host']:.2f} CPU s; the {n}-host release's own CPU (controller, "
+            f"hosts, postgres) over {s['cores']} cores is {s['cpu_floor']:.2f} s = {s['cpu_floor_ratio']:.2f}× the "
+            "1-host wall, before any waiting")
+    for r in s.get("first_releases") or []:
+        env = r["release_env"] or {}
+        log(f"first release of {r['tag']} to {r['hosts']} host(s): {r['wall']:.2f} s, release_env max "
+            f"{env.get('max', 0):.2f} s sum {env.get('sum', 0):.2f} s, CPU hosts {r['cpu_hosts']:.2f} s "
+            "(each host builds the tag's environment: not in the medians)")
     log(f"\nper step, seconds: 1 host; {n} hosts the slowest host (max) and the sum over hosts; "
         "per extra host = (sum - 1-host) / (n - 1)")
     log(f"{'step':34}{'1 host':>8}{'max ' + str(n):>8}{'sum ' + str(n):>8}{'per +1':>8}")
@@ -245,7 +260,7 @@ def main(argv=None) -> int:
 
     work = Path(tempfile.mkdtemp(prefix="dkbench-fleet-", dir=os.environ.get("DEPLOYKIT_BENCH_DIR", "/tmp")))
     os.chmod(work, 0o755)  # the cluster's server may run as another user
-    pg, fleets, rows, failed = None, [], [], None
+    pg, fleets, rows, warmups, failed = None, [], [], [], None
     try:
         log(f"starting PostgreSQL, 1 + {args.hosts} sshd hosts, the sample repository ...")
         pg = PgCluster.start(work / "pg")
@@ -259,7 +274,10 @@ def main(argv=None) -> int:
         log("first releases (v1.0, then v1.1: both environments built) ...")
         for f, meter in zip(fleets, meters):
             for tag in TAGS:
-                release_once(f, meter, tag)
+                row = release_once(f, meter, tag)
+                row.update({"round": 0, "warmup": True})  # not in the medians: the first of each tag builds
+                warmups.append(row)                        # its environment on every host (pip install)
+                print(json.dumps(row), flush=True)
         tags = {f.name: TAGS[-1] for f in fleets}
         for r in range(1, args.rounds + 1):
             order = list(zip(fleets, meters))
@@ -282,10 +300,11 @@ def main(argv=None) -> int:
         shutil.rmtree(work, ignore_errors=True)
     summary = summarize(rows, args.hosts, os.cpu_count() or 1) if rows else None
     if summary:
+        summary["first_releases"] = first_releases(warmups)
         print_tables(summary)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({"rows": rows, "summary": summary}, indent=1))
+        Path(args.json).write_text(json.dumps({"rows": rows, "warmups": warmups, "summary": summary}, indent=1))
     return 1 if failed else 0
 
 
