@@ -159,7 +159,7 @@ def release_once(fleet, meter: CpuMeter, tag: str) -> dict:
     if not result.ok:
         raise RuntimeError(f"the release of {tag} to {fleet.name} failed: {result.error}")
     return {"stage": fleet.name, "hosts": len(fleet.hosts), "tag": tag, "wall": round(wall, 3), "cpu": cpu,
-            "steps": step_breakdown(result.records)}
+            "load": [round(x, 2) for x in os.getloadavg()], "steps": step_breakdown(result.records)}
 
 
 # -- the summary (pure) ----------------------------------------------------------------------------------------
@@ -215,7 +215,8 @@ def _f(v, fmt="{:6.2f}") -> str:
 
 def print_tables(s: dict) -> None:
     n = s["hosts"]
-    log(f"\nmedians of {s['rounds']} interleaved rounds (api.release, a tag change each time)")
+    log(f"\nmedians of {s['rounds']} interleaved rounds (api.release, a tag change each time); load average "
+        f"now {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     log(f"{'':14}{'1 host':>9}{str(n) + ' hosts':>10}{'ratio':>8}{'target':>8}")
     log(f"{'release wall':14}{_f(s['wall_1'])}s {_f(s[f'wall_{n}'])}s {_f(s['ratio'])}× {s['target']:6.2f}×  "
         f"{'met' if s['met'] else 'NOT met'}")
