@@ -41,19 +41,20 @@ BENCHES = {
     "data": ["pg_data_path.py"],    # dumps, restores, snapshots, revert against pg_dump/pg_restore, django-dbbackup
     "downtime": ["downtime.py"],    # release and recovery downtime at --size-mb, per snapshot_budget
     "transfer": ["transfer.py"],    # blue/green transfer freeze (copy, replicate) against pg_dump/copy/pg_restore
-    "refresh": ["refresh.py"],
-    "rolling": ["rolling.py"],      # a rolling release behind nginx: its own time against its pauses + health checks      # anonymized refresh (masked copy, proof, swap) against pg_dump -j + pg_restore -j
+    "refresh": ["refresh.py"],      # anonymized refresh (masked copy, proof, swap) against pg_dump -j + pg_restore -j
+    "fleet": ["fleet.py"],          # a release to 8 sshd hosts against one host, per-step max/sum, CPU per host
+    "rolling": ["rolling.py"],      # a rolling release behind nginx: its own time against its pauses + health checks
 }
 SIZED = ("data", "downtime", "transfer", "refresh")  # the benches that take --size-mb
-ROUNDED = ("release", "transfer", "refresh", "rolling")         # and --rounds
+ROUNDED = ("release", "transfer", "refresh", "fleet", "rolling")  # and --rounds
 
 
-@task(auto_shortflags=False, help={"only": "transport, release, data, downtime, transfer or refresh (default: all, in that "
+@task(auto_shortflags=False, help={"only": "transport, release, data, downtime, transfer, refresh, fleet or rolling (default: all, in that "
                                            "order)",
                                    "size_mb": "dataset size in MB for the data path and downtime benches (default "
                                               "1500) and the transfer and refresh benches (default: 300 and 1500)",
-                                   "rounds": "interleaved rounds of the release bench (default 5) and of the "
-                                             "transfer and refresh benches (default 3)",
+                                   "rounds": "interleaved rounds of the release and fleet benches (default 5) and of "
+                                             "the transfer and refresh benches (default 3)",
                                    "json": "directory for the JSON results (one file per bench)"})
 def bench(c, only=None, size_mb=None, rounds=None, json=None):
     """Benchmarks, each against its baseline measured in the same run: transport, release, data path."""

@@ -24,6 +24,11 @@ Fixtures:
 ``stage_factory`` (function)
     ``make(n=2, **make_stage kwargs) -> DeployedStage`` (see
     :mod:`deploykit_testing.stage`).
+``fleet_factory`` (function)
+    ``make(n=4, **make_fleet kwargs) -> Fleet``: one stage ("fleet") of ``n``
+    sshd hosts, every one an app host, the first the primary, the session's
+    cluster, sample repository and wheelhouse (:mod:`deploykit_testing.plain_fleet`);
+    stopped at teardown.
 ``nginx_factory`` (function)
     ``make(prefix, upstream, servers) -> Nginx``: a real nginx on a loopback
     port, everything inside ``prefix`` (:mod:`deploykit_testing.nginx`); stopped at teardown.
@@ -198,6 +203,29 @@ def stage_factory(ssh_rig_factory, pg_cluster, sample_repo, wheelhouse):
     yield make
     for stage in made:
         stage.stop()
+
+
+@pytest.fixture
+def fleet_factory(tmp_path, pg_cluster, sample_repo, wheelhouse):
+    """make(n=4, **kwargs) -> Fleet: n sshd hosts as one stage, every host an app host (stopped at teardown)."""
+    from .plain_fleet import make_fleet
+
+    made = []
+
+    def make(n: int = 4, **kwargs):
+        kwargs.setdefault("pg", pg_cluster)
+        kwargs.setdefault("repo", sample_repo)
+        kwargs.setdefault("wheelhouse", wheelhouse)
+        try:
+            fleet = make_fleet(n, tmp_path / f"fleet{len(made)}", **kwargs)
+        except RigError as exc:
+            pytest.fail(f"cannot start the test fleet: {exc}", pytrace=False)
+        made.append(fleet)
+        return fleet
+
+    yield make
+    for fleet in made:
+        fleet.stop()
 
 
 @pytest.fixture

@@ -270,3 +270,28 @@ def test_supervisor_runs_a_program(supervisor_factory, tmp_path):
         sv.status("nope")
     sv.shutdown()
     assert not sv.running
+
+
+# ----------------------------------------------------------------- fleet ---
+
+
+def test_fleet_is_one_stage_of_app_hosts_released_all_at_once(fleet_factory):
+    from deploykit import api
+
+    fleet = fleet_factory(3)
+    hosts = fleet.hosts
+    assert [h.address for h in hosts] == ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
+    assert len({h.host_key_pub for h in hosts}) == 3 and len({h.deploy_to for h in hosts}) == 3
+    assert len(fleet.rig.known_hosts.read_text().splitlines()) == 3
+    specs = fleet.config.stage(fleet.name)
+    assert [s.name for s in specs] == [h.name for h in hosts]
+    assert [sorted(s.roles) for s in specs] == [["app", "primary"], ["app"], ["app"]]
+    result = api.release(fleet.config, fleet.name, "v1.0")
+    assert result.ok, result.error
+    for h in hosts:
+        assert fleet.stage.revision(h)[1:] == ["v1.0"]
+        status, body = fleet.stage.get(h, "/health/")
+        assert status == 200 and body["status"] == "ok"
+    fleet.stop()
+    assert not any(h.running for h in hosts)
+    assert not any(sup.running for sup in fleet.stage.supervisors)

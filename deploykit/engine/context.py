@@ -315,16 +315,29 @@ class Context:
                     pass
         self.journal.record("run_end", locked=[h.name for h in self.locked], release=self.release_id,
                             backup=self.backup_id)
-        for host in self.every_host:
-            if host.tracked and host not in self.locked and not self.dry_run:
-                try:  # nothing of this run is left to look for
-                    host.run(f"rm -f {q(host.pid_file)}", always=True, timeout=30)
-                except Exception:
-                    pass
-            host.close()
+        # every host at once: closing waits for its sessions (Django, psql) and its agent to end
+        hosts = self.every_host
+        if len(hosts) > 1:
+            with ThreadPoolExecutor(max_workers=len(hosts)) as pool:
+                futures = [pool.submit(self._close_host, host) for host in hosts]
+            errors = [f.exception() for f in futures if f.exception() is not None]
+        else:
+            errors = []
+            for host in hosts:
+                self._close_host(host)
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None
+        if errors:  # every host was closed first
+            raise errors[0]
+
+    def _close_host(self, host: Host) -> None:
+        if host.tracked and host not in self.locked and not self.dry_run:
+            try:  # nothing of this run is left to look for
+                host.run(f"rm -f {q(host.pid_file)}", always=True, timeout=30)
+            except Exception:
+                pass
+        host.close()
 
     def unlock_all(self) -> None:
         for host in list(self.locked):

@@ -10,6 +10,7 @@ runs that procedure with the dead run's ids, and stops there, saying so.
 """
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from .. import layout
@@ -28,9 +29,16 @@ class Holder:
 
 
 def holders(ctx) -> list[Holder]:
+    """Other runs' locks on the stage's hosts, in host order; every host is read at once (the first contact
+    with each: its connection and agent start here, and a fleet's do not wait for one another)."""
+    hosts = list(ctx.hosts)
+    if len(hosts) > 1:
+        with ThreadPoolExecutor(max_workers=len(hosts)) as pool:
+            read = list(pool.map(stage_lock.read_lock, hosts))  # the first host's error is raised
+    else:
+        read = [stage_lock.read_lock(h) for h in hosts]
     out = []
-    for host in ctx.hosts:
-        holder, now = stage_lock.read_lock(host)
+    for host, (holder, now) in zip(hosts, read):
         if holder and holder.get("run_id") != ctx.run_id:
             verdict = stage_lock.assess(holder, now, ctx.config.lock.stale_after, ctx.config.journal_dir)
             out.append(Holder(host, holder, verdict))

@@ -19,7 +19,7 @@ Actions (take database?; run directly, also project_dir and settings?):
 """
 import sys
 
-from _common import serve, serve_session
+from _common import end_session, serve, serve_session
 from _django import _close_connections, _connection, _setup
 
 
@@ -72,7 +72,7 @@ READ_ONLY = {"columns"}
 
 def main():
     if sys.argv[1:] == ["--session"]:  # many requests, one Django start-up (see _common.serve_session)
-        sys.exit(serve_session(ACTIONS, READ_ONLY, after=_close_connections, typed_errors=True))
+        end_session(serve_session(ACTIONS, READ_ONLY, after=_close_connections, typed_errors=True))
     sys.exit(serve(ACTIONS, name="django_columns.py", read_only=READ_ONLY, typed_errors=True))
 
 

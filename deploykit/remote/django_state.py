@@ -47,7 +47,7 @@ Actions (all take database?; run directly, also project_dir and settings?):
 import os
 import sys
 
-from _common import progress, serve, serve_session
+from _common import end_session, progress, serve, serve_session
 from _django import _close_connections, _connection, _setup
 from _migsafety import (analyse_plan, plan_executor, write_without_database)
 
@@ -315,7 +315,7 @@ READ_ONLY = {"state", "graph", "plan", "databases", "check", "safety"}
 
 def main():
     if sys.argv[1:] == ["--session"]:  # many requests, one Django start-up (see _common.serve_session)
-        sys.exit(serve_session(ACTIONS, READ_ONLY, after=_close_connections, typed_errors=True))
+        end_session(serve_session(ACTIONS, READ_ONLY, after=_close_connections, typed_errors=True))
     sys.exit(serve(ACTIONS, name="django_state.py", read_only=READ_ONLY, typed_errors=True))
 
 

@@ -1,6 +1,8 @@
 """The check phase: nothing here changes a host except taking the lock."""
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 from ..drivers import tools_for
 from ..errors import DeployError
 from ..gitrepo import resolve
@@ -101,11 +103,20 @@ class AcquireLock(Step):
 
     def run(self, ctx, host):
         info = ctx.holder_info()
-        for h in sorted(ctx.hosts, key=lambda h: not h.is_primary):  # the primary carries the progress
-            if h in ctx.locked:
-                continue
+        todo = [h for h in ctx.hosts if h not in ctx.locked]
+        first = [h for h in todo if h.is_primary]  # the primary carries the progress: locked before the others
+        for h in first:
             stage_lock.acquire(h, info)  # on refusal, the abandon playbook frees the others
             ctx.locked_on(h)
+        rest = [h for h in todo if not h.is_primary]
+        with ThreadPoolExecutor(max_workers=max(1, len(rest))) as pool:  # then the others at once
+            futures = [pool.submit(stage_lock.acquire, h, info) for h in rest]
+        for h, future in zip(rest, futures):
+            if future.exception() is None:
+                ctx.locked_on(h)
+        refused = next((f.exception() for f in futures if f.exception() is not None), None)
+        if refused is not None:
+            raise refused
         ctx.record_progress()
         return Outcome(changed=True, message=f"locked for {ctx.run_id} on {', '.join(h.name for h in ctx.locked)}")
 

@@ -21,7 +21,7 @@ from ..errors import DeployError, PreflightFailed
 from ..processes import manager_for
 from .base import Outcome, Step, register
 from ..work.code import missing_shared_files
-from ..work.health import asks_django, check_health
+from ..work.health import check_health
 
 
 def check_processes(ctx, host) -> list[str]:
@@ -51,6 +51,13 @@ def check_django_databases(ctx, host, live_dir: str | None) -> list[str]:
     return check_database_identity(ctx, host, live_dir) if live_dir else []
 
 
+def asks_live_django(ctx, host) -> bool:
+    """The one app host whose live Django answers the `manage: check` health checks in preflight: the primary,
+    or the first app host when the primary runs no app."""
+    apps = ctx.app_hosts
+    return bool(apps) and host is (ctx.primary if ctx.primary in apps else apps[0])
+
+
 def check_space(ctx, host) -> list[str]:
     """Room under backups/ for a backup (media, plus about half the databases once compressed)."""
     need = sum(d.backup_bytes(ctx, host) for d in drivers_for(ctx.config))
@@ -70,7 +77,11 @@ class Preflight(Step):
     read_only = True
 
     def run(self, ctx, host):
-        asked = host.is_primary or ("app" in host.roles and any(asks_django(c) for c in ctx.config.health))
+        # The live release's Django boots on one host (asks_live_django): its code is the same release on
+        # every host, and every other app host's Django is asked with the new release before anything live
+        # changes (check_database; then collectstatic, and verify's `manage: check`). A Django start-up is a
+        # quarter of a host's CPU in a release (bench/fleet.py); every app host is still asked its HTTP checks.
+        asked = host.is_primary or asks_live_django(ctx, host)
         live_dir = live_release_dir(ctx, host) if asked else None
         if live_dir:  # the live Django boots while processes, databases and disk are looked at
             warm_up(ctx, host, live_dir)
@@ -96,7 +107,7 @@ class Preflight(Step):
                                      "would restore the verified dump")
         if not problems and ctx.previous and "app" in host.roles:
             try:
-                notes += check_health(ctx, host, read_only=True)
+                notes += check_health(ctx, host, read_only=True, django=asks_live_django(ctx, host))
             except DeployError as exc:
                 problems.append(f"the live release {ctx.previous['id']} fails its health check, so a new one "
                                 f"could not be verified either: {exc.one_line()}")

@@ -46,7 +46,13 @@ PID_MARK = "\x1edeploykit-pid "  # first stdout line of every command: its pid (
 READ_ONLY_ACTIONS = {module: read_only_actions(module) for module in helper_modules()}
 
 
-NEEDS_SITE = {"pyenv"}
+# Helper actions that need the interpreter's site (a venv's sys.prefix is set by site): they start a Python of
+# their own; every other action of a stdlib helper is forked by the host's agent (python -I -S)
+NEEDS_SITE = {"pyenv": {"probe", "ensure"}}
+
+
+def needs_site(module: str, action: str) -> bool:
+    return action in NEEDS_SITE.get(module, ())
 
 
 def q(value) -> str:
@@ -348,7 +354,8 @@ class Host:
         read_only = self.allows(module, action)
         if self.read_only:  # and the helper refuses it again on the host
             env = {**(env or {}), "DEPLOYKIT_READ_ONLY": "1"}
-        if not (launcher or track or python or module in NEEDS_SITE):
+        site = needs_site(module, action)
+        if not (launcher or track or python or site):
             # a stdlib helper with the host's Python: forked on the host, no interpreter started
             doc = self._forked_helper(module, action, args or {}, env=env, secrets=secrets, cwd=cwd,
                                       timeout=timeout, always=always)
@@ -361,7 +368,7 @@ class Host:
         payload = [{"helper": module}, json.dumps(args or {})]
         # -I -S: a stdlib helper needs no site-packages (and starts in a third of the time); the
         # environment builder looks at the interpreter's own site-packages, so it keeps them
-        flags = "" if module in NEEDS_SITE else " -I -S"
+        flags = "" if site else " -I -S"
         base = launcher or f"{q(python or self.python)}{flags} -c"
         cmd = f"{base} {q(_BOOTSTRAP.format(name=name))} {q(action)}"
         result = self.run(cmd, env=env, secrets=secrets, check=False, stdin=payload, timeout=timeout,
@@ -491,11 +498,20 @@ class Host:
     def _close_sessions(self) -> None:
         with self._active_lock:
             sessions, self._sessions = list(self._sessions.values()), {}
-        for session in sessions:
+
+        def close(session) -> None:
             try:
                 session.close(timeout=10)
             except Exception:
                 session.abort()
+        # at once: each waits for its command to end (a Django's, a psql's), none for another's
+        threads = [threading.Thread(target=close, args=(s,), daemon=True) for s in sessions[1:]]
+        for t in threads:
+            t.start()
+        if sessions:
+            close(sessions[0])
+        for t in threads:
+            t.join()
 
     def _forget(self, token: str) -> None:
         with self._active_lock:

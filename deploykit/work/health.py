@@ -21,17 +21,21 @@ def asks_django(check) -> bool:
     return check.kind == "manage" and check.command.split()[:1] == ["check"]
 
 
-def check_health(ctx, host, read_only: bool = False) -> list[str]:
+def check_health(ctx, host, read_only: bool = False, django: bool = True) -> list[str]:
     """Run the configured health checks on a host; raise DeployError on the first that fails.
 
     read_only: for preflight; custom commands are skipped (they may change things).
     `manage: check ...` is answered by the release's Django session (one start-up per
     release and run); other manage.py commands start a process of their own.
+    django=False: the `manage: check` checks are not asked here (preflight on an app host
+    that is not the primary: see steps/preflight.py).
     """
     notes = []
     for check in ctx.config.health:
         if check.kind == "http":
             notes.append(http_health(ctx, host, check))
+        elif asks_django(check) and not django:
+            notes.append(f"manage.py {check.command} asked on the primary")
         elif asks_django(check):
             # Django's system checks, by the live release's own Django (the run's session: no start-up of its own)
             live = host.realpath(layout.current(host)) or layout.current(host)
