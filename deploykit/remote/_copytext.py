@@ -15,14 +15,24 @@ and ``digest(key, t)`` = keyed BLAKE2b-64 of t's UTF-8, as an int. A set of
 digests travels as "dk64": the digests sorted ascending, without duplicates,
 each 8 bytes big-endian, concatenated (raw in the mask stream's header,
 base64 in JSON answers and arguments).
+
+The screen (a prefilter, never the proof itself): ``screen(seed, t)`` =
+CRC-32 of t's UTF-8 started from a 32-bit seed drawn from the proof key. A
+"ds32" list is such values, 4 bytes big-endian each, in any order. It costs
+one C call per value, and whole columns of a block are screened by C loops
+(`Screen`), so only the few values it flags are digested and looked up.
 """
 import array
 import base64
 import bisect
+import collections
 import hashlib
+import itertools
+import operator
 import re
 import sys
 import threading
+import zlib
 
 NULL = b"\\N"
 MIN_LENGTH = 4  # a normalised value shorter than this is not digested: too common to prove anything
@@ -187,6 +197,99 @@ def digester(proof_key):
         return from_bytes(h.digest(), "big")
     one.keyed = keyed
     return one
+
+
+def screen_seed(proof_key):
+    """The screen's CRC-32 seed of a proof key (both ends derive it: it never travels)."""
+    return int.from_bytes(hashlib.blake2b(proof_key, digest_size=4, person=b"dk-screen").digest(), "big")
+
+
+_ODD_ASCII = re.compile(rb"[\t\x0b\x0c\r\x1c-\x1f]|  | \n|\n |\A | \Z")
+_ODD_TEXT = re.compile(r"[^\S\n ]|  | \n|\n |\A | \Z")
+
+
+def lowered_blob(values):
+    """The UTF-8 of normalise() of many COPY fields at once (bytes, none NULL), joined by newlines, in a
+    few C calls; None when one of them needs a look of its own (a backslash escape, whitespace other than
+    single spaces between words). Such text is normalised by lower() alone (str.split() splits only at
+    its single spaces)."""
+    blob = b"\n".join(values)
+    if b"\\" in blob:
+        return None
+    if blob.isascii():
+        return None if _ODD_ASCII.search(blob) else blob.lower()
+    text = blob.decode("utf-8", "surrogateescape")
+    if _ODD_TEXT.search(text):
+        return None
+    return text.lower().encode("utf-8", "surrogateescape")
+
+
+_ODD_FIELD = re.compile(rb"[\\\t\x0b\x0c\r\x1c-\x1f\x80-\xff]|  |\A | \Z")
+
+
+def plain_fields(values):
+    """(plain, odd): the fields whose normalise() is their ASCII lower case, and the others (an escape,
+    odd whitespace, bytes beyond ASCII), for a block lowered_blob refused (one look per field)."""
+    plain, odd = [], []
+    search = _ODD_FIELD.search
+    for v in values:
+        (odd if search(v) else plain).append(v)
+    return plain, odd
+
+
+def lowered(values):
+    """lowered_blob's values as a list (None as there)."""
+    if not values:
+        return []
+    blob = lowered_blob(values)
+    return None if blob is None else blob.split(b"\n")
+
+
+def pack_screen(values):
+    """Screen values (ints) -> ds32 bytes (4 bytes big-endian each, as given)."""
+    arr = array.array("I", values) if array.array("I").itemsize == 4 else array.array("L", values)
+    if sys.byteorder == "little":
+        arr.byteswap()
+    return arr.tobytes()
+
+
+def unpack_screen(data):
+    """ds32 bytes -> array of the screen values."""
+    if len(data) % 4:
+        raise ValueError("a ds32 screen list is a multiple of 4 bytes long, got %d" % len(data))
+    arr = array.array("I") if array.array("I").itemsize == 4 else array.array("L")
+    arr.frombytes(data)
+    if sys.byteorder == "little":
+        arr.byteswap()
+    return arr
+
+
+class Screen(object):
+    """Which of many normalised values may be an original, by C loops only: a byte map indexed by the top
+    bits of each value's screen (64 slots an original, up to 128 MB). It never misses an original; it
+    flags a few others (1 in 64; more past 2 million originals), which the digests then clear."""
+
+    MAX_BITS = 27
+
+    def __init__(self, seed, values):
+        n = len(values)
+        bits = 16
+        while (1 << bits) < 64 * n and bits < self.MAX_BITS:
+            bits += 1
+        self.seed, self.shift = seed, 32 - bits
+        self.map = bytearray(1 << bits)
+        rshift, repeat = operator.rshift, itertools.repeat
+        collections.deque(map(self.map.__setitem__, map(rshift, values, repeat(self.shift)), repeat(1)), 0)
+
+    def of(self, low):
+        """The screen value of one normalised value's UTF-8."""
+        return zlib.crc32(low, self.seed)
+
+    def flags(self, lows):
+        """bytes: 1 where lows[i] (normalised UTF-8) may be an original, else 0."""
+        repeat = itertools.repeat
+        crcs = map(zlib.crc32, lows, repeat(self.seed))
+        return bytes(map(self.map.__getitem__, map(operator.rshift, crcs, repeat(self.shift))))
 
 
 def pack_digests(values):

@@ -33,6 +33,7 @@ with the next round, so every guarantee holds deterministically (for a unique
 column, the later row in COPY order re-draws: same data and key, same output).
 """
 import array
+import base64
 import collections
 import hashlib
 import ipaddress
@@ -44,10 +45,12 @@ import re
 import subprocess
 import sys
 import time
+import zlib
 
 from _common import BadArguments, HelperError, serve
 from _copytext import (MIN_LENGTH, NULL, b64_digests, decode_field, digester, encode_field, iter_blocks,
-                       membership, normalise, pack_digests, ToolStderr, unpack_digests)
+                       membership, normalise, pack_digests, pack_screen, screen_seed, ToolStderr, unpack_digests,
+                       unpack_screen)
 from _forks import Pool, receive, send
 
 MAX_ROUNDS = 1000  # draws before a value is declared unmaskable (a tiny output space on a unique column)
@@ -959,10 +962,11 @@ class _Reservoir(object):
 class _Digests(object):
     """One column's originals: counts, and the digests of their exact and normalised forms."""
 
-    def __init__(self, name, rule, digest, sample, rng, label):
-        self.name, self.digest, self.sample = name, digest, sample
+    def __init__(self, name, rule, digest, sample, rng, label, seed=0):
+        self.name, self.digest, self.sample, self.seed = name, digest, sample, seed
         self.rows = self.digested = self.short = 0
         self.exact, self.normal = array.array("Q"), array.array("Q")
+        self.screen = array.array("I") if array.array("I").itemsize == 4 else array.array("L")
         self.reservoir = _Reservoir(sample, rng) if sample else None
         self.paths = json_paths(rule, label) if rule and rule.get("kind") == "json" else None
         self.label = label
@@ -999,6 +1003,7 @@ class _Digests(object):
         else:
             self.exact.append(self.digest(text))
             self.normal.append(self.digest(norm))
+            self.screen.append(zlib.crc32(norm.encode("utf-8", "surrogateescape"), self.seed))
 
     def result(self):
         sampled = self.reservoir is not None and self.reservoir.seen > self.sample
@@ -1006,21 +1011,24 @@ class _Digests(object):
             for text, norm in self.reservoir.items:
                 self.exact.append(self.digest(text))
                 self.normal.append(self.digest(norm))
+                self.screen.append(zlib.crc32(norm.encode("utf-8", "surrogateescape"), self.seed))
         counts = {"rows": self.rows, "digested": self.digested, "skipped_short": self.short, "sampled": sampled}
-        return counts, {"exact": b64_digests(self.exact), "normalised": b64_digests(self.normal)}
+        return counts, {"exact": b64_digests(self.exact), "normalised": b64_digests(self.normal),
+                        "screen": base64.b64encode(pack_screen(self.screen)).decode("ascii")}
 
 
 def digest_rows(accs, lines, ncols, table, keyed):
     """Digest a block of COPY lines into the columns' accumulators; plain columns inline (normalise, the
     normalised digest, and the exact one only when the value is not normalised already)."""
-    copy, from_bytes = keyed.copy, int.from_bytes
-    plain = [(i, acc, acc.exact.append, acc.normal.append) for i, acc in accs if acc.plain]
+    copy, from_bytes, crc32 = keyed.copy, int.from_bytes, zlib.crc32
+    plain = [(i, acc, acc.exact.append, acc.normal.append, acc.screen.append, acc.seed) for i, acc in accs
+             if acc.plain]
     other = [(i, acc) for i, acc in accs if not acc.plain]
     for line in lines:
         fields = line.split(b"\t")
         if len(fields) != ncols:
             raise MaskError("%s: a row has %d fields, %d columns were named" % (table, len(fields), ncols))
-        for i, acc, add_exact, add_normal in plain:
+        for i, acc, add_exact, add_normal, add_screen, seed in plain:
             field = fields[i]
             if field == NULL:
                 continue
@@ -1040,9 +1048,11 @@ def digest_rows(accs, lines, ncols, table, keyed):
                     sample.seen += 1
                 continue
             h = copy()
-            h.update(low.encode("utf-8", "surrogateescape"))
+            low_bytes = low.encode("utf-8", "surrogateescape")
+            h.update(low_bytes)
             d = from_bytes(h.digest(), "big")
             add_normal(d)
+            add_screen(crc32(low_bytes, seed))
             if low != text:
                 h = copy()
                 h.update(text.encode("utf-8", "surrogateescape"))
@@ -1061,8 +1071,8 @@ def _digest_worker(accs, ncols, table, keyed):
         while True:
             msg = receive(inbox)
             if msg is None:
-                send(outbox, [(a.rows, a.digested, a.short, pack_digests(a.exact), pack_digests(a.normal))
-                              for _i, a in accs])  # sorted here: the parent merges sorted runs
+                send(outbox, [(a.rows, a.digested, a.short, pack_digests(a.exact), pack_digests(a.normal),
+                               pack_screen(a.screen)) for _i, a in accs])  # sorted here: the parent merges runs
                 return
             digest_rows(accs, msg.split(b"\n"), ncols, table, keyed)
     return work
@@ -1075,7 +1085,8 @@ def digests(args):
      "sample": "all" | N, "masks"?: {column: RULE} (json rules: their string leaves at the paths are
      digested), "table"?: name for messages, "jobs"?: forked workers digesting blocks (not for a sample)}
     -> {"columns": {col: {"rows", "digested", "skipped_short", "sampled"}},
-        "digests": {col: {"exact": b64 dk64, "normalised": b64 dk64}}}
+        "digests": {col: {"exact": b64 dk64, "normalised": b64 dk64, "screen": b64 ds32}}}
+    (screen: the screen values, _copytext.screen, of the normalised values digested, for the scan's prefilter)
     A sample of N keeps N values per column, drawn uniformly (seeded by the proof key: one run, one sample).
     """
     command = args.get("command")
@@ -1091,10 +1102,11 @@ def digests(args):
     masks = args.get("masks") or {}
     table = str(args.get("table") or "table")
     digest = digester(pk)
+    seed = screen_seed(pk)
     accs = []
     for i, column in enumerate(columns):
         rng = random.Random(hashlib.blake2b(column.encode(), key=pk, digest_size=16).digest())
-        accs.append((i, _Digests(column, masks.get(column), digest, sample, rng, "%s.%s" % (table, column))))
+        accs.append((i, _Digests(column, masks.get(column), digest, sample, rng, "%s.%s" % (table, column), seed)))
     ncols = len(columns)
     jobs = args.get("jobs") or 1
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
@@ -1115,12 +1127,13 @@ def digests(args):
             for k in range(len(pool)):
                 pool.put(k, None)
             for k in range(len(pool)):
-                for (_i, acc), (rows, digested, short, exact, normal) in zip(accs, pool.answer(k)):
+                for (_i, acc), (rows, digested, short, exact, normal, screen) in zip(accs, pool.answer(k)):
                     acc.rows += rows
                     acc.digested += digested
                     acc.short += short
                     acc.exact.extend(unpack_digests(exact))
                     acc.normal.extend(unpack_digests(normal))
+                    acc.screen.extend(unpack_screen(screen))
     except BaseException:
         if proc is not None:
             _stop(proc)

@@ -87,7 +87,8 @@ def collect_digests(ctx, src, driver, plan: dict) -> dict:
     snap = mem["snapshot"] = Snapshot(ctx, driver, src)
     mem["counts"] = snap.counts(list(tables.values()), plan["where"])
     sample = ctx.config.refresh.proof_sample if ctx.config.refresh else None
-    exact, normalised, stats = [], [], {"columns": 0, "digested": 0, "skipped_short": 0, "sampled": []}
+    exact, normalised, screens = [], [], []
+    stats = {"columns": 0, "digested": 0, "skipped_short": 0, "sampled": []}
     kw = driver.access(ctx, src, read_only=True)
     for name, spec in plan["masks"].items():
         cols = sorted(spec["masks"])
@@ -106,7 +107,9 @@ def collect_digests(ctx, src, driver, plan: dict) -> dict:
                 stats["sampled"].append(f"{name}.{col}")
             exact.append(base64.b64decode(got["digests"][col]["exact"]))
             normalised.append(base64.b64decode(got["digests"][col]["normalised"]))
+            screens.append(base64.b64decode(got["digests"][col].get("screen") or ""))
     mem["exact"], mem["avoid"] = _packed(exact), _packed(normalised)
+    mem["screen"] = b"".join(screens)  # ds32, in any order: the scan's prefilter
     stats["originals"] = len(mem["avoid"]) // 8
     stats["sample"] = sample or "all"
     return stats
@@ -125,6 +128,7 @@ def prove(ctx, dst, driver) -> dict:
                                           "proof_key": mem["proof_key"],
                                           "exact": base64.b64encode(mem["exact"]).decode(),
                                           "normalised": base64.b64encode(mem["avoid"]).decode(),
+                                          "screen": base64.b64encode(mem["screen"]).decode(),
                                           "jobs": driver.jobs(dst)},
                         env=kw["env"], secrets=kw["secrets"], timeout=ctx.config.command_timeout)
     report["originals"] = len(mem["avoid"]) // 8
