@@ -2,10 +2,12 @@
 part of the proof (digests kept in memory) played by the test."""
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 from deploykit.transport.bundle import load_helper
@@ -107,3 +109,10 @@ class Originals:
     def scan_args(self) -> dict:
         return {"proof_key": self.key.hex(), "exact": mask.b64_digests(self.exact),
                 "normalised": mask.b64_digests(self.normal)}
+
+    def screen(self, *values) -> str:
+        """The scan's prefilter (base64 ds32) of these original values, as the digests action makes it."""
+        seed = mask.screen_seed(self.key)
+        crcs = [zlib.crc32(mask.normalise(v).encode("utf-8", "surrogateescape"), seed) for v in values
+                if v is not None and len(mask.normalise(v)) >= mask.MIN_LENGTH]
+        return base64.b64encode(mask.pack_screen(crcs)).decode()
