@@ -37,6 +37,7 @@ import base64
 import collections
 import hashlib
 import ipaddress
+import itertools
 import json
 import math
 import os
@@ -49,8 +50,8 @@ import zlib
 
 from _common import BadArguments, HelperError, serve
 from _copytext import (MIN_LENGTH, NULL, b64_digests, decode_field, digester, encode_field, iter_blocks,
-                       membership, normalise, pack_digests, pack_screen, screen_seed, ToolStderr, unpack_digests,
-                       unpack_screen)
+                       lowered_blob, membership, normalise, pack_digests, pack_screen, plain_fields, screen_seed,
+                       ToolStderr, unpack_digests, unpack_screen)
 from _forks import Pool, receive, send
 
 MAX_ROUNDS = 1000  # draws before a value is declared unmaskable (a tiny output space on a unique column)
@@ -1017,9 +1018,67 @@ class _Digests(object):
                         "screen": base64.b64encode(pack_screen(self.screen)).decode("ascii")}
 
 
+def _keyed_digests(items, keyed):
+    """array('Q') of the keyed digests of items (bytes), in their order."""
+    out = array.array("Q")
+    add, copy, from_bytes = out.append, keyed.copy, int.from_bytes
+    for item in items:
+        h = copy()
+        h.update(item)
+        add(from_bytes(h.digest(), "big"))
+    return out
+
+
+def _digest_column(acc, values, keyed):
+    """A plain column's fields of a block (none NULL), digested in bulk: normalised by lowered_blob (a few
+    C calls), then one keyed digest per value (and one more only where normalising changed it), the screen
+    by C loops. Returns the fields that need a look of their own (escapes, odd whitespace, beyond ASCII)."""
+    odd = []
+    blob = lowered_blob(values)
+    if blob is None:
+        values, odd = plain_fields(values)
+        blob = b"\n".join(values).lower()
+    if not values:
+        return odd
+    lows = blob.split(b"\n")
+    short = sum(map(MIN_LENGTH.__gt__, map(len, lows)))
+    if short:
+        keep = list(map(MIN_LENGTH.__le__, map(len, lows)))
+        values, lows = list(itertools.compress(values, keep)), list(itertools.compress(lows, keep))
+        acc.short += short
+    acc.digested += len(lows)
+    normal = _keyed_digests(lows, keyed)
+    acc.normal.extend(normal)
+    acc.exact.extend(normal if lows == values else _keyed_digests(values, keyed))
+    acc.screen.extend(map(zlib.crc32, lows, itertools.repeat(acc.seed)))
+    return odd
+
+
 def digest_rows(accs, lines, ncols, table, keyed):
-    """Digest a block of COPY lines into the columns' accumulators; plain columns inline (normalise, the
-    normalised digest, and the exact one only when the value is not normalised already)."""
+    """Digest a block of COPY lines into the columns' accumulators: plain columns of a whole sample in bulk
+    (_digest_column), sampled ones inline (normalise, the normalised digest, and the exact one only when
+    the value is not normalised already), json ones by their leaves."""
+    bulk = [(i, acc) for i, acc in accs if acc.plain and acc.reservoir is None]
+    if bulk and lines:
+        if set(map(bytes.count, lines, itertools.repeat(b"\t"))) == {ncols - 1}:
+            fields = b"\t".join(lines).split(b"\t")
+            for i, acc in bulk:
+                values = fields[i::ncols]
+                if NULL in values:
+                    values = list(filter(NULL.__ne__, values))
+                for field in _digest_column(acc, values, keyed):
+                    acc._one(decode_field(field))
+            accs_left = [(i, acc) for i, acc in accs if (i, acc) not in bulk]
+            for _i, acc in bulk:
+                acc.rows += len(lines)
+            if not accs_left:
+                return
+            return _digest_inline(accs_left, lines, ncols, table, keyed)
+    return _digest_inline(accs, lines, ncols, table, keyed)
+
+
+def _digest_inline(accs, lines, ncols, table, keyed):
+    """digest_rows row by row (a sample's columns; any block whose rows are not all ncols fields)."""
     copy, from_bytes, crc32 = keyed.copy, int.from_bytes, zlib.crc32
     plain = [(i, acc, acc.exact.append, acc.normal.append, acc.screen.append, acc.seed) for i, acc in accs
              if acc.plain]
