@@ -204,7 +204,6 @@ def screen_seed(proof_key):
     return int.from_bytes(hashlib.blake2b(proof_key, digest_size=4, person=b"dk-screen").digest(), "big")
 
 
-_ODD_ASCII = re.compile(rb"[\t\x0b\x0c\r\x1c-\x1f]|  | \n|\n |\A | \Z")
 _ODD_TEXT = re.compile(r"[^\S\n ]|  | \n|\n |\A | \Z")
 
 
@@ -216,8 +215,11 @@ def lowered_blob(values):
     blob = b"\n".join(values)
     if b"\\" in blob:
         return None
-    if blob.isascii():
-        return None if _ODD_ASCII.search(blob) else blob.lower()
+    if blob.isascii():  # raw tabs, newlines, \r, \v, \f are escaped in COPY text: only \x1c-\x1f and spaces remain
+        if (b"  " in blob or b" \n" in blob or b"\n " in blob or blob[:1] == b" " or blob[-1:] == b" "
+                or b"\x1c" in blob or b"\x1d" in blob or b"\x1e" in blob or b"\x1f" in blob):
+            return None
+        return blob.lower()
     text = blob.decode("utf-8", "surrogateescape")
     if _ODD_TEXT.search(text):
         return None

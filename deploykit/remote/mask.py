@@ -967,6 +967,7 @@ class _Digests(object):
         self.name, self.digest, self.sample, self.seed = name, digest, sample, seed
         self.rows = self.digested = self.short = 0
         self.exact, self.normal = array.array("Q"), array.array("Q")
+        self.same = True  # every value digested was normalised already: exact is normal (packed once)
         self.screen = array.array("I") if array.array("I").itemsize == 4 else array.array("L")
         self.reservoir = _Reservoir(sample, rng) if sample else None
         self.paths = json_paths(rule, label) if rule and rule.get("kind") == "json" else None
@@ -1005,6 +1006,7 @@ class _Digests(object):
             self.exact.append(self.digest(text))
             self.normal.append(self.digest(norm))
             self.screen.append(zlib.crc32(norm.encode("utf-8", "surrogateescape"), self.seed))
+            self.same = False
 
     def result(self):
         sampled = self.reservoir is not None and self.reservoir.seen > self.sample
@@ -1014,7 +1016,9 @@ class _Digests(object):
                 self.normal.append(self.digest(norm))
                 self.screen.append(zlib.crc32(norm.encode("utf-8", "surrogateescape"), self.seed))
         counts = {"rows": self.rows, "digested": self.digested, "skipped_short": self.short, "sampled": sampled}
-        return counts, {"exact": b64_digests(self.exact), "normalised": b64_digests(self.normal),
+        normal = b64_digests(self.normal)
+        exact = normal if self.same and self.reservoir is None else b64_digests(self.exact)
+        return counts, {"exact": exact, "normalised": normal,
                         "screen": base64.b64encode(pack_screen(self.screen)).decode("ascii")}
 
 
@@ -1049,7 +1053,11 @@ def _digest_column(acc, values, keyed):
     acc.digested += len(lows)
     normal = _keyed_digests(lows, keyed)
     acc.normal.extend(normal)
-    acc.exact.extend(normal if lows == values else _keyed_digests(values, keyed))
+    if lows == values:
+        acc.exact.extend(normal)
+    else:
+        acc.exact.extend(_keyed_digests(values, keyed))
+        acc.same = False
     acc.screen.extend(map(zlib.crc32, lows, itertools.repeat(acc.seed)))
     return odd
 
@@ -1116,6 +1124,7 @@ def _digest_inline(accs, lines, ncols, table, keyed):
                 h = copy()
                 h.update(text.encode("utf-8", "surrogateescape"))
                 d = from_bytes(h.digest(), "big")
+                acc.same = False
             add_exact(d)
         for i, acc in other:
             if fields[i] != NULL:
@@ -1131,7 +1140,7 @@ def _digest_worker(accs, ncols, table, keyed):
             msg = receive(inbox)
             if msg is None:
                 send(outbox, [(a.rows, a.digested, a.short, pack_digests(a.exact), pack_digests(a.normal),
-                               pack_screen(a.screen)) for _i, a in accs])  # sorted here: the parent merges runs
+                               pack_screen(a.screen), a.same) for _i, a in accs])  # sorted here: the parent merges runs
                 return
             digest_rows(accs, msg.split(b"\n"), ncols, table, keyed)
     return work
@@ -1186,7 +1195,8 @@ def digests(args):
             for k in range(len(pool)):
                 pool.put(k, None)
             for k in range(len(pool)):
-                for (_i, acc), (rows, digested, short, exact, normal, screen) in zip(accs, pool.answer(k)):
+                for (_i, acc), (rows, digested, short, exact, normal, screen, same) in zip(accs, pool.answer(k)):
+                    acc.same = acc.same and same
                     acc.rows += rows
                     acc.digested += digested
                     acc.short += short

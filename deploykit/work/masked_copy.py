@@ -104,6 +104,10 @@ def _reader(ctx, driver, src, snapshot_id: str, table: Table, columns: list[str]
 def copy_table(ctx, driver, src, dst, new_db: str, snapshot_id: str, table: Table, columns: list[str],
                where: str | None, mask: dict | None, stop: threading.Event) -> dict:
     """One table from the source's snapshot into new_db on the target; (bytes, seconds) of what went over."""
+    if callable(mask):  # settings that are ready later (the avoid list, once the originals are digested)
+        mask = mask()
+    if stop.is_set():
+        raise Interrupted(f"{dst.name}: the copy of {table.name} was stopped")
     start = time.monotonic()
     reader, _ = _reader(ctx, driver, src, snapshot_id, table, columns, where, mask)
     cols = ", ".join(ident(c) for c in columns)
@@ -145,7 +149,9 @@ def copy_table(ctx, driver, src, dst, new_db: str, snapshot_id: str, table: Tabl
 def copy_tables(ctx, driver, src, dst, new_db: str, snapshot_id: str, jobs_: list[dict], jobs: int,
                 progress=None) -> list[dict]:
     """Every job ({table, columns, where, mask}) at most `jobs` at a time, largest first; the first failure
-    stops the others (their streams are aborted) and is raised."""
+    stops the others (their streams are aborted) and is raised. A job's mask may be a function giving its
+    settings: its copy calls it (and waits for it) when its turn comes; the tables without masks meanwhile
+    take the other slots."""
     stop = threading.Event()
     order = sorted(jobs_, key=lambda j: -(j["table"].bytes or 0))
     done: list[dict] = []

@@ -25,6 +25,7 @@ import sys
 import threading
 import time
 from array import array
+from concurrent.futures import ThreadPoolExecutor
 
 from .. import layout
 from ..errors import DeployError, PreflightFailed
@@ -77,17 +78,27 @@ def _packed(parts: list[bytes]) -> bytes:
     return out.tobytes()
 
 
-def collect_digests(ctx, src, driver, plan: dict) -> dict:
-    """Open the copy's snapshot of the source and digest, in it, every original value of every masked column.
-
-    The digests (and a random proof key) stay in this process's memory; the run's state holds the counts.
-    """
+def open_snapshot(ctx, src, driver, plan: dict) -> dict:
+    """Open the copy's snapshot of the source (a transaction held open), count in it the rows each table will
+    copy, and make the run's keys; {"tables", "rows", "masked_tables"}. The originals are digested in it by
+    `build`, beside the copy of the tables without rules (collect_digests)."""
     mem = memory(ctx)
     mem["mask_key"] = mask_key(ctx)
     mem["proof_key"] = secrets.token_hex(32)
     tables = catalog.parse(plan["catalog"])
     snap = mem["snapshot"] = Snapshot(ctx, driver, src)
     mem["counts"] = snap.counts(list(tables.values()), plan["where"])
+    return {"tables": len(tables), "rows": sum(mem["counts"].values()), "masked_tables": len(plan["masks"])}
+
+
+def collect_digests(ctx, src, driver, plan: dict) -> dict:
+    """Digest, in the copy's snapshot (open_snapshot), every original value of every masked column.
+
+    The digests stay in this process's memory (mem: exact, avoid, screen); the run's state holds the counts.
+    """
+    mem = memory(ctx)
+    tables = catalog.parse(plan["catalog"])
+    snap = mem["snapshot"]
     sample = ctx.config.refresh.proof_sample if ctx.config.refresh else None
     exact, normalised, screens = [], [], []
     stats = {"columns": 0, "digested": 0, "skipped_short": 0, "sampled": []}
@@ -114,6 +125,7 @@ def collect_digests(ctx, src, driver, plan: dict) -> dict:
     mem["screen"] = b"".join(screens)  # ds32, in any order: the scan's prefilter
     stats["originals"] = len(mem["avoid"]) // 8
     stats["sample"] = sample or "all"
+    mem["digest_stats"] = stats
     return stats
 
 
@@ -212,10 +224,14 @@ def build(ctx, src, dst, driver, plan: dict, record) -> dict:
     mem = memory(ctx)
     tables = catalog.parse(plan["catalog"])
     snap = mem.get("snapshot")
-    if snap is None:  # digested by another process (this one finishes a dead run): digest again, same snapshot
-        raise DeployError("the refresh's snapshot of the source is gone (the run that digested it ended)",
-                          hint="run the refresh again: it starts from the digests")
+    if snap is None:  # opened by another process (this one finishes a dead run): digest again, same snapshot
+        raise DeployError("the refresh's snapshot of the source is gone (the run that opened it ended)",
+                          hint="run the refresh again: it starts from the snapshot")
     timings = {}
+    # the originals are digested beside the copy of the tables without rules: a masked table's copy waits
+    digests = ThreadPoolExecutor(max_workers=1, thread_name_prefix="refresh-digests")
+    started = time.monotonic()
+    digested = digests.submit(_timed, collect_digests, ctx, src, driver, plan)
     try:
         start = time.monotonic()
         counts = mem["counts"]
@@ -231,13 +247,17 @@ def build(ctx, src, dst, driver, plan: dict, record) -> dict:
             spec = plan["masks"].get(name)
             job = {"table": t, "columns": [c.column for c in t.columns], "where": plan["where"].get(name)}
             if spec and spec.get("masks"):
-                job["mask"] = {"spec": spec, "release_dir": release_dir, "mask_key": mem["mask_key"],
-                               "proof_key": mem["proof_key"], "avoid": mem["avoid"], "jobs": driver.jobs(src)}
+                job["mask"] = _when_digested(digested, {"spec": spec, "release_dir": release_dir,
+                                                        "mask_key": mem["mask_key"], "proof_key": mem["proof_key"],
+                                                        "jobs": driver.jobs(src)}, mem)
             jobs.append(job)
         start = time.monotonic()
         copied = copy_tables(ctx, driver, src, dst, new, snap.id, jobs, driver.jobs(dst))
         timings["copy"] = round(time.monotonic() - start, 3)
+        timings["digests"] = digested.result()  # (raised here when no masked table waited for it)
+        timings["digests_wait"] = round(max(0.0, started + timings["digests"] - start), 3)
     finally:
+        digests.shutdown(wait=True)  # a failed copy still waits for the digests' helper: it ends the snapshot's use
         mem.pop("snapshot", None)
         snap.close()
     start = time.monotonic()
@@ -256,6 +276,20 @@ def build(ctx, src, dst, driver, plan: dict, record) -> dict:
     built.update(rows=counts, copied=copied, timings=timings)
     record()
     return built
+
+
+def _timed(fn, *args) -> float:
+    start = time.monotonic()
+    fn(*args)
+    return round(time.monotonic() - start, 3)
+
+
+def _when_digested(digested, mask: dict, mem: dict):
+    """A masked table's mask settings, once the originals are digested (the avoid list is theirs)."""
+    def settings() -> dict:
+        digested.result()  # the digests' failure, raised in the copy that needed them
+        return dict(mask, avoid=mem["avoid"])
+    return settings
 
 
 def _sync_sequences(ctx, driver, src, dst, new: str) -> int:
