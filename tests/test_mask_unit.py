@@ -136,13 +136,15 @@ def test_the_screen_flags_every_original_and_few_others():
     import zlib
 
     rng = random.Random(3)
-    seed = mask.screen_seed(PROOF)
     originals = [b"user%d@example.org" % i for i in range(20000)]
-    screen = mask.Screen(seed, [zlib.crc32(o, seed) for o in originals])
+    screen = mask.Screen([mask.screen(o) for o in originals])
     assert screen.flags(originals) == b"\x01" * len(originals)
     others = [b"other%d@example.net" % rng.getrandbits(40) for _ in range(50000)]
     assert sum(screen.flags(others)) < len(others) / 32  # 64 slots an original: about 1 in 64 flagged
-    assert screen.of(originals[0]) == zlib.crc32(originals[0], seed) and mask.screen_seed(b"other") != seed
+    assert mask.screen(originals[0]) == zlib.crc32(originals[0])
+    maybe = mask.Screen([mask.screen(o) for o in originals], slots=16).text()
+    assert all(maybe(o.decode()) for o in originals)
+    assert sum(map(maybe, (o.decode() for o in others))) < len(others) / 8
     data = mask.pack_screen([0, 2 ** 32 - 1, 7])
     assert data[:4] == b"\0\0\0\0" and list(mask.unpack_screen(data)) == [0, 2 ** 32 - 1, 7]
 
@@ -203,6 +205,28 @@ def test_a_mask_among_the_originals_is_drawn_again(rule):
         assert len(mask.normalise(out)) < 4 or not avoid(mask.digest(PROOF, mask.normalise(out))), (v, out)
         assert out != v
     assert counts.redrawn == sum(1 for v in VALUES if len(mask.normalise(first[v])) >= 4)
+
+
+@pytest.mark.parametrize("rule", KINDS, ids=lambda r: r["kind"] + str(r.get("length") or r.get("provider") or ""))
+def test_with_the_screen_a_mask_among_the_originals_is_drawn_again_too(rule):
+    """The originals as a screen (what a refresh sends the masks: CRC-32 of each normalised original, which
+    may flag others as well): no output is an original, and the outputs are the same every time."""
+    first = {v: masker(rule)(v) for v in VALUES}
+    taken = [o for o in first.values() if len(mask.normalise(o)) >= 4]
+    originals = {mask.normalise(v) for v in VALUES + taken if len(mask.normalise(v)) >= 4}
+    screen = [mask.screen(o.encode("utf-8", "surrogateescape")) for o in originals]
+
+    def with_screen(**kw):
+        return mask.value_masker(rule, mask.Context(KEY, PROOF.hex(), screen=mask.Screen(screen, 16).text()),
+                                 "users.col", **kw)
+    counts = mask.Counts()
+    fn, again = with_screen(counts=counts), with_screen()
+    for v in VALUES:
+        out = fn(v)
+        assert out == again(v) and out != v
+        assert len(mask.normalise(out)) < 4 or mask.normalise(out) not in originals, (v, out)
+    assert counts.redrawn >= sum(1 for v in VALUES if len(mask.normalise(first[v])) >= 4)
+    assert mask.Context(KEY, PROOF.hex(), screen=lambda norm: False).needs_digest is False
 
 
 def test_kinds_keep_their_shape():

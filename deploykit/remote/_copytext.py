@@ -16,11 +16,14 @@ digests travels as "dk64": the digests sorted ascending, without duplicates,
 each 8 bytes big-endian, concatenated (raw in the mask stream's header,
 base64 in JSON answers and arguments).
 
-The screen (a prefilter, never the proof itself): ``screen(seed, t)`` =
-CRC-32 of t's UTF-8 started from a 32-bit seed drawn from the proof key. A
-"ds32" list is such values, 4 bytes big-endian each, in any order. It costs
-one C call per value, and whole columns of a block are screened by C loops
-(`Screen`), so only the few values it flags are digested and looked up.
+The screen (a conservative prefilter, never the proof itself): ``screen(t)``
+= zlib.crc32 of t's UTF-8 (t normalised). A "ds32" list is such values, 4
+bytes big-endian each, in any order. It costs one C call per value, and whole
+columns of a block are screened by C loops (`Screen`): the scan digests only
+the few values it flags; the mask stream redraws an output it flags (an
+original is always flagged, a few others too). It is unkeyed, so the same
+data flags the same outputs in every run (the masks stay deterministic for
+one key): on the target it says no more than the keyed digests beside it.
 """
 import array
 import base64
@@ -199,9 +202,9 @@ def digester(proof_key):
     return one
 
 
-def screen_seed(proof_key):
-    """The screen's CRC-32 seed of a proof key (both ends derive it: it never travels)."""
-    return int.from_bytes(hashlib.blake2b(proof_key, digest_size=4, person=b"dk-screen").digest(), "big")
+def screen(low):
+    """The screen value of one normalised value's UTF-8."""
+    return zlib.crc32(low)
 
 
 _ODD_TEXT = re.compile(r"[^\S\n ]|  | \n|\n |\A | \Z")
@@ -267,31 +270,34 @@ def unpack_screen(data):
 
 
 class Screen(object):
-    """Which of many normalised values may be an original, by C loops only: a byte map indexed by the top
-    bits of each value's screen (64 slots an original, up to 128 MB). It never misses an original; it
-    flags a few others (1 in 64; more past 2 million originals), which the digests then clear."""
+    """Which normalised values may be originals: a byte map indexed by the top bits of each original's
+    screen value (`slots` an original, up to 128 MB), built and read by C loops. It never misses an
+    original; it flags a few others (about 1 in `slots`; more past 2 million originals at 64)."""
 
     MAX_BITS = 27
 
-    def __init__(self, seed, values):
+    def __init__(self, values, slots=64):
         n = len(values)
         bits = 16
-        while (1 << bits) < 64 * n and bits < self.MAX_BITS:
+        while (1 << bits) < slots * n and bits < self.MAX_BITS:
             bits += 1
-        self.seed, self.shift = seed, 32 - bits
+        self.shift = 32 - bits
         self.map = bytearray(1 << bits)
         rshift, repeat = operator.rshift, itertools.repeat
         collections.deque(map(self.map.__setitem__, map(rshift, values, repeat(self.shift)), repeat(1)), 0)
 
-    def of(self, low):
-        """The screen value of one normalised value's UTF-8."""
-        return zlib.crc32(low, self.seed)
-
     def flags(self, lows):
         """bytes: 1 where lows[i] (normalised UTF-8) may be an original, else 0."""
-        repeat = itertools.repeat
-        crcs = map(zlib.crc32, lows, repeat(self.seed))
-        return bytes(map(self.map.__getitem__, map(operator.rshift, crcs, repeat(self.shift))))
+        return bytes(map(self.map.__getitem__, map(operator.rshift, map(zlib.crc32, lows),
+                                                    itertools.repeat(self.shift))))
+
+    def text(self):
+        """fn(normalised text) -> whether it may be an original (one value at a time, for the masks)."""
+        table, shift, crc32 = self.map, self.shift, zlib.crc32
+
+        def maybe(norm):
+            return table[crc32(norm.encode("utf-8", "surrogateescape")) >> shift] == 1
+        return maybe
 
 
 def pack_digests(values):

@@ -5,9 +5,12 @@ Standalone (stdlib only; Faker imported only when a faker rule is used). Two way
 
 ``python mask.py stream`` (a filter, not the JSON protocol): stdin is one JSON
 header line ``{"command": [argv of psql ... COPY (...) TO STDOUT], "spec":
-COLUMN SPEC, "mask_key": hex, "proof_key": hex, "avoid_count": N, "jobs"?: W}`` and then
-N*8 bytes, the dk64 list (sorted big-endian uint64) of the normalised digests
-of every original masked value of the run. The command is started with this
+COLUMN SPEC, "mask_key": hex, "proof_key": hex, "avoid_count": N, "jobs"?: W,
+"avoid_format"?: "dk64" | "ds32"}`` and then the originals to avoid: N*8 bytes,
+the dk64 list (sorted big-endian uint64) of the normalised digests of every
+original masked value of the run (dk64, the default), or N*4 bytes, their
+screen values (ds32, any order: an output the screen flags is drawn again,
+the few that are no original too, deterministically; no digest per output). The command is started with this
 environment (the password travels there; PGCLIENTENCODING=UTF8 unless set)
 and its rows leave on stdout masked, as COPY text in UTF-8. Exit 0 and one
 JSON line of counts on stderr; or exit 1 and one line ``mask: ...`` on stderr
@@ -50,7 +53,7 @@ import zlib
 
 from _common import BadArguments, HelperError, serve
 from _copytext import (MIN_LENGTH, NULL, b64_digests, decode_field, digester, encode_field, iter_blocks,
-                       lowered_blob, membership, normalise, pack_digests, pack_screen, plain_fields, screen_seed,
+                       lowered_blob, membership, normalise, pack_digests, pack_screen, plain_fields, Screen,
                        ToolStderr, unpack_digests, unpack_screen)
 from _forks import Pool, receive, send
 
@@ -352,13 +355,23 @@ class Counts(object):
 
 
 class Context(object):
-    """What every column of a stream shares: the keys, the originals to avoid, the digest function."""
+    """What every column of a stream shares: the keys, the originals to avoid, the digest function.
 
-    def __init__(self, mask_key, proof_key=None, avoid=None):
+    The originals are `avoid` (a test of a normalised value's digest: exact) or `screen` (a test of the
+    normalised text itself, which may say yes for a few others: they are drawn again, as deterministically).
+    `original(norm, d)` is the one the guards ask (d: norm's digest, made only when `needs_digest`)."""
+
+    def __init__(self, mask_key, proof_key=None, avoid=None, screen=None):
         self.key = mask_key_bytes(mask_key) if isinstance(mask_key, str) else mask_key
         pk = proof_key_bytes(proof_key) if isinstance(proof_key, str) else (proof_key or b"deploykit-no-proof")
         self.digest = digester(pk)
         self.avoid = avoid if avoid is not None else (lambda d: False)
+        self.screen = screen
+        if screen is not None:
+            self.original, self.needs_digest = (lambda norm, d: screen(norm)), False
+        else:
+            avoid_ = self.avoid
+            self.original, self.needs_digest = (lambda norm, d: avoid_(d)), True
 
 
 def _guarded(draw, ctx, label, counts, unique=None, max_length=None, normal_out=False, same_spaces=False,
@@ -374,7 +387,7 @@ def _guarded(draw, ctx, label, counts, unique=None, max_length=None, normal_out=
 
     guarded(text, start, info) starts at round `start` and appends (round, digest) of what it returns to
     `info`: a unique column whose check is made elsewhere (keep_digest), by the stream's main process."""
-    digest, avoid = ctx.digest, ctx.avoid
+    digest, original, needs_digest = ctx.digest, ctx.original, ctx.needs_digest
     keep_digest = keep_digest or unique is not None
 
     def guarded(text, start=0, info=None):
@@ -389,7 +402,7 @@ def _guarded(draw, ctx, label, counts, unique=None, max_length=None, normal_out=
             known = memo.get(out) if memo is not None else None
             if known is None:
                 norm = out if normal_out else normalise(out)
-                d = digest(norm) if keep_digest or len(norm) >= MIN_LENGTH else None
+                d = digest(norm) if keep_digest or (needs_digest and len(norm) >= MIN_LENGTH) else None
                 if memo is not None and len(memo) < MEMO_CAP:
                     memo[out] = (norm, d)
             else:
@@ -405,10 +418,10 @@ def _guarded(draw, ctx, label, counts, unique=None, max_length=None, normal_out=
                 if norm == norm_in:
                     continue
             if unique is not None:
-                if d in unique or (len(norm) >= MIN_LENGTH and avoid(d)):
+                if d in unique or (len(norm) >= MIN_LENGTH and original(norm, d)):
                     continue
                 unique.add(d)
-            elif len(norm) >= MIN_LENGTH and avoid(d):  # (d is made whenever the output is that long)
+            elif len(norm) >= MIN_LENGTH and original(norm, d):  # (d is made when the test needs it)
                 continue
             if rnd:
                 counts.redrawn += 1
@@ -460,7 +473,7 @@ def _fixed_value(rule, ctx, label):
     if not isinstance(value, str):
         raise MaskError("%s: a fixed rule needs a text value" % label)
     norm = normalise(value)
-    if len(norm) >= MIN_LENGTH and ctx.avoid(ctx.digest(norm)):
+    if len(norm) >= MIN_LENGTH and ctx.original(norm, ctx.digest(norm)):
         raise MaskError("%s: the fixed value is also an original value of a masked column, and the proof "
                         "would find it: choose another fixed value" % label)
     return value
@@ -880,15 +893,21 @@ def stream(stdin=None, stdout=None, stderr=None):
         count = header.get("avoid_count") or 0
         if not isinstance(count, int) or count < 0:
             raise BadArguments("avoid_count must be a whole number")
-        digests = unpack_digests(_read_exact(stdin, 8 * count))
+        form = header.get("avoid_format") or "dk64"
+        if form not in ("dk64", "ds32"):
+            raise BadArguments("avoid_format must be dk64 or ds32")
+        if form == "ds32":
+            digests, screen = None, Screen(unpack_screen(_read_exact(stdin, 4 * count)), slots=16).text()
+        else:
+            digests, screen = unpack_digests(_read_exact(stdin, 8 * count)), None
         spec = header.get("spec")
         if not isinstance(spec, dict):
             raise BadArguments("the header has no column spec")
         jobs = header.get("jobs") or 1
         if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
             raise BadArguments("jobs must be a whole number of at least 1")
-        avoid = membership(digests, lazy=jobs == 1)  # forked workers share one bitmap, built before
-        ctx = Context(header.get("mask_key"), header.get("proof_key"), avoid)
+        avoid = membership(digests, lazy=jobs == 1) if digests is not None else None  # built before the forks
+        ctx = Context(header.get("mask_key"), header.get("proof_key"), avoid, screen)
         masker = TableMasker(spec, ctx)  # every rule checked (Faker imported) before the command starts
         if jobs > 1:
             workers = Workers(spec, ctx, jobs)
@@ -963,8 +982,8 @@ class _Reservoir(object):
 class _Digests(object):
     """One column's originals: counts, and the digests of their exact and normalised forms."""
 
-    def __init__(self, name, rule, digest, sample, rng, label, seed=0):
-        self.name, self.digest, self.sample, self.seed = name, digest, sample, seed
+    def __init__(self, name, rule, digest, sample, rng, label):
+        self.name, self.digest, self.sample = name, digest, sample
         self.rows = self.digested = self.short = 0
         self.exact, self.normal = array.array("Q"), array.array("Q")
         self.same = True  # every value digested was normalised already: exact is normal (packed once)
@@ -1000,12 +1019,12 @@ class _Digests(object):
             self.short += 1
             return
         self.digested += 1
+        self.screen.append(zlib.crc32(norm.encode("utf-8", "surrogateescape")))
         if self.reservoir is not None:
             self.reservoir.offer((text, norm))
         else:
             self.exact.append(self.digest(text))
             self.normal.append(self.digest(norm))
-            self.screen.append(zlib.crc32(norm.encode("utf-8", "surrogateescape"), self.seed))
             self.same = False
 
     def result(self):
@@ -1014,7 +1033,6 @@ class _Digests(object):
             for text, norm in self.reservoir.items:
                 self.exact.append(self.digest(text))
                 self.normal.append(self.digest(norm))
-                self.screen.append(zlib.crc32(norm.encode("utf-8", "surrogateescape"), self.seed))
         counts = {"rows": self.rows, "digested": self.digested, "skipped_short": self.short, "sampled": sampled}
         normal = b64_digests(self.normal)
         exact = normal if self.same and self.reservoir is None else b64_digests(self.exact)
@@ -1058,7 +1076,7 @@ def _digest_column(acc, values, keyed):
     else:
         acc.exact.extend(_keyed_digests(values, keyed))
         acc.same = False
-    acc.screen.extend(map(zlib.crc32, lows, itertools.repeat(acc.seed)))
+    acc.screen.extend(map(zlib.crc32, lows))
     return odd
 
 
@@ -1088,14 +1106,13 @@ def digest_rows(accs, lines, ncols, table, keyed):
 def _digest_inline(accs, lines, ncols, table, keyed):
     """digest_rows row by row (a sample's columns; any block whose rows are not all ncols fields)."""
     copy, from_bytes, crc32 = keyed.copy, int.from_bytes, zlib.crc32
-    plain = [(i, acc, acc.exact.append, acc.normal.append, acc.screen.append, acc.seed) for i, acc in accs
-             if acc.plain]
+    plain = [(i, acc, acc.exact.append, acc.normal.append, acc.screen.append) for i, acc in accs if acc.plain]
     other = [(i, acc) for i, acc in accs if not acc.plain]
     for line in lines:
         fields = line.split(b"\t")
         if len(fields) != ncols:
             raise MaskError("%s: a row has %d fields, %d columns were named" % (table, len(fields), ncols))
-        for i, acc, add_exact, add_normal, add_screen, seed in plain:
+        for i, acc, add_exact, add_normal, add_screen in plain:
             field = fields[i]
             if field == NULL:
                 continue
@@ -1107,6 +1124,8 @@ def _digest_inline(accs, lines, ncols, table, keyed):
                 acc.short += 1
                 continue
             acc.digested += 1
+            low_bytes = low.encode("utf-8", "surrogateescape")
+            add_screen(crc32(low_bytes))  # of every value, sampled or not: the masks' avoid list
             sample = acc.reservoir
             if sample is not None:  # most values are skipped: only the drawn ones are kept, to digest at the end
                 if sample.seen < sample.k or sample.seen == sample.next:
@@ -1115,11 +1134,9 @@ def _digest_inline(accs, lines, ncols, table, keyed):
                     sample.seen += 1
                 continue
             h = copy()
-            low_bytes = low.encode("utf-8", "surrogateescape")
             h.update(low_bytes)
             d = from_bytes(h.digest(), "big")
             add_normal(d)
-            add_screen(crc32(low_bytes, seed))
             if low != text:
                 h = copy()
                 h.update(text.encode("utf-8", "surrogateescape"))
@@ -1154,7 +1171,8 @@ def digests(args):
      digested), "table"?: name for messages, "jobs"?: forked workers digesting blocks (not for a sample)}
     -> {"columns": {col: {"rows", "digested", "skipped_short", "sampled"}},
         "digests": {col: {"exact": b64 dk64, "normalised": b64 dk64, "screen": b64 ds32}}}
-    (screen: the screen values, _copytext.screen, of the normalised values digested, for the scan's prefilter)
+    (screen: _copytext.screen of every normalised value digested, sampled or not: the masks' avoid list and
+    the scan's prefilter)
     A sample of N keeps N values per column, drawn uniformly (seeded by the proof key: one run, one sample).
     """
     command = args.get("command")
@@ -1170,11 +1188,10 @@ def digests(args):
     masks = args.get("masks") or {}
     table = str(args.get("table") or "table")
     digest = digester(pk)
-    seed = screen_seed(pk)
     accs = []
     for i, column in enumerate(columns):
         rng = random.Random(hashlib.blake2b(column.encode(), key=pk, digest_size=16).digest())
-        accs.append((i, _Digests(column, masks.get(column), digest, sample, rng, "%s.%s" % (table, column), seed)))
+        accs.append((i, _Digests(column, masks.get(column), digest, sample, rng, "%s.%s" % (table, column))))
     ncols = len(columns)
     jobs = args.get("jobs") or 1
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:

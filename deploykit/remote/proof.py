@@ -42,7 +42,7 @@ import time
 
 from _common import BadArguments, HelperError, serve
 from _copytext import (MIN_LENGTH, NULL, decode_field, digester, digests_b64, iter_blocks, iter_lines,
-                       lowered_blob, membership, normalise, plain_fields, screen_seed, split_line, Screen, ToolStderr,
+                       lowered_blob, membership, normalise, plain_fields, split_line, Screen, ToolStderr,
                        unpack_screen)
 from _forks import Pool, receive, send
 
@@ -89,7 +89,7 @@ class Checker(object):
         # with a screen, few values reach the digests: their bitmaps are built only if they pay
         self.exact = membership(exact, lazy=screen is not None)
         self.normal = membership(normalised, lazy=screen is not None)
-        self.screen = Screen(screen_seed(proof_key), screen) if screen is not None else None
+        self.screen = Screen(screen) if screen is not None else None
         self.min = min_length
         self.found = {}
 

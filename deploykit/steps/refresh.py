@@ -127,6 +127,8 @@ class RefreshProof(Step):
             return Outcome(message=NOT_A_REFRESH)
         report = work.prove(ctx, host, work.pg_driver(ctx))
         ctx.state.refresh["proof"] = report
+        if isinstance(ctx.state.refresh.get("digests"), dict):  # distinct originals: counted as the proof merges them
+            ctx.state.refresh["digests"]["originals"] = report["originals"]
         ctx.journal.record("refresh_proof", host=host, **report)
         if report["found"]:
             where = ", ".join(f"{f['where']} ({f['how']}, {f['count']})" for f in report["found"][:3])

@@ -90,8 +90,10 @@ def _reader(ctx, driver, src, snapshot_id: str, table: Table, columns: list[str]
     python = app_python(ctx.config, src, mask["release_dir"])
     stream = src.open_filter(f"cd {q(mask['release_dir'])} && exec {python} -c {q(_BOOT)}", env=kw["env"],
                              secrets=kw["secrets"], read_only=True)
+    form = mask.get("avoid_format", "dk64")  # dk64: sorted digests, 8 bytes each; ds32: screen values, 4 bytes
     header = {"command": copy, "spec": mask["spec"], "mask_key": mask["mask_key"], "proof_key": mask["proof_key"],
-              "avoid_count": len(mask["avoid"]) // 8, "jobs": mask.get("jobs", 1)}
+              "avoid_count": len(mask["avoid"]) // (4 if form == "ds32" else 8), "avoid_format": form,
+              "jobs": mask.get("jobs", 1)}
     try:
         stream.write(b"%d\n" % len(source) + source + json.dumps(header).encode() + b"\n" + mask["avoid"])
         stream.end_input()

@@ -121,9 +121,10 @@ def collect_digests(ctx, src, driver, plan: dict) -> dict:
             exact.append(base64.b64decode(got["digests"][col]["exact"]))
             normalised.append(base64.b64decode(got["digests"][col]["normalised"]))
             screens.append(base64.b64decode(got["digests"][col].get("screen") or ""))
-    mem["exact"], mem["avoid"] = _packed(exact), _packed(normalised)
-    mem["screen"] = b"".join(screens)  # ds32, in any order: the scan's prefilter
-    stats["originals"] = len(mem["avoid"]) // 8
+    # the masks avoid the originals by their screen values (ds32, any order: nothing to sort before they
+    # start); the proof's sorted lists are merged when the proof needs them (prove)
+    mem["exact_parts"], mem["normal_parts"] = exact, normalised
+    mem["screen"] = b"".join(screens)
     stats["sample"] = sample or "all"
     mem["digest_stats"] = stats
     return stats
@@ -132,6 +133,10 @@ def collect_digests(ctx, src, driver, plan: dict) -> dict:
 def prove(ctx, dst, driver) -> dict:
     """Scan the built copy (every text-like column, a plain pg_dump of it) for the originals' digests."""
     mem = memory(ctx)
+    if "exact" not in mem and "exact_parts" in mem:
+        mem["exact"], mem["avoid"] = _packed(mem.pop("exact_parts")), _packed(mem.pop("normal_parts"))
+        if mem.get("digest_stats") is not None:
+            mem["digest_stats"]["originals"] = len(mem["avoid"]) // 8
     if "exact" not in mem:
         raise ProofFailed("the digests of the originals are gone (the run that took them ended): the copy "
                           "cannot be proved", hint="run the refresh again")
@@ -285,10 +290,10 @@ def _timed(fn, *args) -> float:
 
 
 def _when_digested(digested, mask: dict, mem: dict):
-    """A masked table's mask settings, once the originals are digested (the avoid list is theirs)."""
+    """A masked table's mask settings, once the originals are digested (the avoid list is their screen)."""
     def settings() -> dict:
         digested.result()  # the digests' failure, raised in the copy that needed them
-        return dict(mask, avoid=mem["avoid"])
+        return dict(mask, avoid=mem["screen"], avoid_format="ds32")
     return settings
 
 
