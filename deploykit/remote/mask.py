@@ -982,8 +982,8 @@ class _Reservoir(object):
 class _Digests(object):
     """One column's originals: counts, and the digests of their exact and normalised forms."""
 
-    def __init__(self, name, rule, digest, sample, rng, label):
-        self.name, self.digest, self.sample = name, digest, sample
+    def __init__(self, name, rule, digest, sample, rng, label, screen_only=False):
+        self.name, self.digest, self.sample, self.screen_only = name, digest, sample, screen_only
         self.rows = self.digested = self.short = 0
         self.exact, self.normal = array.array("Q"), array.array("Q")
         self.same = True  # every value digested was normalised already: exact is normal (packed once)
@@ -1020,6 +1020,8 @@ class _Digests(object):
             return
         self.digested += 1
         self.screen.append(zlib.crc32(norm.encode("utf-8", "surrogateescape")))
+        if self.screen_only:
+            return
         if self.reservoir is not None:
             self.reservoir.offer((text, norm))
         else:
@@ -1034,6 +1036,8 @@ class _Digests(object):
                 self.exact.append(self.digest(text))
                 self.normal.append(self.digest(norm))
         counts = {"rows": self.rows, "digested": self.digested, "skipped_short": self.short, "sampled": sampled}
+        if self.screen_only:
+            return counts, {"screen": base64.b64encode(pack_screen(self.screen)).decode("ascii")}
         normal = b64_digests(self.normal)
         exact = normal if self.same and self.reservoir is None else b64_digests(self.exact)
         return counts, {"exact": exact, "normalised": normal,
@@ -1069,6 +1073,9 @@ def _digest_column(acc, values, keyed):
         values, lows = list(itertools.compress(values, keep)), list(itertools.compress(lows, keep))
         acc.short += short
     acc.digested += len(lows)
+    acc.screen.extend(map(zlib.crc32, lows))
+    if acc.screen_only:
+        return odd
     normal = _keyed_digests(lows, keyed)
     acc.normal.extend(normal)
     if lows == values:
@@ -1076,7 +1083,6 @@ def _digest_column(acc, values, keyed):
     else:
         acc.exact.extend(_keyed_digests(values, keyed))
         acc.same = False
-    acc.screen.extend(map(zlib.crc32, lows))
     return odd
 
 
@@ -1106,13 +1112,14 @@ def digest_rows(accs, lines, ncols, table, keyed):
 def _digest_inline(accs, lines, ncols, table, keyed):
     """digest_rows row by row (a sample's columns; any block whose rows are not all ncols fields)."""
     copy, from_bytes, crc32 = keyed.copy, int.from_bytes, zlib.crc32
-    plain = [(i, acc, acc.exact.append, acc.normal.append, acc.screen.append) for i, acc in accs if acc.plain]
+    plain = [(i, acc, acc.exact.append, acc.normal.append, acc.screen.append, acc.screen_only) for i, acc in accs
+             if acc.plain]
     other = [(i, acc) for i, acc in accs if not acc.plain]
     for line in lines:
         fields = line.split(b"\t")
         if len(fields) != ncols:
             raise MaskError("%s: a row has %d fields, %d columns were named" % (table, len(fields), ncols))
-        for i, acc, add_exact, add_normal, add_screen in plain:
+        for i, acc, add_exact, add_normal, add_screen, screen_only in plain:
             field = fields[i]
             if field == NULL:
                 continue
@@ -1126,6 +1133,8 @@ def _digest_inline(accs, lines, ncols, table, keyed):
             acc.digested += 1
             low_bytes = low.encode("utf-8", "surrogateescape")
             add_screen(crc32(low_bytes))  # of every value, sampled or not: the masks' avoid list
+            if screen_only:
+                continue
             sample = acc.reservoir
             if sample is not None:  # most values are skipped: only the drawn ones are kept, to digest at the end
                 if sample.seen < sample.k or sample.seen == sample.next:
@@ -1168,7 +1177,8 @@ def digests(args):
 
     {"command": [argv printing COPY text of `columns`], "columns": [...], "proof_key": hex,
      "sample": "all" | N, "masks"?: {column: RULE} (json rules: their string leaves at the paths are
-     digested), "table"?: name for messages, "jobs"?: forked workers digesting blocks (not for a sample)}
+     digested), "table"?: name for messages, "jobs"?: forked workers digesting blocks (not for a sample),
+     "only"?: "screen" (the screen values alone: no keyed digest is made, "digests" holds only "screen")}
     -> {"columns": {col: {"rows", "digested", "skipped_short", "sampled"}},
         "digests": {col: {"exact": b64 dk64, "normalised": b64 dk64, "screen": b64 ds32}}}
     (screen: _copytext.screen of every normalised value digested, sampled or not: the masks' avoid list and
@@ -1180,8 +1190,11 @@ def digests(args):
     if not isinstance(columns, list) or not columns or not all(isinstance(c, str) for c in columns):
         raise BadArguments("columns must be a list of column names")
     pk = proof_key_bytes(args.get("proof_key"))
+    only = args.get("only")
+    if only not in (None, "screen"):
+        raise BadArguments("only must be 'screen' (or not given)")
     sample = args.get("sample", "all")
-    if sample == "all" or sample is None:
+    if sample == "all" or sample is None or only == "screen":
         sample = None
     elif isinstance(sample, bool) or not isinstance(sample, int) or sample < 1:
         raise BadArguments("sample must be 'all' or a whole number")
@@ -1191,7 +1204,8 @@ def digests(args):
     accs = []
     for i, column in enumerate(columns):
         rng = random.Random(hashlib.blake2b(column.encode(), key=pk, digest_size=16).digest())
-        accs.append((i, _Digests(column, masks.get(column), digest, sample, rng, "%s.%s" % (table, column))))
+        accs.append((i, _Digests(column, masks.get(column), digest, sample, rng, "%s.%s" % (table, column),
+                                 screen_only=only == "screen")))
     ncols = len(columns)
     jobs = args.get("jobs") or 1
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:

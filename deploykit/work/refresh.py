@@ -25,7 +25,7 @@ import sys
 import threading
 import time
 from array import array
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from .. import layout
 from ..errors import DeployError, PreflightFailed
@@ -91,27 +91,45 @@ def open_snapshot(ctx, src, driver, plan: dict) -> dict:
     return {"tables": len(tables), "rows": sum(mem["counts"].values()), "masked_tables": len(plan["masks"])}
 
 
-def collect_digests(ctx, src, driver, plan: dict) -> dict:
-    """Digest, in the copy's snapshot (open_snapshot), every original value of every masked column.
-
-    The digests stay in this process's memory (mem: exact, avoid, screen); the run's state holds the counts.
-    """
+def _digest_tables(ctx, src, driver, plan: dict, **args):
+    """(table, the mask helper's digests answer) of every masked table, read in the copy's snapshot."""
     mem = memory(ctx)
     tables = catalog.parse(plan["catalog"])
     snap = mem["snapshot"]
-    sample = ctx.config.refresh.proof_sample if ctx.config.refresh else None
-    exact, normalised, screens = [], [], []
-    stats = {"columns": 0, "digested": 0, "skipped_short": 0, "sampled": []}
     kw = driver.access(ctx, src, read_only=True)
     for name, spec in plan["masks"].items():
         cols = sorted(spec["masks"])
         copy = psql_argv(driver, driver.spec.name, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
                          f"SET TRANSACTION SNAPSHOT {literal(snap.id)}",
                          f"COPY ({select(tables[name], cols, plan['where'].get(name))}) TO STDOUT", "COMMIT")
-        got = src.helper("mask", "digests", {"command": copy, "columns": cols, "proof_key": mem["proof_key"],
-                                             "sample": sample or "all", "masks": spec["masks"], "table": name,
-                                             "jobs": 1 if sample else driver.jobs(src)},
-                         env=kw["env"], secrets=kw["secrets"], timeout=ctx.config.command_timeout)
+        yield name, src.helper("mask", "digests", {"command": copy, "columns": cols, "proof_key": mem["proof_key"],
+                                                   "masks": spec["masks"], "table": name, **args},
+                               env=kw["env"], secrets=kw["secrets"], timeout=ctx.config.command_timeout)
+
+
+def collect_screen(ctx, src, driver, plan: dict) -> int:
+    """The screen values of every original masked value (mem["screen"]: what the masks avoid), in the copy's
+    snapshot: one CRC-32 each, no keyed digest, so the masks start soon. Returns how many."""
+    mem = memory(ctx)
+    screens = [base64.b64decode(got["digests"][col]["screen"])
+               for _name, got in _digest_tables(ctx, src, driver, plan, only="screen", jobs=driver.jobs(src))
+               for col in got["digests"]]
+    mem["screen"] = b"".join(screens)
+    return len(mem["screen"]) // 4
+
+
+def collect_digests(ctx, src, driver, plan: dict) -> dict:
+    """Digest, in the copy's snapshot (open_snapshot), every original value of every masked column (or the
+    sample refresh.proof.sample says): the proof's reference, read while the masked copy runs.
+
+    The digests stay in this process's memory (mem: exact, avoid, screen); the run's state holds the counts.
+    """
+    mem = memory(ctx)
+    sample = ctx.config.refresh.proof_sample if ctx.config.refresh else None
+    exact, normalised, screens = [], [], []
+    stats = {"columns": 0, "digested": 0, "skipped_short": 0, "sampled": []}
+    for name, got in _digest_tables(ctx, src, driver, plan, sample=sample or "all",
+                                    jobs=1 if sample else driver.jobs(src)):
         for col, counts in got["columns"].items():
             stats["columns"] += 1
             stats["digested"] += counts["digested"]
@@ -121,10 +139,10 @@ def collect_digests(ctx, src, driver, plan: dict) -> dict:
             exact.append(base64.b64decode(got["digests"][col]["exact"]))
             normalised.append(base64.b64decode(got["digests"][col]["normalised"]))
             screens.append(base64.b64decode(got["digests"][col].get("screen") or ""))
-    # the masks avoid the originals by their screen values (ds32, any order: nothing to sort before they
-    # start); the proof's sorted lists are merged when the proof needs them (prove)
+    # the proof's sorted lists are merged when the proof needs them (prove); the screen is collect_screen's
+    # (this one has the same values, the json rules' leaves too)
     mem["exact_parts"], mem["normal_parts"] = exact, normalised
-    mem["screen"] = b"".join(screens)
+    mem.setdefault("screen", b"".join(screens))
     stats["sample"] = sample or "all"
     mem["digest_stats"] = stats
     return stats
@@ -233,10 +251,11 @@ def build(ctx, src, dst, driver, plan: dict, record) -> dict:
         raise DeployError("the refresh's snapshot of the source is gone (the run that opened it ended)",
                           hint="run the refresh again: it starts from the snapshot")
     timings = {}
-    # the originals are digested beside the copy of the tables without rules: a masked table's copy waits
+    # beside the copy of the tables without rules, the originals' screen values (a masked table's copy waits
+    # for them), then, beside the masked copies too, their keyed digests for the proof
     digests = ThreadPoolExecutor(max_workers=1, thread_name_prefix="refresh-digests")
-    started = time.monotonic()
-    digested = digests.submit(_timed, collect_digests, ctx, src, driver, plan)
+    screened: Future = Future()
+    digested = digests.submit(_originals, ctx, src, driver, plan, screened)
     try:
         start = time.monotonic()
         counts = mem["counts"]
@@ -252,15 +271,16 @@ def build(ctx, src, dst, driver, plan: dict, record) -> dict:
             spec = plan["masks"].get(name)
             job = {"table": t, "columns": [c.column for c in t.columns], "where": plan["where"].get(name)}
             if spec and spec.get("masks"):
-                job["mask"] = _when_digested(digested, {"spec": spec, "release_dir": release_dir,
+                job["mask"] = _when_digested(screened, {"spec": spec, "release_dir": release_dir,
                                                         "mask_key": mem["mask_key"], "proof_key": mem["proof_key"],
                                                         "jobs": driver.jobs(src)}, mem)
             jobs.append(job)
         start = time.monotonic()
         copied = copy_tables(ctx, driver, src, dst, new, snap.id, jobs, driver.jobs(dst))
         timings["copy"] = round(time.monotonic() - start, 3)
-        timings["digests"] = digested.result()  # (raised here when no masked table waited for it)
-        timings["digests_wait"] = round(max(0.0, started + timings["digests"] - start), 3)
+        waited = time.monotonic()
+        timings["screen"], timings["digests"] = digested.result()  # (raised here when no masked copy waited)
+        timings["digests_wait"] = round(time.monotonic() - waited, 3)  # the proof's digests, after the copy
     finally:
         digests.shutdown(wait=True)  # a failed copy still waits for the digests' helper: it ends the snapshot's use
         mem.pop("snapshot", None)
@@ -283,16 +303,24 @@ def build(ctx, src, dst, driver, plan: dict, record) -> dict:
     return built
 
 
-def _timed(fn, *args) -> float:
+def _originals(ctx, src, driver, plan: dict, screened: Future) -> tuple[float, float]:
+    """collect_screen (then `screened` is done: the masks may start), then collect_digests; their seconds."""
     start = time.monotonic()
-    fn(*args)
-    return round(time.monotonic() - start, 3)
+    try:
+        collect_screen(ctx, src, driver, plan) if plan["masks"] else memory(ctx).setdefault("screen", b"")
+    except BaseException as exc:
+        screened.set_exception(exc)
+        raise
+    screened.set_result(True)
+    middle = time.monotonic()
+    collect_digests(ctx, src, driver, plan)
+    return round(middle - start, 3), round(time.monotonic() - middle, 3)
 
 
-def _when_digested(digested, mask: dict, mem: dict):
-    """A masked table's mask settings, once the originals are digested (the avoid list is their screen)."""
+def _when_digested(screened: Future, mask: dict, mem: dict):
+    """A masked table's mask settings, once the originals' screen values are in (the avoid list)."""
     def settings() -> dict:
-        digested.result()  # the digests' failure, raised in the copy that needed them
+        screened.result()  # the failure, raised in the copy that needed them
         return dict(mask, avoid=mem["screen"], avoid_format="ds32")
     return settings
 
