@@ -149,17 +149,22 @@ def copy_table(ctx, driver, src, dst, new_db: str, snapshot_id: str, table: Tabl
 
 
 def copy_tables(ctx, driver, src, dst, new_db: str, snapshot_id: str, jobs_: list[dict], jobs: int,
-                progress=None) -> list[dict]:
+                progress=None, on_done=None) -> list[dict]:
     """Every job ({table, columns, where, mask}) at most `jobs` at a time, largest first; the first failure
     stops the others (their streams are aborted) and is raised. A job's mask may be a function giving its
     settings: its copy calls it (and waits for it) when its turn comes; the tables without masks meanwhile
-    take the other slots."""
+    take the other slots. `on_done(table, result)` is called as each copy ends (in its thread)."""
     stop = threading.Event()
     order = sorted(jobs_, key=lambda j: -(j["table"].bytes or 0))
     done: list[dict] = []
     with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="refresh-copy") as pool:
-        futures = [pool.submit(copy_table, ctx, driver, src, dst, new_db, snapshot_id, j["table"], j["columns"],
-                               j.get("where"), j.get("mask"), stop) for j in order]
+        def one(j):
+            got = copy_table(ctx, driver, src, dst, new_db, snapshot_id, j["table"], j["columns"], j.get("where"),
+                             j.get("mask"), stop)
+            if on_done is not None:
+                on_done(j["table"], got)
+            return got
+        futures = [pool.submit(one, j) for j in order]
         finished, _ = wait(futures, return_when=FIRST_EXCEPTION)
         failed = next((f for f in finished if f.exception() is not None), None)
         if failed is not None:

@@ -31,7 +31,7 @@ from .. import layout
 from ..errors import DeployError, PreflightFailed
 from ..sqltext import literal
 from ..transport.host import q
-from ..work import catalog
+from ..work import catalog, post_data
 from ..work.masked_copy import Snapshot, copy_tables, psql_argv, shell
 from ..work.subset import plan as subset_plan, select
 
@@ -109,10 +109,11 @@ def _digest_tables(ctx, src, driver, plan: dict, **args):
 
 def collect_screen(ctx, src, driver, plan: dict) -> int:
     """The screen values of every original masked value (mem["screen"]: what the masks avoid), in the copy's
-    snapshot: one CRC-32 each, no keyed digest, so the masks start soon. Returns how many."""
+    snapshot: one CRC-32 each by C loops, no keyed digest (one process is enough), so the masks start
+    soon. Returns how many."""
     mem = memory(ctx)
     screens = [base64.b64decode(got["digests"][col]["screen"])
-               for _name, got in _digest_tables(ctx, src, driver, plan, only="screen", jobs=driver.jobs(src))
+               for _name, got in _digest_tables(ctx, src, driver, plan, only="screen", jobs=1)
                for col in got["digests"]]
     mem["screen"] = b"".join(screens)
     return len(mem["screen"]) // 4
@@ -128,8 +129,8 @@ def collect_digests(ctx, src, driver, plan: dict) -> dict:
     sample = ctx.config.refresh.proof_sample if ctx.config.refresh else None
     exact, normalised, screens = [], [], []
     stats = {"columns": 0, "digested": 0, "skipped_short": 0, "sampled": []}
-    for name, got in _digest_tables(ctx, src, driver, plan, sample=sample or "all",
-                                    jobs=1 if sample else driver.jobs(src)):
+    # one process: it has the whole masked copy to finish in, and the masks' workers need the source's cores
+    for name, got in _digest_tables(ctx, src, driver, plan, sample=sample or "all", jobs=1):
         for col, counts in got["columns"].items():
             stats["columns"] += 1
             stats["digested"] += counts["digested"]
@@ -275,9 +276,25 @@ def build(ctx, src, dst, driver, plan: dict, record) -> dict:
                                                         "mask_key": mem["mask_key"], "proof_key": mem["proof_key"],
                                                         "jobs": driver.jobs(src)}, mem)
             jobs.append(job)
+        # a table's own indexes and constraints are built as soon as its rows are in (post_data.split)
+        early, later = post_data.split(post_data.items(ctx, driver, dst, schema),
+                                       post_data.index_tables(ctx, driver, src))
+        keys = ThreadPoolExecutor(max_workers=1, thread_name_prefix="refresh-keys")
+        building: list = []
+
+        def copied_one(table, _got) -> None:
+            lines = early.get((table.schema, table.table))
+            if lines:
+                building.append(keys.submit(_timed, driver.pg_restore_items, ctx, dst, schema, new, lines))
         start = time.monotonic()
-        copied = copy_tables(ctx, driver, src, dst, new, snap.id, jobs, driver.jobs(dst))
-        timings["copy"] = round(time.monotonic() - start, 3)
+        try:
+            copied = copy_tables(ctx, driver, src, dst, new, snap.id, jobs, driver.jobs(dst), on_done=copied_one)
+            timings["copy"] = round(time.monotonic() - start, 3)
+            waited = time.monotonic()
+            timings["post_data_early"] = round(sum(f.result() for f in list(building)), 3)
+            timings["post_data_early_wait"] = round(time.monotonic() - waited, 3)
+        finally:
+            keys.shutdown(wait=True)
         waited = time.monotonic()
         timings["screen"], timings["digests"] = digested.result()  # (raised here when no masked copy waited)
         timings["digests_wait"] = round(time.monotonic() - waited, 3)  # the proof's digests, after the copy
@@ -286,7 +303,8 @@ def build(ctx, src, dst, driver, plan: dict, record) -> dict:
         mem.pop("snapshot", None)
         snap.close()
     start = time.monotonic()
-    driver.pg_restore(ctx, dst, schema, new, section="post-data")  # indexes, unique and foreign keys: every row checked
+    if later:  # foreign keys (and what else was not a table's own): every row checked
+        driver.pg_restore_items(ctx, dst, schema, new, later)
     timings["post_data"] = round(time.monotonic() - start, 3)
     dst.run(f"rm -f -- {q(schema)}", check=False)
     _sync_sequences(ctx, driver, src, dst, new)
@@ -301,6 +319,12 @@ def build(ctx, src, dst, driver, plan: dict, record) -> dict:
     built.update(rows=counts, copied=copied, timings=timings)
     record()
     return built
+
+
+def _timed(fn, *args) -> float:
+    start = time.monotonic()
+    fn(*args)
+    return round(time.monotonic() - start, 3)
 
 
 def _originals(ctx, src, driver, plan: dict, screened: Future) -> tuple[float, float]:
