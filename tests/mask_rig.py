@@ -2,10 +2,12 @@
 part of the proof (digests kept in memory) played by the test."""
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 from deploykit.transport.bundle import load_helper
@@ -76,7 +78,7 @@ def helper(name: str, action: str, args: dict, environ: dict | None = None) -> d
 def run_stream(header: dict, avoid: bytes = b"", environ: dict | None = None, argv: list[str] | None = None,
                timeout: float = 300) -> subprocess.CompletedProcess:
     """`python mask.py stream` fed its header line and the avoid list, as the controller feeds it."""
-    header = dict(header, avoid_count=len(avoid) // 8)
+    header = dict(header, avoid_count=len(avoid) // (4 if header.get("avoid_format") == "ds32" else 8))
     feed = (json.dumps(header) + "\n").encode() + avoid
     cmd = argv or [PY, str(REMOTE / "mask.py"), "stream"]
     return subprocess.run(cmd, input=feed, capture_output=True, env=environ, timeout=timeout)
@@ -107,3 +109,9 @@ class Originals:
     def scan_args(self) -> dict:
         return {"proof_key": self.key.hex(), "exact": mask.b64_digests(self.exact),
                 "normalised": mask.b64_digests(self.normal)}
+
+    def screen(self, *values) -> str:
+        """The scan's prefilter (base64 ds32) of these original values, as the digests action makes it."""
+        crcs = [zlib.crc32(mask.normalise(v).encode("utf-8", "surrogateescape")) for v in values
+                if v is not None and len(mask.normalise(v)) >= mask.MIN_LENGTH]
+        return base64.b64encode(mask.pack_screen(crcs)).decode()

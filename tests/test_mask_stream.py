@@ -4,6 +4,7 @@ The test plays the controller: it digests the originals with the `digests` actio
 feeds them to the stream, and scans the result with proof.py."""
 from __future__ import annotations
 
+import base64
 import json
 import random
 import subprocess
@@ -126,9 +127,13 @@ def _originals(pg_cluster, src):
     return orig, doc
 
 
-def _stream(pg_cluster, src, spec, table, avoid, key=KEY, **kw):
+def _stream(pg_cluster, src, spec, table, avoid, key=KEY, avoid_format=None, jobs=None, **kw):
     header = {"command": copy_out(pg_cluster, src, _select(spec["columns"], table)), "spec": spec, "mask_key": key,
               "proof_key": PROOF.hex()}
+    if avoid_format:
+        header["avoid_format"] = avoid_format
+    if jobs:
+        header["jobs"] = jobs
     return run_stream(header, avoid, environ=env(pg_cluster), **kw)
 
 
@@ -190,6 +195,34 @@ def test_a_masked_copy_keeps_every_constraint_and_no_original(pg_cluster, pg_dat
             where = {f["where"] for f in scan["found"]}
             assert {"accounts.email", "accounts.first_name", "accounts.bio", "accounts.payload",
                     "orders.account_email"} <= where
+
+
+def test_the_originals_screen_as_the_avoid_list(pg_cluster, pg_database_factory, source):
+    """avoid_format ds32 (what a refresh sends: the screen values of every original, from the digests action,
+    in any order): the copy keeps every constraint, holds no original, and is the same bytes every time and
+    with forked workers."""
+    src, _rows = source
+    orig, _doc = _originals(pg_cluster, src)
+    screen = b""
+    for table, spec in (("accounts", SPEC), ("orders", ORDER_SPEC)):
+        cols = [c for c in spec["columns"] if c in spec["masks"]]
+        doc = helper("mask", "digests", {"command": copy_out(pg_cluster, src, _select(cols, table)), "columns": cols,
+                                         "proof_key": PROOF.hex(), "sample": "all", "masks": spec["masks"]},
+                     environ=env(pg_cluster))
+        screen += b"".join(base64.b64decode(doc["digests"][c]["screen"]) for c in cols)
+    runs = [_stream(pg_cluster, src, SPEC, "accounts", screen, avoid_format="ds32", jobs=jobs) for jobs in (1, 1, 3)]
+    assert all(r.returncode == 0 for r in runs), runs[0].stderr
+    assert runs[0].stdout == runs[1].stdout == runs[2].stdout
+    tgt = _target(pg_cluster, pg_database_factory)
+    copy_in(pg_cluster, tgt, "accounts (%s)" % ", ".join(COLUMNS), runs[0].stdout)
+    orders = _stream(pg_cluster, src, ORDER_SPEC, "orders", screen, avoid_format="ds32")
+    assert orders.returncode == 0, orders.stderr
+    copy_in(pg_cluster, tgt, "orders (id, account_email, total)", orders.stdout)
+    args = dict(orig.scan_args(), psql=[tool(pg_cluster, "psql"), "--no-password", "-d", tgt],
+                pg_dump=[tool(pg_cluster, "pg_dump"), "--no-password", "-d", tgt], min_length=4,
+                screen=base64.b64encode(screen).decode())
+    scan = helper("proof", "scan", args, environ=env(pg_cluster))
+    assert scan["found"] == [] and scan["tables"]["accounts"]["rows"] == ROWS
 
 
 def test_same_key_same_bytes_other_key_other_bytes(pg_cluster, source):

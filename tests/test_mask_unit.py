@@ -112,6 +112,43 @@ def test_the_fast_normalise_is_exactly_the_definition(text):
     assert mask.normalise(text) == " ".join(text.lower().split())
 
 
+FIELD_TEXT = st.text(alphabet=st.sampled_from("aZ \t\n\r\x0b\x0c\x1c\x1f\x85\xa0\u2028\u3000\u200bİßΣσ1é{\\\udcff"),
+                     max_size=8)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(FIELD_TEXT, max_size=6))
+def test_a_block_is_normalised_at_once_exactly_as_one_value_at_a_time(values):
+    """lowered_blob (a column of a block in a few C calls) gives normalise() of every field, or None when one
+    needs its own look; plain_fields sorts such a block's fields into the ones lower() normalises and the rest."""
+    fields = [mask.encode_field(v) for v in values]
+    want = [mask.normalise(mask.decode_field(f)).encode("utf-8", "surrogateescape") for f in fields]
+    got = mask.lowered(fields)
+    assert got is None or got == want
+    plain, odd = mask.plain_fields(fields)
+    assert sorted(plain + odd) == sorted(fields)
+    assert [f.lower() for f in plain] == [mask.normalise(mask.decode_field(f)).encode() for f in plain]
+    if not odd and all(f.isascii() for f in fields):
+        assert got == want
+
+
+def test_the_screen_flags_every_original_and_few_others():
+    import zlib
+
+    rng = random.Random(3)
+    originals = [b"user%d@example.org" % i for i in range(20000)]
+    screen = mask.Screen([mask.screen(o) for o in originals])
+    assert screen.flags(originals) == b"\x01" * len(originals)
+    others = [b"other%d@example.net" % rng.getrandbits(40) for _ in range(50000)]
+    assert sum(screen.flags(others)) < len(others) / 32  # 64 slots an original: about 1 in 64 flagged
+    assert mask.screen(originals[0]) == zlib.crc32(originals[0])
+    maybe = mask.Screen([mask.screen(o) for o in originals], slots=16).text()
+    assert all(maybe(o.decode()) for o in originals)
+    assert sum(map(maybe, (o.decode() for o in others))) < len(others) / 8
+    data = mask.pack_screen([0, 2 ** 32 - 1, 7])
+    assert data[:4] == b"\0\0\0\0" and list(mask.unpack_screen(data)) == [0, 2 ** 32 - 1, 7]
+
+
 def test_digest_lists_travel_sorted_unique_big_endian():
     rng = random.Random(5)
     values = [rng.getrandbits(64) for _ in range(50000)] + [0, 2 ** 64 - 1, 7, 7]
@@ -168,6 +205,28 @@ def test_a_mask_among_the_originals_is_drawn_again(rule):
         assert len(mask.normalise(out)) < 4 or not avoid(mask.digest(PROOF, mask.normalise(out))), (v, out)
         assert out != v
     assert counts.redrawn == sum(1 for v in VALUES if len(mask.normalise(first[v])) >= 4)
+
+
+@pytest.mark.parametrize("rule", KINDS, ids=lambda r: r["kind"] + str(r.get("length") or r.get("provider") or ""))
+def test_with_the_screen_a_mask_among_the_originals_is_drawn_again_too(rule):
+    """The originals as a screen (what a refresh sends the masks: CRC-32 of each normalised original, which
+    may flag others as well): no output is an original, and the outputs are the same every time."""
+    first = {v: masker(rule)(v) for v in VALUES}
+    taken = [o for o in first.values() if len(mask.normalise(o)) >= 4]
+    originals = {mask.normalise(v) for v in VALUES + taken if len(mask.normalise(v)) >= 4}
+    screen = [mask.screen(o.encode("utf-8", "surrogateescape")) for o in originals]
+
+    def with_screen(**kw):
+        return mask.value_masker(rule, mask.Context(KEY, PROOF.hex(), screen=mask.Screen(screen, 16).text()),
+                                 "users.col", **kw)
+    counts = mask.Counts()
+    fn, again = with_screen(counts=counts), with_screen()
+    for v in VALUES:
+        out = fn(v)
+        assert out == again(v) and out != v
+        assert len(mask.normalise(out)) < 4 or mask.normalise(out) not in originals, (v, out)
+    assert counts.redrawn >= sum(1 for v in VALUES if len(mask.normalise(first[v])) >= 4)
+    assert mask.Context(KEY, PROOF.hex(), screen=lambda norm: False).needs_digest is False
 
 
 def test_kinds_keep_their_shape():

@@ -100,6 +100,32 @@ def test_a_planted_original_is_found_where_it_is(pg_cluster, target, sql, where,
         assert doc["jobs"] == jobs
 
 
+@pytest.mark.parametrize("sql, where, how", [
+    ("UPDATE people SET name = 'Ann Original' WHERE id = 1", "people.name", "exact"),
+    ("UPDATE people SET name = '  ann   ORIGINAL ' WHERE id = 2", "people.name", "normalised"),
+    ("UPDATE people SET name = 'ANN ORIGINAL' WHERE id = 3", "people.name", "normalised"),
+    ("UPDATE people SET nick = 'ANN.ORIGINAL@CORP.EXAMPLE' WHERE id = 1", "people.nick", "normalised"),
+    ("UPDATE people SET email = 'ann.original@corp.example' WHERE id = 2", "people.email", "exact"),
+    ("UPDATE people SET tags = ARRAY['x', 'Secret Street 5'] WHERE id = 1", "people.tags", "exact"),
+    ("""UPDATE people SET notes = '{"who": "Ann Original"}' WHERE id = 1""", "people.notes", "exact"),
+    ("INSERT INTO other.log VALUES (3, 'ann.original@corp.example', now())", "other.log.line", "exact"),
+    ("INSERT INTO other.log SELECT g, 'line ' || g, now() FROM generate_series(10, 5000) g;"
+     "INSERT INTO other.log VALUES (6000, 'Ann Original', now()), (6001, E'x\\tAnn Original', now())",
+     "other.log.line", "exact"),
+    ("INSERT INTO other.log SELECT g, 'línea ' || g, now() FROM generate_series(10, 5000) g;"
+     "INSERT INTO other.log VALUES (6000, 'ann\toriginal', now())", "other.log.line", "normalised"),
+])
+def test_the_screen_finds_what_the_digests_find(pg_cluster, target, sql, where, how):
+    """With the originals' screen (the prefilter the digests action sends), whole columns of a block are
+    screened at once: every planted original is still found, where and how, and the counts are the same."""
+    pg_cluster.execute(target, sql)
+    plain = scan(pg_cluster, target, jobs=1)
+    assert plain["found"] == [{"where": where, "how": how, "count": 1}], plain["found"]
+    for jobs in (1, 3):
+        doc = scan(pg_cluster, target, jobs=jobs, screen=_originals().screen(*ORIGINALS))
+        assert doc["found"] == plain["found"] and doc["tables"] == plain["tables"], (jobs, doc)
+
+
 def test_a_planted_original_in_a_materialized_view_is_found(pg_cluster, target):
     pg_cluster.execute(target, "UPDATE people SET name = 'ann original' WHERE id = 1")
     pg_cluster.execute(target, "REFRESH MATERIALIZED VIEW people_names")

@@ -400,3 +400,24 @@ def test_agent_lines_are_split_exactly_whatever_the_chunks():
     for chunk in (1, 7, 4096, 1 << 20):
         reader = _Lines(io.BytesIO(b"".join(lines)).read, chunk=chunk)
         assert [reader.readline() for _ in lines] == lines and reader.readline() == b""
+
+
+def test_a_big_write_reaches_the_channel_in_pieces_in_order():
+    """paramiko's sendall copies what is left after every packet: deploykit hands it pieces of 256 KB, so a
+    write of tens of megabytes (a refresh's digests) costs its length, not its square."""
+    from deploykit.transport.host import SEND_CHUNK, sendall
+
+    class Channel:
+        def __init__(self):
+            self.got = []
+
+        def sendall(self, data):
+            self.got.append(bytes(data))
+
+    data = bytes(range(256)) * (SEND_CHUNK // 64 + 3)
+    chan = Channel()
+    sendall(chan, data)
+    assert b"".join(chan.got) == data and max(map(len, chan.got)) == SEND_CHUNK and len(chan.got) == 5
+    chan = Channel()
+    sendall(chan, b"")
+    assert chan.got == []

@@ -322,6 +322,17 @@ class PostgresDriver(Driver):
             f"--exit-on-error -L \"$list\" -d {q(dbname)} {q(src)}; rc=$?; rm -f \"$list\"; exit $rc",
             check=check, track=f"pg_restore {dbname}", **self.access(ctx, host))
 
+    def pg_restore_items(self, ctx, host, src: str, dbname: str, lines: list[str], check: bool = True,
+                         jobs: int | None = None):
+        """pg_restore -j N of exactly these lines of the archive's table of contents (pg_restore --list), as
+        the owner role; the list travels on stdin into a temporary file (no argument grows with it)."""
+        return host.run(
+            f"list=$(mktemp) && cat > \"$list\" && "
+            f"pg_restore {self.conn_args()} -j {int(jobs or self.jobs(host))} --no-owner --role={q(self.spec.owner)} "
+            f"--exit-on-error -L \"$list\" -d {q(dbname)} {q(src)}; rc=$?; rm -f \"$list\"; exit $rc",
+            stdin="".join(line + "\n" for line in lines), check=check, track=f"pg_restore {dbname}",
+            **self.access(ctx, host))
+
     # -- derived databases ---------------------------------------------------------
     def derived(self, ctx, kind: str, label: str) -> str:
         return names.derived_name(kind, ctx.config.app, self.spec.name, label)

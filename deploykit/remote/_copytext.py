@@ -15,14 +15,27 @@ and ``digest(key, t)`` = keyed BLAKE2b-64 of t's UTF-8, as an int. A set of
 digests travels as "dk64": the digests sorted ascending, without duplicates,
 each 8 bytes big-endian, concatenated (raw in the mask stream's header,
 base64 in JSON answers and arguments).
+
+The screen (a conservative prefilter, never the proof itself): ``screen(t)``
+= zlib.crc32 of t's UTF-8 (t normalised). A "ds32" list is such values, 4
+bytes big-endian each, in any order. It costs one C call per value, and whole
+columns of a block are screened by C loops (`Screen`): the scan digests only
+the few values it flags; the mask stream redraws an output it flags (an
+original is always flagged, a few others too). It is unkeyed, so the same
+data flags the same outputs in every run (the masks stay deterministic for
+one key): on the target it says no more than the keyed digests beside it.
 """
 import array
 import base64
 import bisect
+import collections
 import hashlib
+import itertools
+import operator
 import re
 import sys
 import threading
+import zlib
 
 NULL = b"\\N"
 MIN_LENGTH = 4  # a normalised value shorter than this is not digested: too common to prove anything
@@ -187,6 +200,104 @@ def digester(proof_key):
         return from_bytes(h.digest(), "big")
     one.keyed = keyed
     return one
+
+
+def screen(low):
+    """The screen value of one normalised value's UTF-8."""
+    return zlib.crc32(low)
+
+
+_ODD_TEXT = re.compile(r"[^\S\n ]|  | \n|\n |\A | \Z")
+
+
+def lowered_blob(values):
+    """The UTF-8 of normalise() of many COPY fields at once (bytes, none NULL), joined by newlines, in a
+    few C calls; None when one of them needs a look of its own (a backslash escape, whitespace other than
+    single spaces between words). Such text is normalised by lower() alone (str.split() splits only at
+    its single spaces)."""
+    blob = b"\n".join(values)
+    if b"\\" in blob:
+        return None
+    if blob.isascii():  # raw tabs, newlines, \r, \v, \f are escaped in COPY text: only \x1c-\x1f and spaces remain
+        if (b"  " in blob or b" \n" in blob or b"\n " in blob or blob[:1] == b" " or blob[-1:] == b" "
+                or b"\x1c" in blob or b"\x1d" in blob or b"\x1e" in blob or b"\x1f" in blob):
+            return None
+        return blob.lower()
+    text = blob.decode("utf-8", "surrogateescape")
+    if _ODD_TEXT.search(text):
+        return None
+    return text.lower().encode("utf-8", "surrogateescape")
+
+
+_ODD_FIELD = re.compile(rb"[\\\t\x0b\x0c\r\x1c-\x1f\x80-\xff]|  |\A | \Z")
+
+
+def plain_fields(values):
+    """(plain, odd): the fields whose normalise() is their ASCII lower case, and the others (an escape,
+    odd whitespace, bytes beyond ASCII), for a block lowered_blob refused (one look per field)."""
+    plain, odd = [], []
+    search = _ODD_FIELD.search
+    for v in values:
+        (odd if search(v) else plain).append(v)
+    return plain, odd
+
+
+def lowered(values):
+    """lowered_blob's values as a list (None as there)."""
+    if not values:
+        return []
+    blob = lowered_blob(values)
+    return None if blob is None else blob.split(b"\n")
+
+
+def pack_screen(values):
+    """Screen values (ints) -> ds32 bytes (4 bytes big-endian each, as given)."""
+    arr = array.array("I", values) if array.array("I").itemsize == 4 else array.array("L", values)
+    if sys.byteorder == "little":
+        arr.byteswap()
+    return arr.tobytes()
+
+
+def unpack_screen(data):
+    """ds32 bytes -> array of the screen values."""
+    if len(data) % 4:
+        raise ValueError("a ds32 screen list is a multiple of 4 bytes long, got %d" % len(data))
+    arr = array.array("I") if array.array("I").itemsize == 4 else array.array("L")
+    arr.frombytes(data)
+    if sys.byteorder == "little":
+        arr.byteswap()
+    return arr
+
+
+class Screen(object):
+    """Which normalised values may be originals: a byte map indexed by the top bits of each original's
+    screen value (`slots` an original, up to 128 MB), built and read by C loops. It never misses an
+    original; it flags a few others (about 1 in `slots`; more past 2 million originals at 64)."""
+
+    MAX_BITS = 27
+
+    def __init__(self, values, slots=64):
+        n = len(values)
+        bits = 16
+        while (1 << bits) < slots * n and bits < self.MAX_BITS:
+            bits += 1
+        self.shift = 32 - bits
+        self.map = bytearray(1 << bits)
+        rshift, repeat = operator.rshift, itertools.repeat
+        collections.deque(map(self.map.__setitem__, map(rshift, values, repeat(self.shift)), repeat(1)), 0)
+
+    def flags(self, lows):
+        """bytes: 1 where lows[i] (normalised UTF-8) may be an original, else 0."""
+        return bytes(map(self.map.__getitem__, map(operator.rshift, map(zlib.crc32, lows),
+                                                    itertools.repeat(self.shift))))
+
+    def text(self):
+        """fn(normalised text) -> whether it may be an original (one value at a time, for the masks)."""
+        table, shift, crc32 = self.map, self.shift, zlib.crc32
+
+        def maybe(norm):
+            return table[crc32(norm.encode("utf-8", "surrogateescape")) >> shift] == 1
+        return maybe
 
 
 def pack_digests(values):

@@ -5,9 +5,12 @@ Standalone (stdlib only; Faker imported only when a faker rule is used). Two way
 
 ``python mask.py stream`` (a filter, not the JSON protocol): stdin is one JSON
 header line ``{"command": [argv of psql ... COPY (...) TO STDOUT], "spec":
-COLUMN SPEC, "mask_key": hex, "proof_key": hex, "avoid_count": N, "jobs"?: W}`` and then
-N*8 bytes, the dk64 list (sorted big-endian uint64) of the normalised digests
-of every original masked value of the run. The command is started with this
+COLUMN SPEC, "mask_key": hex, "proof_key": hex, "avoid_count": N, "jobs"?: W,
+"avoid_format"?: "dk64" | "ds32"}`` and then the originals to avoid: N*8 bytes,
+the dk64 list (sorted big-endian uint64) of the normalised digests of every
+original masked value of the run (dk64, the default), or N*4 bytes, their
+screen values (ds32, any order: an output the screen flags is drawn again,
+the few that are no original too, deterministically; no digest per output). The command is started with this
 environment (the password travels there; PGCLIENTENCODING=UTF8 unless set)
 and its rows leave on stdout masked, as COPY text in UTF-8. Exit 0 and one
 JSON line of counts on stderr; or exit 1 and one line ``mask: ...`` on stderr
@@ -33,9 +36,11 @@ with the next round, so every guarantee holds deterministically (for a unique
 column, the later row in COPY order re-draws: same data and key, same output).
 """
 import array
+import base64
 import collections
 import hashlib
 import ipaddress
+import itertools
 import json
 import math
 import os
@@ -44,10 +49,12 @@ import re
 import subprocess
 import sys
 import time
+import zlib
 
 from _common import BadArguments, HelperError, serve
 from _copytext import (MIN_LENGTH, NULL, b64_digests, decode_field, digester, encode_field, iter_blocks,
-                       membership, normalise, pack_digests, ToolStderr, unpack_digests)
+                       lowered_blob, membership, normalise, pack_digests, pack_screen, plain_fields, Screen,
+                       ToolStderr, unpack_digests, unpack_screen)
 from _forks import Pool, receive, send
 
 MAX_ROUNDS = 1000  # draws before a value is declared unmaskable (a tiny output space on a unique column)
@@ -348,13 +355,23 @@ class Counts(object):
 
 
 class Context(object):
-    """What every column of a stream shares: the keys, the originals to avoid, the digest function."""
+    """What every column of a stream shares: the keys, the originals to avoid, the digest function.
 
-    def __init__(self, mask_key, proof_key=None, avoid=None):
+    The originals are `avoid` (a test of a normalised value's digest: exact) or `screen` (a test of the
+    normalised text itself, which may say yes for a few others: they are drawn again, as deterministically).
+    `original(norm, d)` is the one the guards ask (d: norm's digest, made only when `needs_digest`)."""
+
+    def __init__(self, mask_key, proof_key=None, avoid=None, screen=None):
         self.key = mask_key_bytes(mask_key) if isinstance(mask_key, str) else mask_key
         pk = proof_key_bytes(proof_key) if isinstance(proof_key, str) else (proof_key or b"deploykit-no-proof")
         self.digest = digester(pk)
         self.avoid = avoid if avoid is not None else (lambda d: False)
+        self.screen = screen
+        if screen is not None:
+            self.original, self.needs_digest = (lambda norm, d: screen(norm)), False
+        else:
+            avoid_ = self.avoid
+            self.original, self.needs_digest = (lambda norm, d: avoid_(d)), True
 
 
 def _guarded(draw, ctx, label, counts, unique=None, max_length=None, normal_out=False, same_spaces=False,
@@ -370,7 +387,7 @@ def _guarded(draw, ctx, label, counts, unique=None, max_length=None, normal_out=
 
     guarded(text, start, info) starts at round `start` and appends (round, digest) of what it returns to
     `info`: a unique column whose check is made elsewhere (keep_digest), by the stream's main process."""
-    digest, avoid = ctx.digest, ctx.avoid
+    digest, original, needs_digest = ctx.digest, ctx.original, ctx.needs_digest
     keep_digest = keep_digest or unique is not None
 
     def guarded(text, start=0, info=None):
@@ -385,7 +402,7 @@ def _guarded(draw, ctx, label, counts, unique=None, max_length=None, normal_out=
             known = memo.get(out) if memo is not None else None
             if known is None:
                 norm = out if normal_out else normalise(out)
-                d = digest(norm) if keep_digest or len(norm) >= MIN_LENGTH else None
+                d = digest(norm) if keep_digest or (needs_digest and len(norm) >= MIN_LENGTH) else None
                 if memo is not None and len(memo) < MEMO_CAP:
                     memo[out] = (norm, d)
             else:
@@ -401,10 +418,10 @@ def _guarded(draw, ctx, label, counts, unique=None, max_length=None, normal_out=
                 if norm == norm_in:
                     continue
             if unique is not None:
-                if d in unique or (len(norm) >= MIN_LENGTH and avoid(d)):
+                if d in unique or (len(norm) >= MIN_LENGTH and original(norm, d)):
                     continue
                 unique.add(d)
-            elif len(norm) >= MIN_LENGTH and avoid(d):  # (d is made whenever the output is that long)
+            elif len(norm) >= MIN_LENGTH and original(norm, d):  # (d is made when the test needs it)
                 continue
             if rnd:
                 counts.redrawn += 1
@@ -456,7 +473,7 @@ def _fixed_value(rule, ctx, label):
     if not isinstance(value, str):
         raise MaskError("%s: a fixed rule needs a text value" % label)
     norm = normalise(value)
-    if len(norm) >= MIN_LENGTH and ctx.avoid(ctx.digest(norm)):
+    if len(norm) >= MIN_LENGTH and ctx.original(norm, ctx.digest(norm)):
         raise MaskError("%s: the fixed value is also an original value of a masked column, and the proof "
                         "would find it: choose another fixed value" % label)
     return value
@@ -876,15 +893,21 @@ def stream(stdin=None, stdout=None, stderr=None):
         count = header.get("avoid_count") or 0
         if not isinstance(count, int) or count < 0:
             raise BadArguments("avoid_count must be a whole number")
-        digests = unpack_digests(_read_exact(stdin, 8 * count))
+        form = header.get("avoid_format") or "dk64"
+        if form not in ("dk64", "ds32"):
+            raise BadArguments("avoid_format must be dk64 or ds32")
+        if form == "ds32":
+            digests, screen = None, Screen(unpack_screen(_read_exact(stdin, 4 * count)), slots=16).text()
+        else:
+            digests, screen = unpack_digests(_read_exact(stdin, 8 * count)), None
         spec = header.get("spec")
         if not isinstance(spec, dict):
             raise BadArguments("the header has no column spec")
         jobs = header.get("jobs") or 1
         if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
             raise BadArguments("jobs must be a whole number of at least 1")
-        avoid = membership(digests, lazy=jobs == 1)  # forked workers share one bitmap, built before
-        ctx = Context(header.get("mask_key"), header.get("proof_key"), avoid)
+        avoid = membership(digests, lazy=jobs == 1) if digests is not None else None  # built before the forks
+        ctx = Context(header.get("mask_key"), header.get("proof_key"), avoid, screen)
         masker = TableMasker(spec, ctx)  # every rule checked (Faker imported) before the command starts
         if jobs > 1:
             workers = Workers(spec, ctx, jobs)
@@ -959,10 +982,12 @@ class _Reservoir(object):
 class _Digests(object):
     """One column's originals: counts, and the digests of their exact and normalised forms."""
 
-    def __init__(self, name, rule, digest, sample, rng, label):
-        self.name, self.digest, self.sample = name, digest, sample
+    def __init__(self, name, rule, digest, sample, rng, label, screen_only=False):
+        self.name, self.digest, self.sample, self.screen_only = name, digest, sample, screen_only
         self.rows = self.digested = self.short = 0
         self.exact, self.normal = array.array("Q"), array.array("Q")
+        self.same = True  # every value digested was normalised already: exact is normal (packed once)
+        self.screen = array.array("I") if array.array("I").itemsize == 4 else array.array("L")
         self.reservoir = _Reservoir(sample, rng) if sample else None
         self.paths = json_paths(rule, label) if rule and rule.get("kind") == "json" else None
         self.label = label
@@ -994,11 +1019,15 @@ class _Digests(object):
             self.short += 1
             return
         self.digested += 1
+        self.screen.append(zlib.crc32(norm.encode("utf-8", "surrogateescape")))
+        if self.screen_only:
+            return
         if self.reservoir is not None:
             self.reservoir.offer((text, norm))
         else:
             self.exact.append(self.digest(text))
             self.normal.append(self.digest(norm))
+            self.same = False
 
     def result(self):
         sampled = self.reservoir is not None and self.reservoir.seen > self.sample
@@ -1007,20 +1036,90 @@ class _Digests(object):
                 self.exact.append(self.digest(text))
                 self.normal.append(self.digest(norm))
         counts = {"rows": self.rows, "digested": self.digested, "skipped_short": self.short, "sampled": sampled}
-        return counts, {"exact": b64_digests(self.exact), "normalised": b64_digests(self.normal)}
+        if self.screen_only:
+            return counts, {"screen": base64.b64encode(pack_screen(self.screen)).decode("ascii")}
+        normal = b64_digests(self.normal)
+        exact = normal if self.same and self.reservoir is None else b64_digests(self.exact)
+        return counts, {"exact": exact, "normalised": normal,
+                        "screen": base64.b64encode(pack_screen(self.screen)).decode("ascii")}
+
+
+def _keyed_digests(items, keyed):
+    """array('Q') of the keyed digests of items (bytes), in their order."""
+    out = array.array("Q")
+    add, copy, from_bytes = out.append, keyed.copy, int.from_bytes
+    for item in items:
+        h = copy()
+        h.update(item)
+        add(from_bytes(h.digest(), "big"))
+    return out
+
+
+def _digest_column(acc, values, keyed):
+    """A plain column's fields of a block (none NULL), digested in bulk: normalised by lowered_blob (a few
+    C calls), then one keyed digest per value (and one more only where normalising changed it), the screen
+    by C loops. Returns the fields that need a look of their own (escapes, odd whitespace, beyond ASCII)."""
+    odd = []
+    blob = lowered_blob(values)
+    if blob is None:
+        values, odd = plain_fields(values)
+        blob = b"\n".join(values).lower()
+    if not values:
+        return odd
+    lows = blob.split(b"\n")
+    short = sum(map(MIN_LENGTH.__gt__, map(len, lows)))
+    if short:
+        keep = list(map(MIN_LENGTH.__le__, map(len, lows)))
+        values, lows = list(itertools.compress(values, keep)), list(itertools.compress(lows, keep))
+        acc.short += short
+    acc.digested += len(lows)
+    acc.screen.extend(map(zlib.crc32, lows))
+    if acc.screen_only:
+        return odd
+    normal = _keyed_digests(lows, keyed)
+    acc.normal.extend(normal)
+    if lows == values:
+        acc.exact.extend(normal)
+    else:
+        acc.exact.extend(_keyed_digests(values, keyed))
+        acc.same = False
+    return odd
 
 
 def digest_rows(accs, lines, ncols, table, keyed):
-    """Digest a block of COPY lines into the columns' accumulators; plain columns inline (normalise, the
-    normalised digest, and the exact one only when the value is not normalised already)."""
-    copy, from_bytes = keyed.copy, int.from_bytes
-    plain = [(i, acc, acc.exact.append, acc.normal.append) for i, acc in accs if acc.plain]
+    """Digest a block of COPY lines into the columns' accumulators: plain columns of a whole sample in bulk
+    (_digest_column), sampled ones inline (normalise, the normalised digest, and the exact one only when
+    the value is not normalised already), json ones by their leaves."""
+    bulk = [(i, acc) for i, acc in accs if acc.plain and acc.reservoir is None]
+    if bulk and lines:
+        if set(map(bytes.count, lines, itertools.repeat(b"\t"))) == {ncols - 1}:
+            fields = b"\t".join(lines).split(b"\t")
+            for i, acc in bulk:
+                values = fields[i::ncols]
+                if NULL in values:
+                    values = list(filter(NULL.__ne__, values))
+                for field in _digest_column(acc, values, keyed):
+                    acc._one(decode_field(field))
+            accs_left = [(i, acc) for i, acc in accs if (i, acc) not in bulk]
+            for _i, acc in bulk:
+                acc.rows += len(lines)
+            if not accs_left:
+                return
+            return _digest_inline(accs_left, lines, ncols, table, keyed)
+    return _digest_inline(accs, lines, ncols, table, keyed)
+
+
+def _digest_inline(accs, lines, ncols, table, keyed):
+    """digest_rows row by row (a sample's columns; any block whose rows are not all ncols fields)."""
+    copy, from_bytes, crc32 = keyed.copy, int.from_bytes, zlib.crc32
+    plain = [(i, acc, acc.exact.append, acc.normal.append, acc.screen.append, acc.screen_only) for i, acc in accs
+             if acc.plain]
     other = [(i, acc) for i, acc in accs if not acc.plain]
     for line in lines:
         fields = line.split(b"\t")
         if len(fields) != ncols:
             raise MaskError("%s: a row has %d fields, %d columns were named" % (table, len(fields), ncols))
-        for i, acc, add_exact, add_normal in plain:
+        for i, acc, add_exact, add_normal, add_screen, screen_only in plain:
             field = fields[i]
             if field == NULL:
                 continue
@@ -1032,6 +1131,10 @@ def digest_rows(accs, lines, ncols, table, keyed):
                 acc.short += 1
                 continue
             acc.digested += 1
+            low_bytes = low.encode("utf-8", "surrogateescape")
+            add_screen(crc32(low_bytes))  # of every value, sampled or not: the masks' avoid list
+            if screen_only:
+                continue
             sample = acc.reservoir
             if sample is not None:  # most values are skipped: only the drawn ones are kept, to digest at the end
                 if sample.seen < sample.k or sample.seen == sample.next:
@@ -1040,13 +1143,14 @@ def digest_rows(accs, lines, ncols, table, keyed):
                     sample.seen += 1
                 continue
             h = copy()
-            h.update(low.encode("utf-8", "surrogateescape"))
+            h.update(low_bytes)
             d = from_bytes(h.digest(), "big")
             add_normal(d)
             if low != text:
                 h = copy()
                 h.update(text.encode("utf-8", "surrogateescape"))
                 d = from_bytes(h.digest(), "big")
+                acc.same = False
             add_exact(d)
         for i, acc in other:
             if fields[i] != NULL:
@@ -1061,8 +1165,8 @@ def _digest_worker(accs, ncols, table, keyed):
         while True:
             msg = receive(inbox)
             if msg is None:
-                send(outbox, [(a.rows, a.digested, a.short, pack_digests(a.exact), pack_digests(a.normal))
-                              for _i, a in accs])  # sorted here: the parent merges sorted runs
+                send(outbox, [(a.rows, a.digested, a.short, pack_digests(a.exact), pack_digests(a.normal),
+                               pack_screen(a.screen), a.same) for _i, a in accs])  # sorted here: the parent merges runs
                 return
             digest_rows(accs, msg.split(b"\n"), ncols, table, keyed)
     return work
@@ -1073,9 +1177,12 @@ def digests(args):
 
     {"command": [argv printing COPY text of `columns`], "columns": [...], "proof_key": hex,
      "sample": "all" | N, "masks"?: {column: RULE} (json rules: their string leaves at the paths are
-     digested), "table"?: name for messages, "jobs"?: forked workers digesting blocks (not for a sample)}
+     digested), "table"?: name for messages, "jobs"?: forked workers digesting blocks (not for a sample),
+     "only"?: "screen" (the screen values alone: no keyed digest is made, "digests" holds only "screen")}
     -> {"columns": {col: {"rows", "digested", "skipped_short", "sampled"}},
-        "digests": {col: {"exact": b64 dk64, "normalised": b64 dk64}}}
+        "digests": {col: {"exact": b64 dk64, "normalised": b64 dk64, "screen": b64 ds32}}}
+    (screen: _copytext.screen of every normalised value digested, sampled or not: the masks' avoid list and
+    the scan's prefilter)
     A sample of N keeps N values per column, drawn uniformly (seeded by the proof key: one run, one sample).
     """
     command = args.get("command")
@@ -1083,8 +1190,11 @@ def digests(args):
     if not isinstance(columns, list) or not columns or not all(isinstance(c, str) for c in columns):
         raise BadArguments("columns must be a list of column names")
     pk = proof_key_bytes(args.get("proof_key"))
+    only = args.get("only")
+    if only not in (None, "screen"):
+        raise BadArguments("only must be 'screen' (or not given)")
     sample = args.get("sample", "all")
-    if sample == "all" or sample is None:
+    if sample == "all" or sample is None or only == "screen":
         sample = None
     elif isinstance(sample, bool) or not isinstance(sample, int) or sample < 1:
         raise BadArguments("sample must be 'all' or a whole number")
@@ -1094,7 +1204,8 @@ def digests(args):
     accs = []
     for i, column in enumerate(columns):
         rng = random.Random(hashlib.blake2b(column.encode(), key=pk, digest_size=16).digest())
-        accs.append((i, _Digests(column, masks.get(column), digest, sample, rng, "%s.%s" % (table, column))))
+        accs.append((i, _Digests(column, masks.get(column), digest, sample, rng, "%s.%s" % (table, column),
+                                 screen_only=only == "screen")))
     ncols = len(columns)
     jobs = args.get("jobs") or 1
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
@@ -1115,12 +1226,14 @@ def digests(args):
             for k in range(len(pool)):
                 pool.put(k, None)
             for k in range(len(pool)):
-                for (_i, acc), (rows, digested, short, exact, normal) in zip(accs, pool.answer(k)):
+                for (_i, acc), (rows, digested, short, exact, normal, screen, same) in zip(accs, pool.answer(k)):
+                    acc.same = acc.same and same
                     acc.rows += rows
                     acc.digested += digested
                     acc.short += short
                     acc.exact.extend(unpack_digests(exact))
                     acc.normal.extend(unpack_digests(normal))
+                    acc.screen.extend(unpack_screen(screen))
     except BaseException:
         if proc is not None:
             _stop(proc)

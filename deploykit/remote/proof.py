@@ -31,6 +31,8 @@ as the controller builds both lists from the same values, so one digest
 decides most values. Values whose normalised form is shorter than
 min_length are never digested, so never compared.
 """
+import base64
+import itertools
 import json
 import os
 import re
@@ -39,8 +41,9 @@ import sys
 import time
 
 from _common import BadArguments, HelperError, serve
-from _copytext import (MIN_LENGTH, NULL, decode_field, digester, digests_b64, iter_blocks, iter_lines, membership,
-                       normalise, split_line, ToolStderr)
+from _copytext import (MIN_LENGTH, NULL, decode_field, digester, digests_b64, iter_blocks, iter_lines,
+                       lowered_blob, membership, normalise, plain_fields, split_line, Screen, ToolStderr,
+                       unpack_screen)
 from _forks import Pool, receive, send
 
 SKIPPED_TYPES = ("int2", "int4", "int8", "float4", "float8", "numeric", "bool", "date", "time", "timetz",
@@ -81,10 +84,12 @@ class Checker(object):
     """Counts, per place and way, the values whose digest is an original's. Each check says whether it
     found anything (so a column may remember its clean values)."""
 
-    def __init__(self, proof_key, exact, normalised, min_length):
+    def __init__(self, proof_key, exact, normalised, min_length, screen=None):
         self.digest = digester(proof_key)
-        self.exact = membership(exact)
-        self.normal = membership(normalised)
+        # with a screen, few values reach the digests: their bitmaps are built only if they pay
+        self.exact = membership(exact, lazy=screen is not None)
+        self.normal = membership(normalised, lazy=screen is not None)
+        self.screen = Screen(screen) if screen is not None else None
         self.min = min_length
         self.found = {}
 
@@ -202,6 +207,73 @@ class Column(object):
         self.misses = 0
 
 
+def check_block(columns, data, checker):
+    """Check a block of COPY text (lines joined by newlines) of one table; returns how many values (not
+    NULL) were looked at.
+
+    With a screen, column by column: a column's fields of the whole block are normalised and screened by
+    C loops (`lowered`, `Screen.flags`), and only the values it flags are digested (Checker.text); a
+    column whose block holds an escape, odd whitespace or JSON-looking text, and JSON and array columns,
+    are checked value by value (check_rows). Without one, row by row (check_rows)."""
+    screen = checker.screen
+    if screen is None or not data:
+        return check_rows(columns, data.split(b"\n"), checker)
+    width = len(columns)
+    fields = data.replace(b"\n", b"\t").split(b"\t")
+    if len(fields) != (data.count(b"\n") + 1) * width:
+        return check_rows(columns, data.split(b"\n"), checker)  # (says which row is malformed)
+    n = 0
+    for i, col in enumerate(columns):
+        if col.kind == SKIP:
+            continue
+        values = fields[i::width]
+        if NULL in values:
+            values = list(filter(NULL.__ne__, values))
+        n += len(values)
+        if not values:
+            continue
+        blob = lowered_blob(values) if col.kind in (TEXT, OTHER) else None
+        if blob is not None and col.kind == TEXT and (blob.startswith((b"{", b"[")) or b"\n{" in blob
+                                                      or b"\n[" in blob):
+            blob = None  # JSON-looking text: checked by its leaves too
+        if blob is None and col.kind in (TEXT, OTHER):
+            values, odd = plain_fields(values)
+            if col.kind == TEXT:  # JSON-looking text: checked by its leaves too
+                odd += [v for v in values if v[:1] in (b"{", b"[")]
+                values = [v for v in values if v[:1] not in (b"{", b"[")]
+            check_values(col, odd, checker)
+            blob = b"\n".join(values).lower() if values else None
+        if blob is None:
+            if col.kind not in (TEXT, OTHER):
+                check_values(col, values, checker)
+            continue
+        lows = blob.split(b"\n")
+        flags = screen.flags(lows)
+        if 1 in flags:
+            for j in itertools.compress(range(len(values)), flags):
+                checker.text(values[j].decode("utf-8", "surrogateescape"), col.where)
+    return n
+
+
+def check_values(col, values, checker):
+    """Check one column's values (COPY fields, none NULL) one by one, as check_rows does."""
+    for field in values:
+        if len(field) < checker.min:
+            continue
+        text = field.decode("utf-8", "surrogateescape") if b"\\" not in field else decode_field(field)
+        kind = col.kind
+        if kind == TEXT:
+            checker.maybe_json(text, col.where)
+        elif kind == JSON:
+            checker.json_text(text, col.where)
+        elif kind == TEXT_ARRAY:
+            checker.array(text, col.where, False)
+        elif kind == JSON_ARRAY:
+            checker.array(text, col.where, True)
+        else:
+            checker.text(text, col.where)
+
+
 def check_rows(columns, lines, checker):
     """Check a block of COPY text lines of one table; returns how many values (not NULL) were looked at.
 
@@ -272,10 +344,14 @@ class LocalSink(object):
         self.checked = {}
 
     def rows(self, name, colspecs, lines):
+        if lines:
+            self.block(name, colspecs, b"\n".join(lines))
+
+    def block(self, name, colspecs, data):
         columns = self.columns.get(name)
         if columns is None:
             columns = self.columns[name] = [Column(where, kind) for where, kind in colspecs]
-        self.checked[name] = self.checked.get(name, 0) + check_rows(columns, lines, self.checker)
+        self.checked[name] = self.checked.get(name, 0) + check_block(columns, data, self.checker)
 
     def finish(self):
         """(found {(where, how): n}, values checked {table: n})."""
@@ -291,7 +367,7 @@ def _scan_worker(checker):
             if msg is None:
                 send(outbox, ("done",) + sink.finish())
                 return
-            sink.rows(msg[0], msg[1], msg[2].split(b"\n"))
+            sink.block(msg[0], msg[1], msg[2])
     return work
 
 
@@ -578,7 +654,13 @@ def scan(args):
         jobs = min(MAX_JOBS, os.cpu_count() or 1)
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise BadArguments("jobs must be a whole number of at least 1")
-    checker = Checker(proof_key, exact, normalised, min_length)
+    screen = args.get("screen")
+    if screen is not None:
+        try:
+            screen = unpack_screen(base64.b64decode(screen, validate=True))
+        except ValueError as e:
+            raise BadArguments("screen must be a base64 ds32 list: %s" % e)
+    checker = Checker(proof_key, exact, normalised, min_length, screen)
     tables = catalog(psql)
     rows = {}
     sink = ForkSink(checker, jobs) if jobs > 1 else LocalSink(checker)

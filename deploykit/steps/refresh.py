@@ -66,7 +66,8 @@ class RefreshPlan(Step):
 
 @register
 class RefreshDigests(Step):
-    """Keyed digests of every original masked value, in the controller's memory only (the proof's reference)."""
+    """Open the copy's snapshot of the source and make the run's keys; the keyed digests of every original masked
+    value are taken in it by refresh_copy, beside the copy of the tables without rules (controller memory only)."""
 
     name = "refresh_digests"
     scope = "primary"
@@ -78,11 +79,9 @@ class RefreshDigests(Step):
         plan = ctx.state.refresh.get("plan")
         if not plan:
             return Outcome(message=NOT_A_REFRESH)
-        got = work.collect_digests(ctx, host, work.pg_driver(ctx), plan)
-        ctx.state.refresh["digests"] = got  # counts only: the digests stay in memory
-        return Outcome(message=f"{got['digested']} original value(s) of {got['columns']} column(s) digested"
-                               + (f" ({got['skipped_short']} too short to prove anything)" if got["skipped_short"]
-                                  else ""))
+        got = work.open_snapshot(ctx, host, work.pg_driver(ctx), plan)
+        return Outcome(message=f"snapshot open: {got['rows']} row(s) in {got['tables']} table(s); the originals of "
+                               f"{got['masked_tables']} masked table(s) are digested beside the copy")
 
 
 @register
@@ -101,10 +100,15 @@ class RefreshCopy(Step):
             return Outcome(message=NOT_A_REFRESH)
         src, dst = _ends(ctx)
         built = work.build(ctx, src, dst, work.pg_driver(ctx), plan, ctx.record_progress)
+        got = ctx.state.refresh["digests"] = work.memory(ctx)["digest_stats"]  # counts only: digests in memory
         rows = sum(built["rows"].values())
         t = built["timings"]
         return Outcome(changed=True, message=f"{built['name']}: {rows} row(s) in {len(built['rows'])} table(s) "
-                                             f"(copy {t['copy']:.2f}s, keys {t['post_data']:.2f}s)")
+                                             f"(copy {t['copy']:.2f}s, keys {t['post_data']:.2f}s); "
+                                             f"{got['digested']} original value(s) of {got['columns']} column(s) "
+                                             f"digested ({t['digests']:.2f}s)"
+                                             + (f", {got['skipped_short']} too short to prove anything"
+                                                if got["skipped_short"] else ""))
 
 
 @register
@@ -123,6 +127,8 @@ class RefreshProof(Step):
             return Outcome(message=NOT_A_REFRESH)
         report = work.prove(ctx, host, work.pg_driver(ctx))
         ctx.state.refresh["proof"] = report
+        if isinstance(ctx.state.refresh.get("digests"), dict):  # distinct originals: counted as the proof merges them
+            ctx.state.refresh["digests"]["originals"] = report["originals"]
         ctx.journal.record("refresh_proof", host=host, **report)
         if report["found"]:
             where = ", ".join(f"{f['where']} ({f['how']}, {f['count']})" for f in report["found"][:3])

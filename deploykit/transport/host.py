@@ -60,6 +60,18 @@ def q(value) -> str:
     return shlex.quote(str(value))
 
 
+SEND_CHUNK = 256 * 1024
+
+
+def sendall(chan, data) -> None:
+    """chan.sendall in pieces: paramiko's sendall cuts what is left of its argument after every packet
+    (`s = s[sent:]`), a copy each time, so a big write (a refresh's digests, tens of megabytes) was
+    quadratic in its length."""
+    view = memoryview(data)
+    for start in range(0, len(view), SEND_CHUNK):
+        chan.sendall(view[start:start + SEND_CHUNK].tobytes())
+
+
 @dataclass
 class CommandResult:
     command: str
@@ -776,7 +788,7 @@ class SSHHost(Host):
             chan.settimeout(None)
             chan.set_combine_stderr(True)  # a shell's complaint (no such python) is read, and ignored, as a line
             chan.exec_command(f"exec {q(self.python)} -I -S -c {q(BOOT)}")
-            chan.sendall(agent_payload())
+            sendall(chan, agent_payload())
             reader = _Lines(chan.recv)
         except (OSError, EOFError, socket.timeout) as exc:
             raise self._lost(exc) from None
@@ -791,7 +803,7 @@ class SSHHost(Host):
             finally:
                 chan.close()
 
-        agent = AgentClient(chan.sendall, reader.readline, close, name=f"agent-{self.name}")
+        agent = AgentClient(lambda data: sendall(chan, data), reader.readline, close, name=f"agent-{self.name}")
         try:
             agent.wait_ready(self.config.connect_timeout + 10)
         except AgentLost:
@@ -825,7 +837,7 @@ class SSHHost(Host):
             chan.exec_command(script)
             if stdin:
                 try:
-                    chan.sendall(stdin.encode())
+                    sendall(chan, stdin.encode())
                 except OSError:
                     pass  # the command ended without reading all of it; its exit status tells
             chan.shutdown_write()
@@ -963,7 +975,7 @@ class _ChannelPipe:
 
     def write(self, data):
         try:
-            self.chan.sendall(data)
+            sendall(self.chan, data)
             self._drain_err()
         except (OSError, EOFError, socket.timeout) as exc:
             if self.chan.exit_status_ready():  # the command ended before reading it all: close() says why

@@ -90,8 +90,10 @@ def _reader(ctx, driver, src, snapshot_id: str, table: Table, columns: list[str]
     python = app_python(ctx.config, src, mask["release_dir"])
     stream = src.open_filter(f"cd {q(mask['release_dir'])} && exec {python} -c {q(_BOOT)}", env=kw["env"],
                              secrets=kw["secrets"], read_only=True)
+    form = mask.get("avoid_format", "dk64")  # dk64: sorted digests, 8 bytes each; ds32: screen values, 4 bytes
     header = {"command": copy, "spec": mask["spec"], "mask_key": mask["mask_key"], "proof_key": mask["proof_key"],
-              "avoid_count": len(mask["avoid"]) // 8, "jobs": mask.get("jobs", 1)}
+              "avoid_count": len(mask["avoid"]) // (4 if form == "ds32" else 8), "avoid_format": form,
+              "jobs": mask.get("jobs", 1)}
     try:
         stream.write(b"%d\n" % len(source) + source + json.dumps(header).encode() + b"\n" + mask["avoid"])
         stream.end_input()
@@ -104,6 +106,10 @@ def _reader(ctx, driver, src, snapshot_id: str, table: Table, columns: list[str]
 def copy_table(ctx, driver, src, dst, new_db: str, snapshot_id: str, table: Table, columns: list[str],
                where: str | None, mask: dict | None, stop: threading.Event) -> dict:
     """One table from the source's snapshot into new_db on the target; (bytes, seconds) of what went over."""
+    if callable(mask):  # settings that are ready later (the avoid list, once the originals are digested)
+        mask = mask()
+    if stop.is_set():
+        raise Interrupted(f"{dst.name}: the copy of {table.name} was stopped")
     start = time.monotonic()
     reader, _ = _reader(ctx, driver, src, snapshot_id, table, columns, where, mask)
     cols = ", ".join(ident(c) for c in columns)
@@ -143,15 +149,22 @@ def copy_table(ctx, driver, src, dst, new_db: str, snapshot_id: str, table: Tabl
 
 
 def copy_tables(ctx, driver, src, dst, new_db: str, snapshot_id: str, jobs_: list[dict], jobs: int,
-                progress=None) -> list[dict]:
+                progress=None, on_done=None) -> list[dict]:
     """Every job ({table, columns, where, mask}) at most `jobs` at a time, largest first; the first failure
-    stops the others (their streams are aborted) and is raised."""
+    stops the others (their streams are aborted) and is raised. A job's mask may be a function giving its
+    settings: its copy calls it (and waits for it) when its turn comes; the tables without masks meanwhile
+    take the other slots. `on_done(table, result)` is called as each copy ends (in its thread)."""
     stop = threading.Event()
     order = sorted(jobs_, key=lambda j: -(j["table"].bytes or 0))
     done: list[dict] = []
     with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="refresh-copy") as pool:
-        futures = [pool.submit(copy_table, ctx, driver, src, dst, new_db, snapshot_id, j["table"], j["columns"],
-                               j.get("where"), j.get("mask"), stop) for j in order]
+        def one(j):
+            got = copy_table(ctx, driver, src, dst, new_db, snapshot_id, j["table"], j["columns"], j.get("where"),
+                             j.get("mask"), stop)
+            if on_done is not None:
+                on_done(j["table"], got)
+            return got
+        futures = [pool.submit(one, j) for j in order]
         finished, _ = wait(futures, return_when=FIRST_EXCEPTION)
         failed = next((f for f in finished if f.exception() is not None), None)
         if failed is not None:

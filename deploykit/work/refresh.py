@@ -25,12 +25,13 @@ import sys
 import threading
 import time
 from array import array
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from .. import layout
 from ..errors import DeployError, PreflightFailed
 from ..sqltext import literal
 from ..transport.host import q
-from ..work import catalog
+from ..work import catalog, post_data
 from ..work.masked_copy import Snapshot, copy_tables, psql_argv, shell
 from ..work.subset import plan as subset_plan, select
 
@@ -62,42 +63,74 @@ def forget(ctx) -> None:
 
 # -- the proof: digests of the originals, then the scan of the copy -------------------------------------------
 def _packed(parts: list[bytes]) -> bytes:
-    """Sorted, distinct big-endian uint64 digests (the mask helper's avoid list) from packed lists."""
+    """Sorted, distinct big-endian uint64 digests (the mask helper's avoid list) from packed lists.
+
+    Each part is sorted already: timsort merges their runs, and the duplicates (next to each other then)
+    go by dict.fromkeys, both in C (a set of millions of ints, then a sort of it, took seconds)."""
     values = array("Q")
     for part in parts:
-        chunk = array("Q", part)
-        if sys.byteorder == "little":
-            chunk.byteswap()
-        values.extend(chunk)
-    out = array("Q", sorted(set(values)))
+        values.frombytes(part)
+    if sys.byteorder == "little":
+        values.byteswap()
+    out = array("Q", dict.fromkeys(sorted(values)))
     if sys.byteorder == "little":
         out.byteswap()
     return out.tobytes()
 
 
-def collect_digests(ctx, src, driver, plan: dict) -> dict:
-    """Open the copy's snapshot of the source and digest, in it, every original value of every masked column.
-
-    The digests (and a random proof key) stay in this process's memory; the run's state holds the counts.
-    """
+def open_snapshot(ctx, src, driver, plan: dict) -> dict:
+    """Open the copy's snapshot of the source (a transaction held open), count in it the rows each table will
+    copy, and make the run's keys; {"tables", "rows", "masked_tables"}. The originals are digested in it by
+    `build`, beside the copy of the tables without rules (collect_digests)."""
     mem = memory(ctx)
     mem["mask_key"] = mask_key(ctx)
     mem["proof_key"] = secrets.token_hex(32)
     tables = catalog.parse(plan["catalog"])
     snap = mem["snapshot"] = Snapshot(ctx, driver, src)
     mem["counts"] = snap.counts(list(tables.values()), plan["where"])
-    sample = ctx.config.refresh.proof_sample if ctx.config.refresh else None
-    exact, normalised, stats = [], [], {"columns": 0, "digested": 0, "skipped_short": 0, "sampled": []}
+    return {"tables": len(tables), "rows": sum(mem["counts"].values()), "masked_tables": len(plan["masks"])}
+
+
+def _digest_tables(ctx, src, driver, plan: dict, **args):
+    """(table, the mask helper's digests answer) of every masked table, read in the copy's snapshot."""
+    mem = memory(ctx)
+    tables = catalog.parse(plan["catalog"])
+    snap = mem["snapshot"]
     kw = driver.access(ctx, src, read_only=True)
     for name, spec in plan["masks"].items():
         cols = sorted(spec["masks"])
         copy = psql_argv(driver, driver.spec.name, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
                          f"SET TRANSACTION SNAPSHOT {literal(snap.id)}",
                          f"COPY ({select(tables[name], cols, plan['where'].get(name))}) TO STDOUT", "COMMIT")
-        got = src.helper("mask", "digests", {"command": copy, "columns": cols, "proof_key": mem["proof_key"],
-                                             "sample": sample or "all", "masks": spec["masks"], "table": name,
-                                             "jobs": 1 if sample else driver.jobs(src)},
-                         env=kw["env"], secrets=kw["secrets"], timeout=ctx.config.command_timeout)
+        yield name, src.helper("mask", "digests", {"command": copy, "columns": cols, "proof_key": mem["proof_key"],
+                                                   "masks": spec["masks"], "table": name, **args},
+                               env=kw["env"], secrets=kw["secrets"], timeout=ctx.config.command_timeout)
+
+
+def collect_screen(ctx, src, driver, plan: dict) -> int:
+    """The screen values of every original masked value (mem["screen"]: what the masks avoid), in the copy's
+    snapshot: one CRC-32 each by C loops, no keyed digest (one process is enough), so the masks start
+    soon. Returns how many."""
+    mem = memory(ctx)
+    screens = [base64.b64decode(got["digests"][col]["screen"])
+               for _name, got in _digest_tables(ctx, src, driver, plan, only="screen", jobs=1)
+               for col in got["digests"]]
+    mem["screen"] = b"".join(screens)
+    return len(mem["screen"]) // 4
+
+
+def collect_digests(ctx, src, driver, plan: dict) -> dict:
+    """Digest, in the copy's snapshot (open_snapshot), every original value of every masked column (or the
+    sample refresh.proof.sample says): the proof's reference, read while the masked copy runs.
+
+    The digests stay in this process's memory (mem: exact, avoid, screen); the run's state holds the counts.
+    """
+    mem = memory(ctx)
+    sample = ctx.config.refresh.proof_sample if ctx.config.refresh else None
+    exact, normalised, screens = [], [], []
+    stats = {"columns": 0, "digested": 0, "skipped_short": 0, "sampled": []}
+    # one process: it has the whole masked copy to finish in, and the masks' workers need the source's cores
+    for name, got in _digest_tables(ctx, src, driver, plan, sample=sample or "all", jobs=1):
         for col, counts in got["columns"].items():
             stats["columns"] += 1
             stats["digested"] += counts["digested"]
@@ -106,15 +139,23 @@ def collect_digests(ctx, src, driver, plan: dict) -> dict:
                 stats["sampled"].append(f"{name}.{col}")
             exact.append(base64.b64decode(got["digests"][col]["exact"]))
             normalised.append(base64.b64decode(got["digests"][col]["normalised"]))
-    mem["exact"], mem["avoid"] = _packed(exact), _packed(normalised)
-    stats["originals"] = len(mem["avoid"]) // 8
+            screens.append(base64.b64decode(got["digests"][col].get("screen") or ""))
+    # the proof's sorted lists are merged when the proof needs them (prove); the screen is collect_screen's
+    # (this one has the same values, the json rules' leaves too)
+    mem["exact_parts"], mem["normal_parts"] = exact, normalised
+    mem.setdefault("screen", b"".join(screens))
     stats["sample"] = sample or "all"
+    mem["digest_stats"] = stats
     return stats
 
 
 def prove(ctx, dst, driver) -> dict:
     """Scan the built copy (every text-like column, a plain pg_dump of it) for the originals' digests."""
     mem = memory(ctx)
+    if "exact" not in mem and "exact_parts" in mem:
+        mem["exact"], mem["avoid"] = _packed(mem.pop("exact_parts")), _packed(mem.pop("normal_parts"))
+        if mem.get("digest_stats") is not None:
+            mem["digest_stats"]["originals"] = len(mem["avoid"]) // 8
     if "exact" not in mem:
         raise ProofFailed("the digests of the originals are gone (the run that took them ended): the copy "
                           "cannot be proved", hint="run the refresh again")
@@ -125,6 +166,7 @@ def prove(ctx, dst, driver) -> dict:
                                           "proof_key": mem["proof_key"],
                                           "exact": base64.b64encode(mem["exact"]).decode(),
                                           "normalised": base64.b64encode(mem["avoid"]).decode(),
+                                          "screen": base64.b64encode(mem["screen"]).decode(),
                                           "jobs": driver.jobs(dst)},
                         env=kw["env"], secrets=kw["secrets"], timeout=ctx.config.command_timeout)
     report["originals"] = len(mem["avoid"]) // 8
@@ -206,10 +248,15 @@ def build(ctx, src, dst, driver, plan: dict, record) -> dict:
     mem = memory(ctx)
     tables = catalog.parse(plan["catalog"])
     snap = mem.get("snapshot")
-    if snap is None:  # digested by another process (this one finishes a dead run): digest again, same snapshot
-        raise DeployError("the refresh's snapshot of the source is gone (the run that digested it ended)",
-                          hint="run the refresh again: it starts from the digests")
+    if snap is None:  # opened by another process (this one finishes a dead run): digest again, same snapshot
+        raise DeployError("the refresh's snapshot of the source is gone (the run that opened it ended)",
+                          hint="run the refresh again: it starts from the snapshot")
     timings = {}
+    # beside the copy of the tables without rules, the originals' screen values (a masked table's copy waits
+    # for them), then, beside the masked copies too, their keyed digests for the proof
+    digests = ThreadPoolExecutor(max_workers=1, thread_name_prefix="refresh-digests")
+    screened: Future = Future()
+    digested = digests.submit(_originals, ctx, src, driver, plan, screened)
     try:
         start = time.monotonic()
         counts = mem["counts"]
@@ -225,17 +272,39 @@ def build(ctx, src, dst, driver, plan: dict, record) -> dict:
             spec = plan["masks"].get(name)
             job = {"table": t, "columns": [c.column for c in t.columns], "where": plan["where"].get(name)}
             if spec and spec.get("masks"):
-                job["mask"] = {"spec": spec, "release_dir": release_dir, "mask_key": mem["mask_key"],
-                               "proof_key": mem["proof_key"], "avoid": mem["avoid"], "jobs": driver.jobs(src)}
+                job["mask"] = _when_digested(screened, {"spec": spec, "release_dir": release_dir,
+                                                        "mask_key": mem["mask_key"], "proof_key": mem["proof_key"],
+                                                        "jobs": driver.jobs(src)}, mem)
             jobs.append(job)
+        # a table's own indexes and constraints are built as soon as its rows are in (post_data.split)
+        early, later = post_data.split(post_data.items(ctx, driver, dst, schema),
+                                       post_data.index_tables(ctx, driver, src))
+        keys = ThreadPoolExecutor(max_workers=1, thread_name_prefix="refresh-keys")
+        building: list = []
+
+        def copied_one(table, _got) -> None:
+            lines = early.get((table.schema, table.table))
+            if lines:
+                building.append(keys.submit(_timed, driver.pg_restore_items, ctx, dst, schema, new, lines))
         start = time.monotonic()
-        copied = copy_tables(ctx, driver, src, dst, new, snap.id, jobs, driver.jobs(dst))
-        timings["copy"] = round(time.monotonic() - start, 3)
+        try:
+            copied = copy_tables(ctx, driver, src, dst, new, snap.id, jobs, driver.jobs(dst), on_done=copied_one)
+            timings["copy"] = round(time.monotonic() - start, 3)
+            waited = time.monotonic()
+            timings["post_data_early"] = round(sum(f.result() for f in list(building)), 3)
+            timings["post_data_early_wait"] = round(time.monotonic() - waited, 3)
+        finally:
+            keys.shutdown(wait=True)
+        waited = time.monotonic()
+        timings["screen"], timings["digests"] = digested.result()  # (raised here when no masked copy waited)
+        timings["digests_wait"] = round(time.monotonic() - waited, 3)  # the proof's digests, after the copy
     finally:
+        digests.shutdown(wait=True)  # a failed copy still waits for the digests' helper: it ends the snapshot's use
         mem.pop("snapshot", None)
         snap.close()
     start = time.monotonic()
-    driver.pg_restore(ctx, dst, schema, new, section="post-data")  # indexes, unique and foreign keys: every row checked
+    if later:  # foreign keys (and what else was not a table's own): every row checked
+        driver.pg_restore_items(ctx, dst, schema, new, later)
     timings["post_data"] = round(time.monotonic() - start, 3)
     dst.run(f"rm -f -- {q(schema)}", check=False)
     _sync_sequences(ctx, driver, src, dst, new)
@@ -250,6 +319,34 @@ def build(ctx, src, dst, driver, plan: dict, record) -> dict:
     built.update(rows=counts, copied=copied, timings=timings)
     record()
     return built
+
+
+def _timed(fn, *args) -> float:
+    start = time.monotonic()
+    fn(*args)
+    return round(time.monotonic() - start, 3)
+
+
+def _originals(ctx, src, driver, plan: dict, screened: Future) -> tuple[float, float]:
+    """collect_screen (then `screened` is done: the masks may start), then collect_digests; their seconds."""
+    start = time.monotonic()
+    try:
+        collect_screen(ctx, src, driver, plan) if plan["masks"] else memory(ctx).setdefault("screen", b"")
+    except BaseException as exc:
+        screened.set_exception(exc)
+        raise
+    screened.set_result(True)
+    middle = time.monotonic()
+    collect_digests(ctx, src, driver, plan)
+    return round(middle - start, 3), round(time.monotonic() - middle, 3)
+
+
+def _when_digested(screened: Future, mask: dict, mem: dict):
+    """A masked table's mask settings, once the originals' screen values are in (the avoid list)."""
+    def settings() -> dict:
+        screened.result()  # the failure, raised in the copy that needed them
+        return dict(mask, avoid=mem["screen"], avoid_format="ds32")
+    return settings
 
 
 def _sync_sequences(ctx, driver, src, dst, new: str) -> int:
