@@ -645,18 +645,12 @@ class Refresh(Section):
 SERVER_OPTION = re.compile(r"^[A-Za-z0-9_.:=/-]+(?: [A-Za-z0-9_.:=/-]+)*$")  # nginx words: no ';', braces, quotes
 
 
-class BalancerNginx(Section):
+class BalancerNginx(NginxRouter):
     """The built-in nginx balancer: deploykit owns one upstream file listing every app server (drained: down)."""
 
     shape: ClassVar = ("expected a mapping", "write 'nginx: {upstream_file: /etc/nginx/deploykit/app.conf, "
                                              "upstream: app, access_log: /var/log/nginx/app-balancer.log}'")
 
-    upstream_file: HostDir = key("the upstream file on the router host (absolute; deploykit writes it whole, "
-                                 "nginx.conf includes it inside 'http {}')",
-                                 "upstream_file: /etc/nginx/deploykit/library.conf")
-    upstream: Text = key("the name of the upstream block (proxy_pass http://NAME)", "upstream: library")
-    command: Text = key("how to run nginx on the router host ('-t' and '-s reload' are appended)",
-                        "command: sudo nginx", "nginx")
     pid_file: HostDir = key("nginx's pid file on the router host (its 'pid' directive): a drain waits until the "
                             "master's workers from before the reload are gone", "pid_file: /run/nginx.pid",
                             layout.NGINX_PID)
@@ -670,10 +664,7 @@ class BalancerNginx(Section):
                                  "directives: [keepalive 16, least_conn]", default_factory=list)
 
     @model_validator(mode="after")
-    def _words(self) -> "BalancerNginx":
-        if not COLOUR_NAME.match(self.upstream):
-            raise problem(f"{self.upstream!r} cannot name an upstream block", "use only letters, digits, _ . -",
-                          at=("upstream",))
+    def _words(self) -> "BalancerNginx":  # the upstream's name: NginxRouter._one_word
         if self.server_options is not None and not SERVER_OPTION.match(self.server_options):
             raise problem(f"{self.server_options!r} is not a list of nginx server parameters",
                           "write words such as 'max_fails=1 fail_timeout=5s' (no ';', braces or quotes)",

@@ -14,6 +14,21 @@ from ..state.journal import utc_now
 from .base import Router, RouterError
 
 
+def install_checked(host, nginx: str, path: str, text: str) -> tuple[str, str] | None:
+    """Put `text` in place of the upstream file at `path` (beside, then renamed), `nginx -t`, reload.
+
+    None when nginx reloaded with it; else (what failed, its output) after the previous file was put back and
+    nothing reloaded, so nginx serves what it served before. Shared by the router and the balancer."""
+    previous = layout.previous_of(path)
+    doc = host.helper("router", "install_upstream", {"path": path, "previous": previous, "text": text})
+    for args, what in (("-t", "refused the new upstream file"), ("-s reload", "did not reload")):
+        res = host.run(f"{host.render(nginx)} {args}", check=False)
+        if not res.ok:
+            host.helper("router", "put_back", {"path": path, "previous": previous, "had_previous": doc["had_previous"]})
+            return f"nginx {args} {what}", res.tail(2)
+    return None
+
+
 def upstream_text(name: str, colour: str, servers: list[str], run_id: str) -> str:
     lines = [f"# deploykit colour: {colour}",
              f"# written by deploykit run {run_id} at {utc_now()}; 'deploykit switch' rewrites this file whole",
@@ -46,20 +61,16 @@ class NginxRouter(Router):
         return problems
 
     def switch(self, ctx, host, colour: str, servers: list[str]) -> str:
-        path, previous = self.spec.upstream_file, layout.previous_of(self.spec.upstream_file)
+        path = self.spec.upstream_file
         before = self.live(ctx, host)
-        text = upstream_text(self.spec.upstream, colour, servers, ctx.run_id)
-        doc = host.helper("router", "install_upstream", {"path": path, "previous": previous, "text": text})
-        for args, what in (("-t", "refused the new upstream file"), ("-s reload", "did not reload")):
-            res = self._nginx(host, args)
-            if not res.ok:
-                host.helper("router", "put_back", {"path": path, "previous": previous,
-                                                   "had_previous": doc["had_previous"]})
-                raise RouterError(
-                    f"{host.name}: nginx {args} {what}: {res.tail(2)}; the previous upstream file was put back "
-                    f"and nginx was not reloaded: the router serves {before or 'no colour'} as before",
-                    hint=f"fix the nginx configuration on {host.name} (run '{host.render(self.spec.nginx)} -t' "
-                         "there), then switch again")
+        failed = install_checked(host, self.spec.nginx, path, upstream_text(self.spec.upstream, colour, servers,
+                                                                             ctx.run_id))
+        if failed:
+            raise RouterError(
+                f"{host.name}: {failed[0]}: {failed[1]}; the previous upstream file was put back "
+                f"and nginx was not reloaded: the router serves {before or 'no colour'} as before",
+                hint=f"fix the nginx configuration on {host.name} (run '{host.render(self.spec.nginx)} -t' "
+                     "there), then switch again")
         host.write_json(layout.router_state(host), {"colour": colour, "servers": servers, "since": utc_now(),
                                                     "run_id": ctx.run_id, "upstream_file": path})
         return f"{before or 'none'} -> {colour} ({', '.join(servers)})"

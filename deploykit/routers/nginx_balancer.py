@@ -12,9 +12,9 @@ nginx.conf declares and its server uses: `access_log PATH deploykit;`).
 """
 from __future__ import annotations
 
-from .. import layout
 from ..state.journal import utc_now
 from .balancer import Balancer, BalancerError, NotInUseYet
+from .nginx import install_checked
 
 #: the access log format errors() reads: one JSON object a line (nginx >= 1.11.8 for escape=json)
 LOG_FORMAT = ("log_format deploykit escape=json '{\"msec\":\"$msec\",\"status\":\"$status\","
@@ -127,21 +127,16 @@ class NginxBalancer(Balancer):
 
     def _apply(self, ctx, host, drained: dict, old_gone: bool) -> float:
         """Install the upstream file for `drained`, check it, reload, wait until nginx uses it; seconds waited."""
-        path, previous = self.spec.upstream_file, layout.previous_of(self.spec.upstream_file)
         workers = self._workers(host)
         text = upstream_text(self.spec.upstream, self.servers, drained, ctx.run_id, self.spec.server_options,
                              self.spec.directives)
-        doc = host.helper("router", "install_upstream", {"path": path, "previous": previous, "text": text})
-        for args, what in (("-t", "refused the new upstream file"), ("-s reload", "did not reload")):
-            res = self._nginx(host, args)
-            if not res.ok:
-                host.helper("router", "put_back", {"path": path, "previous": previous,
-                                                   "had_previous": doc["had_previous"]})
-                raise BalancerError(
-                    f"{host.name}: nginx {args} {what}: {res.tail(2)}; the previous upstream file was put back and "
-                    "nginx was not reloaded: the balancer serves as before",
-                    hint=f"fix the nginx configuration on {host.name} (run '{host.render(self.spec.nginx)} -t' "
-                         "there), then run again")
+        failed = install_checked(host, self.spec.nginx, self.spec.upstream_file, text)
+        if failed:
+            raise BalancerError(
+                f"{host.name}: {failed[0]}: {failed[1]}; the previous upstream file was put back and "
+                "nginx was not reloaded: the balancer serves as before",
+                hint=f"fix the nginx configuration on {host.name} (run '{host.render(self.spec.nginx)} -t' "
+                     "there), then run again")
         timeout = self.spec.drain_timeout
         res = host.helper("balancer", "wait_reloaded", {"pid_file": self.spec.pid_file, "before": workers,
                                                         "old_gone": old_gone, "timeout": timeout},

@@ -71,35 +71,34 @@ def _targets(ctx, host) -> list:
     return [host] if host is not None else [h for h in ctx.hosts if "app" in h.roles or h.is_primary]
 
 
+class _BalancerStep(Step):
+    """drain and undrain: the host, or run `on: controller` (a rolling batch) every host of the batch at once."""
+
+    scope = "app"
+    verb = ""
+
+    def describe(self, ctx, host):
+        return "; ".join(balance.describe(ctx, h, self.verb) for h in _targets(ctx, host))
+
+    def run(self, ctx, host):
+        return Outcome(**getattr(balance, self.verb)(ctx, _targets(ctx, host)))
+
+
 @register
-class Drain(Step):
+class Drain(_BalancerStep):
     """Take the host out of the balancer: no new request reaches it, the ones in flight end.
 
     `on: controller` (a rolling batch): every host of the batch at once, one reload of the balancer.
     """
 
-    name = "drain"
-    scope = "app"
-
-    def describe(self, ctx, host):
-        return "; ".join(balance.describe(ctx, h, "drain") for h in _targets(ctx, host))
-
-    def run(self, ctx, host):
-        return Outcome(**balance.drain(ctx, _targets(ctx, host)))
+    name = verb = "drain"
 
 
 @register
-class Undrain(Step):
+class Undrain(_BalancerStep):
     """Put the host back into the balancer (after its health check passed); `on: controller`: the batch's."""
 
-    name = "undrain"
-    scope = "app"
-
-    def describe(self, ctx, host):
-        return "; ".join(balance.describe(ctx, h, "undrain") for h in _targets(ctx, host))
-
-    def run(self, ctx, host):
-        return Outcome(**balance.undrain(ctx, _targets(ctx, host)))
+    name = verb = "undrain"
 
 
 @register

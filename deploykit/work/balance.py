@@ -66,23 +66,17 @@ def _servers(ctx, balancer, hosts) -> list[str]:
 
 def drain(ctx, hosts: list) -> dict:
     """Take these app hosts out of the balancer, in one change per balancer host (a batch together)."""
-    if spec(ctx) is None:
-        return {"message": "no balancer configured (rollout.balancer): not drained"}
-    balancer, edges = _driver(ctx)
-    servers = _servers(ctx, balancer, hosts)
-    if not servers:
-        return {"message": "not behind the balancer"}
-    notes = []
-    for bh in edges:
-        with _CHANGING[bh.name]:
-            notes.append(balancer.drain_all(ctx, bh, servers))
-    return {"changed": True, "message": "; ".join(notes), "diff": "\n".join(f"- {s}" for s in servers)}
+    return _change(ctx, hosts, "drain_all", "-", "no balancer configured (rollout.balancer): not drained")
 
 
 def undrain(ctx, hosts: list) -> dict:
     """Put these app hosts back into the balancer, in one change per balancer host."""
+    return _change(ctx, hosts, "restore_all", "+", "no balancer configured (rollout.balancer)")
+
+
+def _change(ctx, hosts: list, method: str, sign: str, without: str) -> dict:
     if spec(ctx) is None:
-        return {"message": "no balancer configured (rollout.balancer)"}
+        return {"message": without}
     balancer, edges = _driver(ctx)
     servers = _servers(ctx, balancer, hosts)
     if not servers:
@@ -90,8 +84,8 @@ def undrain(ctx, hosts: list) -> dict:
     notes = []
     for bh in edges:
         with _CHANGING[bh.name]:
-            notes.append(balancer.restore_all(ctx, bh, servers))
-    return {"changed": True, "message": "; ".join(notes), "diff": "\n".join(f"+ {s}" for s in servers)}
+            notes.append(getattr(balancer, method)(ctx, bh, servers))
+    return {"changed": True, "message": "; ".join(notes), "diff": "\n".join(f"{sign} {s}" for s in servers)}
 
 
 def mark(ctx) -> dict | None:
