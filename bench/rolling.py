@@ -11,7 +11,9 @@ v1.1-dotenv), so every round really switches and restarts every host, in
 batches [1, 50%, 100%] with `pause` seconds after each batch but the last.
 
 The rollout's own time is the wall time of its `rollout` phase (the first
-batch's first step to the last gate's end, from the run's step records). What
+batch's first step's start to the last gate's end, from the start times and
+durations of the run's step records: the engine's work between steps counts;
+`steps_sum` is the same without those gaps, each batch's slowest host per step). What
 it cannot go below is the sum, over its batches, of the pause and of the
 batch's health check (the slowest host of the batch: the app starting and
 answering). The rest is the rollout's overhead: drains and undrains (nginx
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import statistics
 import sys
@@ -41,6 +44,8 @@ from bench.testbed import colour_modules  # noqa: E402
 
 TAGS = ("v1.1-dotenv", "v1.1")
 TARGET = 0.10
+STOPPED = re.compile(r"the old one stopped in ([0-9.]+) s")  # restart_processes, supervisord's respawn
+DRAINED = re.compile(r"old workers gone after ([0-9.]+) s")  # drain, nginx's old workers ending their requests
 
 
 def log(text: str) -> None:
@@ -56,24 +61,34 @@ def rollout_breakdown(result) -> dict:
         per_step[r.step] = per_step.get(r.step, 0.0) + r.seconds
     # each batch: its steps run on its hosts in parallel; the batch takes the slowest host's per step
     health, pauses, batch_walls = 0.0, 0.0, []
+    app_stop = nginx_wait = 0.0  # what the app server's graceful stop and nginx's old workers took themselves
     i = 0
     for batch in batches:
         names = set(batch)
         seen_gate = False
         spans: dict[str, float] = {}
+        stops = [0.0]
         while i < len(recs) and not seen_gate:
             r = recs[i]
             if r.host in names or r.host == "controller":
                 spans[r.step] = max(spans.get(r.step, 0.0), r.seconds)
+                said = STOPPED.search(r.message) if r.step == "restart_processes" else None
+                stops.append(float(said.group(1)) if said else 0.0)
+                said = DRAINED.search(r.message) if r.step == "drain" else None
+                nginx_wait += float(said.group(1)) if said else 0.0
             if r.step == "gate":
                 seen_gate = True
             i += 1
         health += spans.get("health_check", 0.0)
+        app_stop += max(stops)
         batch_walls.append(sum(spans.values()))
     for r in recs:
         if r.step == "gate" and "paused" in r.message:
             pauses += float(r.message.rsplit("paused ", 1)[1].rstrip("s"))
-    return {"steps": per_step, "health": health, "pauses": pauses, "batch_walls": batch_walls}
+    # the phase's wall time: the engine's work between steps (heartbeats, records) counts too
+    wall = max(r.started + r.seconds for r in recs) - min(r.started for r in recs) if recs else 0.0
+    return {"steps": per_step, "health": health, "pauses": pauses, "batch_walls": batch_walls, "wall": wall,
+            "app_stop": app_stop, "nginx_wait": nginx_wait}
 
 
 def main(argv=None) -> int:
@@ -123,11 +138,12 @@ def main(argv=None) -> int:
             if not result.ok:
                 raise RuntimeError(f"round {r}: the rolling release of {tag} failed: {result.error}")
             b = rollout_breakdown(result)
-            own = sum(b["batch_walls"])
+            own = b["wall"]
             floor = b["health"] + b["pauses"]
             row = {"round": r, "tag": tag, "hosts": args.hosts, "wall": round(wall, 3), "rollout": round(own, 3),
                    "pauses": round(b["pauses"], 3), "health": round(b["health"], 3), "floor": round(floor, 3),
-                   "overhead": round(own - floor, 3), "overhead_ratio": round((own - floor) / floor, 4),
+                   "overhead": round(own - floor, 3), "steps_sum": round(sum(b["batch_walls"]), 3),
+                   "app_stop": round(b["app_stop"], 3), "nginx_wait": round(b["nginx_wait"], 3), "overhead_ratio": round((own - floor) / floor, 4),
                    "steps": {k: round(v, 3) for k, v in b["steps"].items()},
                    "requests": len(records), "failed": sum(1 for x in records if not x.ok)}
             rows.append(row)
@@ -145,7 +161,8 @@ def main(argv=None) -> int:
 
     def med(key):
         return statistics.median(r[key] for r in rows)
-    summary = {k: med(k) for k in ("wall", "rollout", "pauses", "health", "floor", "overhead", "overhead_ratio")}
+    summary = {k: med(k) for k in ("wall", "rollout", "pauses", "health", "floor", "overhead", "overhead_ratio",
+                                    "app_stop", "nginx_wait")}
     summary["failed_requests"] = sum(r["failed"] for r in rows)
     summary["requests"] = sum(r["requests"] for r in rows)
     steps = sorted({k for r in rows for k in r["steps"]})
@@ -157,6 +174,10 @@ def main(argv=None) -> int:
         f"{summary['pauses']:.2f}s + health checks {summary['health']:.2f}s + overhead {summary['overhead']:.2f}s "
         f"({summary['overhead_ratio']:.1%} of pauses + health; target ≤ {TARGET:.0%}: "
         f"{'met' if summary['overhead_ratio'] <= TARGET else 'NOT met'})")
+    own = summary["overhead"] - summary["app_stop"] - summary["nginx_wait"]
+    log(f"  of the overhead: gunicorn's own graceful stop {summary['app_stop']:.2f}s (each batch's slowest), "
+        f"nginx's old workers ending their requests {summary['nginx_wait']:.2f}s, deploykit's own work "
+        f"{own:.2f}s ({own / summary['floor']:.1%})")
     log("  rollout steps, seconds summed over hosts (median):")
     for k, v in sorted(summary["steps"].items(), key=lambda kv: -kv[1]):
         log(f"    {k:20} {v:7.3f}")

@@ -112,3 +112,24 @@ def test_a_start_without_wait_falls_back_to_the_command_when_the_socket_is_unrea
         web.start(make_host(), wait=False)
     ran = [line.split()[-2:] for line in record.read_text().splitlines()]
     assert ["start", "web"] in ran and ["spawn", "web"] not in ran  # supervisorctl's own start: it has no spawn
+
+
+def test_a_restart_without_wait_is_one_respawn_over_the_socket(tmp_path, supervisor_factory, make_host):
+    """A rolling batch restarts with wait=False: stop, then spawn, in one call of the helper; the answer says
+    how long the old process took to stop; a stopped program is simply spawned; unreached, the command runs."""
+    sv = supervisor_factory(programs={"slow": {"command": "sleep 300", "startsecs": "5"}})
+    ctl, record = recording_ctl(tmp_path)
+    web = manager_for(spec_for("slow", sv.conf, ctl))
+    host = make_host()
+    assert web.restart(host, wait=False) == "web"  # was stopped: nothing to stop, spawned
+    assert sv.status("slow") == "STARTING"
+    first = sv.program_pid("slow")
+    said = web.restart(host, wait=False)
+    assert said.startswith("web (the old one stopped in ") and said.endswith(" s)"), said
+    assert sv.status("slow") == "STARTING" and sv.program_pid("slow") != first
+    assert not record.exists(), record.read_text()
+    gone = tmp_path / "elsewhere.conf"
+    gone.write_text(sv.conf.read_text().replace(str(sv.socket), str(tmp_path / "no-such.sock")))
+    with pytest.raises(DeployError, match="stop web|start web"):
+        manager_for(spec_for("slow", gone, ctl)).restart(host, wait=False)
+    assert record.read_text().splitlines()[0] == f"-c {gone} stop slow"

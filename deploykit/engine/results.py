@@ -17,6 +17,7 @@ class StepRecord:
     seconds: float
     message: str = ""
     diff: str = ""
+    started: float = 0.0  # epoch seconds: a phase's wall time, gaps between its steps included
 
     @property
     def stage(self) -> str:

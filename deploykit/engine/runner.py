@@ -206,13 +206,13 @@ def _run_step(ctx, book: str, phase: str, call: StepCall, result: RunResult, rep
 
 def _on_host(ctx, book: str, phase: str, step: Step, host) -> tuple[StepRecord, DeployError | None]:
     hname = host.name if host else "controller"
-    start = time.monotonic()
+    start, started = time.monotonic(), time.time()
 
     def record(status, message="", diff=""):
-        return StepRecord(book, phase, step.name, hname, status, time.monotonic() - start, message, diff)
+        return StepRecord(book, phase, step.name, hname, status, time.monotonic() - start, message, diff, started)
 
     if ctx.dry_run and not step.read_only:
-        return StepRecord(book, phase, step.name, hname, "planned", 0.0, step.describe(ctx, host)), None
+        return StepRecord(book, phase, step.name, hname, "planned", 0.0, step.describe(ctx, host), "", started), None
     batch = getattr(ctx, "batch", None)
     where = {"batch": batch["batch"], "of": batch["of"]} if batch and batch.get("batch") else {}
     ctx.journal.record("step_start", host=host, playbook=book, phase=phase, step=step.name, **where)

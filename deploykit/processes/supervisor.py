@@ -68,20 +68,31 @@ class Supervisor(ProcessManager):
         """`wait=False`: supervisord forks it and says STARTING; its startsecs (1 s by default) are not waited out."""
         return self._do(host, "start" if wait else "spawn")
 
+    def restart(self, host, wait: bool = True) -> str:
+        """`wait=False`: stop, then spawn, in one call of the helper on the host (else as the base class does)."""
+        if wait or self._socket_args(host) is None:
+            return super().restart(host, wait)
+        return self._do(host, "respawn")
+
     def _do(self, host, verb: str) -> str:
         doc = self._ask(host, verb)
+        if doc is None and verb == "respawn":  # the socket is not reachable: supervisorctl stop, then start
+            return super().restart(host, wait=False)
         if doc is None and verb == "spawn":  # supervisorctl has no such verb: its start waits startsecs out
             verb = "start"
         if doc is None:
             return super()._do(host, verb)
         fault = doc.get("fault")
         if doc.get("ok"):
+            if doc.get("stopped_in") is not None:  # respawn: the old process's graceful stop, apart
+                return f"{self.name} (the old one stopped in {doc['stopped_in']:.2f} s)"
             return self.name
-        if verb in ("start", "spawn") and fault == "ALREADY_STARTED":
+        if verb in ("start", "spawn", "respawn") and fault == "ALREADY_STARTED":
             return f"{self.name} (already running)"
         if verb == "stop" and fault == "NOT_RUNNING":
             return f"{self.name} (was not running)"
-        raise DeployError(f"{host.name}: {'start' if verb == 'spawn' else verb} {self.name} failed: {doc.get('error')}",
+        said = {"spawn": "start", "respawn": "restart"}.get(verb, verb)
+        raise DeployError(f"{host.name}: {said} {self.name} failed: {doc.get('error')}",
                           hint=f"run '{host.render(self.command('status'))}' on {host.name} "
                                f"and read the program's log to see why")
 

@@ -2,6 +2,8 @@
 """deploykit remote helper: what a balancer host can tell about nginx's workers and its access log.
 
     workers        the nginx master (from its pid file) and its children, each as [pid, start time] (read-only)
+    apply          the upstream file replaced, `nginx -t`, the reload, then wait_reloaded: a drain or a restore
+                   in one call (the previous file put back when nginx refuses it)
     wait_reloaded  wait until the master has children that were not in `before` and, with `old_gone`, none of
                    `before` is left: the reload is in effect and the old workers finished their requests
                    (read-only: it only watches)
@@ -16,7 +18,7 @@ An old worker's pid is compared with its start time (field 22 of
 deploykit's format (one JSON object a line: msec, status, upstream_addr,
 upstream_status; routers/nginx_balancer.py LOG_FORMAT); a log rotated since
 the mark is read on from the rotated file (NAME.1) when it is the same file.
-Standalone (stdlib only, Python 3.9+; _common.py is inlined when it is sent).
+Standalone (stdlib only, Python 3.9+; _common.py and _upstream.py are inlined when it is sent).
 """
 
 import json
@@ -26,7 +28,9 @@ import sys
 import time
 
 from _common import BadArguments, _arg, _path_arg, progress, serve
+from _upstream import install_checked
 
+POLL = 0.01  # seconds between looks at nginx's workers: a drain returns ~10 ms after the last old one exits
 SEPARATOR = re.compile(r"\s*(?:,|\s:\s)\s*")  # $upstream_addr: ", " between tries, " : " between redirects
 
 
@@ -77,17 +81,13 @@ def act_workers(args):
     return {"master": master, "workers": _children(master)}
 
 
-def act_wait_reloaded(args):
-    pid_file = _path_arg(args, "pid_file")
-    before = [list(map(int, e)) for e in _arg(args, "before", kind=list)]
-    old_gone = _arg(args, "old_gone", True, kind=bool)
-    timeout = _arg(args, "timeout", 60.0, kind=float)
+def _wait_reloaded(pid_file, before, old_gone, timeout):
     start = time.monotonic()
     said = 0.0
+    new = []
     while True:
-        master = _master(pid_file)
-        now = _children(master)
-        new = [e for e in now if e not in before]
+        if not new:  # the new workers once seen, only the old ones are looked at
+            new = [e for e in _children(_master(pid_file)) if e not in before]
         left = [e for e in before if _alive(e)]
         waited = time.monotonic() - start
         if new and (not old_gone or not left):
@@ -98,7 +98,27 @@ def act_wait_reloaded(args):
         if waited - said >= 5:
             said = waited
             progress("nginx: %d old worker(s) still finishing their requests" % len(left))
-        time.sleep(0.05)
+        time.sleep(POLL)
+
+
+def act_wait_reloaded(args):
+    before = [list(map(int, e)) for e in _arg(args, "before", kind=list)]
+    return _wait_reloaded(_path_arg(args, "pid_file"), before, _arg(args, "old_gone", True, kind=bool),
+                          _arg(args, "timeout", 60.0, kind=float))
+
+
+def act_apply(args):
+    """The upstream file installed, checked, reloaded, and the reload waited for, in one call (see _upstream):
+    {"failed": [what, output]} with the previous file back, or what wait_reloaded answers."""
+    pid_file = _path_arg(args, "pid_file")
+    before = _children(_master(pid_file))
+    failed = install_checked(_path_arg(args, "path"), _path_arg(args, "previous"), _arg(args, "text", kind=str),
+                             _arg(args, "check", kind=str), _arg(args, "reload", kind=str))
+    if failed:
+        return {"changed": False, "failed": failed}
+    doc = _wait_reloaded(pid_file, before, _arg(args, "old_gone", True, kind=bool),
+                         _arg(args, "timeout", 60.0, kind=float))
+    return dict(doc, changed=True)
 
 
 def _end(path):
@@ -182,6 +202,7 @@ READ_ONLY = {"workers", "wait_reloaded", "mark", "count"}
 ACTIONS = {
     "workers": act_workers,
     "wait_reloaded": act_wait_reloaded,
+    "apply": act_apply,
     "mark": act_mark,
     "count": act_count,
 }

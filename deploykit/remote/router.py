@@ -16,8 +16,8 @@ import os
 import re
 import sys
 
-from _common import (BadArguments, _arg, _fsync_dir, _path_arg, _remove_quietly, _tmp_name, _write_beside,
-                     serve)
+from _common import _arg, _path_arg, serve
+from _upstream import install, put_back
 
 HEADER = re.compile(r"^# deploykit colour: (\S+)\s*$", re.M)
 
@@ -37,37 +37,14 @@ def act_read_upstream(args):
 def act_install_upstream(args):
     path = _path_arg(args, "path")
     previous = _path_arg(args, "previous")
-    text = _arg(args, "text", kind=str)
-    parent = os.path.dirname(path)
-    if not os.path.isdir(parent):
-        raise FileNotFoundError("%s does not exist: the router's configuration includes a file there" % parent)
-    had = os.path.lexists(path)
-    if had and not os.path.isfile(path):
-        raise BadArguments("%s is not a regular file; refusing to replace it" % path)
-    tmp = _write_beside(path, text.encode("utf-8"), 0o644)
-    try:
-        if had:
-            keep = _tmp_name(previous)
-            _remove_quietly(keep)
-            os.link(path, keep)
-            os.replace(keep, previous)
-        os.replace(tmp, path)
-    except BaseException:
-        _remove_quietly(tmp)
-        raise
-    _fsync_dir(parent)
+    had = install(path, previous, _arg(args, "text", kind=str))
     return {"changed": True, "path": path, "had_previous": had, "previous": previous if had else None}
 
 
 def act_put_back(args):
     path = _path_arg(args, "path")
-    previous = _path_arg(args, "previous")
     had = _arg(args, "had_previous", kind=bool)
-    if had:
-        os.replace(previous, path)
-    else:
-        _remove_quietly(path)
-    _fsync_dir(os.path.dirname(path))
+    put_back(path, _path_arg(args, "previous"), had)
     return {"changed": True, "path": path, "restored": had}
 
 

@@ -19,6 +19,8 @@ which says why in its own words.
       -> the same, answered once supervisord has spawned the program (STARTING or RUNNING), without
          waiting its startsecs out; a program that is already gone (EXITED, FATAL, BACKOFF) is a failure.
          The caller's health check is what proves the program serves.
+    python supervisor.py respawn < {"conf": PATH, "program": NAME}
+      -> stop (a stopped program is fine), then spawn: a restart without the start-up wait, in one call
 """
 import configparser
 import http.client
@@ -227,8 +229,20 @@ def restart(server, program):
     return _start(server, program)
 
 
+@_guarded
+def respawn(server, program):
+    """stop, then spawn: the restart of a caller whose health check proves the new process serves; the
+    answer says how long the stop took (the old process's own graceful exit)."""
+    began = time.monotonic()
+    fault = _stop_and_wait(server, program)
+    if fault and fault[0] != "NOT_RUNNING":
+        return _failed(program, "stop", fault)
+    stopped = time.monotonic() - began
+    return dict(_spawn(server, program), stopped_in=None if fault else round(stopped, 3))
+
+
 READ_ONLY = {"status"}  # what a dry-run may call
-ACTIONS = {"status": status, "start": start, "spawn": spawn, "stop": stop, "restart": restart}
+ACTIONS = {"status": status, "start": start, "spawn": spawn, "stop": stop, "restart": restart, "respawn": respawn}
 
 
 def main():

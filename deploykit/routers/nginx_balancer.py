@@ -5,16 +5,16 @@ A drain or a restore writes the whole file beside and renames it into place
 the file it replaced is put back and nothing is reloaded. A reload makes the
 master start new workers with the new file and tell the old ones to finish
 their requests and exit: a drain returns once every worker from before the
-reload is gone (remote/balancer.py wait_reloaded, up to drain_timeout), so no
+reload is gone (remote/balancer.py apply, up to drain_timeout), so no
 request is in flight on the drained server any more. Errors are counted from
 an access log in deploykit's format (LOG_FORMAT, which the operator's
 nginx.conf declares and its server uses: `access_log PATH deploykit;`).
 """
 from __future__ import annotations
 
+from .. import layout
 from ..state.journal import utc_now
 from .balancer import Balancer, BalancerError, NotInUseYet
-from .nginx import install_checked
 
 #: the access log format errors() reads: one JSON object a line (nginx >= 1.11.8 for escape=json)
 LOG_FORMAT = ("log_format deploykit escape=json '{\"msec\":\"$msec\",\"status\":\"$status\","
@@ -112,7 +112,7 @@ class NginxBalancer(Balancer):
         except BalancerError:
             self._record(ctx, host, {s: v for s, v in before.items() if s in self.servers})
             raise
-        return f"{', '.join(servers)} drained on {host.name} (old workers gone after {waited:.1f} s)"
+        return f"{', '.join(servers)} drained on {host.name} (old workers gone after {waited:.2f} s)"
 
     def restore(self, ctx, host, server: str) -> str:
         return self.restore_all(ctx, host, [server])
@@ -126,21 +126,26 @@ class NginxBalancer(Balancer):
         return f"{', '.join(servers)} restored on {host.name}"
 
     def _apply(self, ctx, host, drained: dict, old_gone: bool) -> float:
-        """Install the upstream file for `drained`, check it, reload, wait until nginx uses it; seconds waited."""
-        workers = self._workers(host)
+        """Install the upstream file for `drained`, check it, reload, wait until nginx uses it; seconds waited.
+
+        One call of the balancer helper on the host (remote/balancer.py apply): a batch's drain is one round
+        trip, not one per command."""
         text = upstream_text(self.spec.upstream, self.servers, drained, ctx.run_id, self.spec.server_options,
                              self.spec.directives)
-        failed = install_checked(host, self.spec.nginx, self.spec.upstream_file, text)
-        if failed:
+        nginx = host.render(self.spec.nginx)
+        timeout = self.spec.drain_timeout
+        # a helper that fails past the install says so as a DeployError: the servers stay listed as drained
+        res = host.helper("balancer", "apply", {
+            "pid_file": self.spec.pid_file, "path": self.spec.upstream_file,
+            "previous": layout.previous_of(self.spec.upstream_file), "text": text,
+            "check": f"{nginx} -t", "reload": f"{nginx} -s reload", "old_gone": old_gone,
+            "timeout": timeout}, timeout=timeout + 90)
+        if res.get("failed"):
+            failed = res["failed"]
             raise BalancerError(
                 f"{host.name}: {failed[0]}: {failed[1]}; the previous upstream file was put back and "
                 "nginx was not reloaded: the balancer serves as before",
-                hint=f"fix the nginx configuration on {host.name} (run '{host.render(self.spec.nginx)} -t' "
-                     "there), then run again")
-        timeout = self.spec.drain_timeout
-        res = host.helper("balancer", "wait_reloaded", {"pid_file": self.spec.pid_file, "before": workers,
-                                                        "old_gone": old_gone, "timeout": timeout},
-                          timeout=timeout + 30)
+                hint=f"fix the nginx configuration on {host.name} (run '{nginx} -t' there), then run again")
         if not res["done"]:
             if not res["new"]:
                 raise NotInUseYet(f"{host.name}: nginx started no new worker within {timeout:g} s of the reload; "
