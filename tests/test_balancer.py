@@ -416,3 +416,72 @@ def test_the_log_count_reads_from_a_mark_through_a_rotation(tmp_path):
     log.write_text(_line(mark["time"] - 100, 500) + _line(mark["time"] + 1, 200))  # before the mark: not counted
     got = _count(log, mark)
     assert (got["requests"], got["errors"]) == (2, 1), got
+
+
+FAKE_MASTER = """
+import os, signal, subprocess, sys, time
+workers = [subprocess.Popen(["sleep", "300"])]
+def reload(signum, frame):  # as nginx does: new workers first, then the old ones told to go
+    workers.append(subprocess.Popen(["sleep", "300"]))
+    old = workers.pop(0)
+    old.terminate()
+    old.wait()
+signal.signal(signal.SIGHUP, reload)
+signal.signal(signal.SIGTERM, lambda *a: [w.kill() for w in workers] and sys.exit(0))
+with open(sys.argv[1] + ".tmp", "w") as f:
+    f.write(str(os.getpid()))
+os.rename(sys.argv[1] + ".tmp", sys.argv[1])
+while True:
+    time.sleep(1)
+"""
+
+
+def _apply(args):
+    cp = subprocess.run([sys.executable, str(REMOTE / "balancer.py"), "apply"], capture_output=True, text=True,
+                        input=json.dumps(args), timeout=60,
+                        env={k: v for k, v in os.environ.items() if k != "DEPLOYKIT_READ_ONLY"})
+    return json.loads(cp.stdout)
+
+
+def test_a_balancer_change_is_one_call_that_records_checks_reloads_and_waits(tmp_path):
+    """apply: the state recorded before (a drain) or after (a restore), the file installed, the check command,
+    SIGHUP to the master (this user may signal it), and the old workers waited for; a check that fails puts
+    the previous file back and sends no signal. A stand-in master reloads as nginx does."""
+    pid_file = tmp_path / "nginx.pid"
+    master = subprocess.Popen([sys.executable, "-c", FAKE_MASTER, str(pid_file)])
+    try:
+        deadline = time.monotonic() + 10
+        while not pid_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        upstream, state = tmp_path / "up.conf", tmp_path / "state" / "balancer.json"
+        upstream.write_text("old\n")
+        base = {"pid_file": str(pid_file), "path": str(upstream), "previous": str(upstream) + ".previous",
+                "check": "true", "reload": "false", "timeout": 10}
+        record = {"path": str(state), "when": "before", "data": {"drained": {"a:1": {}}}}
+        got = _apply({**base, "text": "drained\n", "old_gone": True, "record": record})
+        assert got["ok"] and got["done"] and got["changed"], got  # the reload command ('false') was not needed
+        assert upstream.read_text() == "drained\n" and json.loads(state.read_text()) == {"drained": {"a:1": {}}}
+        failed = _apply({**base, "text": "refused\n", "check": "echo 'bad line 3' && false", "old_gone": True,
+                         "record": {**record, "when": "after", "data": {"drained": {}}}})
+        assert failed["ok"] and failed["failed"] == ["echo 'bad line 3' && false refused the new upstream file",
+                                                     "bad line 3"], failed
+        assert upstream.read_text() == "drained\n"  # put back, and nothing recorded after a refusal
+        assert json.loads(state.read_text()) == {"drained": {"a:1": {}}}
+        got = _apply({**base, "text": "restored\n", "old_gone": False,
+                      "record": {**record, "when": "after", "data": {"drained": {}}}})
+        assert got["done"] and json.loads(state.read_text()) == {"drained": {}}
+    finally:
+        master.terminate()
+        master.wait(timeout=10)
+
+
+def test_a_reload_this_user_may_not_signal_runs_the_operators_command(monkeypatch):
+    from deploykit.transport.bundle import load_helper
+
+    helper = load_helper("balancer")
+
+    def refused(pid, sig):
+        raise PermissionError(1, "Operation not permitted")
+    monkeypatch.setattr(helper.os, "kill", refused)
+    assert helper._reload(1, "echo reloaded")() == (True, "reloaded", "echo reloaded")
+    assert helper._reload(1, "echo no >&2; exit 3")()[:2] == (False, "no")

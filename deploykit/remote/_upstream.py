@@ -67,10 +67,14 @@ def run_command(command, timeout=COMMAND_TIMEOUT):
 
 def install_checked(path, previous, text, check, reload):
     """Install, check, reload; None when the reload was sent, else [what failed, its output] after the
-    previous file was put back (nothing reloaded)."""
+    previous file was put back (nothing reloaded). `reload` is a command, or a function giving (ok, said,
+    what it did) for a caller that can signal nginx itself."""
     had = install(path, previous, text)
     for command, what in ((check, "refused the new upstream file"), (reload, "did not reload")):
-        ok, said = run_command(command)
+        if callable(command):
+            ok, said, command = command()
+        else:
+            ok, said = run_command(command)
         if not ok:
             put_back(path, previous, had)
             return ["%s %s" % (command, what), said]

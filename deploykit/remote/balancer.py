@@ -24,11 +24,12 @@ Standalone (stdlib only, Python 3.9+; _common.py and _upstream.py are inlined wh
 import json
 import os
 import re
+import signal
 import sys
 import time
 
-from _common import BadArguments, _arg, _path_arg, progress, serve
-from _upstream import install_checked
+from _common import BadArguments, _arg, _atomic_write, _path_arg, progress, serve
+from _upstream import install_checked, run_command
 
 POLL = 0.01  # seconds between looks at nginx's workers: a drain returns ~10 ms after the last old one exits
 SEPARATOR = re.compile(r"\s*(?:,|\s:\s)\s*")  # $upstream_addr: ", " between tries, " : " between redirects
@@ -107,17 +108,49 @@ def act_wait_reloaded(args):
                           _arg(args, "timeout", 60.0, kind=float))
 
 
+def _reload(master, command):
+    """A reload as `nginx -s reload` makes it, SIGHUP to the master, sent directly when this user may (no
+    second parse of the configuration); else the operator's command (`sudo nginx -s reload`)."""
+    def reload():
+        try:
+            os.kill(master, signal.SIGHUP)
+        except PermissionError:
+            ok, said = run_command(command)
+            return ok, said, command
+        except ProcessLookupError:
+            return False, "nginx's master (pid %d) is gone" % master, "SIGHUP to nginx's master"
+        return True, "", "SIGHUP to nginx's master"
+    return reload
+
+
+def _write_record(record):
+    """The balancer's state file (which servers are drained), as files.py write_json writes it."""
+    _atomic_write(_path_arg(record, "path"), (json.dumps(record["data"], indent=2, sort_keys=True) + "\n")
+                  .encode("utf-8"), 0o600)
+
+
 def act_apply(args):
     """The upstream file installed, checked, reloaded, and the reload waited for, in one call (see _upstream):
-    {"failed": [what, output]} with the previous file back, or what wait_reloaded answers."""
+    {"failed": [what, output]} with the previous file back, or what wait_reloaded answers. `record`, the
+    balancer's state file, is written before the install (a drain: a run that dies mid-way leaves the servers
+    listed as drained) or once the reload is in effect (a restore)."""
     pid_file = _path_arg(args, "pid_file")
-    before = _children(_master(pid_file))
+    record = _arg(args, "record", None, kind=dict)
+    when = record.get("when") if record else None
+    if when not in (None, "before", "after"):
+        raise BadArguments("record.when is 'before' or 'after', not %r" % when)
+    master = _master(pid_file)
+    before = _children(master)
+    if when == "before":
+        _write_record(record)
     failed = install_checked(_path_arg(args, "path"), _path_arg(args, "previous"), _arg(args, "text", kind=str),
-                             _arg(args, "check", kind=str), _arg(args, "reload", kind=str))
+                             _arg(args, "check", kind=str), _reload(master, _arg(args, "reload", kind=str)))
     if failed:
-        return {"changed": False, "failed": failed}
+        return {"changed": when == "before", "failed": failed}
     doc = _wait_reloaded(pid_file, before, _arg(args, "old_gone", True, kind=bool),
                          _arg(args, "timeout", 60.0, kind=float))
+    if when == "after" and doc["done"]:
+        _write_record(record)
     return dict(doc, changed=True)
 
 

@@ -66,9 +66,11 @@ class Balancer:
         return [s for s in self.servers if s in marked] + sorted(s for s in marked if s not in self.servers)
 
     def _record(self, ctx, host, drained: dict) -> None:
-        host.write_json(layout.balancer_state(host), {
-            "kind": self.kind, "servers": self.servers, "drained": drained, "updated": utc_now(),
-            "run_id": ctx.run_id, **self._state_extra()})
+        host.write_json(layout.balancer_state(host), self._state_doc(ctx, drained))
+
+    def _state_doc(self, ctx, drained: dict) -> dict:
+        return {"kind": self.kind, "servers": self.servers, "drained": drained, "updated": utc_now(),
+                "run_id": ctx.run_id, **self._state_extra()}
 
     def _state_extra(self) -> dict:
         return {}

@@ -104,9 +104,8 @@ class NginxBalancer(Balancer):
         for server in servers:
             drained.setdefault(server, {"since": utc_now(), "run_id": ctx.run_id})
         self._refuse_last(host, drained, ", ".join(servers))
-        self._record(ctx, host, drained)  # first: a run that dies mid-way leaves them listed as drained
-        try:
-            waited = self._apply(ctx, host, drained, old_gone=True)
+        try:  # recorded first: a run that dies mid-way leaves them listed as drained
+            waited = self._apply(ctx, host, drained, old_gone=True, record="before")
         except NotInUseYet:
             raise  # the file nginx checked is in place: the servers stay listed as drained
         except BalancerError:
@@ -121,15 +120,16 @@ class NginxBalancer(Balancer):
         for server in servers:
             self._known(server)
         drained = {s: v for s, v in self.state(host)["drained"].items() if s in self.servers and s not in servers}
-        self._apply(ctx, host, drained, old_gone=False)
-        self._record(ctx, host, drained)  # after: until nginx uses the file, the servers stay listed as drained
+        # recorded after: until nginx uses the file, the servers stay listed as drained
+        self._apply(ctx, host, drained, old_gone=False, record="after")
         return f"{', '.join(servers)} restored on {host.name}"
 
-    def _apply(self, ctx, host, drained: dict, old_gone: bool) -> float:
-        """Install the upstream file for `drained`, check it, reload, wait until nginx uses it; seconds waited.
+    def _apply(self, ctx, host, drained: dict, old_gone: bool, record: str) -> float:
+        """Record `drained` (`record`: before the change, or once nginx uses it), install the upstream file
+        for it, check it, reload, wait until nginx uses it; seconds waited.
 
         One call of the balancer helper on the host (remote/balancer.py apply): a batch's drain is one round
-        trip, not one per command."""
+        trip, not one per file and command."""
         text = upstream_text(self.spec.upstream, self.servers, drained, ctx.run_id, self.spec.server_options,
                              self.spec.directives)
         nginx = host.render(self.spec.nginx)
@@ -139,7 +139,8 @@ class NginxBalancer(Balancer):
             "pid_file": self.spec.pid_file, "path": self.spec.upstream_file,
             "previous": layout.previous_of(self.spec.upstream_file), "text": text,
             "check": f"{nginx} -t", "reload": f"{nginx} -s reload", "old_gone": old_gone,
-            "timeout": timeout}, timeout=timeout + 90)
+            "timeout": timeout, "record": {"path": layout.balancer_state(host), "when": record,
+                                           "data": self._state_doc(ctx, drained)}}, timeout=timeout + 90)
         if res.get("failed"):
             failed = res["failed"]
             raise BalancerError(

@@ -118,8 +118,8 @@ class Gate(Step):
             waited = _pause(ctx, spec.pause)
         state = ctx.state.rollout or {}
         counts = balance.errors_since(ctx, state.get("marks"))
-        if not ctx.dry_run:
-            state["marks"] = balance.mark(ctx)  # the next batch counts from here
+        if not ctx.dry_run:  # the next batch counts from where this count ended (or from now)
+            state["marks"] = (counts or {}).pop("marks", None) or balance.mark(ctx)
         ok, text = plan.gate_verdict(counts, spec.max_error_rate, spec.min_requests)
         ctx.journal.record("gate", batch=batch.get("batch"), ok=ok, counts=counts, waited=round(waited, 3))
         if not ok:

@@ -97,13 +97,18 @@ def mark(ctx) -> dict | None:
 
 
 def errors_since(ctx, marks: dict | None) -> dict | None:
-    """What the balancer answered since `marks` (mark()): {"requests", "errors"} summed over its hosts."""
+    """What the balancer answered since `marks` (mark()): {"requests", "errors"} summed over its hosts, and
+    "marks" where those counts ended when every host's driver says (a mark for the next count, no gap)."""
     if spec(ctx) is None or marks is None:
         return None
     balancer, hosts = _driver(ctx)
     total = {"requests": 0, "errors": 0}
+    ends = {}  # where each host's count ended, when its driver says: the next count starts there
     for h in hosts:
         got = balancer.errors(ctx, h, marks.get(h.name))
         total["requests"] += int(got.get("requests") or 0)
         total["errors"] += int(got.get("errors") or 0)
+        ends[h.name] = got.get("mark")
+    if all(ends.values()):
+        total["marks"] = ends
     return total
