@@ -131,6 +131,13 @@ MISTAKES = {
                          ["stages.demo.hosts[1]", "same host and deploy_to"]),
     "ssh-port-out-of-range": (_set_host(1, address="deploy@10.0.0.6:70000"), ["stages.prod.hosts[1].address", "70000"]),
     "role-not-text": (_set_host(1, roles=[["app"]]), ["stages.prod.hosts[1].roles", "unknown role"]),
+    "role-typo": (_set_host(1, roles=["app", "wroker"]),
+                  ["stages.prod.hosts[1].roles", "unknown role 'wroker'", "did you mean 'worker'?", "'roles:'"]),
+    "role-undeclared": (_set_host(1, roles=["app", "cron"]),
+                        ["stages.prod.hosts[1].roles", "unknown role 'cron'", "declare your own in 'roles:'"]),
+    "process-role-undeclared": (lambda c: c.update(roles=["cron"], processes=[
+        {"name": "beat", "on": "crons", "start": "true", "stop": "true", "restart": "true", "status": "true"}]),
+        ["processes[0].on", "unknown role 'crons'", "did you mean 'cron'?"]),
     # 5. ~ in paths on the host
     "tilde-deploy_to": (lambda c: c.update(deploy_to="~/app"), ["deploy_to", "'~/app'", "absolute path"]),
     "tilde-stage-deploy_to": (lambda c: c["stages"]["prod"].update(deploy_to="~/app"), ["stages.prod.deploy_to", "'~'"]),
@@ -547,3 +554,14 @@ def test_no_traceback_for_any_document(fuzz_file, document):
                     max_size=40))
 def test_no_traceback_for_any_text(fuzz_file, text):
     _load_or_refuse(fuzz_file, "deploy_to: /srv/app\n" + text)
+
+
+def test_a_role_declared_in_roles_is_a_role_hosts_and_processes_may_name(tmp_path):
+    data = yaml.safe_load(yaml.safe_dump(BASE))
+    data["roles"] = ["cron"]
+    _set_host(1, roles=["app", "cron"])(data)
+    data["processes"].append({"name": "beat", "on": "cron", "start": "true", "stop": "true", "restart": "true",
+                              "status": "true"})
+    cfg = load_config(write(tmp_path, yaml.safe_dump(data, sort_keys=False)))
+    assert [sorted(h.roles) for h in cfg.stage("prod")] == [["app", "primary"], ["app", "cron"]]
+    assert [p.on for p in cfg.processes] == ["app", "cron"]
