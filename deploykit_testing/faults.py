@@ -18,7 +18,10 @@ the promise says: the databases (rows, schema, owners), media and the
 version every host serves equal either the state before the run or the state
 a completed run gives (measured once per procedure, without a fault) —
 never a mix; every host serves; no lock, no passfile, no process of any run
-and no controller temp directory is left.
+and no controller temp directory is left. A rolling release that is undone
+keeps its migrations by design (they were proven safe for the old code,
+which served the data all along): its third allowed state is every host on
+the code before with the data and schema of the completed run (BACK).
 """
 from __future__ import annotations
 
@@ -37,6 +40,7 @@ from pathlib import Path
 import yaml
 
 FAULTS = ("sigint", "sigterm", "sigkill", "drop")
+BACK = "back, migrations kept"  # an undone rolling release: the code before, the data and schema of after
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,7 @@ class Procedure:
     inside: str  # label prefix of its longest remote command in the run's pid file
     config: dict = field(default_factory=dict)  # changes to deploykit.yaml for this procedure
     in_procedure: bool = False  # the points lie in an on_failure procedure: a first signal only warns
+    keeps_migrations: bool = False  # undone, it keeps its (additive) migrations: code before, schema after
 
 
 PROCEDURES = {
@@ -68,7 +73,16 @@ PROCEDURES = {
     "restore": Procedure("restore", ("restore", "--backup", "{backup}", "--yes"), "restore", "restore",
                          ("check", "stop", "restore", "swap", "start", "verify", "finish"), "pg_restore_"),
     "backup": Procedure("backup", ("backup",), "backup", "backup", ("check", "backup", "finish"), "pg_dump_"),
+    # a rolling release (one host, then the other) of migrations safe while the old code serves
+    "rolling": Procedure("rolling", ("release", "--tag", "v1.6-additive", "--batch", "1,100%"), "release",
+                         "release_rolling", ("check", "backup", "upload", "plan", "migrate", "rollout", "finish"),
+                         "migrate", keeps_migrations=True),
 }
+
+#: what a completed run's database holds and an undone rolling release keeps (its migrations stay applied)
+SCHEMA_KEYS = ("rows", "migrations", "schema", "owners", "settings")
+#: every version a host of the lab may serve
+SERVED = ("1.0", "1.1", "1.2", "1.6")
 
 
 @dataclass(frozen=True)
@@ -121,7 +135,7 @@ class CaseResult:
 
     @property
     def ok(self) -> bool:
-        return self.fired and self.outcome in ("before", "after") and not self.problems
+        return self.fired and self.outcome in ("before", "after", BACK) and not self.problems
 
 
 def _environ_has(pid: str, marker: bytes) -> bool:
@@ -413,6 +427,9 @@ class FaultLab:
             result.outcome = "before"
         elif now == after:
             result.outcome = "after"
+        elif proc.keeps_migrations and all(now[k] == after[k] for k in SCHEMA_KEYS) \
+                and all(now[k] == self.before[k] for k in now if k not in SCHEMA_KEYS):
+            result.outcome = BACK
         else:
             result.outcome = "MIX: " + ", ".join(k for k in now if now[k] != self.before[k] and now[k] != after[k])
         run_ids = [j.stem for pid in pids for j in [self._journal(proc, pid)] if j is not None]
@@ -421,7 +438,7 @@ class FaultLab:
             for b in (h.deploy_to / "backups").iterdir() if (h.deploy_to / "backups").exists() else []:
                 if not (b / "manifest.json").exists():
                     result.problems.append(f"incomplete backup left: {h.name}:{b.name}")
-        if not all(v in ("1.0", "1.1", "1.2") for v in now["served"].values()):
+        if not all(v in SERVED for v in now["served"].values()):
             result.problems.append(f"not serving: {now['served']}")
         result.last_stderr = err.strip().splitlines()[-1:] if err else []
         return result
