@@ -120,6 +120,7 @@ CI_CASES = [
     Case("restore", "in:pg_restore_", "sigint"),
     Case("restore", "swap", "sigkill"),
     Case("backup", "in:pg_dump_", "sigterm"),
+    Case("rolling", "rollout", "sigkill"),
 ]
 
 

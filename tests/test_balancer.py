@@ -475,13 +475,15 @@ def test_a_balancer_change_is_one_call_that_records_checks_reloads_and_waits(tmp
         master.wait(timeout=10)
 
 
-def test_a_reload_this_user_may_not_signal_runs_the_operators_command(monkeypatch):
+def test_a_reload_this_user_may_not_signal_runs_the_operators_command(monkeypatch, tmp_path):
     from deploykit.transport.bundle import load_helper
 
     helper = load_helper("balancer")
+    pid_file = tmp_path / "nginx.pid"
+    pid_file.write_text(str(os.getpid()))
 
     def refused(pid, sig):
         raise PermissionError(1, "Operation not permitted")
     monkeypatch.setattr(helper.os, "kill", refused)
-    assert helper._reload(1, "echo reloaded")() == (True, "reloaded", "echo reloaded")
-    assert helper._reload(1, "echo no >&2; exit 3")()[:2] == (False, "no")
+    assert helper._reload(str(pid_file), "echo reloaded")() == (True, "reloaded", "echo reloaded")
+    assert helper._reload(str(pid_file), "echo no >&2; exit 3")()[:2] == (False, "no")

@@ -1,11 +1,12 @@
 """Interrupted runs keep the promise: a representative subset of the interruption matrix.
 
 Each case stops an operator command (release, a recovery, rollback with and
-without data, restore, backup) at a phase boundary or inside its longest
+without data, restore, backup, a rolling release) at a phase boundary or inside its longest
 remote command, by SIGINT, SIGTERM, SIGKILL of the controller or a dropped
 SSH connection; the same command is run again when the ending says so. The
 stage must then hold exactly the state before the run or the state of the
-completed run (rows, schema, owners, settings, media, the version served),
+completed run (rows, schema, owners, settings, media, the version served;
+an undone rolling release: the code before, its additive migrations kept),
 serve on every host, and hold no lock, passfile, process or temp dir of the
 run. `invoke faults` runs the whole matrix (deploykit_testing/faults.py).
 """

@@ -108,10 +108,15 @@ def act_wait_reloaded(args):
                           _arg(args, "timeout", 60.0, kind=float))
 
 
-def _reload(master, command):
-    """A reload as `nginx -s reload` makes it, SIGHUP to the master, sent directly when this user may (no
-    second parse of the configuration); else the operator's command (`sudo nginx -s reload`)."""
+def _reload(pid_file, command):
+    """A reload as `nginx -s reload` makes it, SIGHUP to the master its pid file names now, sent directly
+    when this user may (no second parse of the configuration); else the operator's command
+    (`sudo nginx -s reload`)."""
     def reload():
+        try:
+            master = _master(pid_file)
+        except (OSError, BadArguments) as exc:  # nginx is gone: said as the reload's failure (file put back)
+            return False, str(exc), "SIGHUP to nginx's master"
         try:
             os.kill(master, signal.SIGHUP)
         except PermissionError:
@@ -139,12 +144,11 @@ def act_apply(args):
     when = record.get("when") if record else None
     if when not in (None, "before", "after"):
         raise BadArguments("record.when is 'before' or 'after', not %r" % when)
-    master = _master(pid_file)
-    before = _children(master)
+    before = _children(_master(pid_file))
     if when == "before":
         _write_record(record)
     failed = install_checked(_path_arg(args, "path"), _path_arg(args, "previous"), _arg(args, "text", kind=str),
-                             _arg(args, "check", kind=str), _reload(master, _arg(args, "reload", kind=str)))
+                             _arg(args, "check", kind=str), _reload(pid_file, _arg(args, "reload", kind=str)))
     if failed:
         return {"changed": when == "before", "failed": failed}
     doc = _wait_reloaded(pid_file, before, _arg(args, "old_gone", True, kind=bool),
