@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from .mask_rig import Originals, env, helper, tool
+from .mask_rig import Originals, env, helper, mask, tool
 
 PROOF = bytes(range(7, 39))
 ORIGINALS = ["Ann Original", "ann.original@corp.example", "+1 555 0100 77", "Secret Street 5", "Zed"]
@@ -100,7 +100,7 @@ def test_a_planted_original_is_found_where_it_is(pg_cluster, target, sql, where,
         assert doc["jobs"] == jobs
 
 
-@pytest.mark.parametrize("sql, where, how", [
+SCREEN_CASES = [
     ("UPDATE people SET name = 'Ann Original' WHERE id = 1", "people.name", "exact"),
     ("UPDATE people SET name = '  ann   ORIGINAL ' WHERE id = 2", "people.name", "normalised"),
     ("UPDATE people SET name = 'ANN ORIGINAL' WHERE id = 3", "people.name", "normalised"),
@@ -114,7 +114,10 @@ def test_a_planted_original_is_found_where_it_is(pg_cluster, target, sql, where,
      "other.log.line", "exact"),
     ("INSERT INTO other.log SELECT g, 'línea ' || g, now() FROM generate_series(10, 5000) g;"
      "INSERT INTO other.log VALUES (6000, 'ann\toriginal', now())", "other.log.line", "normalised"),
-])
+]
+
+
+@pytest.mark.parametrize("sql, where, how", SCREEN_CASES)
 def test_the_screen_finds_what_the_digests_find(pg_cluster, target, sql, where, how):
     """With the originals' screen (the prefilter the digests action sends), whole columns of a block are
     screened at once: every planted original is still found, where and how, and the counts are the same."""
@@ -124,6 +127,21 @@ def test_the_screen_finds_what_the_digests_find(pg_cluster, target, sql, where, 
     for jobs in (1, 3):
         doc = scan(pg_cluster, target, jobs=jobs, screen=_originals().screen(*ORIGINALS))
         assert doc["found"] == plain["found"] and doc["tables"] == plain["tables"], (jobs, doc)
+
+
+@pytest.mark.parametrize("sql, where, how", SCREEN_CASES)
+def test_with_the_screen_alone_the_controller_decides_the_same_finds(pg_cluster, target, sql, where, how):
+    """How a refresh proves: the target gets the screen and the proof key only, never the originals'
+    digests; it answers the digests of the values the screen flags, and the controller decides (decide)."""
+    from deploykit.work.refresh import decide
+
+    pg_cluster.execute(target, sql)
+    orig = _originals()
+    for jobs in (1, 3):
+        doc = scan(pg_cluster, target, jobs=jobs, screen=orig.screen(*ORIGINALS), exact=None, normalised=None)
+        assert doc["found"] == [] and doc["flagged"] >= 1, doc  # the target decides nothing
+        found = decide(doc["candidates"], mask.pack_digests(orig.exact), mask.pack_digests(orig.normal))
+        assert found == [{"where": where, "how": how, "count": 1}], (jobs, found)
 
 
 def test_a_planted_original_in_a_materialized_view_is_found(pg_cluster, target):

@@ -24,6 +24,15 @@ from the dump, or no pg_dump given) are read with psql COPY. Outside the COPY
 data, every string literal of the dump (comments, defaults, view and function
 bodies, dollar-quoted too) is checked, JSON and arrays within as above.
 
+How a refresh calls it: with "screen" (base64 ds32 of the originals' screen
+values) and neither "exact" nor "normalised", the originals' digests never
+reach this host. Every value the screen flags (every original, and about one
+other value in a few thousand) is answered as its two digests, normalised and
+as it is, under "candidates" ({where: base64 of 16-byte pairs}, "flagged"
+their number); the controller, which alone holds the originals' digests,
+decides which are found (deploykit.work.refresh.decide). More than
+MAX_CANDIDATES flagged values fail the scan.
+
 A value is compared normalised (case and whitespace folded: its digest among
 "normalised") and, when that finds it, as it is (among "exact": exact when
 it is there, normalised if not). An exact original is a normalised one too,
@@ -50,6 +59,7 @@ SKIPPED_TYPES = ("int2", "int4", "int8", "float4", "float8", "numeric", "bool", 
                  "timestamp", "timestamptz", "interval", "uuid", "oid", "money", "bit", "varbit")
 CACHE_CAP = 1 << 15  # distinct clean values remembered per column (statuses, countries repeat)
 MAX_JOBS = 4  # worker processes checking rows by default (at most; one per CPU)
+MAX_CANDIDATES = 4_000_000  # values the screen may flag before the scan gives up (a copy full of originals)
 
 CATALOG_SQL = r"""COPY (
 SELECT n.nspname, c.relname, c.relkind, a.attname,
@@ -86,24 +96,46 @@ class Checker(object):
 
     def __init__(self, proof_key, exact, normalised, min_length, screen=None):
         self.digest = digester(proof_key)
-        # with a screen, few values reach the digests: their bitmaps are built only if they pay
-        self.exact = membership(exact, lazy=screen is not None)
-        self.normal = membership(normalised, lazy=screen is not None)
         self.screen = Screen(screen) if screen is not None else None
         self.min = min_length
         self.found = {}
+        self.candidates = None
+        if exact is None:  # candidates: the controller holds the originals' digests and decides
+            if self.screen is None:
+                raise BadArguments("without the originals' digests, a screen is needed")
+            self.exact = self.normal = None
+            self.candidates, self.flagged, self.maybe = {}, 0, self.screen.text()
+            return
+        # with a screen, few values reach the digests: their bitmaps are built only if they pay
+        self.exact = membership(exact, lazy=screen is not None)
+        self.normal = membership(normalised, lazy=screen is not None)
 
     def text(self, text, where):
         """One text value, whole."""
         norm = normalise(text)
         if len(norm) < self.min:
             return False
+        if self.candidates is not None:
+            return self.candidate(text, norm, where)
         d = self.digest(norm)
         if not self.normal(d):  # an exact original is a normalised one too: one digest decides most values
             return False
         how = "exact" if self.exact(d if norm == text else self.digest(text)) else "normalised"
         key = (where, how)
         self.found[key] = self.found.get(key, 0) + 1
+        return True
+
+    def candidate(self, text, norm, where):
+        """A value the screen flags: its digests (normalised, and as it is) kept for the controller, which
+        alone holds the originals'. True: it may be one (a column does not remember it as clean)."""
+        if not self.maybe(norm):
+            return False
+        self.flagged += 1
+        if self.flagged > MAX_CANDIDATES:
+            raise ScanFailed("more than %d values passed the screen: the copy holds original values, or "
+                             "far more of them than the screen was made for" % MAX_CANDIDATES)
+        d = self.digest(norm)
+        self.candidates.setdefault(where, []).append((d, d if norm == text else self.digest(text)))
         return True
 
     def json_text(self, text, where):
@@ -282,7 +314,8 @@ def check_rows(columns, lines, checker):
     minlen = checker.min
     normal, text_check = checker.normal, checker.text
     copy, from_bytes = checker.digest.keyed.copy, int.from_bytes
-    bitmap, shift = normal.bitmap, normal.shift
+    inline = normal is not None and hasattr(normal, "bitmap")  # candidates: every value through text()
+    bitmap, shift = (normal.bitmap, normal.shift) if inline else (None, 0)
     wanted = [(i, c) for i, c in enumerate(columns) if c.kind != SKIP]
     width = len(columns)
     n = 0
@@ -303,7 +336,9 @@ def check_rows(columns, lines, checker):
                 continue
             text = field.decode("utf-8", "surrogateescape") if b"\\" not in field else decode_field(field)
             kind = col.kind
-            if kind == TEXT and text[:1] not in ("{", "["):
+            if kind == TEXT and text[:1] not in ("{", "[") and not inline:
+                hit = text_check(text, col.where)
+            elif kind == TEXT and text[:1] not in ("{", "["):
                 low = text.lower()  # normalise(text), inline
                 if not (low.isprintable() and "  " not in low and low[:1] != " " and low[-1:] != " "):
                     low = " ".join(low.split())
@@ -354,8 +389,8 @@ class LocalSink(object):
         self.checked[name] = self.checked.get(name, 0) + check_block(columns, data, self.checker)
 
     def finish(self):
-        """(found {(where, how): n}, values checked {table: n})."""
-        return self.checker.found, self.checked
+        """(found {(where, how): n}, values checked {table: n}, candidates {where: [(d, exact d)]} or None)."""
+        return self.checker.found, self.checked, self.checker.candidates
 
 
 def _scan_worker(checker):
@@ -385,19 +420,21 @@ class ForkSink(object):
             self.turn += 1
 
     def finish(self):
-        found, checked = {}, {}
+        found, checked, candidates = {}, {}, {}
         try:
             for k in range(len(self.pool)):
                 self.pool.put(k, None)
             for k in range(len(self.pool)):
-                _done, their_found, their_checked = self.pool.answer(k)
+                _done, their_found, their_checked, theirs = self.pool.answer(k)
                 for key, n in their_found.items():
                     found[key] = found.get(key, 0) + n
                 for key, n in their_checked.items():
                     checked[key] = checked.get(key, 0) + n
+                for where, pairs in (theirs or {}).items():
+                    candidates.setdefault(where, []).extend(pairs)
         finally:
             self.pool.close()
-        return found, checked
+        return found, checked, candidates
 
     def abort(self):
         self.pool.close()
@@ -645,10 +682,12 @@ def scan(args):
     min_length = args.get("min_length", MIN_LENGTH)
     if isinstance(min_length, bool) or not isinstance(min_length, int) or min_length < 1:
         raise BadArguments("min_length must be a whole number of at least 1")
-    try:
-        exact, normalised = digests_b64(args.get("exact")), digests_b64(args.get("normalised"))
-    except ValueError as e:
-        raise BadArguments("exact and normalised must be base64 dk64 digest lists: %s" % e)
+    exact = normalised = None
+    if args.get("exact") is not None or args.get("normalised") is not None:
+        try:
+            exact, normalised = digests_b64(args.get("exact")), digests_b64(args.get("normalised"))
+        except ValueError as e:
+            raise BadArguments("exact and normalised must be base64 dk64 digest lists: %s" % e)
     jobs = args.get("jobs")
     if jobs is None:
         jobs = min(MAX_JOBS, os.cpu_count() or 1)
@@ -671,7 +710,7 @@ def scan(args):
         for key in sorted(tables):
             if key not in seen:
                 _scan_table(psql, key[0], key[1], tables[key], sink, rows)
-        found, checked = sink.finish()
+        found, checked, candidates = sink.finish()
     except BaseException:
         if isinstance(sink, ForkSink):
             sink.abort()
@@ -679,10 +718,22 @@ def scan(args):
     if isinstance(sink, ForkSink):
         for key, n in found.items():  # the workers' finds, added to the literals' own
             checker.found[key] = checker.found.get(key, 0) + n
+        for where, pairs in (candidates or {}).items():
+            checker.candidates.setdefault(where, []).extend(pairs)
     stats = {name: {"rows": n, "values_checked": checked.get(name, 0)} for name, n in sorted(rows.items())}
     values = sum(t["values_checked"] for t in stats.values())
-    return {"tables": stats, "checked": values + literal_count, "literals": literal_count,
-            "found": checker.report(), "seconds": round(time.monotonic() - start, 3), "jobs": jobs}
+    report = {"tables": stats, "checked": values + literal_count, "literals": literal_count,
+              "found": checker.report(), "seconds": round(time.monotonic() - start, 3), "jobs": jobs}
+    if checker.candidates is not None:
+        report["candidates"] = {where: base64.b64encode(_pairs(pairs)).decode("ascii")
+                                for where, pairs in sorted(checker.candidates.items())}
+        report["flagged"] = sum(len(p) for p in checker.candidates.values())
+    return report
+
+
+def _pairs(pairs):
+    """[(normalised digest, exact digest)] -> 16 bytes each (two big-endian uint64)."""
+    return b"".join(d.to_bytes(8, "big") + e.to_bytes(8, "big") for d, e in pairs)
 
 
 READ_ONLY = {"scan"}  # what a dry-run may call

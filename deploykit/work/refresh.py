@@ -25,6 +25,7 @@ import sys
 import threading
 import time
 from array import array
+from bisect import bisect_left
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from .. import layout
@@ -162,15 +163,44 @@ def prove(ctx, dst, driver) -> dict:
     built = next(b for b in reversed(ctx.state.restore["built"]) if not b.get("swapped"))
     kw = driver.access(ctx, dst, read_only=True)
     psql = psql_argv(driver, built["name"])
+    # the target gets the screen only; the values it flags come back as digests, decided here
     report = dst.helper("proof", "scan", {"psql": psql, "pg_dump": _pg_dump_argv(driver, built["name"]),
                                           "proof_key": mem["proof_key"],
-                                          "exact": base64.b64encode(mem["exact"]).decode(),
-                                          "normalised": base64.b64encode(mem["avoid"]).decode(),
                                           "screen": base64.b64encode(mem["screen"]).decode(),
                                           "jobs": driver.jobs(dst)},
                         env=kw["env"], secrets=kw["secrets"], timeout=ctx.config.command_timeout)
+    report["found"] = decide(report.pop("candidates", {}), mem["exact"], mem["avoid"]) + report.get("found", [])
     report["originals"] = len(mem["avoid"]) // 8
     return report
+
+
+def decide(candidates: dict, exact: bytes, normalised: bytes) -> list[dict]:
+    """The finds among the values the target's screen flagged ({where: base64 of (normalised digest, exact
+    digest) pairs}): a value whose normalised digest is an original's is found, "exact" when its own digest
+    is an original's exact one too. The originals' digests never leave this process."""
+    among_exact, among_normal = _among(exact), _among(normalised)
+    found: dict[tuple[str, str], int] = {}
+    for where, text in candidates.items():
+        pairs = array("Q", base64.b64decode(text))
+        if sys.byteorder == "little":
+            pairs.byteswap()
+        for i in range(0, len(pairs), 2):
+            if among_normal(pairs[i]):
+                how = "exact" if among_exact(pairs[i + 1]) else "normalised"
+                found[(where, how)] = found.get((where, how), 0) + 1
+    return [{"where": where, "how": how, "count": n} for (where, how), n in sorted(found.items())]
+
+
+def _among(packed: bytes):
+    """`d in digests` for sorted, distinct big-endian uint64 digests (_packed's), by bisect."""
+    values = array("Q", packed)
+    if sys.byteorder == "little":
+        values.byteswap()
+
+    def among(d: int) -> bool:
+        i = bisect_left(values, d)
+        return i < len(values) and values[i] == d
+    return among
 
 
 def _pg_dump_argv(driver, db: str) -> list[str]:
