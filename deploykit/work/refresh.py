@@ -153,11 +153,11 @@ def collect_digests(ctx, src, driver, plan: dict) -> dict:
 def prove(ctx, dst, driver) -> dict:
     """Scan the built copy (every text-like column, a plain pg_dump of it) for the originals' digests."""
     mem = memory(ctx)
-    if "exact" not in mem and "exact_parts" in mem:
-        mem["exact"], mem["avoid"] = _packed(mem.pop("exact_parts")), _packed(mem.pop("normal_parts"))
+    if "avoid" not in mem and "normal_parts" in mem:  # sorted and distinct: the originals are counted
+        mem["avoid"] = _packed(mem.pop("normal_parts"))
         if mem.get("digest_stats") is not None:
             mem["digest_stats"]["originals"] = len(mem["avoid"]) // 8
-    if "exact" not in mem:
+    if "avoid" not in mem or "exact_parts" not in mem:
         raise ProofFailed("the digests of the originals are gone (the run that took them ended): the copy "
                           "cannot be proved", hint="run the refresh again")
     built = next(b for b in reversed(ctx.state.restore["built"]) if not b.get("swapped"))
@@ -169,33 +169,43 @@ def prove(ctx, dst, driver) -> dict:
                                           "screen": base64.b64encode(mem["screen"]).decode(),
                                           "jobs": driver.jobs(dst)},
                         env=kw["env"], secrets=kw["secrets"], timeout=ctx.config.command_timeout)
-    report["found"] = decide(report.pop("candidates", {}), mem["exact"], mem["avoid"]) + report.get("found", [])
+    found = decide(report.pop("candidates", {}), mem["exact_parts"], mem["avoid"])
+    report["found"] = found + report.get("found", [])
     report["originals"] = len(mem["avoid"]) // 8
     return report
 
 
-def decide(candidates: dict, exact: bytes, normalised: bytes) -> list[dict]:
+def decide(candidates: dict, exact_parts: list[bytes], normalised: bytes) -> list[dict]:
     """The finds among the values the target's screen flagged ({where: base64 of (normalised digest, exact
-    digest) pairs}): a value whose normalised digest is an original's is found, "exact" when its own digest
-    is an original's exact one too. The originals' digests never leave this process."""
-    among_exact, among_normal = _among(exact), _among(normalised)
-    found: dict[tuple[str, str], int] = {}
+    digest) pairs}): a value whose normalised digest is an original's (`normalised`: sorted, distinct) is
+    found, "exact" when its own digest is among the originals' exact ones too (`exact_parts`: packed lists,
+    only looked through for the few flagged, never sorted). The originals' digests never leave this process."""
+    among_normal = _among(normalised)
+    flagged = []
     for where, text in candidates.items():
-        pairs = array("Q", base64.b64decode(text))
-        if sys.byteorder == "little":
-            pairs.byteswap()
-        for i in range(0, len(pairs), 2):
-            if among_normal(pairs[i]):
-                how = "exact" if among_exact(pairs[i + 1]) else "normalised"
-                found[(where, how)] = found.get((where, how), 0) + 1
+        pairs = _unpacked(base64.b64decode(text))
+        flagged += [(where, pairs[i + 1]) for i in range(0, len(pairs), 2) if among_normal(pairs[i])]
+    wanted = {d for _, d in flagged}
+    exact = set()
+    for part in exact_parts if wanted else ():
+        exact.update(wanted.intersection(_unpacked(part)))
+    found: dict[tuple[str, str], int] = {}
+    for where, d in flagged:
+        how = "exact" if d in exact else "normalised"
+        found[(where, how)] = found.get((where, how), 0) + 1
     return [{"where": where, "how": how, "count": n} for (where, how), n in sorted(found.items())]
+
+
+def _unpacked(data: bytes) -> array:
+    values = array("Q", data)
+    if sys.byteorder == "little":
+        values.byteswap()
+    return values
 
 
 def _among(packed: bytes):
     """`d in digests` for sorted, distinct big-endian uint64 digests (_packed's), by bisect."""
-    values = array("Q", packed)
-    if sys.byteorder == "little":
-        values.byteswap()
+    values = _unpacked(packed)
 
     def among(d: int) -> bool:
         i = bisect_left(values, d)
