@@ -140,7 +140,7 @@ def test_with_the_screen_alone_the_controller_decides_the_same_finds(pg_cluster,
     for jobs in (1, 3):
         doc = scan(pg_cluster, target, jobs=jobs, screen=orig.screen(*ORIGINALS), exact=None, normalised=None)
         assert doc["found"] == [] and doc["flagged"] >= 1, doc  # the target decides nothing
-        found = decide(doc["candidates"], [mask.pack_digests(orig.exact)], mask.pack_digests(orig.normal))
+        found = decide(doc["candidates"], [mask.pack_digests(orig.exact)], [mask.pack_digests(orig.normal)])
         assert found == [{"where": where, "how": how, "count": 1}], (jobs, found)
 
 
@@ -210,15 +210,16 @@ def test_the_helpers_answer_through_a_host_as_the_controller_calls_them(pg_clust
 
 
 def test_the_controller_decides_exact_and_normalised_across_its_lists():
-    """decide: a flagged value is found when its normalised digest is an original's, exact when its own
-    digest is in any of the exact lists (one per masked column, never merged); others are not found."""
+    """decide: a flagged value is found when its normalised digest is in any of the normalised lists, exact
+    when its own digest is in any of the exact lists (one list per masked column, never merged); others
+    (99 is an exact original, but 5 no normalised one) are not found."""
     import base64
 
     from deploykit.work.refresh import decide
 
     def pairs(*ds):
         return base64.b64encode(b"".join(n.to_bytes(8, "big") + e.to_bytes(8, "big") for n, e in ds)).decode()
-    normal = mask.pack_digests([10, 20, 30])
+    normal = [mask.pack_digests([10, 30]), mask.pack_digests([20])]
     exact_parts = [mask.pack_digests([11]), mask.pack_digests([31, 99])]
     found = decide({"t.a": pairs((10, 11), (20, 21), (40, 41)), "t.b": pairs((30, 31), (30, 31), (5, 99))},
                    exact_parts, normal)

@@ -25,7 +25,6 @@ import sys
 import threading
 import time
 from array import array
-from bisect import bisect_left
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from .. import layout
@@ -63,22 +62,6 @@ def forget(ctx) -> None:
 
 
 # -- the proof: digests of the originals, then the scan of the copy -------------------------------------------
-def _packed(parts: list[bytes]) -> bytes:
-    """Sorted, distinct big-endian uint64 digests (the mask helper's avoid list) from packed lists.
-
-    Each part is sorted already: timsort merges their runs, and the duplicates (next to each other then)
-    go by dict.fromkeys, both in C (a set of millions of ints, then a sort of it, took seconds)."""
-    values = array("Q")
-    for part in parts:
-        values.frombytes(part)
-    if sys.byteorder == "little":
-        values.byteswap()
-    out = array("Q", dict.fromkeys(sorted(values)))
-    if sys.byteorder == "little":
-        out.byteswap()
-    return out.tobytes()
-
-
 def open_snapshot(ctx, src, driver, plan: dict) -> dict:
     """Open the copy's snapshot of the source (a transaction held open), count in it the rows each table will
     copy, and make the run's keys; {"tables", "rows", "masked_tables"}. The originals are digested in it by
@@ -141,8 +124,8 @@ def collect_digests(ctx, src, driver, plan: dict) -> dict:
             exact.append(base64.b64decode(got["digests"][col]["exact"]))
             normalised.append(base64.b64decode(got["digests"][col]["normalised"]))
             screens.append(base64.b64decode(got["digests"][col].get("screen") or ""))
-    # the proof's sorted lists are merged when the proof needs them (prove); the screen is collect_screen's
-    # (this one has the same values, the json rules' leaves too)
+    # the proof's lists stay one per column (prove looks through them for the flagged values only); the
+    # screen is collect_screen's (this one has the same values, the json rules' leaves too)
     mem["exact_parts"], mem["normal_parts"] = exact, normalised
     mem.setdefault("screen", b"".join(screens))
     stats["sample"] = sample or "all"
@@ -153,11 +136,7 @@ def collect_digests(ctx, src, driver, plan: dict) -> dict:
 def prove(ctx, dst, driver) -> dict:
     """Scan the built copy (every text-like column, a plain pg_dump of it) for the originals' digests."""
     mem = memory(ctx)
-    if "avoid" not in mem and "normal_parts" in mem:  # sorted and distinct: the originals are counted
-        mem["avoid"] = _packed(mem.pop("normal_parts"))
-        if mem.get("digest_stats") is not None:
-            mem["digest_stats"]["originals"] = len(mem["avoid"]) // 8
-    if "avoid" not in mem or "exact_parts" not in mem:
+    if "normal_parts" not in mem or "exact_parts" not in mem:
         raise ProofFailed("the digests of the originals are gone (the run that took them ended): the copy "
                           "cannot be proved", hint="run the refresh again")
     built = next(b for b in reversed(ctx.state.restore["built"]) if not b.get("swapped"))
@@ -169,31 +148,42 @@ def prove(ctx, dst, driver) -> dict:
                                           "screen": base64.b64encode(mem["screen"]).decode(),
                                           "jobs": driver.jobs(dst)},
                         env=kw["env"], secrets=kw["secrets"], timeout=ctx.config.command_timeout)
-    found = decide(report.pop("candidates", {}), mem["exact_parts"], mem["avoid"])
+    found = decide(report.pop("candidates", {}), mem["exact_parts"], mem["normal_parts"])
     report["found"] = found + report.get("found", [])
-    report["originals"] = len(mem["avoid"]) // 8
+    # each masked column's distinct originals, summed (a value in two columns counts twice): never sorted
+    # into one list, the digests are only looked through for the few values the target's screen flagged
+    report["originals"] = sum(len(part) for part in mem["normal_parts"]) // 8
+    if mem.get("digest_stats") is not None:
+        mem["digest_stats"]["originals"] = report["originals"]
     return report
 
 
-def decide(candidates: dict, exact_parts: list[bytes], normalised: bytes) -> list[dict]:
+def decide(candidates: dict, exact_parts: list[bytes], normal_parts: list[bytes]) -> list[dict]:
     """The finds among the values the target's screen flagged ({where: base64 of (normalised digest, exact
-    digest) pairs}): a value whose normalised digest is an original's (`normalised`: sorted, distinct) is
-    found, "exact" when its own digest is among the originals' exact ones too (`exact_parts`: packed lists,
-    only looked through for the few flagged, never sorted). The originals' digests never leave this process."""
-    among_normal = _among(normalised)
+    digest) pairs}): a value whose normalised digest is among the originals' (`normal_parts`) is found,
+    "exact" when its own digest is among their exact ones too (`exact_parts`). The parts (packed lists, one
+    per masked column) are looked through for the few flagged values only, never merged or sorted; the
+    originals' digests never leave this process."""
     flagged = []
     for where, text in candidates.items():
         pairs = _unpacked(base64.b64decode(text))
-        flagged += [(where, pairs[i + 1]) for i in range(0, len(pairs), 2) if among_normal(pairs[i])]
-    wanted = {d for _, d in flagged}
-    exact = set()
-    for part in exact_parts if wanted else ():
-        exact.update(wanted.intersection(_unpacked(part)))
+        flagged += [(where, pairs[i], pairs[i + 1]) for i in range(0, len(pairs), 2)]
+    normal = _among(normal_parts, {n for _, n, _ in flagged})
+    exact = _among(exact_parts, {e for _, n, e in flagged if n in normal})
     found: dict[tuple[str, str], int] = {}
-    for where, d in flagged:
-        how = "exact" if d in exact else "normalised"
-        found[(where, how)] = found.get((where, how), 0) + 1
+    for where, n, e in flagged:
+        if n in normal:
+            how = "exact" if e in exact else "normalised"
+            found[(where, how)] = found.get((where, how), 0) + 1
     return [{"where": where, "how": how, "count": n} for (where, how), n in sorted(found.items())]
+
+
+def _among(parts: list[bytes], wanted: set) -> set:
+    """The digests of `wanted` that some packed list of `parts` holds (one pass in C over each)."""
+    held = set()
+    for part in parts if wanted else ():
+        held.update(wanted.intersection(_unpacked(part)))
+    return held
 
 
 def _unpacked(data: bytes) -> array:
@@ -201,16 +191,6 @@ def _unpacked(data: bytes) -> array:
     if sys.byteorder == "little":
         values.byteswap()
     return values
-
-
-def _among(packed: bytes):
-    """`d in digests` for sorted, distinct big-endian uint64 digests (_packed's), by bisect."""
-    values = _unpacked(packed)
-
-    def among(d: int) -> bool:
-        i = bisect_left(values, d)
-        return i < len(values) and values[i] == d
-    return among
 
 
 def _pg_dump_argv(driver, db: str) -> list[str]:
