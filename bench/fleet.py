@@ -106,13 +106,17 @@ class CpuMeter:
     """CPU seconds of the controller, each host of a fleet, the PostgreSQL server and the whole machine."""
 
     def __init__(self, fleet, pg):
-        self.hosts = [(h.name, [h.process.pid, sup.pid]) for h, sup in zip(fleet.hosts, fleet.stage.supervisors)]
+        self.hosts = [(h.name, h.process.pid, sup.pid) for h, sup in zip(fleet.hosts, fleet.stage.supervisors)]
         self.pg_pid = pg.postmaster_pid
 
     def read(self) -> dict:
+        # per host apart: its sshd (deploykit's sessions: the agent, its helpers, the Django sessions they
+        # start) and its supervisord (the app: supervisord and gunicorn's start-up)
+        sessions = {name: tree_cpu([sshd]) for name, sshd, _ in self.hosts}
+        app = {name: tree_cpu([sup]) for name, _, sup in self.hosts}
         return {"controller": own_cpu_seconds(), "machine": busy_cpu_seconds(),
                 "postgres": tree_cpu([self.pg_pid]) if self.pg_pid else 0.0,
-                "hosts": {name: tree_cpu(roots) for name, roots in self.hosts}}
+                "hosts": {name: sessions[name] + app[name] for name in sessions}, "sessions": sessions, "app": app}
 
     @staticmethod
     def delta(before: dict, after: dict) -> dict:
@@ -120,6 +124,9 @@ class CpuMeter:
         out = {k: round(after[k] - before[k], 3) for k in ("controller", "machine", "postgres")}
         out["hosts"] = hosts
         out["hosts_sum"] = round(sum(hosts.values()), 3)
+        for part in ("sessions", "app"):
+            if part in before and part in after:
+                out[f"{part}_sum"] = round(sum(after[part][k] - before[part][k] for k in before[part]), 3)
         out["other"] = round(out["machine"] - out["controller"] - out["postgres"] - out["hosts_sum"], 3)
         return out
 
@@ -178,8 +185,9 @@ def summarize(rows: list[dict], n: int, cores: int) -> dict:
     s["target"] = TARGET
     s["met"] = s["ratio"] is not None and s["ratio"] <= TARGET
     for label, group in (("1", one), (str(n), many)):
-        s[f"cpu_{label}"] = {k: median(r["cpu"][k] for r in group)
-                             for k in ("controller", "hosts_sum", "postgres", "machine", "other")}
+        s[f"cpu_{label}"] = {k: median(r["cpu"].get(k) for r in group)
+                             for k in ("controller", "hosts_sum", "sessions_sum", "app_sum", "postgres", "machine",
+                                       "other")}
         s[f"cpu_{label}"]["per_host"] = median(r["cpu"]["hosts_sum"] / r["hosts"] for r in group)
     c1, cn = s["cpu_1"], s[f"cpu_{n}"]
     if c1["hosts_sum"] is not None and cn["hosts_sum"] is not None:
@@ -228,6 +236,11 @@ def print_tables(s: dict) -> None:
         log(f"{label + ' host(s)':14}{_f(c['controller'], '{:11.2f}')}{_f(c['hosts_sum'], '{:8.2f}')}"
             f"{_f(c['per_host'], '{:9.2f}')}{_f(c['postgres'], '{:9.2f}')}{_f(c['other'], '{:8.2f}')}"
             f"{_f(c['machine'], '{:9.2f}')}")
+    for label in ("1", str(n)):
+        c = s[f"cpu_{label}"]
+        if c.get("sessions_sum") is not None and c.get("app_sum") is not None:
+            log(f"{label + ' host(s)':14} hosts = deploykit's sessions (sshd: agent, helpers, Django sessions) "
+                f"{c['sessions_sum']:.2f} + the app (supervisord, gunicorn) {c['app_sum']:.2f}")
     if s.get("cpu_floor") is not None:
         log(f"one more host costs {s['cpu_per_extra_host']:.2f} CPU s; the {n}-host release's own CPU (controller, "
             f"hosts, postgres) over {s['cores']} cores is {s['cpu_floor']:.2f} s = {s['cpu_floor_ratio']:.2f}× the "

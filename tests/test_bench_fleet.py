@@ -45,3 +45,17 @@ def test_tree_cpu_counts_this_process_and_its_children():
     assert mine >= 0.0
     assert fb.tree_cpu([2 ** 22 + 12345]) == 0.0  # no such process: nothing
     assert fb.busy_cpu_seconds() > 0.0
+
+
+def test_the_cpu_meter_splits_each_host_into_deploykits_sessions_and_the_app():
+    before = {"controller": 1.0, "machine": 10.0, "postgres": 1.0, "hosts": {"h1": 2.0, "h2": 3.0},
+              "sessions": {"h1": 1.5, "h2": 2.0}, "app": {"h1": 0.5, "h2": 1.0}}
+    after = {"controller": 1.5, "machine": 14.0, "postgres": 1.25, "hosts": {"h1": 3.0, "h2": 4.5},
+             "sessions": {"h1": 2.25, "h2": 3.0}, "app": {"h1": 0.75, "h2": 1.5}}
+    d = fb.CpuMeter.delta(before, after)
+    assert (d["hosts_sum"], d["sessions_sum"], d["app_sum"]) == (2.5, 1.75, 0.75)
+    assert d["other"] == 4.0 - 0.5 - 0.25 - 2.5
+    rows = [row(1, 3.0, {}, 1.0), row(8, 6.0, {}, 8.0)]
+    rows[0]["cpu"].update(sessions_sum=0.75, app_sum=0.25)
+    s = fb.summarize(rows, 8, 2)
+    assert (s["cpu_1"]["sessions_sum"], s["cpu_1"]["app_sum"], s["cpu_8"]["sessions_sum"]) == (0.75, 0.25, None)
