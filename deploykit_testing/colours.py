@@ -211,7 +211,8 @@ def make_colours(rig, repo: Path, wheelhouse: Path, nginx_factory, clusters: dic
         "health": [{"http": "http://{http}/health/", "json": {"status": "ok"}, "expect_status": 200, "timeout": 10}],
         "colours": {"stages": ["blue", "green"], "router": {
             "stage": "edge",
-            "nginx": {"upstream_file": str(nginx.upstream_file), "upstream": UPSTREAM, "command": nginx.command},
+            "nginx": {"upstream_file": str(nginx.upstream_file), "upstream": UPSTREAM, "command": nginx.command,
+                      "pid_file": str(nginx.pid_file)},
             "check": f"http://{nginx.address}:{{port}}/", "check_timeout": 10}},
         "journal_dir": str(repo / ".deploykit" / f"colours-{tag}"),
     }

@@ -240,3 +240,37 @@ def test_switch_and_colours_refuse_bad_input_before_any_host(tmp_path):
         cp = cli(*args, "--json", config=plain)
         assert cp.returncode == 2 and "no 'colours:' section" in cp.stderr, cp.stdout + cp.stderr
         assert json.loads(cp.stdout.splitlines()[-1])["ok"] is False
+
+
+class WorkersHost(FakeHost):
+    """A router host whose nginx reloads: its workers before, then new ones (or none, or old ones lingering)."""
+
+    def __init__(self, answer, **kw):
+        super().__init__(**kw)
+        self.answer = answer
+
+    def helper(self, module, action, args=None, **kw):
+        if action == "workers":
+            self.log.append((module, action, args))
+            return {"ok": True, "master": 10, "workers": [[11, 500]]}
+        if action == "wait_reloaded":
+            self.log.append((module, action, args))
+            return {"ok": True, **self.answer}
+        return super().helper(module, action, args, **kw)
+
+
+@pytest.mark.parametrize("answer, ends", [
+    ({"done": True, "new": [12], "left": []}, "(10.0.0.6:8001)"),
+    ({"done": False, "new": [12], "left": [11]}, "old workers still finish requests after 10 s"),
+    ({"done": False, "new": [], "left": [11]}, "nginx started no new worker within 10 s: see its error log"),
+])
+def test_with_its_pid_file_a_switch_returns_once_nginx_serves_the_new_file(tmp_path, answer, ends):
+    router = router_for(load(tmp_path, lambda d: d["colours"]["router"]["nginx"].update(pid_file="/run/ngx.pid")))
+    host = WorkersHost(answer, upstream="blue")
+    said = router.switch(Ctx(), host, "green", ["10.0.0.6:8001"])
+    assert said.startswith("blue -> green (10.0.0.6:8001)") and said.endswith(ends), said
+    assert steps(host) == [("router", "read_upstream"), ("balancer", "workers"), ("router", "install_upstream"),
+                           ("run", "-t"), ("run", "-s reload"), ("write_json", "/srv/app/.deploykit/router.json"),
+                           ("balancer", "wait_reloaded")]
+    wait = host.log[-1][2]
+    assert wait["pid_file"] == "/run/ngx.pid" and wait["before"] == [[11, 500]] and wait["old_gone"] is True

@@ -33,7 +33,8 @@ def resolve(path: Path, doc: Colours | None, stages: dict[str, list[HostSpec]]) 
                for colour in doc.stages}
     if r.nginx is not None:
         spec = RouterSpec(r.stage, "nginx", upstream_file=r.nginx.upstream_file, upstream=r.nginx.upstream,
-                          nginx=r.nginx.command, check=r.check, check_timeout=r.check_timeout)
+                          nginx=r.nginx.command, pid_file=r.nginx.pid_file, check=r.check,
+                          check_timeout=r.check_timeout)
         found = [Template("colours.router.nginx.command", spec.nginx)]
     else:
         spec = RouterSpec(r.stage, "command", switch=r.command.switch, live=r.command.live, check=r.check,

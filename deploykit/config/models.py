@@ -509,6 +509,9 @@ def _servers(value: Any) -> list[str]:
 Servers = Annotated[list, PlainValidator(_servers), Label("list of host:port")]
 
 
+RELOAD_WAIT = 10.0  # seconds a switch waits for nginx's old workers (their long requests end on their own)
+
+
 class NginxRouter(Section):
     """The built-in nginx driver: deploykit owns one upstream file that nginx includes."""
 
@@ -521,6 +524,11 @@ class NginxRouter(Section):
     upstream: Text = key("the name of the upstream block (proxy_pass http://NAME)", "upstream: library")
     command: Text = key("how to run nginx on the router host ('-t' and '-s reload' are appended)",
                         "command: sudo nginx", "nginx")
+    pid_file: HostDir | None = key("nginx's pid file on the router host (its 'pid' directive): a switch then "
+                                   "returns once the workers from before the reload are gone (at most "
+                                   f"{RELOAD_WAIT:g} s), so what it says nginx serves, nginx serves",
+                                   "pid_file: /run/nginx.pid", None,
+                                   default_text="none: a switch returns once nginx was told to reload")
 
     @model_validator(mode="after")
     def _one_word(self) -> "NginxRouter":

@@ -143,6 +143,7 @@ class RouterSpec:
     upstream_file: str | None = None  # nginx: the file deploykit owns on the router host
     upstream: str | None = None  # nginx: the upstream block's name
     nginx: str = "nginx"  # nginx: how to run it there (a template)
+    pid_file: str | None = None  # nginx: its pid file there; a switch then waits for the old workers
     switch: str | None = None  # command: sends traffic to {colour} {servers}
     live: str | None = None  # command: prints the live colour
     check: str | None = None  # URL through the router, asked from the router host (a template)

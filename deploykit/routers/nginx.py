@@ -5,11 +5,15 @@ the colour in its header; `nginx -t` then reads the whole configuration with
 it, and only when that passes does `nginx -s reload` make nginx use it. When
 `nginx -t` (or the reload) fails, the file it replaced is renamed back and
 nothing is reloaded: nginx serves what it served before. The colour is also
-recorded in the router host's state file (layout.router_state).
+recorded in the router host's state file (layout.router_state). A reload is
+asynchronous: with the router's `pid_file`, a switch returns once nginx's
+workers from before it are gone (at most RELOAD_WAIT), so the colour it
+says nginx serves is the one every new request gets.
 """
 from __future__ import annotations
 
 from .. import layout
+from ..config.models import RELOAD_WAIT
 from ..state.journal import utc_now
 from .base import Router, RouterError
 
@@ -63,6 +67,8 @@ class NginxRouter(Router):
     def switch(self, ctx, host, colour: str, servers: list[str]) -> str:
         path = self.spec.upstream_file
         before = self.live(ctx, host)
+        pid_file = getattr(self.spec, "pid_file", None)
+        workers = host.helper("balancer", "workers", {"pid_file": pid_file})["workers"] if pid_file else None
         failed = install_checked(host, self.spec.nginx, path, upstream_text(self.spec.upstream, colour, servers,
                                                                              ctx.run_id))
         if failed:
@@ -73,4 +79,12 @@ class NginxRouter(Router):
                      "there), then switch again")
         host.write_json(layout.router_state(host), {"colour": colour, "servers": servers, "since": utc_now(),
                                                     "run_id": ctx.run_id, "upstream_file": path})
-        return f"{before or 'none'} -> {colour} ({', '.join(servers)})"
+        said = f"{before or 'none'} -> {colour} ({', '.join(servers)})"
+        if pid_file:  # the reload is asynchronous: until the old workers are gone, some requests see the old file
+            res = host.helper("balancer", "wait_reloaded", {"pid_file": pid_file, "before": workers,
+                                                            "old_gone": True, "timeout": RELOAD_WAIT},
+                              timeout=RELOAD_WAIT + 30)
+            if not res["done"]:
+                said += (f"; nginx's old workers still finish requests after {RELOAD_WAIT:g} s" if res["new"]
+                         else f"; nginx started no new worker within {RELOAD_WAIT:g} s: see its error log")
+        return said
