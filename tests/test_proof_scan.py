@@ -226,3 +226,23 @@ def test_the_controller_decides_exact_and_normalised_across_its_lists():
     assert found == [{"where": "t.a", "how": "exact", "count": 1}, {"where": "t.a", "how": "normalised", "count": 1},
                      {"where": "t.b", "how": "exact", "count": 2}]
     assert decide({}, exact_parts, normal) == [] and decide({"t.a": pairs((7, 11))}, [], normal) == []
+
+
+def test_a_scan_whose_screen_flags_too_many_values_fails_and_never_passes(monkeypatch):
+    """Past MAX_CANDIDATES flagged values (a copy full of originals) the scan fails; below, every flagged value
+    is kept packed, 16 bytes each, for the controller."""
+    import base64 as b64
+
+    from deploykit.transport.bundle import load_helper
+
+    proof = load_helper("proof")
+    monkeypatch.setattr(proof, "MAX_CANDIDATES", 3)
+    screen = proof.unpack_screen(b64.b64decode(_originals().screen(*ORIGINALS)))
+    checker = proof.Checker(PROOF, None, None, 4, screen)
+    for value in ("Ann Original", "ANN  original", "Secret Street 5"):
+        assert checker.text(value, "t.c") is True
+    assert checker.text("not an original at all", "t.c") in (False, True)  # the screen may flag it too
+    assert len(checker.candidates["t.c"]) == 16 * checker.flagged
+    with pytest.raises(proof.ScanFailed, match="passed the screen"):
+        for _ in range(4):
+            checker.text("ann.original@corp.example", "t.d")
