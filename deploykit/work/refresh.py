@@ -164,15 +164,14 @@ def decide(candidates: dict, exact_parts: list[bytes], normal_parts: list[bytes]
     "exact" when its own digest is among their exact ones too (`exact_parts`). The parts (packed lists, one
     per masked column) are looked through for the few flagged values only, never merged or sorted; the
     originals' digests never leave this process."""
-    flagged = []
-    for where, text in candidates.items():
-        pairs = _unpacked(base64.b64decode(text))
-        flagged += [(where, pairs[i], pairs[i + 1]) for i in range(0, len(pairs), 2)]
-    normal = _among(normal_parts, {n for _, n, _ in flagged})
-    exact = _among(exact_parts, {e for _, n, e in flagged if n in normal})
+    pairs = {where: _unpacked(base64.b64decode(text)) for where, text in candidates.items()}  # compact arrays
+    normal = _among(normal_parts, {d for a in pairs.values() for d in a[0::2]})
+    hits = {where: [(a[i], a[i + 1]) for i in range(0, len(a), 2) if a[i] in normal]
+            for where, a in pairs.items()} if normal else {}
+    exact = _among(exact_parts, {e for found in hits.values() for _, e in found})
     found: dict[tuple[str, str], int] = {}
-    for where, n, e in flagged:
-        if n in normal:
+    for where, values in hits.items():
+        for _, e in values:
             how = "exact" if e in exact else "normalised"
             found[(where, how)] = found.get((where, how), 0) + 1
     return [{"where": where, "how": how, "count": n} for (where, how), n in sorted(found.items())]
