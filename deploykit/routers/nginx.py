@@ -33,6 +33,18 @@ def install_checked(host, nginx: str, path: str, text: str) -> tuple[str, str] |
     return None
 
 
+def check_nginx(host, nginx: str, path: str) -> list[str]:
+    """Read-only, before any change: the upstream file's directory exists and `nginx -t` passes. Shared by the
+    router and the balancer."""
+    problems = []
+    if not host.helper("router", "read_upstream", {"path": path}).get("dir_exists"):
+        problems.append(f"{host.name}: no directory for the upstream file {path}")
+    res = host.run(f"{host.render(nginx)} -t", check=False, read_only=True)
+    if not res.ok:
+        problems.append(f"{host.name}: nginx -t fails before any change ('{host.render(nginx)} -t'): {res.tail(2)}")
+    return problems
+
+
 def upstream_text(name: str, colour: str, servers: list[str], run_id: str) -> str:
     lines = [f"# deploykit colour: {colour}",
              f"# written by deploykit run {run_id} at {utc_now()}; 'deploykit switch' rewrites this file whole",
@@ -44,9 +56,6 @@ def upstream_text(name: str, colour: str, servers: list[str], run_id: str) -> st
 class NginxRouter(Router):
     kind = "nginx"
 
-    def _nginx(self, host, args: str, read_only: bool = False):
-        return host.run(f"{host.render(self.spec.nginx)} {args}", check=False, read_only=read_only)
-
     def _read(self, host) -> dict:
         return host.helper("router", "read_upstream", {"path": self.spec.upstream_file})
 
@@ -54,15 +63,7 @@ class NginxRouter(Router):
         return self._read(host).get("colour")
 
     def check(self, ctx, host) -> list[str]:
-        problems = []
-        doc = self._read(host)
-        if not doc.get("dir_exists"):
-            problems.append(f"{host.name}: no directory for the upstream file {self.spec.upstream_file}")
-        res = self._nginx(host, "-t", read_only=True)
-        if not res.ok:
-            problems.append(f"{host.name}: nginx -t fails before any change ('{host.render(self.spec.nginx)} "
-                            f"-t'): {res.tail(2)}")
-        return problems
+        return check_nginx(host, self.spec.nginx, self.spec.upstream_file)
 
     def switch(self, ctx, host, colour: str, servers: list[str]) -> str:
         path = self.spec.upstream_file

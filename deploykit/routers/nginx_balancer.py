@@ -15,6 +15,7 @@ from __future__ import annotations
 from .. import layout
 from ..state.journal import utc_now
 from .balancer import Balancer, BalancerError, NotInUseYet
+from .nginx import check_nginx
 
 #: the access log format errors() reads: one JSON object a line (nginx >= 1.11.8 for escape=json)
 LOG_FORMAT = ("log_format deploykit escape=json '{\"msec\":\"$msec\",\"status\":\"$status\","
@@ -40,9 +41,6 @@ def upstream_text(name: str, servers: list[str], drained, run_id: str, options: 
 class NginxBalancer(Balancer):
     kind = "nginx"
 
-    def _nginx(self, host, args: str, read_only: bool = False):
-        return host.run(f"{host.render(self.spec.nginx)} {args}", check=False, read_only=read_only)
-
     def _state_extra(self) -> dict:
         return {"upstream": self.spec.upstream, "upstream_file": self.spec.upstream_file}
 
@@ -58,14 +56,7 @@ class NginxBalancer(Balancer):
 
     # -- read-only -------------------------------------------------------------------
     def check(self, ctx, host) -> list[str]:
-        problems = []
-        doc = host.helper("router", "read_upstream", {"path": self.spec.upstream_file})
-        if not doc.get("dir_exists"):
-            problems.append(f"{host.name}: no directory for the upstream file {self.spec.upstream_file}")
-        res = self._nginx(host, "-t", read_only=True)
-        if not res.ok:
-            problems.append(f"{host.name}: nginx -t fails before any change ('{host.render(self.spec.nginx)} "
-                            f"-t'): {res.tail(2)}")
+        problems = check_nginx(host, self.spec.nginx, self.spec.upstream_file)
         try:
             self._workers(host)
         except BalancerError as exc:
