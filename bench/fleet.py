@@ -20,10 +20,16 @@ seconds: the controller (this process and its children, e.g. git archive),
 each host's (its sshd and every session, agent and helper under it, plus its
 supervisord and gunicorn: /proc, the live processes and those reaped), the
 PostgreSQL server's, and the whole machine's busy time (/proc/stat);
-"other" is the machine's less ours: whoever else shares the machine. A
+"other" is the machine's less ours: whoever else shares the machine (a
+closing host waits for its agent, which reaps its zygote, so nothing of a
+run is reaped by init, out of every host's count). A
 machine of C cores cannot do the release's own CPU work (controller, hosts,
 PostgreSQL) in less than its sum over C: the "CPU floor" says how much of
-the fleet's wall time that explains, before any waiting.
+the fleet's wall time that explains, before any waiting. The "app's own
+floor" is the part of it no deploy tool can leave out, the same Django work
+on every host: the app's start under supervisord (gunicorn, measured) and
+one Django set-up per host (its checks and collectstatic; measured after the
+rounds, `manage.py shell -c pass` in a host's live release, median of 3).
 One JSON line per release on stdout; the tables on stderr; --json FILE holds
 every row and the summary.
 """
@@ -33,7 +39,9 @@ import argparse
 import json
 import os
 import shutil
+import resource
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -142,6 +150,23 @@ def settled(fleet, timeout: float = 5.0) -> None:
             time.sleep(0.05)
 
 
+def django_setup_cpu(host, runs: int = 3) -> float | None:
+    """CPU seconds of one Django set-up of the live release on host (median of `runs`): what every host pays
+    once to ask the app anything (deploykit's check_database + collectstatic session; Capistrano pays it twice)."""
+    current = Path(os.path.realpath(host.deploy_to / "current"))
+    python = current / ".venv" / "bin" / "python"
+    if not python.exists():
+        return None
+    times = []
+    for _ in range(runs):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        subprocess.run([str(python), "manage.py", "shell", "-v", "0", "-c", "pass"], cwd=current, check=True,
+                       capture_output=True)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        times.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+    return statistics.median(times)
+
+
 # -- one release ---------------------------------------------------------------------------------------------
 def step_breakdown(records) -> dict[str, dict]:
     """'playbook/step' -> {max, sum, hosts} over the hosts the step ran on, in the order the steps ended."""
@@ -175,7 +200,7 @@ def median(values) -> float | None:
     return statistics.median(values) if values else None
 
 
-def summarize(rows: list[dict], n: int, cores: int) -> dict:
+def summarize(rows: list[dict], n: int, cores: int, django_setup: float | None = None) -> dict:
     """Medians per stage; the ratio fleet/one against TARGET; CPU; per step max/sum and the cost per extra host."""
     one = [r for r in rows if r["hosts"] == 1]
     many = [r for r in rows if r["hosts"] == n]
@@ -195,6 +220,10 @@ def summarize(rows: list[dict], n: int, cores: int) -> dict:
         s["cpu_per_extra_host"] = (cn["hosts_sum"] - c1["hosts_sum"]) / (n - 1) if n > 1 else None
         s["cpu_floor"] = ((cn["controller"] or 0.0) + cn["hosts_sum"] + (cn["postgres"] or 0.0)) / cores
         s["cpu_floor_ratio"] = s["cpu_floor"] / s["wall_1"] if s["wall_1"] else None
+        if django_setup is not None and cn.get("app_sum") is not None:
+            s["django_setup_cpu"] = django_setup
+            s["app_floor"] = (cn["app_sum"] + n * django_setup) / cores
+            s["app_floor_ratio"] = s["app_floor"] / s["wall_1"] if s["wall_1"] else None
     steps: dict[str, dict] = {}
     for r in many + one:
         for k in r["steps"]:
@@ -245,6 +274,11 @@ def print_tables(s: dict) -> None:
         log(f"one more host costs {s['cpu_per_extra_host']:.2f} CPU s; the {n}-host release's own CPU (controller, "
             f"hosts, postgres) over {s['cores']} cores is {s['cpu_floor']:.2f} s = {s['cpu_floor_ratio']:.2f}× the "
             "1-host wall, before any waiting")
+    if s.get("app_floor") is not None:
+        log(f"the app's own floor: its start under supervisord ({s[f'cpu_{n}']['app_sum']:.2f} s at {n} hosts) + one "
+            f"Django set-up per host ({s['django_setup_cpu']:.2f} s each) over {s['cores']} cores is "
+            f"{s['app_floor']:.2f} s = {s['app_floor_ratio']:.2f}× the 1-host wall: the same Django work on every "
+            "host, with every host on the same cores")
     for r in s.get("first_releases") or []:
         env = r["release_env"] or {}
         log(f"first release of {r['tag']} to {r['hosts']} host(s): {r['wall']:.2f} s, release_env max "
@@ -274,7 +308,7 @@ def main(argv=None) -> int:
 
     work = Path(tempfile.mkdtemp(prefix="dkbench-fleet-", dir=os.environ.get("DEPLOYKIT_BENCH_DIR", "/tmp")))
     os.chmod(work, 0o755)  # the cluster's server may run as another user
-    pg, fleets, rows, warmups, failed = None, [], [], [], None
+    pg, fleets, rows, warmups, failed, django_setup = None, [], [], [], None, None
     try:
         log(f"starting PostgreSQL, 1 + {args.hosts} sshd hosts, the sample repository ...")
         pg = PgCluster.start(work / "pg")
@@ -303,6 +337,7 @@ def main(argv=None) -> int:
                 print(json.dumps(row), flush=True)
                 log(f"round {r}: {f.name} ({row['hosts']} host(s)) {row['tag']} {row['wall']:.2f} s, "
                     f"CPU hosts {row['cpu']['hosts_sum']:.2f} s, machine {row['cpu']['machine']:.2f} s")
+        django_setup = django_setup_cpu(fleets[-1].hosts[-1])
     except BaseException as exc:  # report what was measured, then fail
         failed = exc
         log(f"the bench stopped: {exc!r}")
@@ -312,7 +347,7 @@ def main(argv=None) -> int:
         if pg:
             pg.stop()
         shutil.rmtree(work, ignore_errors=True)
-    summary = summarize(rows, args.hosts, os.cpu_count() or 1) if rows else None
+    summary = summarize(rows, args.hosts, os.cpu_count() or 1, django_setup) if rows else None
     if summary:
         summary["first_releases"] = first_releases(warmups)
         print_tables(summary)

@@ -59,3 +59,13 @@ def test_the_cpu_meter_splits_each_host_into_deploykits_sessions_and_the_app():
     rows[0]["cpu"].update(sessions_sum=0.75, app_sum=0.25)
     s = fb.summarize(rows, 8, 2)
     assert (s["cpu_1"]["sessions_sum"], s["cpu_1"]["app_sum"], s["cpu_8"]["sessions_sum"]) == (0.75, 0.25, None)
+
+
+def test_the_apps_own_floor_is_its_start_and_one_django_set_up_per_host_over_the_cores():
+    rows = [row(1, 3.0, {}, 1.0), row(8, 6.0, {}, 8.0)]
+    for r in rows:
+        r["cpu"]["app_sum"] = 0.5 * r["hosts"]
+    s = fb.summarize(rows, 8, 2, django_setup=0.25)
+    assert s["django_setup_cpu"] == 0.25
+    assert abs(s["app_floor"] - (4.0 + 8 * 0.25) / 2) < 1e-9 and abs(s["app_floor_ratio"] - 3.0 / 3.0) < 1e-9
+    assert "app_floor" not in fb.summarize(rows, 8, 2)  # not measured: not claimed

@@ -303,6 +303,23 @@ def test_ssh_host_uses_one_channel_and_no_delay(ssh_rig_factory, tmp_path):
         host.close()
 
 
+def test_closing_an_ssh_host_returns_once_its_agent_and_zygote_are_gone(ssh_rig_factory, tmp_path):
+    """Nothing of the run is left on the host when close returns: the agent reaps its zygote and sshd reaps
+    the agent (so what they and their helpers ran is counted under the host's sshd, never orphaned to init)."""
+    rig = ssh_rig_factory(1)
+    host = ssh_host(rig, tmp_path)
+    try:
+        host.helper("files", "read_json", {"path": "/nonexistent"})  # the zygote forks a helper
+        agent_pid = int(host.run("echo $PPID").stdout)
+        children = Path(f"/proc/{agent_pid}/task/{agent_pid}/children").read_text().split()
+        zygotes = [int(p) for p in children if "bash" not in Path(f"/proc/{p}/cmdline").read_text()]
+        assert zygotes, children
+    finally:
+        host.close()
+    for pid in [agent_pid, *zygotes]:  # not even a zombie: already reaped
+        assert not Path(f"/proc/{pid}").exists(), pid
+
+
 def test_ssh_connection_dropped_between_commands_is_reopened_once(ssh_rig_factory, tmp_path):
     rig = ssh_rig_factory(1)
     host = ssh_host(rig, tmp_path)

@@ -271,6 +271,7 @@ class Zygote(object):
             finally:
                 os._exit(0)
         theirs.close()
+        self.pid = pid
         self.sock = ours
         self.lock = threading.Lock()
         self.ids = 0
@@ -292,6 +293,18 @@ class Zygote(object):
                 slot[0].set()
             if "status" in doc or "error" in doc:
                 slot[1].set()
+
+    def stop(self):
+        """At the end of the agent: the zygote sees its socket close and exits; it is reaped here, so what
+        it and its helpers ran is counted under the session (no process is left to init)."""
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        try:
+            os.waitpid(self.pid, 0)
+        except OSError:
+            pass
 
     def start(self, req, fds):
         with self.lock:
@@ -420,3 +433,4 @@ if __name__ == "__main__":
     sys.stdout = sys.stderr  # only answers reach the channel
     send({"id": 0, "agent": 1, "pid": os.getpid()})
     serve(sys.stdin.buffer)
+    ZYGOTE.stop()

@@ -61,6 +61,7 @@ def q(value) -> str:
 
 
 SEND_CHUNK = 256 * 1024
+AGENT_EXIT_WAIT = 2.0  # seconds a closing host waits for its agent to exit (it has nothing left to do)
 
 
 def sendall(chan, data) -> None:
@@ -799,7 +800,9 @@ class SSHHost(Host):
 
         def close():
             try:
-                chan.shutdown_write()  # the agent finishes what runs, then exits
+                chan.shutdown_write()  # the agent finishes what runs, reaps its zygote, then exits
+                # its exit status comes once sshd reaped it: nothing of the run is left behind on the host
+                chan.status_event.wait(AGENT_EXIT_WAIT)
             finally:
                 chan.close()
 
