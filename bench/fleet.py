@@ -20,9 +20,9 @@ seconds: the controller (this process and its children, e.g. git archive),
 each host's (its sshd and every session, agent and helper under it, plus its
 supervisord and gunicorn: /proc, the live processes and those reaped), the
 PostgreSQL server's, and the whole machine's busy time (/proc/stat);
-"other" is the machine's less ours: whoever else shares the machine (a
-closing host waits for its agent, which reaps its zygote, so nothing of a
-run is reaped by init, out of every host's count). A
+"other" is the machine's less ours: whoever else shares the machine (every
+process of a run is counted under its host: a closing host waits for its
+agent, which reaps its zygote, so none is left to init). A
 machine of C cores cannot do the release's own CPU work (controller, hosts,
 PostgreSQL) in less than its sum over C: the "CPU floor" says how much of
 the fleet's wall time that explains, before any waiting. The "app's own
@@ -38,8 +38,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import resource
+import shutil
 import statistics
 import subprocess
 import sys

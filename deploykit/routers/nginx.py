@@ -68,7 +68,7 @@ class NginxRouter(Router):
     def switch(self, ctx, host, colour: str, servers: list[str]) -> str:
         path = self.spec.upstream_file
         before = self.live(ctx, host)
-        pid_file = getattr(self.spec, "pid_file", None)
+        pid_file = self.spec.pid_file
         workers = host.helper("balancer", "workers", {"pid_file": pid_file})["workers"] if pid_file else None
         failed = install_checked(host, self.spec.nginx, path, upstream_text(self.spec.upstream, colour, servers,
                                                                              ctx.run_id))
